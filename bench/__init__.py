@@ -1,0 +1,1 @@
+"""ShaleDB benchmarks: python -m bench.<name>."""

@@ -1,0 +1,1 @@
+"""ShaleDB numba kernels (see issue: kernels)."""

@@ -1,0 +1,51 @@
+"""The one jit decorator every ShaleDB kernel uses.
+
+``@kernel`` is ``numba.njit`` with the project's flags: ``cache=True`` (compiled
+code is reused across processes), ``nogil=True`` (writer threads and the
+flusher run kernels without the GIL) and no fastmath (encodings must be exact
+to the bit).  ``tests/kernels/test_jit_flags.py`` fails on a bare ``@njit``.
+
+If the package's own cache directory is not writable (a read-only install),
+numba is pointed at a per-user directory under the system temp folder before
+it is imported, so importing the kernels never fails for want of a cache.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def _ensure_writable_cache_dir() -> None:
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        target = os.environ["NUMBA_CACHE_DIR"]
+        try:
+            os.makedirs(target, exist_ok=True)
+            if os.access(target, os.W_OK):
+                return
+        except OSError:
+            pass
+    else:
+        here = os.path.dirname(os.path.abspath(__file__))
+        pycache = os.path.join(here, "__pycache__")
+        try:
+            os.makedirs(pycache, exist_ok=True)
+            if os.access(pycache, os.W_OK):
+                return
+        except OSError:
+            pass
+    fallback = os.path.join(tempfile.gettempdir(), f"shaledb-numba-cache-{os.getuid()}")
+    os.makedirs(fallback, exist_ok=True)
+    os.environ["NUMBA_CACHE_DIR"] = fallback
+
+
+_ensure_writable_cache_dir()
+
+import numba  # noqa: E402  (after the cache directory is settled)
+
+JIT_OPTIONS = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
+
+
+def kernel(fn):
+    """Compile ``fn`` with the project's jit flags."""
+    return numba.njit(**JIT_OPTIONS)(fn)
