@@ -16,3 +16,62 @@ class ValueKind(IntEnum):
 
     DELETE = 0  # tombstone: hides older versions of the key
     PUT = 1
+
+
+# --- manifest (docs/format/manifest.md) -------------------------------------
+
+
+class ManifestFormat(IntEnum):
+    """Format version in the manifest header (u16 after the magic)."""
+
+    V1 = 1  # TLV body, xxh64 trailer; the first ShaleDB manifest format
+
+
+class ManifestField(IntEnum):
+    """Tags of the top-level manifest fields."""
+
+    WRITER_EPOCH = 1
+    COMPACTOR_EPOCH = 2
+    NEXT_WAL_ID = 3
+    REPLAY_AFTER_WAL_ID = 4
+    LAST_L0_SEQ = 5
+    L0_SST = 6  # repeated, newest first; payload is a ManifestSstField message
+    SORTED_RUN = 7  # repeated, highest run id first; ManifestRunField message
+    CHECKPOINT = 8  # repeated; ManifestCheckpointField message
+
+
+class ManifestSstField(IntEnum):
+    """Tags inside one SST reference (an L0 entry or a sorted-run member)."""
+
+    SST_ID = 1  # 16-byte ULID
+    FIRST_KEY = 2
+    LAST_KEY = 3
+    SIZE = 4
+    MIN_SEQ = 5
+    MAX_SEQ = 6
+    NUM_ENTRIES = 7
+
+
+class ManifestRunField(IntEnum):
+    """Tags inside one sorted run."""
+
+    RUN_ID = 1
+    SST = 2  # repeated, key order; ManifestSstField message
+
+
+class ManifestCheckpointField(IntEnum):
+    """Tags inside one checkpoint."""
+
+    ID = 1  # 16-byte ULID
+    MANIFEST_ID = 2
+    EXPIRES_AT_MS = 3  # 0 = never
+    NAME = 4  # UTF-8, may be empty
+
+
+__all__ += [
+    "ManifestCheckpointField",
+    "ManifestField",
+    "ManifestFormat",
+    "ManifestRunField",
+    "ManifestSstField",
+]

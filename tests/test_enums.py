@@ -10,3 +10,38 @@ PINNED = {
 def test_persisted_enums_are_pinned():
     for enum, members in PINNED.items():
         assert {m.name: int(m) for m in enum} == members, enum.__name__
+
+
+# --- manifest enums (docs/format/manifest.md) -------------------------------
+from shaledb import enums as manifest_enums  # noqa: E402
+
+MANIFEST_PINNED = {
+    "ManifestFormat": {"V1": 1},
+    "ManifestField": {
+        "WRITER_EPOCH": 1,
+        "COMPACTOR_EPOCH": 2,
+        "NEXT_WAL_ID": 3,
+        "REPLAY_AFTER_WAL_ID": 4,
+        "LAST_L0_SEQ": 5,
+        "L0_SST": 6,
+        "SORTED_RUN": 7,
+        "CHECKPOINT": 8,
+    },
+    "ManifestSstField": {
+        "SST_ID": 1,
+        "FIRST_KEY": 2,
+        "LAST_KEY": 3,
+        "SIZE": 4,
+        "MIN_SEQ": 5,
+        "MAX_SEQ": 6,
+        "NUM_ENTRIES": 7,
+    },
+    "ManifestRunField": {"RUN_ID": 1, "SST": 2},
+    "ManifestCheckpointField": {"ID": 1, "MANIFEST_ID": 2, "EXPIRES_AT_MS": 3, "NAME": 4},
+}
+
+
+def test_manifest_enums_are_pinned():
+    for name, members in MANIFEST_PINNED.items():
+        enum = getattr(manifest_enums, name)
+        assert {m.name: int(m) for m in enum} == members, name
