@@ -1,0 +1,239 @@
+"""The authenticated control channel between writers and the flusher.
+
+The flusher listens on a unix socket inside a fresh private directory
+(mode 0700) with ``multiprocessing.connection`` and a random 32-byte authkey:
+a client must prove it knows the key (HMAC challenge) before any request is
+read, and no other local user can even reach the socket.  The address and
+key travel inside the picklable writer handle (:class:`ControlAddress`).
+
+Requests are small tuples ``(op, *args)``; replies are ``("ok", value)`` or
+``("err", kind, message)`` where ``kind`` names a class of the shaledb error
+tree, re-raised on the client side.  Ops (served by shaledb.flusher):
+
+``flush_wal``                 upload everything appended so far; answer when durable
+``flush_memtable``            seal the generation, publish it to L0; answer when done
+``await_durable seq``         answer once ``seq`` is durable
+``seal``                      seal the current generation (answer at once)
+``status``                    a dict of counters
+``close``                     final flush to L0, then the flusher stops
+
+Every client call has a timeout.  A peer that hangs up (the flusher died)
+raises :class:`~shaledb.Unavailable` at once, a late answer raises it when
+the timeout passes; after either the connection is dropped, never reused.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Client, Listener
+from multiprocessing import AuthenticationError
+from typing import Any, Callable
+
+import shaledb.errors as errors
+from shaledb.errors import Closed, InvalidArgument, ShaleDBError, Unavailable
+
+__all__ = ["ControlAddress", "ControlClient", "ControlServer", "new_control_address"]
+
+
+@dataclass(frozen=True)
+class ControlAddress:
+    """Where the flusher listens and the key that opens the door."""
+
+    path: str
+    authkey: bytes
+
+    def __repr__(self) -> str:  # never print the key
+        return f"ControlAddress(path={self.path!r})"
+
+
+def new_control_address() -> ControlAddress:
+    """A fresh socket path in a private directory, and a random key."""
+    d = tempfile.mkdtemp(prefix="shaledb-ctl-")
+    os.chmod(d, 0o700)
+    return ControlAddress(os.path.join(d, "flusher.sock"), os.urandom(32))
+
+
+def remove_control_address(addr: ControlAddress) -> None:
+    shutil.rmtree(os.path.dirname(addr.path), ignore_errors=True)
+
+
+def _error_reply(exc: BaseException) -> tuple:
+    if isinstance(exc, ShaleDBError):
+        return ("err", type(exc).__name__, str(exc))
+    return ("err", "Internal", f"{type(exc).__name__}: {exc}")
+
+
+def _raise_reply(reply: Any) -> Any:
+    if not isinstance(reply, tuple) or not reply:
+        raise errors.Internal(f"malformed control reply {reply!r}")
+    if reply[0] == "ok":
+        return reply[1]
+    kind, message = reply[1], reply[2]
+    cls = getattr(errors, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, ShaleDBError)):
+        cls = errors.Internal
+    raise cls(message)
+
+
+class ControlServer:
+    """Accepts authenticated connections; each is served by its own thread.
+
+    ``handler(op, args)`` runs on the connection's thread and may block (a
+    flush request waits for the flusher's worker); its return value is the
+    reply, an exception becomes an error reply.
+    """
+
+    def __init__(self, addr: ControlAddress, handler: Callable[[str, tuple], Any]):
+        self.addr = addr
+        self._handler = handler
+        self._listener = Listener(addr.path, family="AF_UNIX", authkey=addr.authkey)
+        os.chmod(addr.path, 0o600)
+        self._stopping = threading.Event()
+        self._conns: set = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept_loop, name="shaledb-control-accept", daemon=True)
+        self._thread.start()
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn = self._listener.accept()
+            except (AuthenticationError, EOFError, ConnectionError):
+                continue  # a client without the key, or one that went away
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                continue
+            with self._lock:
+                if self._stopping.is_set():
+                    conn.close()
+                    return
+                self._conns.add(conn)
+            threading.Thread(target=self._serve, args=(conn,), name="shaledb-control-conn", daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    req = conn.recv()
+                except Exception:  # noqa: BLE001 - EOF, or closed under us by close()
+                    return
+                if not isinstance(req, tuple) or not req or not isinstance(req[0], str):
+                    reply = ("err", "InvalidArgument", f"malformed request {req!r}")
+                else:
+                    try:
+                        reply = ("ok", self._handler(req[0], tuple(req[1:])))
+                    except BaseException as exc:  # noqa: BLE001 - every failure becomes a reply
+                        reply = _error_reply(exc)
+                try:
+                    conn.send(reply)
+                except Exception:  # noqa: BLE001 - the client went away
+                    return
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def close(self) -> None:
+        """Stop accepting and hang up on every client."""
+        self._stopping.set()
+        try:
+            # wake accept(): connect once without the key; the handshake fails.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(1.0)
+                s.connect(self.addr.path)
+        except OSError:
+            pass
+        self._listener.close()
+        with self._lock:
+            conns = list(self._conns)
+            self._conns.clear()
+        for c in conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self._thread.join(timeout=5)
+
+
+class ControlClient:
+    """One process's channel to the flusher; one connection per thread.
+
+    Thread-safe.  Pickling sends only the address (each process connects on
+    first use).
+    """
+
+    def __init__(self, addr: ControlAddress, timeout: float):
+        if not isinstance(addr, ControlAddress):
+            raise InvalidArgument("ControlClient needs a ControlAddress")
+        self.addr = addr
+        self.timeout = timeout
+        self._local = threading.local()
+        self._closed = False
+        self._all: list = []
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        return {"addr": self.addr, "timeout": self.timeout}
+
+    def __setstate__(self, state):
+        self.__init__(state["addr"], state["timeout"])
+
+    def _conn(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise Closed("control channel is closed")
+            try:
+                conn = Client(self.addr.path, family="AF_UNIX", authkey=self.addr.authkey)
+            except (FileNotFoundError, ConnectionRefusedError, EOFError, ConnectionError) as exc:
+                raise Unavailable(f"cannot reach the flusher at {self.addr.path}: {exc}") from None
+            except AuthenticationError:
+                raise Unavailable("the flusher refused the control-channel key") from None
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def call(self, op: str, *args: Any, timeout: float | None = None) -> Any:
+        """Send one request and wait (at most ``timeout``) for its answer."""
+        timeout = self.timeout if timeout is None else timeout
+        conn = self._conn()
+        try:
+            conn.send((op, *args))
+            if not conn.poll(timeout):
+                self._drop()
+                raise Unavailable(f"the flusher did not answer {op!r} within {timeout:g} s")
+            reply = conn.recv()
+        except (EOFError, ConnectionError, BrokenPipeError, OSError) as exc:
+            self._drop()
+            raise Unavailable(f"the flusher process is gone ({op!r} got {type(exc).__name__})") from None
+        return _raise_reply(reply)
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self._local = threading.local()

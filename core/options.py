@@ -1,0 +1,134 @@
+"""Options of an open database (reference: docs/options.md).
+
+:class:`Options` is a frozen dataclass: build one, or pass overrides to
+``shaledb.open(root, **overrides)``; ``options.replace(**changes)`` returns a
+validated copy.  Every field is checked when the object is built, so a bad
+value raises :class:`~shaledb.InvalidArgument` before anything is opened.
+
+The whole object is picklable: the flusher process and writer processes get
+their own copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from shaledb.errors import InvalidArgument
+
+__all__ = ["Options", "MAX_KEY_BYTES", "MAX_VALUE_BYTES"]
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+#: Largest key, in bytes (keys must also be non-empty).
+MAX_KEY_BYTES = 64 * KiB
+#: Largest value, in bytes.  A record must also fit in one arena.
+MAX_VALUE_BYTES = 256 * MiB
+
+
+@dataclass(frozen=True)
+class Options:
+    """Tuning and behaviour of one open database.  All sizes are in bytes,
+    all durations in seconds."""
+
+    #: Size of one shared-memory arena segment.  A single batch must fit in it.
+    arena_bytes: int = 64 * MiB
+    #: A generation (the memtable) is sealed and flushed to L0 once its arenas
+    #: hold this many bytes; also the target size of one L0 SST.
+    l0_sst_bytes: int = 64 * MiB
+    #: The flusher uploads the WAL this often (and on request).
+    flush_interval: float = 0.1
+    #: Write-ahead log on.  With ``wal=False`` (bulk loads) nothing is durable
+    #: before it reaches L0 (``flush()``, a sealed generation, or ``close()``).
+    wal: bool = True
+    #: Writers wait (bounded by ``request_timeout``) while the bytes not yet in
+    #: L0 exceed this.
+    max_unflushed_bytes: int = 512 * MiB
+    #: Target size of an SST data block.
+    block_size: int = 4096
+    #: Bloom filter bits per key in L0 SSTs (0 disables filters).
+    bloom_bits_per_key: int = 10
+    #: Size of the LRU cache of decoded SST blocks, per process.
+    block_cache_bytes: int = 64 * MiB
+    #: Number of arenas created when the database opens (more are added on
+    #: demand, up to ``max_arenas``).
+    initial_arenas: int = 2
+    #: Upper bound on the number of arena segments at once.
+    max_arenas: int = 64
+    #: How long a call waits for the flusher (a flush, a durable ack, room under
+    #: backpressure) before raising :class:`~shaledb.Unavailable`.
+    request_timeout: float = 120.0
+    #: How long ``open`` waits for the flusher to start, fence and replay.
+    open_timeout: float = 120.0
+    #: How long ``close`` waits for the final flush and the flusher's exit.
+    close_timeout: float = 120.0
+    #: Failpoints, ``"name=action;name=action"`` (see shaledb.failpoints).
+    #: Also read from the ``SHALEDB_FAILPOINTS`` environment variable.
+    failpoints: str = ""
+    #: Extra keyword arguments for ``shaledb.storage.open_store`` (endpoint_url,
+    #: region, ...).  Must be picklable.
+    store_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def _int(name: str, lo: int, hi: int | None = None) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise InvalidArgument(f"Options.{name} must be an int, got {type(v).__name__}")
+            if v < lo or (hi is not None and v > hi):
+                rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+                raise InvalidArgument(f"Options.{name} must be {rng}, got {v}")
+
+        def _seconds(name: str, lo: float) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise InvalidArgument(f"Options.{name} must be a finite number of seconds, got {v!r}")
+            if v <= lo:
+                raise InvalidArgument(f"Options.{name} must be > {lo}, got {v}")
+
+        _int("arena_bytes", 64 * KiB, 1 << 40)
+        _int("l0_sst_bytes", 4 * KiB)
+        _int("max_unflushed_bytes", 64 * KiB)
+        _int("block_size", 256, 1 << 20)
+        _int("bloom_bits_per_key", 0, 64)
+        _int("block_cache_bytes", 0)
+        _int("initial_arenas", 1, 4096)
+        _int("max_arenas", 1, 4096)
+        _seconds("flush_interval", 0.0)
+        _seconds("request_timeout", 0.0)
+        _seconds("open_timeout", 0.0)
+        _seconds("close_timeout", 0.0)
+        if not isinstance(self.wal, bool):
+            raise InvalidArgument(f"Options.wal must be a bool, got {self.wal!r}")
+        if self.initial_arenas > self.max_arenas:
+            raise InvalidArgument("Options.initial_arenas must be <= max_arenas")
+        if self.max_unflushed_bytes < self.l0_sst_bytes:
+            raise InvalidArgument("Options.max_unflushed_bytes must be >= l0_sst_bytes")
+        if not isinstance(self.failpoints, str):
+            raise InvalidArgument("Options.failpoints must be a str")
+        if not isinstance(self.store_options, Mapping):
+            raise InvalidArgument("Options.store_options must be a mapping")
+        # Parse now so that a typo fails at open, not at the failpoint.
+        from shaledb.failpoints import parse_failpoints
+
+        parse_failpoints(self.failpoints)
+
+    def replace(self, **changes: Any) -> "Options":
+        """A validated copy with ``changes`` applied."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise InvalidArgument(f"unknown option(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def resolve(cls, options: "Options | None", overrides: Mapping[str, Any]) -> "Options":
+        """``options`` (or the defaults) with keyword ``overrides`` applied."""
+        if options is None:
+            options = cls()
+        elif not isinstance(options, Options):
+            raise InvalidArgument(f"options must be a shaledb.Options, got {type(options).__name__}")
+        return options.replace(**overrides) if overrides else options
