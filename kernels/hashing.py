@@ -1,0 +1,144 @@
+"""xxHash64 (XXH64) in numba, bit-exact with the ``xxhash`` package.
+
+``_xxh64(buf, start, length, seed) -> uint64`` is a jitted kernel that other
+kernels call (bloom filters, block checksums, arena hash index);
+``xxh64(data, seed=0) -> int`` is the validating Python wrapper.
+
+The little-endian loads ``_load_u32`` / ``_load_u64`` are shared by the other
+kernels that read the record layout (``kernels/layout.py``).
+
+All arithmetic is on ``np.uint64`` with explicit casts: numba turns a mix of
+int64 and uint64 into float64, which would silently break the hash.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shaledb.errors import InvalidArgument
+from shaledb.kernels._jit import kernel
+
+__all__ = ["xxh64"]
+
+_P1 = np.uint64(0x9E3779B185EBCA87)
+_P2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_P3 = np.uint64(0x165667B19E3779F9)
+_P4 = np.uint64(0x85EBCA77C2B2AE63)
+_P5 = np.uint64(0x27D4EB2F165667C5)
+_U64_MASK = (1 << 64) - 1
+
+
+@kernel
+def _load_u64(buf, p):
+    """Little-endian u64 at ``buf[p:p+8]``."""
+    return (
+        np.uint64(buf[p])
+        | (np.uint64(buf[p + 1]) << np.uint64(8))
+        | (np.uint64(buf[p + 2]) << np.uint64(16))
+        | (np.uint64(buf[p + 3]) << np.uint64(24))
+        | (np.uint64(buf[p + 4]) << np.uint64(32))
+        | (np.uint64(buf[p + 5]) << np.uint64(40))
+        | (np.uint64(buf[p + 6]) << np.uint64(48))
+        | (np.uint64(buf[p + 7]) << np.uint64(56))
+    )
+
+
+@kernel
+def _load_u32(buf, p):
+    """Little-endian u32 at ``buf[p:p+4]``, as uint64."""
+    return (
+        np.uint64(buf[p])
+        | (np.uint64(buf[p + 1]) << np.uint64(8))
+        | (np.uint64(buf[p + 2]) << np.uint64(16))
+        | (np.uint64(buf[p + 3]) << np.uint64(24))
+    )
+
+
+@kernel
+def _rotl(x, r):
+    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
+
+
+@kernel
+def _round(acc, lane):
+    acc = acc + lane * _P2
+    acc = _rotl(acc, 31)
+    return acc * _P1
+
+
+@kernel
+def _merge_round(acc, val):
+    acc = acc ^ _round(np.uint64(0), val)
+    return acc * _P1 + _P4
+
+
+@kernel
+def _xxh64(buf, start, length, seed):
+    """XXH64 of ``buf[start:start+length]`` with a uint64 ``seed``.
+
+    REQUIRES: 0 <= start, start + length <= len(buf).
+    """
+    seed = np.uint64(seed)
+    p = start
+    end = start + length
+    if length >= 32:
+        v1 = seed + _P1 + _P2
+        v2 = seed + _P2
+        v3 = seed
+        v4 = seed - _P1
+        limit = end - 32
+        while p <= limit:
+            v1 = _round(v1, _load_u64(buf, p))
+            v2 = _round(v2, _load_u64(buf, p + 8))
+            v3 = _round(v3, _load_u64(buf, p + 16))
+            v4 = _round(v4, _load_u64(buf, p + 24))
+            p += 32
+        h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
+        h = _merge_round(h, v1)
+        h = _merge_round(h, v2)
+        h = _merge_round(h, v3)
+        h = _merge_round(h, v4)
+    else:
+        h = seed + _P5
+    h = h + np.uint64(length)
+    while p + 8 <= end:
+        h = h ^ _round(np.uint64(0), _load_u64(buf, p))
+        h = _rotl(h, 27) * _P1 + _P4
+        p += 8
+    if p + 4 <= end:
+        h = h ^ (_load_u32(buf, p) * _P1)
+        h = _rotl(h, 23) * _P2 + _P3
+        p += 4
+    while p < end:
+        h = h ^ (np.uint64(buf[p]) * _P5)
+        h = _rotl(h, 11) * _P1
+        p += 1
+    h = h ^ (h >> np.uint64(33))
+    h = h * _P2
+    h = h ^ (h >> np.uint64(29))
+    h = h * _P3
+    h = h ^ (h >> np.uint64(32))
+    return h
+
+
+def as_u8(data, name: str = "data") -> np.ndarray:
+    """View ``data`` (bytes-like or uint8 array) as a contiguous 1-D uint8 array.
+
+    Bytes and read-only buffers give a read-only view (no copy); the kernels
+    are compiled for both writable and read-only arrays.
+    """
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8 or data.ndim != 1:
+            raise InvalidArgument(f"{name} must be a 1-D uint8 array, got {data.dtype}[{data.ndim}d]")
+        return np.ascontiguousarray(data)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return np.frombuffer(data, dtype=np.uint8)
+    raise InvalidArgument(f"{name} must be bytes-like or a uint8 array, not {type(data).__name__}")
+
+
+def xxh64(data, seed: int = 0) -> int:
+    """XXH64 of ``data`` (bytes-like or 1-D uint8 array) as a Python int."""
+    arr = as_u8(data)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= _U64_MASK:
+        raise InvalidArgument(f"seed must be an int in [0, 2**64), got {seed!r}")
+    return int(_xxh64(arr, 0, arr.shape[0], np.uint64(seed)))
