@@ -1,0 +1,134 @@
+"""Bloom filters over the keys of a record run (docs/format/bloom.md).
+
+Filter bytes (all integers little-endian)::
+
+    +0   u8   version        1
+    +1   u8   num_probes     k, 1 .. 30
+    +2   u16  reserved       0
+    +4   u32  num_keys       keys added when built (informational; saturates at 2**32-1)
+    +8   u64  num_bits       m, a multiple of 64, 64 <= m < 2**32
+    +16  m/8 bytes of bits   bit b is (byte 16 + b // 8) >> (b % 8) & 1
+
+A key sets (and a probe tests) k bits derived from one ``h = XXH64(key, seed=0)``
+by double hashing on 32 bits: with ``a = h mod 2**32`` and ``d = h >> 32``,
+probe ``i`` (0 <= i < k) uses ``x = (a + i*d) mod 2**32`` and bit
+``(x * m) >> 32`` (a multiply-shift range reduction: no division).
+
+``bloom_build(buf, offs, bits_per_key=10)`` picks ``k = round(bits_per_key * ln 2)``
+(clamped to 1..30) and ``m = max(64, ceil(n * bits_per_key / 64) * 64)`` for n
+records (duplicate keys included).  ``bloom_may_contain(filter, key)`` never
+answers False for a key that was added.  Other kernels probe a filter with
+``_bloom_probe(filt, buf, start, length)`` or ``_bloom_probe_hash(filt, h)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from shaledb.errors import Corruption, InvalidArgument
+from shaledb.kernels._jit import kernel
+from shaledb.kernels.hashing import _load_u32, _load_u64, _xxh64, as_u8
+from shaledb.kernels.layout import RECORD_HEADER
+from shaledb.kernels.sort import check_run
+
+__all__ = ["bloom_build", "bloom_may_contain", "bloom_num_probes"]
+
+BLOOM_VERSION = 1
+BLOOM_HEADER = 16
+MAX_PROBES = 30
+MAX_BITS = (1 << 32) - 64
+
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+@kernel
+def _set_bits(filt, h, k, m):
+    a = h & _M32
+    d = h >> np.uint64(32)
+    mm = np.uint64(m)
+    for i in range(k):
+        x = (a + np.uint64(i) * d) & _M32
+        bit = np.int64((x * mm) >> np.uint64(32))
+        p = BLOOM_HEADER + (bit >> 3)
+        filt[p] = filt[p] | np.uint8(1 << (bit & 7))
+
+
+@kernel
+def _bloom_probe_hash(filt, h):
+    """True when the filter may contain a key whose XXH64 is ``h``.
+
+    REQUIRES: ``filt`` is a well-formed filter (see ``bloom_may_contain``).
+    """
+    k = np.int64(filt[1])
+    mm = _load_u64(filt, 8)
+    a = h & _M32
+    d = h >> np.uint64(32)
+    for i in range(k):
+        x = (a + np.uint64(i) * d) & _M32
+        bit = np.int64((x * mm) >> np.uint64(32))
+        if (filt[BLOOM_HEADER + (bit >> 3)] >> (bit & 7)) & 1 == 0:
+            return False
+    return True
+
+
+@kernel
+def _bloom_probe(filt, buf, start, length):
+    """True when the filter may contain the key ``buf[start:start+length]``."""
+    return _bloom_probe_hash(filt, _xxh64(buf, start, length, np.uint64(0)))
+
+
+@kernel
+def _bloom_build(buf, offs, filt, k, m):
+    for i in range(offs.shape[0]):
+        off = offs[i]
+        klen = np.int64(_load_u32(buf, off))
+        h = _xxh64(buf, off + RECORD_HEADER, klen, np.uint64(0))
+        _set_bits(filt, h, k, m)
+
+
+def bloom_num_probes(bits_per_key: float) -> int:
+    """Probes per key used for ``bits_per_key`` (round(bits_per_key * ln 2), 1..30)."""
+    return max(1, min(MAX_PROBES, int(round(bits_per_key * math.log(2)))))
+
+
+def bloom_build(buf, offs, bits_per_key: float = 10) -> np.ndarray:
+    """Filter bytes (uint8 array) over the keys of the records ``(buf, offs)``."""
+    if isinstance(bits_per_key, bool) or not isinstance(bits_per_key, (int, float)) or not 1 <= bits_per_key <= 64:
+        raise InvalidArgument(f"bits_per_key must be a number in [1, 64], got {bits_per_key!r}")
+    buf, offs = check_run(buf, offs)
+    n = offs.shape[0]
+    k = bloom_num_probes(bits_per_key)
+    m = max(64, int(math.ceil(n * bits_per_key / 64)) * 64)
+    m = min(m, MAX_BITS)
+    filt = np.zeros(BLOOM_HEADER + m // 8, dtype=np.uint8)
+    filt[0] = BLOOM_VERSION
+    filt[1] = k
+    filt[4:8] = np.frombuffer(min(n, 0xFFFFFFFF).to_bytes(4, "little"), dtype=np.uint8)
+    filt[8:16] = np.frombuffer(m.to_bytes(8, "little"), dtype=np.uint8)
+    if n:
+        _bloom_build(buf, offs, filt, k, m)
+    return filt
+
+
+def check_filter(filt) -> np.ndarray:
+    """``filt`` as a uint8 array after checking its header; raises Corruption if malformed."""
+    filt = as_u8(filt, "filter")
+    if filt.shape[0] < BLOOM_HEADER:
+        raise Corruption(f"bloom filter of {filt.shape[0]} bytes is shorter than its header")
+    version = int(filt[0])
+    k = int(filt[1])
+    m = int.from_bytes(filt[8:16].tobytes(), "little")
+    if version != BLOOM_VERSION:
+        raise Corruption(f"bloom filter version {version} is not {BLOOM_VERSION}")
+    if not 1 <= k <= MAX_PROBES or m < 64 or m % 64 or m > MAX_BITS or filt.shape[0] != BLOOM_HEADER + m // 8:
+        raise Corruption(f"malformed bloom filter header (k={k}, m={m}, size={filt.shape[0]})")
+    return filt
+
+
+def bloom_may_contain(filt, key) -> bool:
+    """False only if ``key`` was certainly not added to the filter ``filt``."""
+    filt = check_filter(filt)
+    key = as_u8(key, "key")
+    return bool(_bloom_probe(filt, key, 0, key.shape[0]))

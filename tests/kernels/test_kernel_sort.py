@@ -1,0 +1,118 @@
+"""sort_records and concat_runs against the reference sort."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kernels_testlib import hsettings
+from reference.sort import decode_run, encode_run, sort_key, sort_offsets
+
+from shaledb.errors import InvalidArgument
+from shaledb.kernels.layout import MAX_SEQ
+from shaledb.kernels.sort import concat_runs, sort_records
+
+pytestmark = pytest.mark.nojit
+
+MAX_KEY = 64 * 1024
+
+short_key = st.binary(min_size=1, max_size=20)
+key_st = st.one_of(
+    short_key,
+    st.sampled_from([b"\x00", b"\xff", b"\x00\x00", b"\xff" * 8, b"a", b"a\x00", b"ab"]),
+    st.tuples(st.sampled_from([b"", b"shared-prefix/", b"x" * 300]), short_key).map(b"".join),
+    st.builds(lambda n, tail: b"\x07" * n + tail, st.integers(0, 40), st.binary(max_size=3)).filter(bool),
+)
+seq_st = st.one_of(st.integers(0, 20), st.just(MAX_SEQ), st.integers(0, MAX_SEQ))
+record_st = st.tuples(key_st, seq_st, st.integers(0, 1), st.binary(max_size=12))
+
+
+def records_st(max_size=150):
+    # duplicates: draw a pool of keys and reuse them
+    return st.lists(key_st, min_size=1, max_size=12).flatmap(
+        lambda pool: st.lists(
+            st.tuples(st.sampled_from(pool) | key_st, seq_st, st.integers(0, 1), st.binary(max_size=12)),
+            max_size=max_size,
+        )
+    )
+
+
+@hsettings(150)
+@given(records_st(), st.randoms(use_true_random=False))
+def test_sort_matches_reference(records, rnd):
+    buf, offs = encode_run(records, gap=rnd.choice([0, 8]))
+    perm = list(range(len(records)))
+    rnd.shuffle(perm)
+    offs = offs[np.array(perm, dtype=np.int64)] if records else offs
+    got = sort_records(buf, offs)
+    assert got.dtype == np.int64
+    assert got.tolist() == sort_offsets(buf, offs)
+
+
+@hsettings(20)
+@given(st.lists(st.tuples(st.integers(0, 3), seq_st), min_size=1, max_size=40))
+def test_huge_keys_with_long_shared_prefixes(spec):
+    base = bytes(range(256)) * (MAX_KEY // 256)
+    keys = [base[: MAX_KEY - 3], base[: MAX_KEY // 2], base, base[:-1] + b"\xff"]
+    records = [(keys[t][:MAX_KEY], s, 1, b"") for t, s in spec]
+    buf, offs = encode_run(records)
+    assert sort_records(buf, offs).tolist() == sort_offsets(buf, offs)
+
+
+def test_many_records_exercise_radix_paths():
+    rng = np.random.default_rng(3)
+    prefixes = [b"", b"user/", b"user/0000000", b"\xff" * 20]
+    records = []
+    for i in range(3000):
+        p = prefixes[int(rng.integers(len(prefixes)))]
+        k = p + rng.integers(0, 4, int(rng.integers(0, 10)), dtype=np.uint8).tobytes()
+        records.append((k or b"\x00", int(rng.integers(0, 50)), int(rng.integers(0, 2)), b""))
+    buf, offs = encode_run(records)
+    got = sort_records(buf, offs)
+    assert got.tolist() == sort_offsets(buf, offs)
+    assert decode_run(buf, got) == sorted(records, key=sort_key)
+
+
+def test_empty_and_readonly():
+    buf, offs = encode_run([])
+    assert sort_records(buf, offs).shape == (0,)
+    buf, offs = encode_run([(b"b", 1, 1, b""), (b"a", 1, 1, b"")])
+    ro = np.frombuffer(buf.tobytes(), dtype=np.uint8)
+    offs.setflags(write=False)
+    assert sort_records(ro, offs).tolist() == [24, 0]
+    assert sort_records(bytes(buf), [0, 24]).tolist() == [24, 0]
+
+
+@hsettings(40)
+@given(st.lists(records_st(30), max_size=4))
+def test_concat_runs(runs):
+    encoded = [encode_run(r) for r in runs]
+    buf, offs = concat_runs(encoded)
+    assert decode_run(buf, offs) == [rec for r in runs for rec in r]
+    assert all(o % 8 == 0 for o in offs.tolist())
+
+
+def test_concat_runs_pads_unaligned_buffers():
+    b1, o1 = encode_run([(b"k", 1, 1, b"v")])
+    b1 = np.concatenate([b1, np.zeros(3, dtype=np.uint8)])  # length not a multiple of 8
+    b2, o2 = encode_run([(b"j", 2, 0, b"")])
+    buf, offs = concat_runs([(b1, o1), (b2, o2)])
+    assert offs.tolist() == [0, 32]
+    assert decode_run(buf, offs) == [(b"k", 1, 1, b"v"), (b"j", 2, 0, b"")]
+
+
+@pytest.mark.parametrize("bad", [[1], [-8], [10**6], [0, 4]])
+def test_rejects_bad_offsets(bad):
+    buf, _ = encode_run([(b"a", 1, 1, b"")])
+    with pytest.raises(InvalidArgument):
+        sort_records(buf, np.array(bad, dtype=np.int64))
+
+
+def test_rejects_bad_types():
+    with pytest.raises(InvalidArgument):
+        sort_records(np.zeros(8, dtype=np.int32), [0])
+    with pytest.raises(InvalidArgument):
+        sort_records(np.zeros(24, dtype=np.uint8), np.zeros((1, 1), dtype=np.int64))
+    with pytest.raises(InvalidArgument):
+        sort_records(np.zeros(24, dtype=np.uint8), ["x"])
