@@ -17,9 +17,13 @@ from shaledb.storage.base import (
 )
 from shaledb.storage.local import LocalStore
 from shaledb.storage.memory import MemoryStore
+from shaledb.storage.s3 import S3Store
 from shaledb.storage.urls import open_store
+from shaledb.storage.wrappers import FaultyStore, InstrumentedStore, RetryingStore
 
 __all__ = [
+    "FaultyStore",
+    "InstrumentedStore",
     "LocalStore",
     "MemoryStore",
     "ObjectMeta",
@@ -27,6 +31,8 @@ __all__ = [
     "ObjectStore",
     "PreconditionFailed",
     "PutResult",
+    "RetryingStore",
+    "S3Store",
     "StorageError",
     "Unavailable",
     "open_store",
