@@ -1,0 +1,67 @@
+"""Dropping shadowed versions from a sorted record run.
+
+``dedupe_sorted(buf, offs, snapshot_seq=None)`` takes offsets ordered by
+(key asc, trailer desc) (the output of ``sort_records`` or ``merge_runs``)
+and returns the offsets of the records that must survive:
+
+* the newest version of every key (the first of its group), tombstones
+  included: a delete must keep hiding older versions in older SSTs;
+* with ``snapshot_seq`` set, also every version with ``seq > snapshot_seq``
+  and, per key, the newest version with ``seq <= snapshot_seq``, which is the
+  one a reader at that snapshot sees.
+
+The output keeps the input order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shaledb.errors import InvalidArgument
+from shaledb.kernels._jit import kernel
+from shaledb.kernels.layout import MAX_SEQ
+from shaledb.kernels.sort import _compare_keys, _trailer, check_run
+
+__all__ = ["dedupe_sorted"]
+
+
+@kernel
+def _dedupe_sorted(buf, offs, snapshot_seq, use_snapshot):
+    """REQUIRES: ``offs`` ordered by (key asc, trailer desc)."""
+    n = offs.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    k = 0
+    i = 0
+    shift = np.uint64(8)
+    while i < n:
+        first = offs[i]
+        out[k] = first
+        k += 1
+        visible_kept = (_trailer(buf, first) >> shift) <= snapshot_seq
+        j = i + 1
+        while j < n and _compare_keys(buf, offs[j], first) == 0:
+            if use_snapshot:
+                seq = _trailer(buf, offs[j]) >> shift
+                if seq > snapshot_seq:
+                    out[k] = offs[j]
+                    k += 1
+                elif not visible_kept:
+                    out[k] = offs[j]
+                    k += 1
+                    visible_kept = True
+            j += 1
+        i = j
+    return out[:k].copy()
+
+
+def dedupe_sorted(buf, offs, snapshot_seq=None, *, validate: bool = True) -> np.ndarray:
+    """Offsets of the records of a sorted run that survive deduplication (see module doc)."""
+    if snapshot_seq is not None and (
+        isinstance(snapshot_seq, bool) or not isinstance(snapshot_seq, (int, np.integer)) or not 0 <= int(snapshot_seq) <= MAX_SEQ
+    ):
+        raise InvalidArgument(f"snapshot_seq must be None or an int in [0, 2**56), got {snapshot_seq!r}")
+    buf, offs = check_run(buf, offs, validate=validate)
+    if offs.shape[0] == 0:
+        return np.empty(0, dtype=np.int64)
+    use = snapshot_seq is not None
+    return _dedupe_sorted(buf, offs, np.uint64(snapshot_seq if use else 0), use)
