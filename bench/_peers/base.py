@@ -1,0 +1,125 @@
+"""The adapter interface every benchmarked engine implements.
+
+The driver owns the phases, the clock for the simple phases, the data and the
+checks; an adapter owns the engine calls and the inner loops (so an async
+engine runs its loops inside one event-loop call, and no engine pays for
+another's calling convention).
+
+Conventions:
+
+* Inputs are prepared before the clock starts, in the engine's native input
+  form: ShaleDB takes the numpy ``(data, offsets)`` pairs as they are; the
+  peers take lists of ``bytes`` (the conversion from numpy is not timed).
+* Latencies are ``time.perf_counter_ns()`` differences around one call.
+"""
+
+from __future__ import annotations
+
+import abc
+
+
+class Adapter(abc.ABC):
+    #: engine name as printed
+    name: str = "?"
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+
+    # -- description -------------------------------------------------------
+
+    @abc.abstractmethod
+    def describe(self) -> dict:
+        """Which API each phase uses, the store, and settings (for the output)."""
+
+    def location(self) -> dict:
+        """Where the engine's objects/files live: {"kind": "local", "path"} or
+        {"kind": "s3", "bucket", "prefix", "endpoint"}."""
+        return dict(self.spec["location"])
+
+    def requests(self) -> dict | None:
+        """Cumulative object-store request counts by kind, or None if unknown."""
+        return None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def open(self) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def reopen(self) -> tuple[float, float]:
+        """Close and open again; returns (close_s, open_s)."""
+        import time
+
+        t0 = time.perf_counter()
+        self.close()
+        t1 = time.perf_counter()
+        self.open()
+        return t1 - t0, time.perf_counter() - t1
+
+    # -- phases ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def prefill(self, ds, n: int, batch: int, writers: int, bar) -> dict:
+        """Write records ``0:n`` of ``ds`` in batches, not awaiting durability.
+
+        Returns at least {"elapsed_s": float, "writers": int}; the elapsed
+        time covers the engine calls only (not input conversion)."""
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Make everything written so far durable (WAL on: the WAL; WAL off: the memtable)."""
+
+    @abc.abstractmethod
+    def run_ops(self, keys: list, values: list, is_put: list, await_durable: bool) -> tuple[list, list, list]:
+        """Run one chunk of the mixed phase in order.
+
+        Returns (put_latencies_ns, get_latencies_ns, get_results)."""
+
+    @abc.abstractmethod
+    def get_many(self, keys: list) -> tuple[list, list]:
+        """Point-get each key in order; returns (latencies_ns, values)."""
+
+    @abc.abstractmethod
+    def scan(self, bar, check: bool = False) -> dict:
+        """Full scan. Returns {"count", "bytes"}; with ``check`` also
+        {"in_order": bool, "digest": int} where digest is the sum modulo 2**64
+        of ``xxh3_64(key + value)`` over all records."""
+
+
+_MASK64 = (1 << 64) - 1
+
+
+class ScanCheck:
+    """Order check and order-independent content digest of a scan."""
+
+    def __init__(self):
+        from xxhash import xxh3_64_intdigest
+
+        self._h = xxh3_64_intdigest
+        self.prev: bytes | None = None
+        self.in_order = True
+        self.digest = 0
+
+    def add(self, key: bytes, value: bytes) -> None:
+        if self.prev is not None and key <= self.prev:
+            self.in_order = False
+        self.prev = key
+        self.digest = (self.digest + self._h(key + value)) & _MASK64
+
+    def result(self) -> dict:
+        return {"in_order": self.in_order, "digest": self.digest}
+
+
+def expected_digest(ds, n: int) -> int:
+    """The digest :class:`ScanCheck` must reach over records ``0:n`` of ``ds``."""
+    from xxhash import xxh3_64_intdigest
+
+    total = 0
+    step = 65536
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        ks, vs = ds.bytes_lists(a, b)
+        total = (total + sum(xxh3_64_intdigest(k + v) for k, v in zip(ks, vs))) & _MASK64
+    return total

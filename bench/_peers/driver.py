@@ -1,0 +1,275 @@
+"""Run every ingest-benchmark phase against one engine, in this process.
+
+    python -m bench._peers.driver SPEC.json RESULT.json
+
+SPEC is written by ``bench.ingest``; RESULT receives the figures (see
+``bench/README.md`` for their meaning).  The exit status is 0 when every
+phase ran and the data verified, 1 otherwise (RESULT still says why).
+
+Phases, in order: prefill, flush, mixed, read (reopen, then cold and warm
+gets of the same random existing keys), scan, close; then an untimed
+verification after a fresh open: sampled gets and a full scan that checks
+the count, the key order and a digest of every key and value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from bench._peers import adapter_class
+from bench._peers.base import expected_digest
+from bench.common import latency_summary, load_dataset, op_plan, progress, read_indices, rusage_peaks, write_json
+
+_MIXED_CHUNK = 4096
+
+
+def count_objects(loc: dict) -> dict | None:
+    """Number and total size of the files/objects under an engine's root."""
+    try:
+        if loc["kind"] == "local":
+            n = size = 0
+            for dirpath, _dirs, files in os.walk(loc["path"]):
+                for f in files:
+                    try:
+                        size += os.stat(os.path.join(dirpath, f)).st_size
+                        n += 1
+                    except FileNotFoundError:
+                        pass
+            return {"objects": n, "bytes": size}
+        if loc["kind"] == "s3":
+            import boto3
+
+            client = boto3.client("s3", endpoint_url=loc.get("endpoint"))
+            n = size = 0
+            prefix = loc["prefix"].rstrip("/") + "/" if loc.get("prefix") else ""
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc["bucket"], Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    n += 1
+                    size += obj["Size"]
+            return {"objects": n, "bytes": size}
+    except Exception as exc:  # a listing failure must not fail the benchmark
+        return {"error": repr(exc)}
+    return None
+
+
+def _delta(before: dict | None, after: dict | None) -> dict | None:
+    if before is None or after is None:
+        return None
+    out = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    out["total"] = sum(v for k, v in out.items() if k != "total")
+    return out
+
+
+class Driver:
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.n = int(spec["n"])
+        self.ds = load_dataset(spec["data_dir"])
+        self.adapter = adapter_class(spec["engine"])(spec)
+        self.bars = bool(spec.get("progress"))
+        self.result: dict = {"engine": spec["engine"], "n": self.n, "phases": {}, "ok": False}
+
+    # -- helpers ------------------------------------------------------------
+
+    def _phase(self, name: str, seconds: float, records: int, nbytes: int, req_before, **extra) -> dict:
+        req_after = self.adapter.requests()
+        r = {
+            "seconds": seconds,
+            "records": records,
+            "bytes": nbytes,
+            "records_per_s": records / seconds if seconds > 0 else None,
+            "mb_per_s": nbytes / seconds / 1e6 if seconds > 0 else None,
+            "requests": _delta(req_before, req_after),
+            "store_after": count_objects(self.adapter.location()),
+        }
+        r.update(extra)
+        return r
+
+    def _payload(self, idx) -> int:
+        ko, vo = self.ds.keys_offs, self.ds.vals_offs
+        idx = np.asarray(idx, dtype=np.int64)
+        return int((ko[idx + 1] - ko[idx]).sum() + (vo[idx + 1] - vo[idx]).sum())
+
+    # -- phases ---------------------------------------------------------------
+
+    def run(self) -> dict:
+        spec, a, res = self.spec, self.adapter, self.result
+        res["describe"] = a.describe()
+        t0 = time.perf_counter()
+        a.open()
+        res["open_s"] = time.perf_counter() - t0
+        ph = res["phases"]
+
+        # prefill
+        req = a.requests()
+        with progress(self.bars, total=self.n, desc=f"{a.name} prefill") as bar:
+            info = a.prefill(self.ds, self.n, int(spec["batch"]), int(spec["writers"]), bar)
+        secs = info.pop("elapsed_s")
+        ph["prefill"] = self._phase("prefill", secs, self.n, self.ds.payload_bytes_of(self.n), req, **info)
+
+        # flush
+        req = a.requests()
+        t0 = time.perf_counter()
+        a.flush()
+        secs = time.perf_counter() - t0
+        ph["flush"] = self._phase("flush", secs, self.n, self.ds.payload_bytes_of(self.n), req)
+        ph["flush"]["records_per_s"] = ph["flush"]["mb_per_s"] = None  # a duration, not a rate
+        ingest = ph["prefill"]["seconds"] + secs
+        res["ingest"] = {
+            "seconds": ingest,
+            "records_per_s": self.n / ingest if ingest > 0 else None,
+            "mb_per_s": self.ds.payload_bytes_of(self.n) / ingest / 1e6 if ingest > 0 else None,
+        }
+
+        ph["mixed"] = self._mixed()
+        ph["read"] = self._read()
+
+        # scan
+        req = a.requests()
+        with progress(self.bars, total=self.n, desc=f"{a.name} scan") as bar:
+            t0 = time.perf_counter()
+            s = a.scan(bar)
+            secs = time.perf_counter() - t0
+        ph["scan"] = self._phase("scan", secs, s["count"], s["bytes"], req)
+        ph["scan"]["count_ok"] = s["count"] == self.n
+
+        # close
+        req = a.requests()
+        t0 = time.perf_counter()
+        a.close()
+        secs = time.perf_counter() - t0
+        ph["close"] = self._phase("close", secs, 0, 0, req)
+        ph["close"]["records_per_s"] = ph["close"]["mb_per_s"] = None
+        res["rusage_after_close"] = rusage_peaks()
+
+        res["verify"] = self._verify()
+        res["ok"] = bool(res["verify"]["ok"])
+        return res
+
+    def _mixed(self) -> dict:
+        spec, a = self.spec, self.adapter
+        duration = float(spec["duration"])
+        await_durable = bool(spec["await_durable"])
+        put_lat: list[int] = []
+        get_lat: list[int] = []
+        wrong = puts = gets = 0
+        nbytes = 0
+        busy = 0.0
+        req = a.requests()
+        plan = op_plan(int(spec["seed"]), self.n, float(spec["put_percentage"]), _MIXED_CHUNK)
+        ds = self.ds
+        with progress(self.bars, total=None, desc=f"{a.name} mixed", unit="op") as bar:
+            while busy < duration:
+                is_put, idx = next(plan)
+                keys = [ds.key(i) for i in idx]
+                vals = [ds.value(i) if p else None for i, p in zip(idx, is_put)]
+                flags = is_put.tolist()
+                t0 = time.perf_counter()
+                pl, gl, got = a.run_ops(keys, vals, flags, await_durable)
+                busy += time.perf_counter() - t0
+                put_lat.extend(pl)
+                get_lat.extend(gl)
+                puts += len(pl)
+                gets += len(gl)
+                nbytes += self._payload(idx)
+                gi = idx[~is_put]
+                for i, v in zip(gi, got):
+                    if v != ds.value(i):
+                        wrong += 1
+                bar.update(len(idx))
+        r = self._phase("mixed", busy, puts + gets, nbytes, req)
+        r.update(
+            puts=puts,
+            gets=gets,
+            puts_per_s=puts / busy if busy else None,
+            gets_per_s=gets / busy if busy else None,
+            put_latency=latency_summary(put_lat),
+            get_latency=latency_summary(get_lat),
+            wrong_gets=wrong,
+            await_durable=await_durable,
+            put_percentage=float(spec["put_percentage"]),
+        )
+        return r
+
+    def _read(self) -> dict:
+        a, ds = self.adapter, self.ds
+        count = min(int(self.spec["reads"]), max(self.n, 1) * 10)
+        idx = read_indices(int(self.spec["seed"]), self.n, count)
+        keys = [ds.key(i) for i in idx]
+        nbytes = self._payload(idx)
+        close_s, open_s = a.reopen()
+        out = {"reopen": {"close_s": close_s, "open_s": open_s, "store_after": count_objects(a.location())}}
+        for temp in ("cold", "warm"):
+            req = a.requests()
+            with progress(self.bars, total=None, desc=f"{a.name} read {temp}", unit="get"):
+                t0 = time.perf_counter()
+                lat, got = a.get_many(keys)
+                secs = time.perf_counter() - t0
+            wrong = sum(1 for i, v in zip(idx, got) if v != ds.value(i))
+            out[temp] = self._phase(f"read_{temp}", secs, len(keys), nbytes, req, latency=latency_summary(lat), wrong_gets=wrong)
+        return out
+
+    def _verify(self) -> dict:
+        a, ds = self.adapter, self.ds
+        out: dict = {"ok": False}
+        a.open()
+        try:
+            samples = int(self.spec.get("verify_samples", 1000))
+            idx = np.random.default_rng([int(self.spec["seed"]), 3]).integers(0, max(self.n, 1), size=samples if self.n else 0)
+            _lat, got = a.get_many([ds.key(i) for i in idx])
+            out["sampled_gets"] = int(len(idx))
+            out["sampled_wrong"] = sum(1 for i, v in zip(idx, got) if v != ds.value(i))
+            with progress(self.bars, total=self.n, desc=f"{a.name} verify") as bar:
+                s = a.scan(bar, check=True)
+            out["count"] = s["count"]
+            out["expected_count"] = self.n
+            out["in_order"] = s["in_order"]
+            out["digest_ok"] = s["digest"] == expected_digest(ds, self.n)
+        finally:
+            a.close()
+        wrong_reads = sum(
+            p.get("wrong_gets", 0) for p in (self.result["phases"]["mixed"], *self.result["phases"]["read"].values()) if isinstance(p, dict)
+        )
+        out["wrong_gets_during_phases"] = wrong_reads
+        out["ok"] = (
+            out["sampled_wrong"] == 0
+            and out["count"] == self.n
+            and out["in_order"]
+            and out["digest_ok"]
+            and wrong_reads == 0
+        )
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m bench._peers.driver SPEC.json RESULT.json", file=sys.stderr)
+        return 2
+    with open(argv[0]) as f:
+        spec = json.load(f)
+    result: dict = {"engine": spec.get("engine"), "ok": False}
+    code = 1
+    try:
+        driver = Driver(spec)
+        result = driver.result
+        driver.run()
+        code = 0 if result["ok"] else 1
+    except BaseException as exc:  # report every failure in RESULT, then exit non-zero
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc()
+        print(result["traceback"], file=sys.stderr)
+        code = 1
+    result["rusage"] = rusage_peaks()
+    write_json(argv[1], result)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""RocksDB through ``rocksdict`` (raw bytes mode), for the ingest benchmark.
+
+Fastest honest bulk path: one ``WriteBatch`` per batch of records, filled
+with ``WriteBatch.put`` and applied with ``Rdict.write``; WAL as configured
+(``WriteOptions.disable_wal``), no fsync per batch.  Durability points:
+
+* flush phase: WAL on -> ``flush_wal(sync=True)`` (fsync of the WAL);
+  WAL off -> ``flush(wait=True)`` (memtable to an SST file);
+* mixed with ``--await-durable``: each put uses ``WriteOptions(sync=True)``;
+* close: ``flush(wait=True)`` then ``close()``.
+
+RocksDB allows one writing process per database, so prefill uses one writer
+whatever ``--writers`` says.  It always runs on a local directory (when the
+benchmark store is S3, on a scratch directory next to the run).
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench._peers.base import Adapter, ScanCheck
+
+
+class RocksdictAdapter(Adapter):
+    name = "rocksdict"
+
+    def __init__(self, spec: dict):
+        super().__init__(spec)
+        self.path = spec["location"]["path"]
+        self.db = None
+
+    def describe(self) -> dict:
+        import rocksdict  # noqa: F401
+        from importlib.metadata import version
+
+        wal = bool(self.spec["wal"])
+        return {
+            "engine": "RocksDB via rocksdict " + version("rocksdict"),
+            "store": f"local directory {self.path}",
+            "prefill_api": "WriteBatch(raw_mode=True).put per record + Rdict.write(batch)"
+            + ("" if wal else " with disable_wal"),
+            "flush_api": "Rdict.flush_wal(sync=True)" if wal else "Rdict.flush(wait=True)",
+            "put_api": "Rdict.put" + (" with WriteOptions(sync=True)" if self.spec["await_durable"] else ""),
+            "get_api": "Rdict.get",
+            "scan_api": "Rdict.items() iterator",
+            "close_api": "Rdict.flush(wait=True) + close()",
+            "writers": 1,
+            "writers_note": "RocksDB admits one writing process per database",
+            "fsync": "WAL fsync at the flush phase (WAL on) / SST files synced on memtable flush",
+        }
+
+    def _options(self):
+        from rocksdict import Options
+
+        opt = Options(raw_mode=True)
+        opt.create_if_missing(True)
+        return opt
+
+    def _write_options(self, sync: bool = False):
+        from rocksdict import WriteOptions
+
+        wo = WriteOptions()
+        wo.disable_wal = not bool(self.spec["wal"])
+        wo.sync = bool(sync) and bool(self.spec["wal"])
+        return wo
+
+    def open(self) -> None:
+        from rocksdict import Rdict
+
+        self.db = Rdict(self.path, self._options())
+        self._wo = self._write_options()
+        self._wo_sync = self._write_options(sync=True)
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.flush(True)
+            self.db.close()
+            self.db = None
+
+    def prefill(self, ds, n: int, batch: int, writers: int, bar) -> dict:
+        from rocksdict import WriteBatch
+
+        db, wo = self.db, self._wo
+        busy = 0.0
+        for a in range(0, n, batch):
+            b = min(n, a + batch)
+            keys, vals = ds.bytes_lists(a, b)  # input conversion: not timed
+            t0 = time.perf_counter()
+            wb = WriteBatch(raw_mode=True)
+            put = wb.put
+            for k, v in zip(keys, vals):
+                put(k, v)
+            db.write(wb, wo)
+            busy += time.perf_counter() - t0
+            bar.update(b - a)
+        return {"elapsed_s": busy, "writers": 1}
+
+    def flush(self) -> None:
+        if self.spec["wal"]:
+            self.db.flush_wal(True)
+        else:
+            self.db.flush(True)
+
+    def run_ops(self, keys, values, is_put, await_durable):
+        db = self.db
+        wo = self._wo_sync if await_durable else self._wo
+        put, get = db.put, db.get
+        clock = time.perf_counter_ns
+        pl, gl, got = [], [], []
+        for k, v, p in zip(keys, values, is_put):
+            if p:
+                t0 = clock()
+                put(k, v, wo)
+                pl.append(clock() - t0)
+            else:
+                t0 = clock()
+                r = get(k)
+                gl.append(clock() - t0)
+                got.append(r)
+        return pl, gl, got
+
+    def get_many(self, keys):
+        get = self.db.get
+        clock = time.perf_counter_ns
+        lat, got = [], []
+        for k in keys:
+            t0 = clock()
+            r = get(k)
+            lat.append(clock() - t0)
+            got.append(r)
+        return lat, got
+
+    def scan(self, bar, check: bool = False) -> dict:
+        count = nbytes = 0
+        chk = ScanCheck() if check else None
+        for k, v in self.db.items():
+            count += 1
+            nbytes += len(k) + len(v)
+            if chk is not None:
+                chk.add(k, v)
+            if not count & 0xFFFF:
+                bar.update(0x10000)
+        bar.update(count & 0xFFFF)
+        out = {"count": count, "bytes": nbytes}
+        if chk is not None:
+            out.update(chk.result())
+        return out

@@ -1,0 +1,295 @@
+"""ShaleDB, for the ingest benchmark, through its public API only.
+
+* prefill: ``put_many((key_data, key_offs), (val_data, val_offs),
+  await_durable=False)`` per batch, straight from the memory-mapped numpy
+  arrays.  With ``--writers 1`` the engine process writes itself; with W >= 2,
+  W ``multiprocessing`` (spawn) children each get a ``db.writer()`` handle
+  and a contiguous 1/W share of the records.  The children start their clocks
+  together behind a barrier, after importing and warming up; the phase time
+  runs from the barrier to the last child's report.
+* flush: ``db.flush()`` (WAL on: everything durable in the WAL) or
+  ``db.flush(memtable=True)`` (WAL off: published as L0).
+* mixed: ``db.put(k, v, await_durable=...)`` and ``db.get(k)``.
+* read: ``db.get``; scan: ``db.scan()``; close: ``db.close()``.
+
+Object-store requests come from the engine's instrumentation when the open
+database exposes it (see :meth:`ShaleDBAdapter.requests`); otherwise the
+output shows only the object counts and sizes listed after each phase.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+
+from bench._peers.base import Adapter, ScanCheck
+
+_WRITER_START_TIMEOUT = 300.0
+_WRITER_RUN_TIMEOUT = 3600.0
+
+
+def _warmup() -> None:
+    try:
+        from shaledb.kernels.warmup import warmup
+    except ImportError:
+        return
+    warmup()
+
+
+def _writer_main(handle, data_dir, a, b, batch, barrier, counter, results) -> None:
+    """One writer process: append records ``a:b`` in batches through ``handle``."""
+    from bench.common import load_dataset
+
+    try:
+        t_start = time.perf_counter()
+        ds = load_dataset(data_dir)
+        _warmup()
+        with handle:
+            startup = time.perf_counter() - t_start
+            barrier.wait(timeout=_WRITER_START_TIMEOUT)
+            t0 = time.perf_counter()
+            for lo in range(a, b, batch):
+                hi = min(b, lo + batch)
+                keys, vals = ds.pairs(lo, hi)
+                handle.put_many(keys, vals, await_durable=False)
+                with counter.get_lock():
+                    counter.value += hi - lo
+            t1 = time.perf_counter()
+        results.put({"ok": True, "pid": os.getpid(), "records": b - a, "elapsed_s": t1 - t0,
+                     "exit_s": time.perf_counter() - t1, "startup_s": startup})
+    except BaseException as exc:  # reported to the engine process, which fails the phase
+        import traceback
+
+        try:
+            barrier.abort()
+        except Exception:
+            pass
+        results.put({"ok": False, "pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}",
+                     "traceback": traceback.format_exc()})
+
+
+def _find_request_counts(obj) -> dict | None:
+    """Pull request counters out of whatever stats object the engine returns."""
+    if obj is None:
+        return None
+    if hasattr(obj, "_asdict"):
+        obj = obj._asdict()
+    elif hasattr(obj, "__dataclass_fields__"):
+        import dataclasses
+
+        obj = dataclasses.asdict(obj)
+    if not isinstance(obj, dict):
+        return None
+    for key in ("requests", "store_requests", "object_store_requests"):
+        v = obj.get(key)
+        if isinstance(v, dict):
+            return {str(k): int(n) for k, n in v.items() if isinstance(n, (int, float))}
+    return None
+
+
+class ShaleDBAdapter(Adapter):
+    name = "shaledb"
+
+    def __init__(self, spec: dict):
+        super().__init__(spec)
+        loc = spec["location"]
+        if loc["kind"] == "local":
+            self.url = os.path.abspath(loc["path"])
+            self.endpoint = None
+        else:
+            self.url = f"s3://{loc['bucket']}/{loc['prefix'].strip('/')}"
+            self.endpoint = loc.get("endpoint")
+        self.db = None
+        self._requests_source = None
+
+    def _overrides(self) -> dict:
+        ov: dict = {"wal": bool(self.spec["wal"])}
+        if self.endpoint:
+            ov["store_options"] = {"endpoint_url": self.endpoint}
+        return ov
+
+    def describe(self) -> dict:
+        wal = bool(self.spec["wal"])
+        w = int(self.spec["writers"])
+        return {
+            "engine": "ShaleDB " + _version(),
+            "store": self.url + (f" (endpoint {self.endpoint})" if self.endpoint else ""),
+            "prefill_api": "put_many(numpy (data, offsets) pairs, await_durable=False) per batch"
+            + (f" from {w} writer processes via db.writer()" if w > 1 else " from the engine process"),
+            "flush_api": "db.flush()" if wal else "db.flush(memtable=True) (WAL off)",
+            "put_api": f"db.put(k, v, await_durable={bool(self.spec['await_durable'])})",
+            "get_api": "db.get",
+            "scan_api": "db.scan()",
+            "close_api": "db.close()",
+            "writers": w,
+            "fsync": "per the local store (fsync on)" if self.endpoint is None and self.url.startswith("/") else "S3 PUT",
+            "requests_source": self._requests_source,
+        }
+
+    def requests(self) -> dict | None:
+        db = self.db
+        if db is None:
+            return self._last_requests
+        for name in ("stats", "metrics"):
+            fn = getattr(db, name, None)
+            if callable(fn):
+                try:
+                    counts = _find_request_counts(fn())
+                except Exception:
+                    counts = None
+                if counts is not None:
+                    self._requests_source = f"db.{name}()"
+                    merged = dict(self._base)
+                    for k, v in counts.items():
+                        merged[k] = merged.get(k, 0) + v
+                    self._last_requests = merged
+                    return merged
+        return None
+
+    _last_requests: dict | None = None
+    _base: dict = {}
+
+    def open(self) -> None:
+        import shaledb
+
+        _warmup()
+        self._base = dict(self._last_requests or {})
+        self.db = shaledb.open(self.url, **self._overrides())
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.requests()
+            self.db.close()
+            self.db = None
+
+    def prefill(self, ds, n: int, batch: int, writers: int, bar) -> dict:
+        if writers <= 1:
+            db = self.db
+            t0 = time.perf_counter()
+            for lo in range(0, n, batch):
+                hi = min(n, lo + batch)
+                keys, vals = ds.pairs(lo, hi)
+                db.put_many(keys, vals, await_durable=False)
+                bar.update(hi - lo)
+            return {"elapsed_s": time.perf_counter() - t0, "writers": 1}
+        return self._prefill_processes(ds, n, batch, writers, bar)
+
+    def _prefill_processes(self, ds, n: int, batch: int, writers: int, bar) -> dict:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        barrier = ctx.Barrier(writers + 1)
+        counter = ctx.Value("q", 0)
+        results = ctx.Queue()
+        bounds = [n * i // writers for i in range(writers + 1)]
+        procs = []
+        try:
+            for i in range(writers):
+                h = self.db.writer()
+                p = ctx.Process(
+                    target=_writer_main,
+                    args=(h, self.spec["data_dir"], bounds[i], bounds[i + 1], batch, barrier, counter, results),
+                    name=f"bench-writer-{i}",
+                )
+                p.start()
+                procs.append(p)
+            barrier.wait(timeout=_WRITER_START_TIMEOUT)
+            t0 = time.perf_counter()
+            reports, shown = [], 0
+            deadline = time.monotonic() + _WRITER_RUN_TIMEOUT
+            while len(reports) < writers:
+                try:
+                    r = results.get(timeout=0.2)
+                except queue.Empty:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("writer processes did not finish in time")
+                    dead = [p for p in procs if p.exitcode not in (None, 0)]
+                    if dead and results.empty():
+                        raise RuntimeError(f"writer process {dead[0].name} exited with code {dead[0].exitcode}")
+                else:
+                    if not r["ok"]:
+                        raise RuntimeError(f"writer {r['pid']} failed: {r['error']}\n{r['traceback']}")
+                    reports.append(r)
+                done = counter.value
+                bar.update(done - shown)
+                shown = done
+            elapsed = time.perf_counter() - t0
+            for p in procs:
+                p.join(timeout=60)
+            return {
+                "elapsed_s": elapsed,
+                "writers": writers,
+                "per_writer": [
+                    {"records": r["records"], "elapsed_s": r["elapsed_s"], "startup_s": r["startup_s"],
+                     "exit_s": r["exit_s"], "records_per_s": r["records"] / r["elapsed_s"] if r["elapsed_s"] else None}
+                    for r in reports
+                ],
+            }
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.join(timeout=5)
+                if p.is_alive():
+                    p.kill()
+                    p.join(timeout=10)
+            results.close()
+
+    def flush(self) -> None:
+        if self.spec["wal"]:
+            self.db.flush()
+        else:
+            self.db.flush(memtable=True)
+
+    def run_ops(self, keys, values, is_put, await_durable):
+        db = self.db
+        put, get = db.put, db.get
+        clock = time.perf_counter_ns
+        pl, gl, got = [], [], []
+        for k, v, p in zip(keys, values, is_put):
+            if p:
+                t0 = clock()
+                put(k, v, await_durable=await_durable)
+                pl.append(clock() - t0)
+            else:
+                t0 = clock()
+                r = get(k)
+                gl.append(clock() - t0)
+                got.append(r)
+        return pl, gl, got
+
+    def get_many(self, keys):
+        get = self.db.get
+        clock = time.perf_counter_ns
+        lat, got = [], []
+        for k in keys:
+            t0 = clock()
+            r = get(k)
+            lat.append(clock() - t0)
+            got.append(r)
+        return lat, got
+
+    def scan(self, bar, check: bool = False) -> dict:
+        count = nbytes = 0
+        chk = ScanCheck() if check else None
+        for k, v in self.db.scan():
+            count += 1
+            nbytes += len(k) + len(v)
+            if chk is not None:
+                chk.add(bytes(k), bytes(v))
+            if not count & 0xFFFF:
+                bar.update(0x10000)
+        bar.update(count & 0xFFFF)
+        out = {"count": count, "bytes": nbytes}
+        if chk is not None:
+            out.update(chk.result())
+        return out
+
+
+def _version() -> str:
+    try:
+        import shaledb
+
+        return getattr(shaledb, "__version__", "?")
+    except ImportError:
+        return "?"

@@ -1,0 +1,408 @@
+"""Shared pieces of the ShaleDB benchmarks: data, timing, memory, tables, JSON.
+
+Data sets are generated once, deterministically from a seed, as numpy
+``(uint8 data, int64 offsets)`` pairs (offsets hold ``n + 1`` entries: record
+``i`` is ``data[offs[i]:offs[i + 1]]``), saved as ``.npy`` files in a
+directory and memory-mapped by every engine process, so each engine sees
+byte-identical records.
+
+Keys are unique by construction: the last ``min(8, key_size)`` bytes are an
+odd-multiplier permutation of the record index (a bijection modulo
+``2**(8 * width)``) and the bytes before them are random, so the key order is
+random with respect to the insertion order. Values are random bytes (they do
+not compress).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "Dataset",
+    "generate_dataset",
+    "load_dataset",
+    "op_plan",
+    "read_indices",
+    "latency_summary",
+    "rusage_peaks",
+    "TreeMemorySampler",
+    "progress",
+    "format_table",
+    "fmt_rate",
+    "fmt_bytes",
+    "fmt_seconds",
+    "fmt_ns",
+    "machine_info",
+    "write_json",
+]
+
+# An odd 64-bit constant (golden-ratio based): multiplication by it permutes the
+# integers modulo any power of two.
+_PERMUTE = 0x9E3779B97F4A7C15
+
+_FILES = ("keys_data", "keys_offs", "vals_data", "vals_offs")
+
+
+@dataclass
+class Dataset:
+    """Records as two (data, offsets) pairs; offsets have ``n + 1`` entries."""
+
+    keys_data: np.ndarray
+    keys_offs: np.ndarray
+    vals_data: np.ndarray
+    vals_offs: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.keys_offs) - 1
+
+    @property
+    def payload_bytes(self) -> int:
+        """Key plus value bytes of all records."""
+        return int(self.keys_offs[-1]) + int(self.vals_offs[-1])
+
+    def payload_bytes_of(self, n: int) -> int:
+        """Key plus value bytes of the first ``n`` records."""
+        return int(self.keys_offs[n]) + int(self.vals_offs[n])
+
+    def key(self, i: int) -> bytes:
+        return self.keys_data[self.keys_offs[i] : self.keys_offs[i + 1]].tobytes()
+
+    def value(self, i: int) -> bytes:
+        return self.vals_data[self.vals_offs[i] : self.vals_offs[i + 1]].tobytes()
+
+    def pairs(self, a: int, b: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """Records ``a:b`` as rebased ``(data, offsets)`` pairs (offsets start at 0).
+
+        The data arrays are views into the (memory-mapped) files; only the
+        small offset arrays are copied.
+        """
+        ko = self.keys_offs[a : b + 1]
+        vo = self.vals_offs[a : b + 1]
+        keys = (np.asarray(self.keys_data[ko[0] : ko[-1]]), np.asarray(ko - ko[0], dtype=np.int64))
+        vals = (np.asarray(self.vals_data[vo[0] : vo[-1]]), np.asarray(vo - vo[0], dtype=np.int64))
+        return keys, vals
+
+    def bytes_lists(self, a: int, b: int) -> tuple[list[bytes], list[bytes]]:
+        """Records ``a:b`` as two lists of ``bytes`` (the input form peers take)."""
+        ko = self.keys_offs[a : b + 1]
+        vo = self.vals_offs[a : b + 1]
+        kb = self.keys_data[ko[0] : ko[-1]].tobytes()
+        vb = self.vals_data[vo[0] : vo[-1]].tobytes()
+        ko = (ko - ko[0]).tolist()
+        vo = (vo - vo[0]).tolist()
+        keys = [kb[ko[i] : ko[i + 1]] for i in range(b - a)]
+        vals = [vb[vo[i] : vo[i + 1]] for i in range(b - a)]
+        return keys, vals
+
+    def save(self, directory: str | os.PathLike) -> None:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for name in _FILES:
+            np.save(d / f"{name}.npy", getattr(self, name))
+
+
+def generate_dataset(n: int, key_size: int = 16, value_size: int = 100, seed: int = 0) -> Dataset:
+    """``n`` records with unique ``key_size``-byte keys and random values."""
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    if key_size < 1:
+        raise ValueError("key_size must be >= 1")
+    if value_size < 0:
+        raise ValueError("value_size must be >= 0")
+    width = min(8, key_size)
+    if width < 8 and n > (1 << (8 * width)):
+        raise ValueError(f"{n} unique keys do not fit in {key_size} bytes")
+    rng = np.random.default_rng(seed)
+    keys = np.empty((n, key_size), dtype=np.uint8)
+    if key_size > width:
+        keys[:, : key_size - width] = rng.integers(0, 256, size=(n, key_size - width), dtype=np.uint8)
+    mask = np.uint64((1 << (8 * width)) - 1) if width < 8 else np.uint64(0xFFFFFFFFFFFFFFFF)
+    idx = np.arange(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        perm = (idx * np.uint64(_PERMUTE) + np.uint64(seed & 0xFFFFFFFF)) & mask
+    # Big-endian so that the permuted index also orders the tail bytes.
+    tail = perm.astype(">u8").view(np.uint8).reshape(n, 8)[:, 8 - width :]
+    keys[:, key_size - width :] = tail
+    vals = rng.integers(0, 256, size=n * value_size, dtype=np.uint8)
+    return Dataset(
+        keys_data=keys.reshape(-1),
+        keys_offs=np.arange(n + 1, dtype=np.int64) * key_size,
+        vals_data=vals,
+        vals_offs=np.arange(n + 1, dtype=np.int64) * value_size,
+    )
+
+
+def load_dataset(directory: str | os.PathLike, mmap: bool = True) -> Dataset:
+    d = Path(directory)
+    mode = "r" if mmap else None
+    return Dataset(**{name: np.load(d / f"{name}.npy", mmap_mode=mode) for name in _FILES})
+
+
+def op_plan(seed: int, n: int, put_percentage: float, chunk: int):
+    """Endless chunks of ``(is_put: bool[chunk], index: int64[chunk])`` for the mixed phase.
+
+    The sequence depends only on ``seed``, ``n`` and ``put_percentage``, so
+    every engine (on the same ``n``) runs the same operations in the same order.
+    """
+    rng = np.random.default_rng([seed, 1])
+    while True:
+        is_put = rng.random(chunk) < (put_percentage / 100.0)
+        idx = rng.integers(0, max(n, 1), size=chunk, dtype=np.int64)
+        yield is_put, idx
+
+
+def read_indices(seed: int, n: int, count: int) -> np.ndarray:
+    """``count`` random indices of existing records (same for equal ``seed``/``n``)."""
+    rng = np.random.default_rng([seed, 2])
+    return rng.integers(0, max(n, 1), size=count, dtype=np.int64)
+
+
+def latency_summary(lat_ns) -> dict:
+    """p50/p99/p999/max in nanoseconds of a sequence of latencies (empty -> None)."""
+    a = np.asarray(lat_ns, dtype=np.int64)
+    if a.size == 0:
+        return {"count": 0, "p50_ns": None, "p99_ns": None, "p999_ns": None, "max_ns": None, "mean_ns": None}
+    p50, p99, p999 = np.percentile(a, [50, 99, 99.9])
+    return {
+        "count": int(a.size),
+        "p50_ns": float(p50),
+        "p99_ns": float(p99),
+        "p999_ns": float(p999),
+        "max_ns": int(a.max()),
+        "mean_ns": float(a.mean()),
+    }
+
+
+def rusage_peaks() -> dict:
+    """Peak RSS in bytes of this process and of its largest waited-for descendant.
+
+    Linux reports ``ru_maxrss`` in KiB; for RUSAGE_CHILDREN it is the largest
+    peak of any reaped descendant (a maximum, not a sum).
+    """
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "self_peak_rss": me.ru_maxrss * 1024,
+        "children_peak_rss": ch.ru_maxrss * 1024,
+        "self_cpu_s": me.ru_utime + me.ru_stime,
+        "children_cpu_s": ch.ru_utime + ch.ru_stime,
+    }
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def _pss_and_rss(pid: int) -> tuple[int, int]:
+    pss = rss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1]) * 1024
+                elif line.startswith("Rss:"):
+                    rss = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return pss, rss
+
+
+class TreeMemorySampler:
+    """Samples the summed PSS and RSS of a process and all its descendants.
+
+    PSS divides shared pages (shared-memory arenas, memory-mapped input) among
+    the processes mapping them, so the PSS sum is the memory the process tree
+    really holds; the RSS sum counts shared pages once per process.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.2):
+        self.pid = pid
+        self.interval = interval
+        self.peak_pss = 0
+        self.peak_rss_sum = 0
+        self.peak_processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mem-sampler", daemon=True)
+
+    def start(self) -> "TreeMemorySampler":
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return {
+            "tree_peak_pss": self.peak_pss,
+            "tree_peak_rss_sum": self.peak_rss_sum,
+            "tree_peak_processes": self.peak_processes,
+        }
+
+    def _sample(self) -> None:
+        pids, todo = [], [self.pid]
+        while todo:
+            p = todo.pop()
+            pids.append(p)
+            todo.extend(_children(p))
+        pss = rss = 0
+        for p in pids:
+            a, b = _pss_and_rss(p)
+            pss += a
+            rss += b
+        self.peak_pss = max(self.peak_pss, pss)
+        self.peak_rss_sum = max(self.peak_rss_sum, rss)
+        self.peak_processes = max(self.peak_processes, len(pids))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def progress(enabled: bool, total=None, desc: str = "", unit: str = "rec"):
+    """A tqdm bar on stderr, or a do-nothing stand-in when disabled."""
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is optional at run time
+        return _NoBar()
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def fmt_rate(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.2f}{suf}"
+    return f"{x:.1f}"
+
+
+def fmt_bytes(x) -> str:
+    if x is None:
+        return "-"
+    for div, suf in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if abs(x) >= div:
+            return f"{x / div:.1f} {suf}"
+    return f"{x} B"
+
+
+def fmt_seconds(x) -> str:
+    if x is None:
+        return "-"
+    if x < 1e-3:
+        return f"{x * 1e6:.0f} µs"
+    if x < 1:
+        return f"{x * 1e3:.1f} ms"
+    return f"{x:.2f} s"
+
+
+def fmt_ns(x) -> str:
+    if x is None:
+        return "-"
+    return fmt_seconds(x / 1e9)
+
+
+def format_table(headers: list[str], rows: list[list], title: str | None = None) -> str:
+    """A plain-text table with right-aligned columns (first column left-aligned)."""
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    if title:
+        lines.append(title)
+    for j, r in enumerate(cells):
+        parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        lines.append("  ".join(parts).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def machine_info() -> dict:
+    info = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "numpy": np.__version__,
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            info["mem_total"] = int(f.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    for mod in ("numba", "slatedb", "rocksdict", "boto3", "moto"):
+        try:
+            from importlib.metadata import version
+
+            info[f"{mod}_version"] = version(mod)
+        except Exception:  # not installed
+            pass
+    return info
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
