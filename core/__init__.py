@@ -22,17 +22,47 @@ from shaledb.errors import (
 
 __version__ = "0.1.0.dev0"
 
+# Engine names, imported on first use (PEP 562) so ``import shaledb`` stays
+# light: no numpy/numba/boto3 until a database is opened.
+_LAZY = {
+    "open": ("shaledb.db", "open"),
+    "Db": ("shaledb.db", "Db"),
+    "Options": ("shaledb.options", "Options"),
+    "WriteBatch": ("shaledb.db", "WriteBatch"),
+    "Writer": ("shaledb.db", "Writer"),
+}
+
+
+def __getattr__(name: str):
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'shaledb' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(target[0]), target[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 __all__ = [
     "Closed",
     "Conflict",
     "Corruption",
+    "Db",
     "Fenced",
     "Internal",
     "InvalidArgument",
     "ObjectNotFound",
+    "Options",
     "PreconditionFailed",
     "ShaleDBError",
     "StorageError",
     "Unavailable",
+    "WriteBatch",
+    "Writer",
     "__version__",
+    "open",
 ]

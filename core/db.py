@@ -1,0 +1,356 @@
+"""``shaledb.open`` and :class:`Db`: the user's handle on one database.
+
+A Db owns, for as long as it is open:
+
+* the arena pool (shared memory, ``shaledb.arena_pool``) into which this
+  process and every ``db.writer()`` handle append;
+* the flusher (``shaledb.flusher``): a ``spawn``-ed process, or a thread of
+  this process for a ``memory://`` store (which only exists in this process);
+* the authenticated control channel to the flusher (``shaledb.control``);
+* a read path: arenas (newest data), then the L0 SSTs of the manifest newest
+  first, then sorted runs.  Versions are compared by sequence number, so the
+  newest write wins wherever it sits; tombstones hide older versions.
+
+Writes are delegated to this process's writer (``shaledb.writer``).  The
+durability each call guarantees is in docs/durability.md.
+
+Thread safety: a Db may be shared by threads of one process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import threading
+import time
+import weakref
+from typing import Any, Iterator
+
+from shaledb.control import ControlClient, new_control_address, remove_control_address
+from shaledb.errors import (
+    Closed,
+    Corruption,
+    Fenced,
+    InvalidArgument,
+    ObjectNotFound,
+    ShaleDBError,
+    Unavailable,
+)
+from shaledb.options import MAX_KEY_BYTES, Options
+
+__all__ = ["Db", "open"]
+
+_open_dbs: "weakref.WeakSet[Db]" = weakref.WeakSet()
+
+
+def _close_all_at_exit() -> None:
+    for db in list(_open_dbs):
+        try:
+            db.close()
+        except BaseException:  # noqa: BLE001 - best effort at interpreter exit
+            pass
+
+
+atexit.register(_close_all_at_exit)
+
+
+def _root_url(url_or_path: Any) -> str:
+    if isinstance(url_or_path, os.PathLike):
+        url_or_path = os.fspath(url_or_path)
+    if isinstance(url_or_path, bytes):
+        raise InvalidArgument("the database root must be a str path or url, not bytes")
+    if not isinstance(url_or_path, str) or not url_or_path:
+        raise InvalidArgument(f"the database root must be a non-empty path or url, got {url_or_path!r}")
+    if "://" in url_or_path:
+        return url_or_path
+    path = os.path.abspath(url_or_path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise InvalidArgument(f"the database root {path!r} exists and is not a directory")
+    return path
+
+
+def _check_key(key: Any) -> bytes:
+    if isinstance(key, (bytearray, memoryview)):
+        key = bytes(key)
+    if not isinstance(key, bytes):
+        raise InvalidArgument(f"keys must be bytes, got {type(key).__name__}")
+    if not key:
+        raise InvalidArgument("keys must not be empty")
+    if len(key) > MAX_KEY_BYTES:
+        raise InvalidArgument(f"key of {len(key)} bytes is longer than {MAX_KEY_BYTES}")
+    return key
+
+
+def _check_bound(name: str, key: Any) -> bytes | None:
+    if key is None:
+        return None
+    if isinstance(key, (bytearray, memoryview)):
+        key = bytes(key)
+    if not isinstance(key, bytes):
+        raise InvalidArgument(f"scan {name} must be bytes or None, got {type(key).__name__}")
+    return key
+
+
+def open(url_or_path: Any, options: Options | None = None, **overrides: Any) -> "Db":  # noqa: A001
+    """Open (creating if empty) the database at ``url_or_path`` for writing.
+
+    ``url_or_path``: a directory (created if missing), ``file:///dir``,
+    ``s3://bucket/prefix`` or ``memory://name``.  Opening fences any other
+    writer of the same root: its next call raises :class:`~shaledb.Fenced`.
+    """
+    opts = Options.resolve(options, overrides)
+    return Db._open(_root_url(url_or_path), opts)
+
+
+class Db:
+    """An open database.  Use :func:`shaledb.open`; close with :meth:`close`
+    or a ``with`` block."""
+
+    # ------------------------------------------------------------------ open
+
+    def __init__(self, *_a, **_k):
+        raise TypeError("use shaledb.open(url_or_path) to open a database")
+
+    @classmethod
+    def _open(cls, url: str, options: Options) -> "Db":
+        from shaledb.storage import open_store
+
+        self = object.__new__(cls)
+        self.url = url
+        self.options = options
+        self._lock = threading.RLock()
+        self._closed = False
+        self._closing_error: BaseException | None = None
+        self._proc = None
+        self._thread_flusher = None
+        self._control_addr = None
+        self._control = None
+        self._mem = None
+        self._store = None
+        self._reader = None
+        store_options = dict(options.store_options)
+        try:
+            self._store = open_store(url, **store_options)
+            in_process = url.startswith("memory://")
+            self._control_addr = new_control_address()
+            from shaledb.engine_memtable import Memtable
+
+            self._mem = Memtable.create(url, options)
+            if in_process:
+                self._start_thread_flusher()
+            else:
+                self._start_process_flusher(url, store_options)
+            self._control = ControlClient(self._control_addr, options.request_timeout)
+            self._mem.start(self._info["last_seq"], self._control)
+            from shaledb.read import Reader
+
+            self._reader = Reader(self._store, options, self._mem)
+        except BaseException:
+            self._teardown(kill=True)
+            raise
+        _open_dbs.add(self)
+        return self
+
+    def _start_process_flusher(self, url: str, store_options: dict) -> None:
+        from shaledb.flusher import FlusherConfig, flusher_process_main
+
+        ctx = multiprocessing.get_context("spawn")
+        parent_conn, child_conn = ctx.Pipe(duplex=False)
+        config = FlusherConfig(
+            url=url,
+            store_options=store_options,
+            options=self.options,
+            control=self._control_addr,
+            pool=self._mem.descriptor(),
+            parent_pid=os.getpid(),
+        )
+        proc = ctx.Process(target=flusher_process_main, args=(config, child_conn), name="shaledb-flusher", daemon=True)
+        proc.start()
+        child_conn.close()
+        self._proc = proc
+        self._ready_conn = parent_conn
+        deadline = time.monotonic() + self.options.open_timeout
+        while True:
+            if parent_conn.poll(0.05):
+                try:
+                    msg = parent_conn.recv()
+                except EOFError:
+                    msg = None
+                break
+            if not proc.is_alive():
+                msg = None
+                break
+            if time.monotonic() > deadline:
+                raise Unavailable(f"the flusher did not start within {self.options.open_timeout:g} s")
+        if msg is None:
+            proc.join(5)
+            raise Unavailable(f"the flusher process exited during open (exit code {proc.exitcode})")
+        if msg[0] == "error":
+            _, kind, text = msg
+            import shaledb.errors as errors
+
+            exc_cls = getattr(errors, kind, errors.Internal)
+            raise exc_cls(text)
+        self._info = msg[1]
+
+    def _start_thread_flusher(self) -> None:
+        from shaledb.flusher import Flusher
+
+        fl = Flusher(self._store, self.options, self._mem.flusher_view())
+        self._info = fl.recover()
+        fl.start(self._control_addr)
+        self._thread_flusher = fl
+
+    # --------------------------------------------------------------- helpers
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed("the database is closed")
+        if self._closing_error is not None:
+            raise type(self._closing_error)(str(self._closing_error))
+
+    def _flusher_alive(self) -> bool:
+        if self._proc is not None:
+            return self._proc.is_alive()
+        return True
+
+    def _call(self, op: str, *args: Any, timeout: float | None = None) -> Any:
+        self._check_open()
+        try:
+            return self._control.call(op, *args, timeout=timeout)
+        except Fenced as exc:
+            self._closing_error = exc
+            raise
+        except Unavailable:
+            if not self._flusher_alive():
+                raise Unavailable(
+                    f"the flusher process died (exit code {self._proc.exitcode}); close this Db and reopen"
+                ) from None
+            raise
+
+    # ----------------------------------------------------------------- writes
+
+    def put(self, key: bytes, value: bytes, *, await_durable: bool = True) -> int:
+        """Write ``key = value``; return the sequence number of the write."""
+        self._check_open()
+        return self._mem.writer.put(key, value, await_durable=await_durable)
+
+    def delete(self, key: bytes, *, await_durable: bool = True) -> int:
+        """Delete ``key`` (write a tombstone); return its sequence number."""
+        self._check_open()
+        return self._mem.writer.delete(key, await_durable=await_durable)
+
+    def write(self, batch, *, await_durable: bool = True) -> int:
+        """Apply a :class:`~shaledb.WriteBatch` atomically; return the last seq."""
+        self._check_open()
+        return self._mem.writer.write(batch, await_durable=await_durable)
+
+    def put_many(self, keys, values, *, await_durable: bool = True) -> int:
+        """Write many pairs: sequences of bytes, or numpy ``(uint8 data, int64
+        offsets)`` pairs for keys and values.  Return the last seq."""
+        self._check_open()
+        return self._mem.writer.put_many(keys, values, await_durable=await_durable)
+
+    def writer(self):
+        """A picklable handle that lets another process append and flush."""
+        self._check_open()
+        return self._mem.new_writer_handle()
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, key: bytes) -> bytes | None:
+        """The newest value of ``key``, or None if absent or deleted."""
+        key = _check_key(key)
+        self._check_open()
+        return self._reader.get(key)
+
+    def scan(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` pairs with ``start <= key < end`` in key order (lazy)."""
+        start = _check_bound("start", start)
+        end = _check_bound("end", end)
+        self._check_open()
+        return self._reader.scan(start, end)
+
+    # ------------------------------------------------------------- durability
+
+    def flush(self, memtable: bool = False) -> int:
+        """Make every write made before this call durable (in the WAL, or with
+        ``memtable=True`` or ``wal=False``, in L0).  Returns the durable seq."""
+        if not isinstance(memtable, bool):
+            raise InvalidArgument("flush(memtable=...) takes a bool")
+        op = "flush_memtable" if memtable else "flush_wal"
+        self._mem.before_flush()
+        seq = self._call(op)
+        self._reader.invalidate()
+        return seq
+
+    def status(self) -> dict:
+        """Counters from the flusher (for tools and tests)."""
+        return self._call("status")
+
+    # ------------------------------------------------------------------ close
+
+    def close(self) -> None:
+        """Flush memtables to L0, stop the flusher, free shared memory.  Idempotent.
+
+        Raises (after freeing everything) if the final flush failed.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            error = None
+            try:
+                if self._closing_error is None and self._control is not None:
+                    self._mem.before_flush()
+                    self._control.call("close", timeout=self.options.close_timeout)
+            except ShaleDBError as exc:
+                error = exc
+            finally:
+                self._closed = True
+                _open_dbs.discard(self)
+                self._teardown(kill=error is not None)
+            if error is not None and not isinstance(error, Fenced):
+                raise error
+
+    def _teardown(self, kill: bool) -> None:
+        if self._mem is not None:
+            self._mem.stop_writers()
+        if self._control is not None:
+            self._control.close()
+        if self._thread_flusher is not None:
+            self._thread_flusher.stop()
+            self._thread_flusher = None
+        if self._proc is not None:
+            proc = self._proc
+            proc.join(timeout=0 if kill else min(10.0, self.options.close_timeout))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=10)
+            self._proc = None
+            try:
+                self._ready_conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+        if self._reader is not None:
+            self._reader.close()
+        if self._mem is not None:
+            self._mem.destroy()
+            self._mem = None
+        if self._control_addr is not None:
+            remove_control_address(self._control_addr)
+        if self._store is not None:
+            try:
+                self._store.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def __enter__(self) -> "Db":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<shaledb.Db {self.url!r} {state}>"

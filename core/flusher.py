@@ -1,0 +1,480 @@
+"""The flusher: the only code that writes to the object store for one open Db.
+
+It runs in its own process (started with the ``spawn`` context), or, for a
+``memory://`` store that lives inside the user's process, as a thread of that
+process.  Everything it writes goes through ONE worker thread, in order::
+
+    control threads ──request──▶ queue ──▶ worker thread ──▶ object store
+         ▲                                   │  WAL upload every flush_interval
+         └────────── answer when done ◀──────┘  seal → L0 SSTs → manifest
+
+* WAL: every ``flush_interval`` and on request, the records appended to the
+  arenas since the last upload become one WAL object ``wal/<id>.sst``, written
+  create-only, ids strictly increasing with no gaps.  A frozen pending object
+  (same bytes, same put-id) is retried until it lands, so an ambiguous write
+  is recognised as our own (never as a fence).  Then the durable seq is
+  published in shared memory.
+* L0: a sealed generation is sorted, deduplicated and encoded by the kernels
+  into SSTs, uploaded under unique names, and published with one fenced
+  manifest update (``l0``, ``last_l0_seq``, ``replay_after_wal_id``).  Only
+  then are its arenas returned to the pool.  With the WAL on, the generation's
+  records are in the WAL before the manifest lists them (L0 never leads).
+* ``flush()`` is a request answered by the worker after the upload it
+  triggers: no other code path ever uploads (the lesson of SlateDB #235).
+* Fenced: a WAL create collides with another writer's object, or a manifest
+  update sees a newer epoch.  From then on every request raises Fenced, and
+  nothing more is written.
+* If the user's process dies, the flusher makes a last WAL upload, unlinks
+  the database's shared memory and exits.
+
+Thread safety: :class:`Flusher` methods are called from control threads; all
+store writes happen on the worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shaledb.control import ControlAddress, ControlServer
+from shaledb.errors import (
+    Closed,
+    Fenced,
+    Internal,
+    InvalidArgument,
+    PreconditionFailed,
+    ShaleDBError,
+    Unavailable,
+)
+from shaledb.failpoints import Failpoints
+from shaledb.layout import sst_key, wal_key
+from shaledb.options import Options
+
+__all__ = ["FlusherConfig", "Flusher", "flusher_process_main"]
+
+
+@dataclass(frozen=True)
+class FlusherConfig:
+    """Everything the flusher needs; picklable (crosses the spawn boundary)."""
+
+    url: str
+    store_options: dict
+    options: Options
+    control: ControlAddress
+    pool: Any  # the arena pool's picklable attach descriptor
+    parent_pid: int
+    watch_parent: bool = True
+
+
+class _Request:
+    __slots__ = ("op", "args", "done", "result", "error")
+
+    def __init__(self, op: str, args: tuple):
+        self.op = op
+        self.args = args
+        self.done = threading.Event()
+        self.result = None
+        self.error: BaseException | None = None
+
+
+@dataclass
+class _PendingWal:
+    wal_id: int
+    data: bytes
+    put_id: str
+    token: Any
+    max_gen: int
+    max_seq: int
+
+
+class Flusher:
+    """The flusher's state and worker.  Construct, :meth:`start`, then
+    :meth:`wait_stopped`."""
+
+    def __init__(self, store, options: Options, pool_view, *, failpoints: Failpoints | None = None):
+        self.store = store
+        self.options = options
+        self.pool = pool_view
+        self.fp = failpoints if failpoints is not None else Failpoints(options.failpoints)
+        self.mstore = None
+        self.next_wal_id = 0
+        self.durable_seq = 0
+        self._pending: _PendingWal | None = None
+        self._wal_gens: list[tuple[int, int]] = []  # (wal_id, max generation in it), uploaded, ascending
+        self._replay_after = 0
+        self._q: "queue.Queue[_Request | None]" = queue.Queue()
+        self._cond = threading.Condition()
+        self._failed: BaseException | None = None
+        self._stopped = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._server: ControlServer | None = None
+        self.stats = {"wal_uploads": 0, "l0_ssts": 0, "l0_flushes": 0, "manifest_updates": 0, "replayed": 0}
+
+    # ---- startup
+
+    def recover(self) -> dict:
+        """Fence older writers, replay the WAL into L0.  Returns open info."""
+        from shaledb.manifest_store import ManifestStore
+        from shaledb.recovery import read_wal_runs
+
+        self.mstore = ManifestStore(self.store, update_timeout=self.options.request_timeout)
+        fence_id = self.mstore.create_or_open_writer()
+        m = self.mstore.current
+        runs, nobj, _ = read_wal_runs(self.store, m.replay_after_wal_id + 1, fence_id, m.last_l0_seq)
+        self.next_wal_id = fence_id + 1
+        self._replay_after = fence_id
+        replayed = sum(len(o) for _, o in runs)
+        if runs:
+            self._publish_l0(runs, gen_replay_after=fence_id)
+        elif m.replay_after_wal_id < fence_id:
+            self.mstore.publish_l0((), last_l0_seq=m.last_l0_seq, replay_after_wal_id=fence_id, next_wal_id=fence_id + 1)
+        self.stats["replayed"] = replayed
+        m = self.mstore.current
+        self.durable_seq = m.last_l0_seq
+        return {
+            "last_seq": m.last_l0_seq,
+            "writer_epoch": m.writer_epoch,
+            "fence_wal_id": fence_id,
+            "manifest_id": self.mstore.manifest_id,
+            "replayed_records": replayed,
+            "replayed_wal_objects": nobj,
+        }
+
+    def start(self, control: ControlAddress | None) -> None:
+        self.pool.publish_durable(self.durable_seq)
+        self.pool.publish_manifest_id(self.mstore.manifest_id)
+        self._worker = threading.Thread(target=self._loop, name="shaledb-flusher", daemon=True)
+        self._worker.start()
+        if control is not None:
+            self._server = ControlServer(control, self.handle)
+
+    # ---- requests (control threads)
+
+    def handle(self, op: str, args: tuple) -> Any:
+        if op == "status":
+            return self.status()
+        if op == "await_durable":
+            return self._await_durable(int(args[0]), float(args[1]) if len(args) > 1 else self.options.request_timeout)
+        if op not in ("flush_wal", "flush_memtable", "seal", "close", "ping"):
+            raise InvalidArgument(f"unknown flusher request {op!r}")
+        self._check_usable(op)
+        if op == "ping":
+            return True
+        req = _Request(op, args)
+        self._q.put(req)
+        timeout = self.options.close_timeout if op == "close" else self.options.request_timeout
+        if not req.done.wait(timeout):
+            raise Unavailable(f"the flusher did not finish {op!r} within {timeout:g} s")
+        if req.error is not None:
+            raise req.error
+        return req.result
+
+    def _check_usable(self, op: str = "") -> None:
+        if self._failed is not None:
+            raise _copy_error(self._failed)
+        if self._stopped.is_set():
+            raise Closed("the database is closed (its flusher has stopped)")
+
+    def _await_durable(self, seq: int, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.durable_seq < seq:
+                if self._failed is not None:
+                    raise _copy_error(self._failed)
+                if self._stopped.is_set():
+                    raise Closed("the database closed before seq %d became durable" % seq)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Unavailable(f"seq {seq} did not become durable within {timeout:g} s")
+                self._cond.wait(min(left, 0.5))
+            return self.durable_seq
+
+    def status(self) -> dict:
+        return {
+            "durable_seq": self.durable_seq,
+            "next_wal_id": self.next_wal_id,
+            "failed": None if self._failed is None else f"{type(self._failed).__name__}: {self._failed}",
+            "stopped": self._stopped.is_set(),
+            "l0": len(self.mstore.current.l0) if self.mstore else 0,
+            "pid": os.getpid(),
+            **self.stats,
+        }
+
+    # ---- worker
+
+    def _loop(self) -> None:
+        interval = self.options.flush_interval
+        next_tick = time.monotonic() + interval
+        try:
+            while True:
+                wait = max(0.0, next_tick - time.monotonic())
+                try:
+                    req = self._q.get(timeout=wait)
+                except queue.Empty:
+                    req = None
+                if req is None:
+                    next_tick = time.monotonic() + interval
+                    if self._failed is None:
+                        try:
+                            self._background_tick()
+                        except ShaleDBError as exc:
+                            self._note_error(exc)
+                    continue
+                try:
+                    if self._failed is not None:
+                        raise _copy_error(self._failed)
+                    req.result = self._run(req)
+                except BaseException as exc:  # noqa: BLE001 - answered to the caller
+                    self._note_error(exc)
+                    req.error = exc if isinstance(exc, ShaleDBError) else Internal(f"{type(exc).__name__}: {exc}")
+                finally:
+                    req.done.set()
+                if req.op == "close" and req.error is None:
+                    return
+        finally:
+            self._stopped.set()
+            with self._cond:
+                self._cond.notify_all()
+            self._drain_queue()
+
+    def _drain_queue(self) -> None:
+        while True:
+            try:
+                req = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if req is not None:
+                req.error = Closed("the flusher stopped")
+                req.done.set()
+
+    def _note_error(self, exc: BaseException) -> None:
+        if isinstance(exc, Fenced) and self._failed is None:
+            self._failed = exc
+            with self._cond:
+                self._cond.notify_all()
+        elif not isinstance(exc, ShaleDBError):
+            traceback.print_exc()
+
+    def _run(self, req: _Request) -> Any:
+        if req.op == "flush_wal":
+            if not self.options.wal:
+                return self._flush_memtable()
+            self._upload_wal()
+            return self.durable_seq
+        if req.op == "flush_memtable":
+            return self._flush_memtable()
+        if req.op == "seal":
+            self.pool.seal()
+            return True
+        if req.op == "close":
+            seq = self._flush_memtable()
+            return seq
+        raise InvalidArgument(req.op)
+
+    def _background_tick(self) -> None:
+        if self.options.wal:
+            self._upload_wal()
+        if self.pool.active_bytes() >= self.options.l0_sst_bytes:
+            self.pool.seal()
+        if self.pool.has_sealed():
+            self._flush_sealed()
+
+    def _flush_memtable(self) -> int:
+        self.pool.seal()
+        if self.options.wal:
+            self._upload_wal()
+        self._flush_sealed()
+        return self.durable_seq
+
+    # ---- WAL
+
+    def _upload_wal(self) -> None:
+        """Upload everything appended so far (plus a pending retry), in id order."""
+        from shaledb.wal import encode_wal
+
+        while True:
+            if self._pending is None:
+                snap = self.pool.wal_snapshot()
+                if snap is None:
+                    return
+                buf, offs, token, max_gen, max_seq = snap
+                data = bytes(encode_wal(buf, offs))
+                self._pending = _PendingWal(self.next_wal_id, data, os.urandom(16).hex(), token, max_gen, max_seq)
+            p = self._pending
+            self._write_wal_object(p.wal_id, p.data, p.put_id)
+            self.fp.hit("after-wal-upload")
+            self._pending = None
+            self.next_wal_id = p.wal_id + 1
+            self._wal_gens.append((p.wal_id, p.max_gen))
+            self.stats["wal_uploads"] += 1
+            self.pool.wal_committed(p.token)
+            self._set_durable(self.pool.durable_candidate(p.token, p.max_seq))
+
+    def _write_wal_object(self, wal_id: int, data: bytes, put_id: str) -> None:
+        # Create-only; the manifest store reuses one put-id per WAL id, so an
+        # ambiguous earlier attempt that landed is recognised as ours.
+        self.mstore.write_wal(wal_id, data)
+
+    def _set_durable(self, seq: int) -> None:
+        if seq > self.durable_seq:
+            with self._cond:
+                self.durable_seq = seq
+                self._cond.notify_all()
+            self.pool.publish_durable(seq)
+
+    # ---- L0
+
+    def _flush_sealed(self) -> None:
+        for gen in self.pool.sealed_generations():
+            runs = gen.runs()
+            if self.options.wal:
+                # L0 never leads the WAL: every record of this generation is uploaded.
+                self._upload_wal()
+            replay_after = self._replay_point(gen.number)
+            if any(len(o) for _, o in runs):
+                self._publish_l0(runs, gen_replay_after=replay_after)
+            elif replay_after > self._replay_after:
+                m = self.mstore.current
+                self.mstore.publish_l0(
+                    (), last_l0_seq=m.last_l0_seq, replay_after_wal_id=replay_after, next_wal_id=self.next_wal_id
+                )
+                self.stats["manifest_updates"] += 1
+                self._published()
+                self.fp.hit("after-manifest")
+            self._replay_after = max(self._replay_after, replay_after)
+            self.pool.release(gen)
+            self.stats["l0_flushes"] += 1
+            if not self.options.wal:
+                self._set_durable(self.mstore.current.last_l0_seq)
+
+    def _replay_point(self, gen_number: int) -> int:
+        """The last WAL id below which every object holds only generations <= gen_number."""
+        point = self._replay_after
+        keep = []
+        blocked = False
+        for wal_id, max_gen in self._wal_gens:
+            if not blocked and max_gen <= gen_number:
+                point = wal_id
+            else:
+                blocked = True
+                keep.append((wal_id, max_gen))
+        self._wal_gens = keep
+        return point
+
+    def _publish_l0(self, runs, *, gen_replay_after: int) -> None:
+        from shaledb.kernels.dedupe import dedupe_sorted
+        from shaledb.kernels.sort import concat_runs, sort_records
+        from shaledb.manifest import SstRef
+        from shaledb.sst_writer import build_ssts
+
+        runs = [(b, o) for b, o in runs if len(o)]
+        if len(runs) == 1:
+            buf, offs = runs[0]
+        else:
+            buf, offs = concat_runs(runs)
+        offs = sort_records(buf, offs)
+        offs = dedupe_sorted(buf, offs)
+        ssts = build_ssts(
+            buf,
+            offs,
+            target_bytes=self.options.l0_sst_bytes,
+            block_size=self.options.block_size,
+            bloom_bits_per_key=self.options.bloom_bits_per_key,
+        )
+        refs = []
+        for sst_id, data, info in ssts:
+            self.store.put(sst_key(sst_id), data)
+            refs.append(SstRef.from_info(info))
+        self.fp.hit("after-sst-upload")
+        max_seq = max(r.max_seq for r in refs)
+        # newest first; the SSTs of one generation do not overlap in key
+        self.mstore.publish_l0(
+            tuple(reversed(refs)),
+            last_l0_seq=max_seq,
+            replay_after_wal_id=gen_replay_after,
+            next_wal_id=self.next_wal_id,
+        )
+        self.stats["manifest_updates"] += 1
+        self.stats["l0_ssts"] += len(refs)
+        self._published()
+        self.fp.hit("after-manifest")
+
+    def _published(self) -> None:
+        """Tell readers (through shared memory) that a newer manifest exists."""
+        self.pool.publish_manifest_id(self.mstore.manifest_id)
+
+    # ---- shutdown
+
+    def wait_stopped(self, poll: float = 0.2, parent_pid: int | None = None) -> None:
+        """Block until a close request finished, or the parent process died."""
+        while not self._stopped.wait(poll):
+            if parent_pid is not None and os.getppid() != parent_pid:
+                self._parent_died()
+                return
+
+    def _parent_died(self) -> None:
+        # The user's process is gone: make what was appended durable, then stop.
+        try:
+            if self.options.wal and self._failed is None:
+                req = _Request("flush_wal", ())
+                self._q.put(req)
+                req.done.wait(self.options.request_timeout)
+        except BaseException:  # noqa: BLE001 - best effort on the way out
+            pass
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._worker is not None and self._worker.is_alive():
+            self._q.put(_Request("close-now", ()))  # unknown op: worker answers with an error, loop continues
+            self._stopped.set()
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    return type(exc)(str(exc)) if isinstance(exc, ShaleDBError) else Internal(str(exc))
+
+
+def flusher_process_main(config: FlusherConfig, ready_conn) -> None:
+    """Entry point of the flusher process (``spawn`` context)."""
+    flusher = None
+    try:
+        from shaledb.storage import open_store
+
+        store = open_store(config.url, **config.store_options)
+        pool_view = _attach_pool(config.pool)
+        flusher = Flusher(store, config.options, pool_view)
+        info = flusher.recover()
+        flusher.start(config.control)
+        info["pid"] = os.getpid()
+        ready_conn.send(("ready", info))
+    except BaseException as exc:  # noqa: BLE001 - reported to the opener
+        try:
+            kind = type(exc).__name__ if isinstance(exc, ShaleDBError) else "Internal"
+            msg = str(exc) if isinstance(exc, ShaleDBError) else f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            ready_conn.send(("error", kind, msg))
+        except Exception:  # noqa: BLE001
+            pass
+        return
+    finally:
+        pass
+    try:
+        flusher.wait_stopped(parent_pid=config.parent_pid if config.watch_parent else None)
+    finally:
+        flusher.stop()
+        if os.getppid() != config.parent_pid:
+            flusher.pool.cleanup_orphaned()
+        ready_conn.close()
+
+
+def _attach_pool(desc):
+    from shaledb.db import attach_pool_view
+
+    return attach_pool_view(desc)

@@ -1,0 +1,106 @@
+"""Opening a database for writing: fence older writers, then recover the WAL.
+
+Runs inside the flusher (the only process that writes to the store).
+
+1. Refuse a root that holds objects but no manifest (not a ShaleDB database).
+2. Fence: ``ManifestStore.create_or_open_writer`` bumps ``writer_epoch`` with
+   a compare-and-swap and writes the zero-byte WAL fence at the first free id
+   ``F``.  From here on an older writer loses its next WAL create (it collides
+   with the fence or with our objects) and its next manifest update (the epoch
+   moved): it is fenced.
+3. Replay: every WAL object with ``replay_after_wal_id < id < F`` is read,
+   records with ``seq <= last_l0_seq`` are skipped (they are in L0 already),
+   and the rest are written to L0 with their original sequence numbers, in
+   one fenced manifest update that also moves ``replay_after_wal_id`` to
+   ``F``.  The arenas therefore start empty, and the sequence counter starts
+   at the manifest's ``last_l0_seq``.
+
+Replaying into L0 rather than into arenas keeps the arenas free of records
+whose sequence numbers are older than the counter, and makes recovery
+idempotent: a crash during recovery leaves either the old manifest (replay
+again) or the new one (nothing left to replay).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shaledb.errors import Corruption, InvalidArgument, ObjectNotFound
+from shaledb.layout import COMPACTED_PREFIX, MANIFEST_PREFIX, WAL_PREFIX, wal_key
+
+__all__ = ["RecoveryResult", "check_root_is_database", "read_wal_runs"]
+
+
+@dataclass(frozen=True)
+class RecoveryResult:
+    fence_wal_id: int
+    replayed_records: int
+    replayed_wal_objects: int
+
+
+def check_root_is_database(store) -> bool:
+    """True if the root holds a ShaleDB database, False if it is empty.
+
+    A root holding other objects (and no manifest) raises InvalidArgument:
+    ShaleDB never writes into somebody else's data.
+    """
+    for _ in store.list(MANIFEST_PREFIX):
+        return True
+    for meta in store.list(""):
+        if not meta.key.startswith((WAL_PREFIX, COMPACTED_PREFIX)):
+            raise InvalidArgument(
+                f"the root holds objects that are not a ShaleDB database (found {meta.key!r}); "
+                "open an empty root or an existing database"
+            )
+    return False
+
+
+def read_wal_runs(store, first_id: int, end_id: int, skip_upto_seq: int):
+    """Decode WAL objects ``first_id <= id < end_id``; keep records with seq > skip_upto_seq.
+
+    Returns (runs, objects_read, max_seq).  Zero-byte objects are fences of
+    earlier writers and are skipped.  A missing id in the range means the WAL
+    was truncated under us: Corruption.
+    """
+    from shaledb.wal import decode_wal
+
+    runs = []
+    objects = 0
+    max_seq = 0
+    for wal_id in range(first_id, end_id):
+        key = wal_key(wal_id)
+        try:
+            data = store.get(key)
+        except ObjectNotFound:
+            raise Corruption(f"WAL object {key} is missing: the WAL between ids {first_id} and {end_id - 1} has a hole") from None
+        if len(data) == 0:
+            continue
+        objects += 1
+        buf, offs = decode_wal(data, key)
+        if len(offs) == 0:
+            continue
+        trailers = _trailers(buf, offs)
+        seqs = trailers >> np.uint64(8)
+        keep = seqs > np.uint64(skip_upto_seq)
+        if not keep.any():
+            continue
+        max_seq = max(max_seq, int(seqs[keep].max()))
+        runs.append((buf, np.ascontiguousarray(offs[keep])))
+    return runs, objects, max_seq
+
+
+def _trailers(buf: np.ndarray, offs: np.ndarray) -> np.ndarray:
+    """The u64 trailer of every record (little-endian, at record offset + 8)."""
+    idx = offs.astype(np.int64)[:, None] + np.arange(8, 16, dtype=np.int64)[None, :]
+    raw = np.ascontiguousarray(buf[idx])
+    return raw.view("<u8").reshape(-1).astype(np.uint64)
+
+
+def max_seq_of(buf: np.ndarray, offs: np.ndarray) -> tuple[int, int]:
+    """(min_seq, max_seq) of a record run (0, 0 when empty)."""
+    if len(offs) == 0:
+        return 0, 0
+    seqs = _trailers(buf, offs) >> np.uint64(8)
+    return int(seqs.min()), int(seqs.max())
