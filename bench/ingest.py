@@ -58,7 +58,7 @@ from bench.common import (
 REPO = Path(__file__).resolve().parents[1]
 #: Default for --peer-records on slatedb: its binding copies bytes one at a time
 #: in Python (about 20-50 k records/s), so the full default run would take minutes.
-SLATEDB_DEFAULT_RECORDS = 100_000
+SLATEDB_DEFAULT_RECORDS = 50_000
 MOTO_BUCKET = "shaledb-bench"
 PHASES = ("prefill", "flush", "mixed", "read", "scan", "close")
 
@@ -98,7 +98,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="mixed-phase puts wait for durability")
     p.add_argument("--put-percentage", type=float, default=20.0, help="share of puts in the mixed phase")
     p.add_argument("--duration", type=float, default=5.0, help="seconds of the mixed phase")
-    p.add_argument("--reads", type=_positive_int, default=50_000, help="gets in each read pass (cold, warm)")
+    p.add_argument("--reads", type=_positive_int, default=20_000, help="gets in each read pass (cold, warm)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, metavar="PATH", help="write every figure to PATH")
     p.add_argument("--peers", default="auto",
@@ -564,7 +564,7 @@ def main(argv=None) -> int:
             "run_id": run_id,
             "argv": list(sys.argv if argv is None else ["python", "-m", "bench.ingest", *argv]),
         },
-        "machine": machine_info(),
+        "machine": {**machine_info(), "loadavg_start": os.getloadavg()},
         "engines": {},
         "notes": notes,
     }
@@ -590,6 +590,11 @@ def main(argv=None) -> int:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    report["machine"]["loadavg_end"] = os.getloadavg()
+    load = report["machine"].get("loadavg_start")
+    if load and load[0] > (os.cpu_count() or 1) * 0.5:
+        notes.append(f"the machine was busy when the run started (load average {load[0]:.1f} on {os.cpu_count()} CPUs): "
+                     "figures are lower than on an idle machine")
     report["ratios"] = compute_ratios(report)
     failed = [e for e in engines if not report["engines"].get(e, {}).get("ok")]
     report["ok"] = not failed and ok_engine

@@ -13,8 +13,10 @@
 * read: ``db.get``; scan: ``db.scan()``; close: ``db.close()``.
 
 Object-store requests come from the engine's instrumentation when the open
-database exposes it (see :meth:`ShaleDBAdapter.requests`); otherwise the
-output shows only the object counts and sizes listed after each phase.
+database exposes it: a ``requests`` (or ``store_requests``) mapping of
+operation -> count in ``db.status()`` (or ``db.stats()``/``db.metrics()``),
+cumulative for the open database.  Otherwise the output shows "n/a" and only
+the object counts and sizes listed after each phase.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ class ShaleDBAdapter(Adapter):
         db = self.db
         if db is None:
             return self._last_requests
-        for name in ("stats", "metrics"):
+        for name in ("status", "stats", "metrics"):
             fn = getattr(db, name, None)
             if callable(fn):
                 try:
