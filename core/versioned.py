@@ -344,7 +344,8 @@ class VersionedObject(Generic[T]):
         """Apply ``mutator`` to the latest value and store the result as a new version.
 
         ``mutator(latest)`` returns the new value, or None (or an equal value)
-        to write nothing.  When another writer wins the race, the object is
+        to write nothing (checked against the latest version, not just the
+        cached one).  When another writer wins the race, the object is
         refreshed and the next proposal is ``merge(newer, rejected)`` if
         ``merge`` is given, else ``mutator(newer)``.  Gives up with Conflict
         after ``max_conflicts`` lost races and with Unavailable when
@@ -360,6 +361,7 @@ class VersionedObject(Generic[T]):
                 self._cur_refresh_listing()
             rejected: T | None = None
             losses = 0
+            confirmed = False
             while True:
                 base = self.current  # checks the epoch (fenceable variant)
                 if rejected is not None and merge is not None:
@@ -367,7 +369,15 @@ class VersionedObject(Generic[T]):
                 else:
                     new = mutator(base.value)
                 if new is None or new == base.value:
-                    return base
+                    if confirmed:
+                        return base
+                    # Nothing to write on our copy: make sure it is the latest
+                    # before saying so (one probe), else re-apply on the newer.
+                    confirmed = True
+                    rejected = None
+                    if self.refresh().id == base.id:
+                        return base
+                    continue
                 if self._write_next(base, new, deadline):
                     return self._cur
                 losses += 1
