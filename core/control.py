@@ -96,6 +96,8 @@ class ControlServer:
         self._stopping = threading.Event()
         self._conns: set = set()
         self._lock = threading.Lock()
+        self._busy = 0
+        self._idle = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._accept_loop, name="shaledb-control-accept", daemon=True)
         self._thread.start()
 
@@ -123,6 +125,8 @@ class ControlServer:
                     req = conn.recv()
                 except Exception:  # noqa: BLE001 - EOF, or closed under us by close()
                     return
+                with self._lock:
+                    self._busy += 1
                 if not isinstance(req, tuple) or not req or not isinstance(req[0], str):
                     reply = ("err", "InvalidArgument", f"malformed request {req!r}")
                 else:
@@ -134,6 +138,10 @@ class ControlServer:
                     conn.send(reply)
                 except Exception:  # noqa: BLE001 - the client went away
                     return
+                finally:
+                    with self._lock:
+                        self._busy -= 1
+                        self._idle.notify_all()
         finally:
             with self._lock:
                 self._conns.discard(conn)
@@ -142,8 +150,10 @@ class ControlServer:
             except Exception:  # noqa: BLE001
                 pass
 
-    def close(self) -> None:
-        """Stop accepting and hang up on every client."""
+    def close(self, grace: float = 5.0) -> None:
+        """Stop accepting, let answers in flight go out (up to ``grace`` s), hang up."""
+        with self._lock:
+            self._idle.wait_for(lambda: self._busy <= 0, timeout=grace)
         self._stopping.set()
         try:
             # wake accept(): connect once without the key; the handshake fails.
