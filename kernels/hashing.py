@@ -124,16 +124,28 @@ def _xxh64(buf, start, length, seed):
 def as_u8(data, name: str = "data") -> np.ndarray:
     """View ``data`` (bytes-like or uint8 array) as a contiguous 1-D uint8 array.
 
-    Bytes and read-only buffers give a read-only view (no copy); the kernels
-    are compiled for both writable and read-only arrays.
+    The result is always a read-only view (no copy unless ``data`` is not
+    contiguous), so the read-only kernels are compiled for one array type
+    whether the caller holds an arena (writable) or ``bytes`` (read-only).
     """
     if isinstance(data, np.ndarray):
         if data.dtype != np.uint8 or data.ndim != 1:
             raise InvalidArgument(f"{name} must be a 1-D uint8 array, got {data.dtype}[{data.ndim}d]")
-        return np.ascontiguousarray(data)
+        return readonly(np.ascontiguousarray(data))
     if isinstance(data, (bytes, bytearray, memoryview)):
-        return np.frombuffer(data, dtype=np.uint8)
+        try:
+            return readonly(np.frombuffer(data, dtype=np.uint8))
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"{name}: {exc}") from None
     raise InvalidArgument(f"{name} must be bytes-like or a uint8 array, not {type(data).__name__}")
+
+
+def readonly(arr: np.ndarray) -> np.ndarray:
+    """A read-only view of ``arr`` (free: no copy)."""
+    if arr.flags.writeable:
+        arr = arr.view()
+        arr.flags.writeable = False
+    return arr
 
 
 def xxh64(data, seed: int = 0) -> int:

@@ -85,7 +85,7 @@ def _merge_runs(buf, run_bounds, offs):
 def merge_runs(buf, run_bounds, offs, *, validate: bool = True) -> np.ndarray:
     """Offsets of k sorted runs (``offs`` split by ``run_bounds``) merged into one sorted run."""
     buf, offs = check_run(buf, offs, validate=validate)
-    bounds = np.array(as_offsets(run_bounds, "run_bounds"), dtype=np.int64)  # private, writable copy
+    bounds = as_offsets(run_bounds, "run_bounds")
     if bounds.shape[0] < 1 or bounds[0] != 0 or bounds[-1] != offs.shape[0] or np.any(np.diff(bounds) < 0):
         raise InvalidArgument(
             f"run_bounds must rise from 0 to len(offs)={offs.shape[0]}, got {bounds[:8].tolist()}"

@@ -29,7 +29,7 @@ import numpy as np
 
 from shaledb.errors import InvalidArgument
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.hashing import _load_u32, _load_u64, as_u8
+from shaledb.kernels.hashing import _load_u32, _load_u64, as_u8, readonly
 from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_ALIGN, RECORD_HEADER
 
 __all__ = ["check_run", "concat_runs", "sort_records"]
@@ -120,7 +120,7 @@ def _check_run(buf, offs):
 
 
 def as_offsets(offs, name: str = "offs") -> np.ndarray:
-    """``offs`` as a contiguous 1-D int64 array (no copy when it already is one)."""
+    """``offs`` as a read-only contiguous 1-D int64 array (no copy when it already is one)."""
     if not isinstance(offs, np.ndarray):
         try:
             offs = np.asarray(offs, dtype=np.int64)
@@ -130,11 +130,11 @@ def as_offsets(offs, name: str = "offs") -> np.ndarray:
         raise InvalidArgument(f"{name} must be a 1-D integer array, got {offs.dtype}[{offs.ndim}d]")
     if offs.dtype != np.int64:
         offs = offs.astype(np.int64)
-    return np.ascontiguousarray(offs)
+    return readonly(np.ascontiguousarray(offs))
 
 
 def check_run(buf, offs, *, validate: bool = True):
-    """Validate a record run; returns ``(buf, offs)`` as uint8 / int64 contiguous arrays.
+    """Validate a record run; returns ``(buf, offs)`` as read-only contiguous uint8 / int64 arrays.
 
     Raises InvalidArgument when an offset is misaligned or a record does not
     fit in ``buf``: the kernels trust their inputs and do no bounds checks.
