@@ -176,6 +176,7 @@ class Stores:
         self.args = args
         self.run_id = run_id
         self.moto = None
+        self.proxy = None
         self.kind = "local"
         self.local_root: Path | None = None
         self.scratch: Path | None = None
@@ -191,7 +192,10 @@ class Stores:
             os.environ.update(S3_TEST_CREDENTIALS)
             self.moto = MotoServer().start()
             self.moto.create_bucket(MOTO_BUCKET)
-            self.kind, self.bucket, self.endpoint = "s3", MOTO_BUCKET, self.moto.endpoint_url
+            from bench.s3count import CountingProxy
+
+            self.proxy = CountingProxy(self.moto.endpoint_url).start()
+            self.kind, self.bucket, self.endpoint = "s3", MOTO_BUCKET, self.proxy.endpoint_url
             self.prefix = f"run-{self.run_id}"
         elif a.store and a.store.startswith("s3://"):
             bucket, _, prefix = a.store[len("s3://"):].partition("/")
@@ -214,14 +218,19 @@ class Stores:
             return {"kind": "local", "path": str(self.local_root / engine)}
         if engine == "rocksdict":  # RocksDB has no object-store backend
             return {"kind": "local", "path": str(self.scratch / engine)}
-        return {"kind": "s3", "bucket": self.bucket, "prefix": f"{self.prefix}/{engine}", "endpoint": self.endpoint}
+        loc = {"kind": "s3", "bucket": self.bucket, "prefix": f"{self.prefix}/{engine}", "endpoint": self.endpoint}
+        if self.proxy is not None:
+            loc["count_endpoint"] = self.proxy.endpoint_url
+            loc["list_endpoint"] = self.moto.endpoint_url
+        return loc
 
     def describe(self) -> str:
         if self.kind == "local":
             return f"local directory {self.local_root}"
         where = f"s3://{self.bucket}/{self.prefix}"
         if self.moto:
-            return f"{where} on a moto server at {self.endpoint} (started by this run)"
+            return (f"{where} on a moto server at {self.moto.endpoint_url} (started by this run), "
+                    f"reached through a request-counting proxy at {self.proxy.endpoint_url}")
         return where + (f" at {self.endpoint}" if self.endpoint else "")
 
     def cleanup(self) -> None:
@@ -234,6 +243,8 @@ class Stores:
                 if self.kind == "s3" and not self.moto:
                     self._delete_prefix()
         finally:
+            if self.proxy is not None:
+                self.proxy.stop()
             if self.moto is not None:
                 if keep:
                     print(f"note: --keep has no lasting effect with --moto (the server stops now)", file=sys.stderr)

@@ -45,7 +45,7 @@ def count_objects(loc: dict) -> dict | None:
         if loc["kind"] == "s3":
             import boto3
 
-            client = boto3.client("s3", endpoint_url=loc.get("endpoint"))
+            client = boto3.client("s3", endpoint_url=loc.get("list_endpoint") or loc.get("endpoint"))
             n = size = 0
             prefix = loc["prefix"].rstrip("/") + "/" if loc.get("prefix") else ""
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc["bucket"], Prefix=prefix):
@@ -77,15 +77,31 @@ class Driver:
 
     # -- helpers ------------------------------------------------------------
 
+    def _requests(self) -> dict:
+        """Request counters now: the engine's own, and the counting proxy's (S3 via --moto)."""
+        out = {"engine": self.adapter.requests(), "http": None}
+        ep = self.adapter.location().get("count_endpoint")
+        if ep:
+            from bench.s3count import fetch_counts
+
+            out["http"] = fetch_counts(ep)
+        return out
+
     def _phase(self, name: str, seconds: float, records: int, nbytes: int, req_before, **extra) -> dict:
-        req_after = self.adapter.requests()
+        req_after = self._requests()
+        eng = _delta(req_before["engine"], req_after["engine"])
+        http = _delta(req_before["http"], req_after["http"])
         r = {
             "seconds": seconds,
             "records": records,
             "bytes": nbytes,
             "records_per_s": records / seconds if seconds > 0 else None,
             "mb_per_s": nbytes / seconds / 1e6 if seconds > 0 else None,
-            "requests": _delta(req_before, req_after),
+            # The proxy counts every engine the same way; without it, the engine's own counters.
+            "requests": http if http is not None else eng,
+            "requests_source": "http proxy" if http is not None else ("engine" if eng is not None else None),
+            "engine_requests": eng,
+            "http_requests": http,
             "store_after": count_objects(self.adapter.location()),
         }
         r.update(extra)
@@ -107,14 +123,14 @@ class Driver:
         ph = res["phases"]
 
         # prefill
-        req = a.requests()
+        req = self._requests()
         with progress(self.bars, total=self.n, desc=f"{a.name} prefill") as bar:
             info = a.prefill(self.ds, self.n, int(spec["batch"]), int(spec["writers"]), bar)
         secs = info.pop("elapsed_s")
         ph["prefill"] = self._phase("prefill", secs, self.n, self.ds.payload_bytes_of(self.n), req, **info)
 
         # flush
-        req = a.requests()
+        req = self._requests()
         t0 = time.perf_counter()
         a.flush()
         secs = time.perf_counter() - t0
@@ -131,7 +147,7 @@ class Driver:
         ph["read"] = self._read()
 
         # scan
-        req = a.requests()
+        req = self._requests()
         with progress(self.bars, total=self.n, desc=f"{a.name} scan") as bar:
             t0 = time.perf_counter()
             s = a.scan(bar)
@@ -140,7 +156,7 @@ class Driver:
         ph["scan"]["count_ok"] = s["count"] == self.n
 
         # close
-        req = a.requests()
+        req = self._requests()
         t0 = time.perf_counter()
         a.close()
         secs = time.perf_counter() - t0
@@ -161,7 +177,7 @@ class Driver:
         wrong = puts = gets = 0
         nbytes = 0
         busy = 0.0
-        req = a.requests()
+        req = self._requests()
         plan = op_plan(int(spec["seed"]), self.n, float(spec["put_percentage"]), _MIXED_CHUNK)
         ds = self.ds
         with progress(self.bars, total=None, desc=f"{a.name} mixed", unit="op") as bar:
@@ -206,7 +222,7 @@ class Driver:
         close_s, open_s = a.reopen()
         out = {"reopen": {"close_s": close_s, "open_s": open_s, "store_after": count_objects(a.location())}}
         for temp in ("cold", "warm"):
-            req = a.requests()
+            req = self._requests()
             with progress(self.bars, total=None, desc=f"{a.name} read {temp}", unit="get"):
                 t0 = time.perf_counter()
                 lat, got = a.get_many(keys)
