@@ -75,3 +75,25 @@ __all__ += [
     "ManifestRunField",
     "ManifestSstField",
 ]
+
+
+class ArenaState(IntEnum):
+    """State of one arena in the pool's control segment (shared memory)."""
+
+    FREE = 0  # in the pool, empty
+    ACTIVE = 1  # owned by one writer, appended to, current generation
+    FULL = 2  # current generation, no longer appended to (its writer moved on)
+    SEALED = 3  # its generation is sealed; waiting for the flusher
+    FLUSHING = 4  # the flusher is turning its generation into L0
+
+
+class PoolStatus(IntEnum):
+    """Status word of the arena pool's control segment (shared memory)."""
+
+    OPEN = 0
+    CLOSED = 1  # the Db closed: writers raise Closed
+    FENCED = 2  # a newer writer owns the database: writers raise Fenced
+    FAILED = 3  # the flusher died or failed: writers raise Unavailable
+
+
+__all__ += ["ArenaState", "PoolStatus"]

@@ -45,3 +45,12 @@ def test_manifest_enums_are_pinned():
     for name, members in MANIFEST_PINNED.items():
         enum = getattr(manifest_enums, name)
         assert {m.name: int(m) for m in enum} == members, name
+
+
+def test_arena_pool_enums_are_pinned():
+    from shaledb.enums import ArenaState, PoolStatus
+
+    assert {m.name: int(m) for m in ArenaState} == {
+        "FREE": 0, "ACTIVE": 1, "FULL": 2, "SEALED": 3, "FLUSHING": 4,
+    }
+    assert {m.name: int(m) for m in PoolStatus} == {"OPEN": 0, "CLOSED": 1, "FENCED": 2, "FAILED": 3}
