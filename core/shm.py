@@ -1,0 +1,238 @@
+"""Named shared-memory segments for one open database.
+
+A segment is a plain file in ``/dev/shm`` (tmpfs), created with
+``os.open(O_CREAT | O_EXCL, 0o600)`` and mapped with ``mmap.mmap``.  Unlike
+``multiprocessing.shared_memory`` this never registers the segment with
+Python's ``resource_tracker``, so no process unlinks (or warns about) a
+segment it did not create; the owner unlinks every segment of its database
+explicitly (:func:`cleanup_segments`).  Mode 0o600: no other local user can
+attach.  Where ``/dev/shm`` is missing or not writable, segments live in a
+private per-user directory under the system temp folder instead (still
+shared between processes, backed by the page cache).
+
+Names::
+
+    shaledb-<dbtag>-<kind>-<n>      dbtag = <roottag>.<nonce>
+    roottag = 12 hex digits of blake2b(database root url)
+    nonce   = 8 hex digits, new for every open
+
+The ``roottag`` makes leftovers of a crashed run of the same database easy
+to find; the ``nonce`` keeps two opens of the same root (a fenced old writer
+and its successor) apart.  Every process attached to a dbtag holds a shared
+``flock`` on its ``live-0`` file for as long as it is attached; on the next
+open of the root, :func:`cleanup_stale` removes every dbtag of that root
+whose ``live-0`` lock nobody holds (its processes are all gone; the kernel
+drops flocks of killed processes) or that has no ``live-0`` file at all.
+
+Kinds used by ShaleDB: ``live`` (liveness lock file), ``lock`` (the pool's
+append lock file), ``ctl`` (the pool's control words), ``arena`` (arenas).
+
+Pre-faulting: :meth:`Segment.create` reserves the pages with
+``posix_fallocate`` (a full /dev/shm is an error at creation, not a SIGBUS
+later) and maps with ``MAP_POPULATE``, so the creator pays the page faults
+at open, not on the append path.
+
+Thread safety: a :class:`Segment` may be read and written by threads; open
+and close it from one thread.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import tempfile
+
+from shaledb.errors import Unavailable
+
+__all__ = [
+    "LiveLock",
+    "Segment",
+    "cleanup_segments",
+    "cleanup_stale",
+    "list_dbtags",
+    "new_dbtag",
+    "root_tag",
+    "segment_name",
+    "shm_dir",
+]
+
+PREFIX = "shaledb-"
+_dir_cache: str | None = None
+
+
+def shm_dir() -> str:
+    """Directory holding the segments: ``/dev/shm``, or a private fallback."""
+    global _dir_cache
+    if _dir_cache is not None:
+        return _dir_cache
+    forced = os.environ.get("SHALEDB_SHM_DIR")
+    candidates = [forced] if forced else ["/dev/shm"]
+    for d in candidates:
+        if d and os.path.isdir(d) and os.access(d, os.W_OK | os.X_OK):
+            _dir_cache = d
+            return d
+    fallback = os.path.join(tempfile.gettempdir(), f"shaledb-shm-{os.getuid()}")
+    os.makedirs(fallback, mode=0o700, exist_ok=True)
+    _dir_cache = fallback
+    return fallback
+
+
+def root_tag(root: str) -> str:
+    """12 hex digits identifying a database root (its url or absolute path)."""
+    return hashlib.blake2b(root.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+
+
+def new_dbtag(root: str) -> str:
+    """A fresh tag for one open of ``root``: ``<roottag>.<nonce>``."""
+    return f"{root_tag(root)}.{os.urandom(4).hex()}"
+
+
+def segment_name(dbtag: str, kind: str, n: int = 0) -> str:
+    return f"{PREFIX}{dbtag}-{kind}-{n}"
+
+
+def _path(name: str) -> str:
+    return os.path.join(shm_dir(), name)
+
+
+def _names(dbtag: str) -> list[str]:
+    prefix = f"{PREFIX}{dbtag}-"
+    try:
+        return [n for n in os.listdir(shm_dir()) if n.startswith(prefix)]
+    except FileNotFoundError:
+        return []
+
+
+def cleanup_segments(dbtag: str) -> list[str]:
+    """Unlink every segment of ``dbtag``; return the names removed.  Mappings
+    already open in live processes stay valid until they unmap."""
+    removed = []
+    for n in _names(dbtag):
+        try:
+            os.unlink(_path(n))
+            removed.append(n)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def list_dbtags(root: str) -> list[str]:
+    """Every dbtag of ``root`` that has a segment in the shm directory."""
+    prefix = f"{PREFIX}{root_tag(root)}."
+    tags = set()
+    try:
+        names = os.listdir(shm_dir())
+    except FileNotFoundError:
+        return []
+    for n in names:
+        if n.startswith(prefix):
+            tags.add(n[len(PREFIX) :].split("-", 1)[0])
+    return sorted(tags)
+
+
+def _is_live(dbtag: str) -> bool:
+    try:
+        fd = os.open(_path(segment_name(dbtag, "live")), os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def cleanup_stale(root: str, keep: str | None = None) -> list[str]:
+    """Remove the segments of every dead open of ``root`` (none of its
+    processes holds the live lock).  ``keep``: a dbtag never removed."""
+    removed = []
+    for tag in list_dbtags(root):
+        if tag != keep and not _is_live(tag):
+            removed += cleanup_segments(tag)
+    return removed
+
+
+class LiveLock:
+    """A shared flock on ``<dbtag>-live-0`` held while this process uses the
+    database's segments.  ``create=True`` makes the file (the owner, first)."""
+
+    def __init__(self, dbtag: str, create: bool = False):
+        path = _path(segment_name(dbtag, "live"))
+        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+        try:
+            self._fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:
+            raise Unavailable(f"the shared memory of database {dbtag} is gone") from None
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
+        if os.fstat(self._fd).st_nlink == 0:  # a cleaner raced us
+            self.close()
+            raise Unavailable(f"the shared memory of database {dbtag} is gone")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # drops the flock
+            self._fd = -1
+
+
+class Segment:
+    """One mapped segment.  ``.buf`` is the mmap; ``.array(dtype)`` a numpy view."""
+
+    def __init__(self, name: str, mm: mmap.mmap, size: int):
+        self.name = name
+        self.size = size
+        self.buf = mm
+
+    @classmethod
+    def create(cls, name: str, size: int, prefault: bool = True) -> "Segment":
+        path = _path(name)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            try:
+                os.ftruncate(fd, size)
+                if prefault:
+                    os.posix_fallocate(fd, 0, size)
+            except OSError as e:
+                os.unlink(path)
+                raise Unavailable(f"cannot allocate {size} bytes of shared memory for {name}: {e}") from e
+            flags = mmap.MAP_SHARED
+            if prefault and hasattr(mmap, "MAP_POPULATE"):
+                flags |= mmap.MAP_POPULATE
+            mm = mmap.mmap(fd, size, flags=flags)
+        finally:
+            os.close(fd)
+        return cls(name, mm, size)
+
+    @classmethod
+    def attach(cls, name: str) -> "Segment":
+        """Map an existing segment.  FileNotFoundError if it does not exist."""
+        fd = os.open(_path(name), os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+        finally:
+            os.close(fd)
+        return cls(name, mm, size)
+
+    def array(self, dtype="u1"):
+        import numpy as np
+
+        return np.frombuffer(self.buf, dtype=dtype)
+
+    def close(self) -> None:
+        """Unmap.  If numpy views are still alive, the mapping is left to the GC."""
+        try:
+            self.buf.close()
+        except BufferError:
+            pass
+
+    def unlink(self) -> None:
+        try:
+            os.unlink(_path(self.name))
+        except FileNotFoundError:
+            pass
