@@ -353,6 +353,11 @@ def _kill_group(pgid: int, quiet: bool = False) -> None:
 # -- output --------------------------------------------------------------------------
 
 
+def _short(text: str, limit: int = 90) -> str:
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def _req(r: dict | None, describe_missing: str = "n/a") -> str:
     if not r:
         return describe_missing
@@ -457,7 +462,7 @@ def render(report: dict) -> str:
     for e in report["config"]["engines"]:
         r = eng.get(e) or {}
         v = r.get("verify") or {}
-        status = "OK" if r.get("ok") else ("FAILED: " + (r.get("error") or "data wrong")) if r else "not run"
+        status = "OK" if r.get("ok") else ("FAILED: " + _short(r.get("error") or "data wrong")) if r else "not run"
         rows.append([e, status, f"{v.get('count', '-'):,}" if isinstance(v.get("count"), int) else "-", f"{v.get('expected_count', '-')}",
                      v.get("sampled_wrong", "-"), v.get("wrong_gets_during_phases", "-"), v.get("in_order", "-"), v.get("digest_ok", "-")])
     out.append(format_table(["engine", "verify", "count", "expected", "wrong sampled gets", "wrong gets in phases", "in order", "digest"],
@@ -469,6 +474,8 @@ def render(report: dict) -> str:
             rows.append([metric] + [f"{by_peer[p]:.2f}x" if by_peer.get(p) is not None else "-" for p in report["config"]["peers"]])
         out.append(format_table(["ShaleDB vs peer (>1: ShaleDB better)"] + list(report["config"]["peers"]), rows, "== ratios =="))
 
+    # A phase table with no rows (every engine failed before it) says nothing.
+    out = [t for t in out if len(t.splitlines()) > 3 or not t.startswith("== ") or "memory" in t or "correctness" in t]
     how = ["== how each engine ran =="]
     for e in report["config"]["engines"]:
         d = (eng.get(e) or {}).get("describe") or {}
@@ -593,7 +600,7 @@ def main(argv=None) -> int:
             print(f"running {e} ({args.records_by_engine[e]:,} records) ...", file=sys.stderr)
             report["engines"][e] = run_engine(e, args, stores, work / "data", work, show_bars)
             r = report["engines"][e]
-            print(f"  {e}: {'ok' if r.get('ok') else 'FAILED: ' + str(r.get('error') or 'data wrong')} in {r['wall_s']:.1f} s",
+            print(f"  {e}: {'ok' if r.get('ok') else 'FAILED: ' + _short(r.get('error') or 'data wrong', 200)} in {r['wall_s']:.1f} s",
                   file=sys.stderr)
     finally:
         try:
