@@ -92,6 +92,15 @@ def _check_bound(name: str, key: Any) -> bytes | None:
     return key
 
 
+def wrap_store(store, options: Options):
+    """The store as the engine uses it: the test wrapper, then retries."""
+    from shaledb.storage.wrappers import RetryingStore
+
+    if options.store_wrapper is not None:
+        store = options.store_wrapper(store)
+    return RetryingStore(store, deadline=min(30.0, options.request_timeout))
+
+
 def open(url_or_path: Any, options: Options | None = None, **overrides: Any) -> "Db":  # noqa: A001
     """Open (creating if empty) the database at ``url_or_path`` for writing.
 
@@ -131,7 +140,7 @@ class Db:
         self._reader = None
         store_options = dict(options.store_options)
         try:
-            self._store = open_store(url, **store_options)
+            self._store = wrap_store(open_store(url, **store_options), options)
             in_process = url.startswith("memory://")
             self._control_addr = new_control_address()
             self._mem = Memtable.create(url, options)
@@ -205,8 +214,14 @@ class Db:
     def _check_open(self) -> None:
         if self._closed:
             raise Closed("the database is closed")
+        if self._closing_error is None and self._mem is not None and self._mem.fenced():
+            self._closing_error = Fenced("a newer writer opened this database; this Db is fenced")
         if self._closing_error is not None:
             raise type(self._closing_error)(str(self._closing_error))
+        if self._proc is not None and not self._proc.is_alive():
+            raise Unavailable(
+                f"the flusher process died (exit code {self._proc.exitcode}); close this Db and open it again"
+            )
 
     def _flusher_alive(self) -> bool:
         if self._proc is not None:
@@ -407,6 +422,7 @@ def _check_value(value: Any) -> bytes:
 #   /dev/shm/shaledb-<roottag>-<pid>-<rand>-ctl   control words (u64):
 #       0 next seq   1 durable seq   2 manifest id   3 current generation
 #       4 closed     5 unflushed bytes (committed, not yet released)
+#       6 fenced (set by the flusher; every later call raises Fenced)
 #       16 + 4*i ..  arena slot i: state, generation, owner, reserved
 #   /dev/shm/shaledb-<...>-a<slot>                  one arena segment each
 #
@@ -417,7 +433,7 @@ def _check_value(value: Any) -> bytes:
 # under the lock holds every seq below the counter.
 
 _SHM_DIR = os.environ.get("SHALEDB_SHM_DIR", "/dev/shm")  # tmpfs; override for tests only
-_C_NEXT, _C_DURABLE, _C_MANIFEST, _C_GEN, _C_CLOSED, _C_UNFLUSHED = 0, 1, 2, 3, 4, 5
+_C_NEXT, _C_DURABLE, _C_MANIFEST, _C_GEN, _C_CLOSED, _C_UNFLUSHED, _C_FENCED = 0, 1, 2, 3, 4, 5, 6
 _SLOT0 = 16
 _FREE, _ACTIVE, _SEALED = 0, 1, 2
 
@@ -636,6 +652,8 @@ class Writer:
         if self._closed:
             raise Closed("this writer handle is closed")
         if self._sh is None:
+            if _ONE_PUT is None:
+                _init_consts()
             try:
                 self._sh = _Shared(self._desc, create=False)
             except FileNotFoundError:
@@ -766,6 +784,8 @@ class Writer:
         while True:
             if sh.ctl[_C_CLOSED]:
                 raise Closed("the database is closed")
+            if sh.ctl[_C_FENCED]:
+                raise Fenced("a newer writer opened this database; this handle is fenced")
             if int(sh.ctl[_C_UNFLUSHED]) + need > self.options.max_unflushed_bytes and int(sh.ctl[_C_UNFLUSHED]) > 0:
                 self._backpressure(sh, deadline, asked)
                 asked = True
@@ -948,6 +968,9 @@ class Memtable:
     def manifest_id(self) -> int:
         return int(self.sh.ctl[_C_MANIFEST])
 
+    def fenced(self) -> bool:
+        return bool(self.sh.ctl[_C_FENCED])
+
     def before_flush(self) -> None:
         pass
 
@@ -1035,6 +1058,10 @@ class FlusherView:
     def publish_durable(self, seq: int) -> None:
         if self.sh.ctl is not None and int(self.sh.ctl[_C_DURABLE]) < seq:
             self.sh.ctl[_C_DURABLE] = seq
+
+    def publish_fenced(self) -> None:
+        if self.sh.ctl is not None:
+            self.sh.ctl[_C_FENCED] = 1
 
     def publish_manifest_id(self, mid: int) -> None:
         if self.sh.ctl is not None:

@@ -109,6 +109,7 @@ class Flusher:
         self._pending: _PendingWal | None = None
         self._wal_gens: list[tuple[int, int]] = []  # (wal_id, max generation in it), uploaded, ascending
         self._replay_after = 0
+        self._last_poll = time.monotonic()
         self._q: "queue.Queue[_Request | None]" = queue.Queue()
         self._cond = threading.Condition()
         self._failed: BaseException | None = None
@@ -257,6 +258,7 @@ class Flusher:
     def _note_error(self, exc: BaseException) -> None:
         if isinstance(exc, Fenced) and self._failed is None:
             self._failed = exc
+            self.pool.publish_fenced()
             with self._cond:
                 self._cond.notify_all()
         elif not isinstance(exc, ShaleDBError):
@@ -279,6 +281,10 @@ class Flusher:
         raise InvalidArgument(req.op)
 
     def _background_tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last_poll >= self.options.manifest_poll_interval:
+            self._last_poll = now
+            self.mstore.refresh()  # Fenced when a newer writer bumped the epoch
         if self.options.wal:
             self._upload_wal()
         if self.pool.active_bytes() >= self.options.l0_sst_bytes:
@@ -448,7 +454,9 @@ def flusher_process_main(config: FlusherConfig, ready_conn) -> None:
     try:
         from shaledb.storage import open_store
 
-        store = open_store(config.url, **config.store_options)
+        from shaledb.db import wrap_store
+
+        store = wrap_store(open_store(config.url, **config.store_options), config.options)
         pool_view = _attach_pool(config.pool)
         flusher = Flusher(store, config.options, pool_view)
         info = flusher.recover()

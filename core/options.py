@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from shaledb.errors import InvalidArgument
 
@@ -72,6 +72,13 @@ class Options:
     #: Extra keyword arguments for ``shaledb.storage.open_store`` (endpoint_url,
     #: region, ...).  Must be picklable.
     store_options: Mapping[str, Any] = field(default_factory=dict)
+    #: The flusher re-reads the manifest this often to notice a newer
+    #: writer (fencing) even when nothing is being written.
+    manifest_poll_interval: float = 1.0
+    #: Test seam: a picklable callable ``store -> store`` applied to the store
+    #: in every process of the database (flusher included), e.g. to inject
+    #: latency or faults with shaledb.storage.wrappers.FaultyStore.
+    store_wrapper: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         def _int(name: str, lo: int, hi: int | None = None) -> None:
@@ -101,6 +108,7 @@ class Options:
         _seconds("request_timeout", 0.0)
         _seconds("open_timeout", 0.0)
         _seconds("close_timeout", 0.0)
+        _seconds("manifest_poll_interval", 0.0)
         if not isinstance(self.wal, bool):
             raise InvalidArgument(f"Options.wal must be a bool, got {self.wal!r}")
         if self.initial_arenas > self.max_arenas:
@@ -111,6 +119,8 @@ class Options:
             raise InvalidArgument("Options.failpoints must be a str")
         if not isinstance(self.store_options, Mapping):
             raise InvalidArgument("Options.store_options must be a mapping")
+        if self.store_wrapper is not None and not callable(self.store_wrapper):
+            raise InvalidArgument("Options.store_wrapper must be callable or None")
         # Parse now so that a typo fails at open, not at the failpoint.
         from shaledb.failpoints import parse_failpoints
 
