@@ -330,7 +330,7 @@ class VersionedObject(Generic[T]):
             cur = self.current
             if dirty.base_id != cur.id:
                 raise Conflict(f"{self.prefix}: dirty copy of version {dirty.base_id}, current is {cur.id}")
-            if self._write_next(cur, dirty.value, deadline):
+            if self._write_next(cur, dirty.value, deadline, checked=False):
                 return self._cur
             self._refresh_after_loss()
             raise Conflict(f"{self.prefix}: version {cur.id + 1} was written by someone else")
@@ -364,19 +364,25 @@ class VersionedObject(Generic[T]):
             confirmed = False
             while True:
                 base = self.current  # checks the epoch (fenceable variant)
-                if rejected is not None and merge is not None:
-                    new = merge(base.value, rejected)
-                else:
-                    new = mutator(base.value)
-                if new is None or new == base.value:
-                    if confirmed:
+                try:
+                    if rejected is not None and merge is not None:
+                        new = merge(base.value, rejected)
+                    else:
+                        new = mutator(base.value)
+                    noop = new is None or new == base.value
+                    if not noop:
+                        self._check_write(base, new)
+                except InvalidArgument:
+                    # A refusal is only final when judged on the latest version.
+                    if confirmed or self._reconfirm(base):
+                        raise
+                    confirmed, rejected = True, None
+                    continue
+                if noop:
+                    # Nothing to write on our copy: only final on the latest.
+                    if confirmed or self._reconfirm(base):
                         return base
-                    # Nothing to write on our copy: make sure it is the latest
-                    # before saying so (one probe), else re-apply on the newer.
-                    confirmed = True
-                    rejected = None
-                    if self.refresh().id == base.id:
-                        return base
+                    confirmed, rejected = True, None
                     continue
                 if self._write_next(base, new, deadline):
                     return self._cur
@@ -401,13 +407,21 @@ class VersionedObject(Generic[T]):
             # it, or it is being deleted: list to be sure.
             self._cur_refresh_listing()
 
-    def _write_next(self, base: Version[T], value: T, deadline: float) -> bool:
+    def _reconfirm(self, base: Version[T]) -> bool:
+        """Refresh; True if ``base`` is still the latest version."""
+        return self.refresh().id == base.id
+
+    def _check_write(self, base: Version[T], value: T) -> None:
+        if self._validate is not None:
+            self._validate(base.value, value, base.id + 1)
+        self._before_write(base.value, value)
+
+    def _write_next(self, base: Version[T], value: T, deadline: float, checked: bool = True) -> bool:
         from shaledb.storage.base import new_put_id
 
         new_id = base.id + 1
-        if self._validate is not None:
-            self._validate(base.value, value, new_id)
-        self._before_write(base.value, value)
+        if not checked:
+            self._check_write(base, value)
         data = self.codec.encode(value)
         won = create_only(
             self.store,
