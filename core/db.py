@@ -314,11 +314,18 @@ class Db:
                 return
             error = None
             try:
-                if self._closing_error is None and self._control is not None:
-                    self._mem.before_flush()
-                    self._control.call("close", timeout=self.options.close_timeout)
+                if self._control is not None and self._flusher_alive():
+                    if self._closing_error is None and not self._mem.fenced():
+                        self._mem.before_flush()
+                        self._control.call("close", timeout=self.options.close_timeout)
+                    else:
+                        self._control.call("abort", timeout=10)
             except ShaleDBError as exc:
                 error = exc
+                try:
+                    self._control.call("abort", timeout=10)
+                except ShaleDBError:
+                    pass
             finally:
                 self._closed = True
                 _open_dbs.discard(self)

@@ -163,9 +163,12 @@ class Flusher:
             return self.status()
         if op == "await_durable":
             return self._await_durable(int(args[0]), float(args[1]) if len(args) > 1 else self.options.request_timeout)
-        if op not in ("flush_wal", "flush_memtable", "seal", "close", "ping"):
+        if op not in ("flush_wal", "flush_memtable", "seal", "close", "ping", "abort"):
             raise InvalidArgument(f"unknown flusher request {op!r}")
-        self._check_usable(op)
+        if op != "abort":
+            self._check_usable(op)
+        elif self._stopped.is_set():
+            return True
         if op == "ping":
             return True
         req = _Request(op, args)
@@ -228,6 +231,10 @@ class Flusher:
                         except ShaleDBError as exc:
                             self._note_error(exc)
                     continue
+                if req.op == "abort":  # stop without flushing (fenced or failed Db)
+                    req.result = True
+                    req.done.set()
+                    return
                 try:
                     if self._failed is not None:
                         raise _copy_error(self._failed)
