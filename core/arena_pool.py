@@ -1,0 +1,665 @@
+"""The arena pool: fixed-size shared-memory arenas, the sequence counter,
+the generations, and everything the writers and the flusher share.
+
+One pool per open database.  The Db process creates it (:meth:`ArenaPool.create`,
+the owner), writer and flusher processes attach to it by its picklable
+:meth:`ArenaPool.descriptor` (:meth:`ArenaPool.attach`).  Segments
+(``shaledb.shm``)::
+
+    shaledb-<dbtag>-live-0    liveness flock (shared by every attached process)
+    shaledb-<dbtag>-lock-0    the pool lock (flock, exclusive)
+    shaledb-<dbtag>-ctl-0     control words, below
+    shaledb-<dbtag>-arena-<i> arena i (format: shaledb.kernels.arena), 0 <= i < max_arenas
+
+Control segment: u64 words, little-endian::
+
+     0 magic "SHLPOOL1"     1 version           2 arena_bytes      3 max_arenas
+     4 index_slots          5 next_seq          6 durable_seq      7 generation
+     8 status (PoolStatus)  9 unflushed_bytes  10 max_unflushed   11 arenas created
+    12 next_writer_id      13 releases         14 generation_bytes 15 seal_bytes
+    16 manifest_id (engine) 17..31 reserved for the engine (``engine_words``)
+    32 + 8*i: arena i: state (ArenaState), generation, writer_id, bytes,
+              wal_end, wal_incarnation, reserved, reserved
+
+``next_seq`` is the next sequence number to hand out; ``durable_seq`` the
+durable watermark (every seq <= it is durable), published by the flusher;
+``unflushed_bytes`` the record bytes in arenas not yet returned to the pool;
+``generation_bytes`` those of the current generation.  ``wal_end`` is where
+the last WAL upload of arena i ended (valid while ``wal_incarnation``
+equals the arena header's incarnation).
+
+The pool lock (a threading.Lock inside the process plus ``flock`` across
+processes; the kernel drops it when a holder is killed) is taken once per
+batch append, per seal, per arena hand-out and release, and for the
+flusher's WAL snapshot; never per record.
+
+**Invariant: every record of a sealed generation has a smaller seq than every
+record of any later generation.**  Kept because (1) an append reserves its
+seqs from ``next_seq`` (inside the append kernel, before anything commits)
+in the same hold of the pool lock in which it re-checks that its arena is
+ACTIVE and belongs to the current generation, and (2) sealing bumps the
+generation under that same lock.  Lock holds are totally ordered, so the
+seqs of generation G were all reserved before the seal hold of G and those
+of G+1 after it.  A writer killed mid-append leaves a gap of reserved seqs
+(never a duplicate) and uncommitted bytes beyond ``committed`` (never read).
+A WAL snapshot taken under the lock is a consistent cut: every seq below
+``next_seq`` at that moment is committed in the snapshot's ranges.
+
+Arena life cycle::
+
+    FREE --append (writer w)--> ACTIVE(w, gen) --full / writer detached--> FULL(gen)
+    ACTIVE|FULL --seal--> SEALED(gen) --begin_flush--> FLUSHING --release--> FREE
+    (an ACTIVE/FULL arena with no records goes straight back to FREE at seal)
+
+Writer side (``shaledb.writer`` uses these):
+    register_writer() -> writer_id;  append(writer_id, keys, ko, values, vo, kinds)
+    -> (n, last_seq_or_code, sealed_gen);  detach_writer(writer_id);  check_status()
+    max_batch_bytes / max_batch_records
+Flusher side:
+    wal_snapshot() -> (buf, offs, token, max_gen, max_seq) | None
+    wal_committed(token) (alias commit);  durable_candidate(token, max_seq)
+    publish_durable(seq); publish_fenced(); publish_closed(); publish_failed()
+    publish_manifest_id(mid); active_bytes(); seal() -> gen | None; has_sealed()
+    sealed_generations() -> [SealedGeneration(number, slots, .runs())]
+    begin_flush(gen); release(gen); cleanup_orphaned()
+Db side:
+    set_next_seq(seq) (recovery: last_seq + 1); next_seq(); durable_seq(); status()
+    lookup(key) -> (key, seq, kind, value|None) | None;  sorted_runs_snapshot();
+    live_runs() -> [(private copy buf, offs)];  releases();  close(); destroy()
+
+Thread safety: an ArenaPool may be shared by the threads of one process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from dataclasses import dataclass
+import numpy as np
+
+from shaledb import shm
+from shaledb.enums import ArenaState, PoolStatus
+from shaledb.errors import Closed, Fenced, InvalidArgument, Unavailable
+from shaledb.kernels import arena as K
+
+__all__ = ["ArenaPool", "SealedGeneration", "NO_MEMORY", "NO_ARENA"]
+
+POOL_MAGIC = int.from_bytes(b"SHLPOOL1", "little")
+POOL_VERSION = 1
+
+C_MAGIC, C_VERSION, C_ARENA_BYTES, C_MAX_ARENAS = 0, 1, 2, 3
+C_INDEX_SLOTS, C_NEXT_SEQ, C_DURABLE, C_GENERATION = 4, 5, 6, 7
+C_STATUS, C_UNFLUSHED, C_MAX_UNFLUSHED, C_CREATED = 8, 9, 10, 11
+C_NEXT_WRITER, C_RELEASES, C_GEN_BYTES, C_SEAL_BYTES = 12, 13, 14, 15
+C_MANIFEST_ID = 16
+ENGINE_WORDS = slice(17, 32)
+SLOT0, SLOT_WORDS = 32, 8
+S_STATE, S_GEN, S_WRITER, S_BYTES, S_WAL_END, S_WAL_INC = 0, 1, 2, 3, 4, 5
+
+# append() result codes (in place of a seq when n == 0)
+NO_MEMORY = -1  # unflushed bytes would exceed max_unflushed_bytes
+NO_ARENA = -2  # every arena is in use and max_arenas exist
+
+_FREE, _ACTIVE, _FULL, _SEALED, _FLUSHING = (int(s) for s in ArenaState)
+_LIVE = (_ACTIVE, _FULL, _SEALED, _FLUSHING)
+
+
+class _PoolLock:
+    """Mutex among the threads of a process and, by flock, among processes."""
+
+    def __init__(self, path: str, create: bool):
+        self._fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
+        self._tlock = threading.Lock()
+
+    def __enter__(self):
+        self._tlock.acquire()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._tlock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._tlock.release()
+
+    def close(self):
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+@dataclass
+class SealedGeneration:
+    """The arenas of one sealed generation, for the flusher."""
+
+    number: int
+    slots: list[int]
+    pool: "ArenaPool"
+
+    def runs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(arena, offs)`` record runs, one per arena: views into shared
+        memory, valid until :meth:`ArenaPool.release` of this generation."""
+        return [(a, K.arena_record_offsets(a)) for a in (self.pool.arena(i) for i in self.slots)]
+
+
+class ArenaPool:
+    """One process's handle on a database's arena pool (see module docstring)."""
+
+    def __init__(self, desc: dict, owner: bool, live: shm.LiveLock):
+        self.desc = desc
+        self.dbtag = desc["dbtag"]
+        self.owner = owner
+        self._live = live
+        self._closed = False
+        try:
+            self._ctl_seg = shm.Segment.attach(shm.segment_name(self.dbtag, "ctl"))
+        except FileNotFoundError:
+            live.close()
+            raise Closed(f"the database's shared memory ({self.dbtag}) is gone") from None
+        self.ctl = self._ctl_seg.array("<u8")
+        if int(self.ctl[C_MAGIC]) != POOL_MAGIC:
+            raise Unavailable(f"shared memory {self.dbtag} is not an arena pool")
+        self.counter = self.ctl[C_NEXT_SEQ : C_NEXT_SEQ + 1]
+        self.engine_words = self.ctl[ENGINE_WORDS]
+        self.arena_bytes = int(self.ctl[C_ARENA_BYTES])
+        self.max_arenas = int(self.ctl[C_MAX_ARENAS])
+        self.index_slots = int(self.ctl[C_INDEX_SLOTS])
+        self.lock = _PoolLock(shm._path(shm.segment_name(self.dbtag, "lock")), create=False)
+        self._segs: dict[int, shm.Segment] = {}
+        self._arenas: dict[int, np.ndarray] = {}
+        self._owned: dict[int, int] = {}  # writer_id -> slot, this process
+        cap = (self.arena_bytes // 8) * 8
+        #: record bytes (padding included) one batch may take: an empty arena
+        self.max_batch_bytes = cap - K.HEADER_BYTES - 8 * self.index_slots
+        #: records one batch may hold (the index stays <= 3/4 full)
+        self.max_batch_records = self.index_slots * 3 // 4
+
+    # ------------------------------------------------------------ lifetime
+    @classmethod
+    def create(
+        cls,
+        root: str,
+        *,
+        arena_bytes: int = 64 << 20,
+        max_arenas: int = 64,
+        initial_arenas: int = 2,
+        max_unflushed_bytes: int = 512 << 20,
+        seal_bytes: int = 0,
+        index_slots: int | None = None,
+        prefault: bool = True,
+    ) -> "ArenaPool":
+        """Create the pool of one open of ``root`` (the owner's call).  Removes
+        the segments of dead earlier opens of the same root first.
+        ``seal_bytes`` > 0: a writer seals the generation itself once it holds
+        that many bytes (0: only :meth:`seal` calls do)."""
+        if arena_bytes < 64 << 10 or arena_bytes % 8:
+            raise InvalidArgument("arena_bytes must be a multiple of 8 and >= 64 KiB")
+        if not 1 <= initial_arenas <= max_arenas <= 100_000:
+            raise InvalidArgument("need 1 <= initial_arenas <= max_arenas")
+        slots = K.default_index_slots(arena_bytes) if index_slots is None else int(index_slots)
+        shm.cleanup_stale(root)
+        dbtag = shm.new_dbtag(root)
+        live = shm.LiveLock(dbtag, create=True)
+        try:
+            _PoolLock(shm._path(shm.segment_name(dbtag, "lock")), create=True).close()
+            seg = shm.Segment.create(shm.segment_name(dbtag, "ctl"), 8 * (SLOT0 + SLOT_WORDS * max_arenas))
+            ctl = seg.array("<u8")
+            ctl[C_VERSION] = POOL_VERSION
+            ctl[C_ARENA_BYTES] = arena_bytes
+            ctl[C_MAX_ARENAS] = max_arenas
+            ctl[C_INDEX_SLOTS] = slots
+            ctl[C_NEXT_SEQ] = 1
+            ctl[C_GENERATION] = 1
+            ctl[C_MAX_UNFLUSHED] = max_unflushed_bytes
+            ctl[C_NEXT_WRITER] = 1
+            ctl[C_SEAL_BYTES] = seal_bytes
+            ctl[C_MAGIC] = POOL_MAGIC
+            del ctl
+            seg.close()
+            pool = cls({"dbtag": dbtag, "root": root, "prefault": prefault}, True, live)
+            with pool.lock:
+                for _ in range(initial_arenas):
+                    pool._create_arena_locked()
+            return pool
+        except BaseException:
+            live.close()
+            shm.cleanup_segments(dbtag)
+            raise
+
+    def descriptor(self) -> dict:
+        """Picklable; :meth:`attach` it in another process."""
+        return dict(self.desc)
+
+    @classmethod
+    def attach(cls, desc: dict) -> "ArenaPool":
+        """Attach to a pool created by another process (Closed if it is gone)."""
+        try:
+            live = shm.LiveLock(desc["dbtag"])
+        except Unavailable:
+            raise Closed(f"the database's shared memory ({desc['dbtag']}) is gone") from None
+        return cls(desc, False, live)
+
+    def close(self) -> None:
+        """Detach this process (unmaps; the segments stay).  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._arenas.clear()
+        self.ctl = self.counter = self.engine_words = None
+        for seg in self._segs.values():
+            seg.close()
+        self._segs.clear()
+        self._ctl_seg.close()
+        self.lock.close()
+        self._live.close()
+
+    def destroy(self) -> None:
+        """Detach and unlink every segment of the pool (the owner, at close)."""
+        self.close()
+        shm.cleanup_segments(self.dbtag)
+
+    def cleanup_orphaned(self) -> None:
+        """The flusher's last act when the owner died: unlink everything."""
+        self.destroy()
+
+    # --------------------------------------------------------------- arenas
+    def arena(self, i: int) -> np.ndarray:
+        """The uint8 view of arena ``i`` (mapped on first use in this process)."""
+        a = self._arenas.get(i)
+        if a is None:
+            seg = shm.Segment.attach(shm.segment_name(self.dbtag, "arena", i))
+            self._segs[i] = seg
+            a = self._arenas[i] = seg.array()
+        return a
+
+    def _slot(self, i: int) -> int:
+        return SLOT0 + SLOT_WORDS * i
+
+    def slot_info(self, i: int) -> tuple[int, int, int]:
+        """(state, generation, writer_id) of arena ``i``."""
+        b = self._slot(i)
+        return int(self.ctl[b + S_STATE]), int(self.ctl[b + S_GEN]), int(self.ctl[b + S_WRITER])
+
+    def _set(self, i: int, state: int, gen: int, writer: int) -> None:
+        b = self._slot(i)
+        self.ctl[b + S_GEN] = gen
+        self.ctl[b + S_WRITER] = writer
+        self.ctl[b + S_STATE] = state
+        h = self.arena(i)[: K.HEADER_BYTES].view("<u8")  # mirror, for tools
+        h[K.H_GENERATION] = gen
+        h[K.H_WRITER_ID] = writer
+        h[K.H_STATE] = state
+
+    def _create_arena_locked(self) -> int:
+        n = int(self.ctl[C_CREATED])
+        if n >= self.max_arenas:
+            return -1
+        seg = shm.Segment.create(
+            shm.segment_name(self.dbtag, "arena", n), self.arena_bytes, prefault=self.desc.get("prefault", True)
+        )
+        a = seg.array()
+        K.arena_init(a, self.index_slots)
+        self._segs[n] = seg
+        self._arenas[n] = a
+        self._set(n, _FREE, 0, 0)
+        self.ctl[C_CREATED] = n + 1
+        return n
+
+    def _acquire_locked(self, writer_id: int) -> int:
+        gen = int(self.ctl[C_GENERATION])
+        for i in range(int(self.ctl[C_CREATED])):
+            if int(self.ctl[self._slot(i) + S_STATE]) == _FREE:
+                self._set(i, _ACTIVE, gen, writer_id)
+                return i
+        i = self._create_arena_locked()
+        if i >= 0:
+            self._set(i, _ACTIVE, gen, writer_id)
+        return i
+
+    def live_slots(self) -> list[tuple[int, int, int]]:
+        """(slot, state, generation) of every arena holding memtable data."""
+        out = []
+        for i in range(int(self.ctl[C_CREATED])):
+            b = self._slot(i)
+            st = int(self.ctl[b + S_STATE])
+            if st in _LIVE:
+                out.append((i, st, int(self.ctl[b + S_GEN])))
+        return out
+
+    # --------------------------------------------------------------- status
+    def status(self) -> PoolStatus:
+        return PoolStatus(int(self.ctl[C_STATUS]))
+
+    def check_status(self) -> None:
+        """Raise Closed / Fenced / Unavailable unless the pool is open."""
+        if self.ctl is None:
+            raise Closed("this handle is closed")
+        st = int(self.ctl[C_STATUS])
+        if st:
+            _raise_status(st)
+
+    def _publish_status(self, st: PoolStatus) -> None:
+        if self.ctl is not None and int(self.ctl[C_STATUS]) == 0:
+            self.ctl[C_STATUS] = int(st)
+
+    def publish_closed(self) -> None:
+        self._publish_status(PoolStatus.CLOSED)
+
+    def publish_fenced(self) -> None:
+        self._publish_status(PoolStatus.FENCED)
+
+    def publish_failed(self) -> None:
+        self._publish_status(PoolStatus.FAILED)
+
+    def fenced(self) -> bool:
+        return self.ctl is not None and int(self.ctl[C_STATUS]) == PoolStatus.FENCED
+
+    def publish_manifest_id(self, mid: int) -> None:
+        if self.ctl is not None:
+            self.ctl[C_MANIFEST_ID] = mid
+
+    def manifest_id(self) -> int:
+        return int(self.ctl[C_MANIFEST_ID])
+
+    # ---------------------------------------------------------- seq numbers
+    def set_next_seq(self, seq: int) -> None:
+        """Recovery: the next seq to hand out (last recovered seq + 1).  Also
+        raises the durable watermark to ``seq - 1`` (recovered = durable)."""
+        with self.lock:
+            self.ctl[C_NEXT_SEQ] = max(int(self.ctl[C_NEXT_SEQ]), seq)
+            if int(self.ctl[C_DURABLE]) < seq - 1:
+                self.ctl[C_DURABLE] = seq - 1
+
+    def next_seq(self) -> int:
+        return int(self.ctl[C_NEXT_SEQ])
+
+    def durable_seq(self) -> int:
+        return int(self.ctl[C_DURABLE])
+
+    def publish_durable(self, seq: int) -> None:
+        """The flusher: every seq <= ``seq`` is durable (monotonic)."""
+        if self.ctl is not None and int(self.ctl[C_DURABLE]) < seq:
+            self.ctl[C_DURABLE] = seq
+
+    def unflushed_bytes(self) -> int:
+        return int(self.ctl[C_UNFLUSHED])
+
+    def max_unflushed_bytes(self) -> int:
+        return int(self.ctl[C_MAX_UNFLUSHED])
+
+    def releases(self) -> int:
+        """Counts arena releases: a reader that sees it change during a read of
+        arenas + manifest may have missed data moved to L0; retry."""
+        return int(self.ctl[C_RELEASES])
+
+    # --------------------------------------------------------------- writer
+    def register_writer(self) -> int:
+        with self.lock:
+            wid = int(self.ctl[C_NEXT_WRITER])
+            self.ctl[C_NEXT_WRITER] = wid + 1
+        return wid
+
+    def detach_writer(self, writer_id: int) -> None:
+        """The writer leaves: its ACTIVE arena becomes FULL (sealed later)."""
+        if self.ctl is None:
+            return
+        with self.lock:
+            i = self._owned.pop(writer_id, None)
+            if i is not None:
+                st, gen, w = self.slot_info(i)
+                if st == _ACTIVE and w == writer_id:
+                    self._set(i, _FULL, gen, 0)
+
+    def append(
+        self, writer_id: int, keys, key_offs, values, value_offs, kinds, nbytes: int = 0
+    ) -> tuple[int, int, int]:
+        """Append one batch (atomically, into one arena) for ``writer_id``.
+
+        Return ``(n, last_seq, sealed_gen)``: ``n`` records appended with seqs
+        ``last_seq - n + 1 .. last_seq``; ``sealed_gen`` > 0 if this append
+        sealed the generation (``seal_bytes`` reached).  ``(0, NO_MEMORY, 0)``
+        or ``(0, NO_ARENA, 0)``: nothing written, wait for the flusher.
+        Raises InvalidArgument if the batch can never fit an arena, and
+        Closed / Fenced / Unavailable per the pool status.
+
+        REQUIRES: arguments valid for ``arena_append`` (the writer checks).
+        """
+        n_rec = kinds.shape[0]
+        if n_rec > self.max_batch_records:
+            raise InvalidArgument(
+                f"a batch of {n_rec} records exceeds the {self.max_batch_records} one arena can index"
+            )
+        with self.lock:
+            ctl = self.ctl
+            if ctl is None:
+                raise Closed("this handle is closed")
+            st = int(ctl[C_STATUS])
+            if st:
+                _raise_status(st)
+            unflushed = int(ctl[C_UNFLUSHED])
+            if nbytes and unflushed and unflushed + nbytes > int(ctl[C_MAX_UNFLUSHED]):
+                return 0, NO_MEMORY, 0
+            i = self._owned.get(writer_id, -1)
+            gen = int(ctl[C_GENERATION])
+            if i >= 0:
+                b = SLOT0 + SLOT_WORDS * i
+                if (
+                    int(ctl[b + S_STATE]) != _ACTIVE
+                    or int(ctl[b + S_WRITER]) != writer_id
+                    or int(ctl[b + S_GEN]) != gen
+                ):
+                    i = -1
+            for _attempt in range(2):
+                if i < 0:
+                    i = self._acquire_locked(writer_id)
+                    if i < 0:
+                        self._owned.pop(writer_id, None)
+                        return 0, NO_ARENA, 0
+                    self._owned[writer_id] = i
+                a = self.arena(i)
+                h = a[: K.HEADER_BYTES].view("<u8")
+                before = int(h[K.H_COMMITTED])
+                n, base = K.arena_append_counted(a, keys, key_offs, values, value_offs, kinds, self.counter)
+                if n:
+                    used = int(h[K.H_COMMITTED]) - before
+                    b = SLOT0 + SLOT_WORDS * i
+                    ctl[b + S_BYTES] = int(ctl[b + S_BYTES]) + used
+                    ctl[C_UNFLUSHED] = unflushed + used
+                    gb = int(ctl[C_GEN_BYTES]) + used
+                    ctl[C_GEN_BYTES] = gb
+                    sealed = 0
+                    sb = int(ctl[C_SEAL_BYTES])
+                    if sb and gb >= sb:
+                        sealed = self._seal_locked() or 0
+                    return n, base + n - 1, sealed
+                if before == int(h[K.H_LOG_OFF]):
+                    raise InvalidArgument(
+                        f"a batch of {n_rec} records does not fit into one arena "
+                        f"({self.max_batch_bytes} record bytes); split it or raise arena_bytes"
+                    )
+                # full: it stays in the generation; the writer moves to a fresh arena
+                self._set(i, _FULL, gen, 0)
+                self._owned.pop(writer_id, None)
+                i = -1
+            return 0, NO_ARENA, 0  # pragma: no cover - a fresh arena always fits
+
+    def has_room(self, nbytes: int) -> bool:
+        """Backpressure test (no lock): may ``nbytes`` more be appended now?"""
+        u = int(self.ctl[C_UNFLUSHED])
+        return u == 0 or u + nbytes <= int(self.ctl[C_MAX_UNFLUSHED])
+
+    # -------------------------------------------------------------- sealing
+    def seal(self) -> int | None:
+        """Seal the current generation: every ACTIVE/FULL arena with records
+        becomes SEALED, empty ones FREE; writers move to fresh arenas at their
+        next append.  Return the sealed generation, or None if it was empty."""
+        with self.lock:
+            return self._seal_locked()
+
+    def _seal_locked(self) -> int | None:
+        ctl = self.ctl
+        cur = int(ctl[C_GENERATION])
+        found = False
+        for i, st, gen in self.live_slots():
+            if st in (_ACTIVE, _FULL):
+                if int(ctl[self._slot(i) + S_BYTES]):
+                    self._set(i, _SEALED, gen, 0)
+                    found = True
+                else:
+                    self._set(i, _FREE, 0, 0)
+        if not found:
+            return None
+        ctl[C_GENERATION] = cur + 1
+        ctl[C_GEN_BYTES] = 0
+        return cur
+
+    def active_bytes(self) -> int:
+        """Record bytes of the current (unsealed) generation."""
+        return int(self.ctl[C_GEN_BYTES])
+
+    def has_sealed(self) -> bool:
+        return any(st == _SEALED for _, st, _ in self.live_slots())
+
+    def sealed_generations(self) -> list[SealedGeneration]:
+        """Sealed (and flushing) generations, oldest first."""
+        gens: dict[int, list[int]] = {}
+        for i, st, gen in self.live_slots():
+            if st in (_SEALED, _FLUSHING):
+                gens.setdefault(gen, []).append(i)
+        return [SealedGeneration(g, gens[g], self) for g in sorted(gens)]
+
+    def begin_flush(self, gen: SealedGeneration) -> None:
+        with self.lock:
+            for i in gen.slots:
+                st, g, _ = self.slot_info(i)
+                if st == _SEALED:
+                    self._set(i, _FLUSHING, g, 0)
+
+    def release(self, gen: SealedGeneration) -> None:
+        """Return the arenas of a flushed generation to the pool (after its L0
+        is in the manifest).  Re-formats them outside the pool lock."""
+        with self.lock:
+            for i in gen.slots:
+                self._set(i, _FLUSHING, gen.number, 0)
+        for i in gen.slots:
+            K.arena_init(self.arena(i), self.index_slots)  # bumps the incarnation
+        with self.lock:
+            ctl = self.ctl
+            freed = 0
+            for i in gen.slots:
+                b = self._slot(i)
+                freed += int(ctl[b + S_BYTES])
+                ctl[b + S_BYTES] = 0
+                ctl[b + S_WAL_END] = 0
+                ctl[b + S_WAL_INC] = 0
+                self._set(i, _FREE, 0, 0)
+            ctl[C_UNFLUSHED] = max(0, int(ctl[C_UNFLUSHED]) - freed)
+            ctl[C_RELEASES] = int(ctl[C_RELEASES]) + 1
+
+    # ------------------------------------------------------------------ WAL
+    def wal_snapshot(self):
+        """What is committed but not in the WAL yet, as one record run:
+        ``(buf, offs, token, max_gen, max_seq)``, or None if nothing.
+
+        Taken under the pool lock, so it is a consistent cut: every seq <=
+        ``max_seq`` is either in this run or in an earlier WAL upload (or in
+        a reserved-but-never-committed gap).  ``buf`` is a private copy when
+        several arenas contribute, else a view of the arena.  After the upload
+        lands call :meth:`wal_committed` with ``token``."""
+        with self.lock:
+            max_seq = int(self.ctl[C_NEXT_SEQ]) - 1
+            parts = []
+            for i, _st, gen in self.live_slots():
+                a = self.arena(i)
+                h = a[: K.HEADER_BYTES].view("<u8")
+                inc = int(h[K.H_INCARNATION])
+                end = int(h[K.H_COMMITTED])
+                b = self._slot(i)
+                start = int(self.ctl[b + S_WAL_END]) if int(self.ctl[b + S_WAL_INC]) == inc else 0
+                parts.append((i, a, inc, start, end, gen))
+        runs, token, max_gen = [], [], 0
+        for i, a, inc, start, end, gen in parts:
+            offs = K.arena_record_offsets(a, start, end)
+            token.append((i, inc, end))
+            if len(offs):
+                runs.append((a, offs))
+                max_gen = max(max_gen, gen)
+        if not runs:
+            self.wal_committed(token)
+            return None
+        if len(runs) == 1:
+            buf, offs = runs[0]
+        else:
+            from shaledb.kernels.sort import concat_runs
+
+            buf, offs = concat_runs(runs)
+        return buf, np.ascontiguousarray(offs), token, max_gen, max_seq
+
+    def wal_committed(self, token) -> None:
+        """Record that the ranges of a :meth:`wal_snapshot` are in the WAL."""
+        with self.lock:
+            for i, inc, end in token:
+                a = self.arena(i)
+                if int(a[: K.HEADER_BYTES].view("<u8")[K.H_INCARNATION]) == inc:
+                    b = self._slot(i)
+                    self.ctl[b + S_WAL_END] = end
+                    self.ctl[b + S_WAL_INC] = inc
+
+    commit = wal_committed
+
+    def durable_candidate(self, token, max_seq: int) -> int:
+        """The durable watermark once a snapshot's upload landed: its max_seq."""
+        return max_seq
+
+    # ---------------------------------------------------------------- reads
+    def lookup(self, key: bytes):
+        """Newest committed version of ``key`` in any live arena:
+        ``(key, seq, kind, value or None)`` or None.  Arenas recycled during
+        the call are ignored (their records are in L0 by then)."""
+        best = None
+        for i, _st, _gen in self.live_slots():
+            a = self.arena(i)
+            h = a[: K.HEADER_BYTES].view("<u8")
+            inc = int(h[K.H_INCARNATION])
+            found, kind, seq, vs, vl = K.arena_lookup(a, key)
+            if not found or (best is not None and seq <= best[1]):
+                continue
+            value = bytes(a[vs : vs + vl]) if kind else None
+            if int(h[K.H_INCARNATION]) != inc or int(self.ctl[self._slot(i) + S_STATE]) == _FREE:
+                continue
+            best = (key, seq, kind, value)
+        return best
+
+    def live_runs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Private copies ``(buf, offs)`` of the committed records of every
+        live arena (unsorted).  Recycled arenas are skipped."""
+        out = []
+        for i, _st, _gen in self.live_slots():
+            a = self.arena(i)
+            h = a[: K.HEADER_BYTES].view("<u8")
+            inc = int(h[K.H_INCARNATION])
+            end = int(h[K.H_COMMITTED])
+            buf = a[:end].copy()
+            if int(h[K.H_INCARNATION]) != inc or int(self.ctl[self._slot(i) + S_STATE]) == _FREE:
+                continue
+            offs = K.arena_record_offsets(buf, 0, end)
+            if len(offs):
+                out.append((buf, offs))
+        return out
+
+    def sorted_runs_snapshot(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`live_runs`, each sorted by (key asc, seq desc)."""
+        from shaledb.kernels.sort import sort_records
+
+        return [(buf, sort_records(buf, offs)) for buf, offs in self.live_runs()]
+
+
+def _raise_status(st: int) -> None:
+    if st == PoolStatus.CLOSED:
+        raise Closed("the database is closed")
+    if st == PoolStatus.FENCED:
+        raise Fenced("a newer writer opened this database; this handle is fenced")
+    raise Unavailable("the database's flusher failed; reopen the database")

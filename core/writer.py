@@ -1,0 +1,524 @@
+"""The writer side: validate writes and append them to the arena pool.
+
+A :class:`Writer` is the handle through which one process writes: the Db's
+own writer in the user's process, and ``db.writer()`` handles sent (pickled)
+to other processes.  Each Writer registers its own writer id with the pool
+and appends to an arena of its own; sequence numbers are handed out per
+batch by the pool (``shaledb.arena_pool``).
+
+Validation happens before anything is written: keys are non-empty
+``bytes``/``bytearray`` of at most ``MAX_KEY_BYTES`` (64 KiB); values are
+``bytes``/``bytearray`` of at most ``MAX_VALUE_BYTES`` (256 MiB) *and* every
+record (16-byte header + key + value) must fit into one empty arena
+(``Writer.max_record_bytes``).  Anything else raises
+:class:`~shaledb.InvalidArgument`.
+
+Batching and atomicity:
+
+* ``write(batch)`` is atomic: the whole :class:`WriteBatch` lands in one
+  arena with consecutive seqs, in one append (so it must fit one arena).
+* ``put_many(keys, values)`` is split into chunks of at most 1/8 of an arena;
+  each chunk is atomic, the call as a whole is not.
+* ``put``/``delete`` with ``await_durable=False`` are *buffered* in the
+  writer (so one process reaches ~1M puts/s): they return ``None`` instead of
+  a seq, and are appended as one batch when the buffer holds
+  ``buffer_records`` records or ``buffer_bytes`` bytes, after ``linger``
+  seconds (a background thread), or before any other call of this writer
+  (``put`` with ``await_durable=True``, ``write``, ``put_many``, ``flush``,
+  ``drain``, ``lookup``, ``close``).  Order within a writer is kept.
+  ``buffer_puts=False`` turns buffering off (every call returns its seq).
+  A read in this process must call :meth:`Writer.drain` first (or use
+  :meth:`Writer.lookup`) to see buffered writes.
+
+Backpressure: when the pool's unflushed bytes would exceed
+``max_unflushed_bytes``, or no arena is free, the writer asks for a seal
+(``hooks.request_seal``) and waits, polling with a short sleep, for at most
+``timeout`` seconds, then raises :class:`~shaledb.Unavailable`.  The pool's
+status word turns every call into Closed / Fenced / Unavailable.
+
+Engine hooks (:class:`WriterHooks`, picklable; subclass and override):
+
+* ``await_durable(pool, seq, timeout)``: return once ``seq`` is durable.
+  Default: poll ``pool.durable_seq()`` (published by the flusher), raising
+  Unavailable after ``timeout`` and Closed/Fenced per the pool status.
+* ``request_seal(pool)``: backpressure wants the memtable flushed.  Default:
+  ``pool.seal()`` (the flusher finds sealed generations by polling).
+* ``sealed(pool, gen)``: an append sealed generation ``gen`` (the pool's
+  ``seal_bytes``).  Default: nothing.
+* ``check_alive(pool)``: called while waiting; raise if the flusher is gone.
+* ``flush(pool, memtable)``: ``Writer.flush``; default raises Unavailable.
+
+Thread safety: a Writer may be shared by the threads of one process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from shaledb.arena_pool import NO_MEMORY, ArenaPool
+from shaledb.errors import Closed, InvalidArgument, ShaleDBError, Unavailable
+from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_HEADER
+
+__all__ = ["MAX_KEY_BYTES", "MAX_VALUE_BYTES", "WriteBatch", "Writer", "WriterHooks"]
+
+MAX_KEY_BYTES = MAX_KEY_LEN  # 64 KiB
+MAX_VALUE_BYTES = 256 << 20
+
+_PUT, _DEL = 1, 0
+_BYTES_LIKE = (bytes, bytearray)
+
+
+def _bad_type(what: str, x) -> InvalidArgument:
+    return InvalidArgument(f"{what} must be bytes, got {type(x).__name__}")
+
+
+def check_key(key) -> bytes:
+    if type(key) is not bytes:
+        if not isinstance(key, _BYTES_LIKE):
+            raise _bad_type("keys", key)
+        key = bytes(key)
+    if not key:
+        raise InvalidArgument("keys must not be empty")
+    if len(key) > MAX_KEY_BYTES:
+        raise InvalidArgument(f"key of {len(key)} bytes is longer than {MAX_KEY_BYTES}")
+    return key
+
+
+def check_value(value) -> bytes:
+    if type(value) is not bytes:
+        if not isinstance(value, _BYTES_LIKE):
+            raise _bad_type("values", value)
+        value = bytes(value)
+    if len(value) > MAX_VALUE_BYTES:
+        raise InvalidArgument(f"value of {len(value)} bytes is longer than {MAX_VALUE_BYTES}")
+    return value
+
+
+class WriteBatch:
+    """Puts and deletes applied atomically by ``write()``, in order (a later
+    operation on the same key wins).  Arguments are checked as they are added."""
+
+    __slots__ = ("_ops",)
+
+    def __init__(self):
+        self._ops: list[tuple[int, bytes, bytes]] = []
+
+    def put(self, key, value) -> "WriteBatch":
+        self._ops.append((_PUT, check_key(key), check_value(value)))
+        return self
+
+    def delete(self, key) -> "WriteBatch":
+        self._ops.append((_DEL, check_key(key), b""))
+        return self
+
+    def clear(self) -> None:
+        self._ops.clear()
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def __repr__(self) -> str:
+        return f"WriteBatch({len(self._ops)} ops)"
+
+
+class WriterHooks:
+    """Default hooks (see module docstring); the engine subclasses them."""
+
+    def await_durable(self, pool: ArenaPool, seq: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while pool.durable_seq() < seq:
+            pool.check_status()
+            self.check_alive(pool)
+            if time.monotonic() > deadline:
+                raise Unavailable(f"seq {seq} did not become durable within {timeout:g} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+    def request_seal(self, pool: ArenaPool) -> None:
+        pool.seal()
+
+    def sealed(self, pool: ArenaPool, gen: int) -> None:
+        pass
+
+    def check_alive(self, pool: ArenaPool) -> None:
+        pass
+
+    def flush(self, pool: ArenaPool, memtable: bool) -> int:
+        raise Unavailable("this writer has no flusher to ask (no flush hook)")
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    offs = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offs[1:])
+    return offs
+
+
+def _pack_list(items, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 data, int64 offsets) of a sequence of bytes-like items."""
+    if isinstance(items, (bytes, bytearray, str, memoryview)) or not hasattr(items, "__iter__"):
+        raise InvalidArgument(f"{what} must be a sequence of bytes or a (uint8 data, int64 offsets) pair")
+    items = list(items)
+    for x in items:
+        if type(x) is not bytes and not isinstance(x, _BYTES_LIKE):
+            raise InvalidArgument(f"{what} must hold bytes, got {type(x).__name__}")
+    data = b"".join(items)
+    lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+    return np.frombuffer(data, dtype=np.uint8), _offsets(lengths)
+
+
+def _as_packed(x, what: str) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], np.ndarray):
+        data, offs = x
+        if data.dtype != np.uint8 or data.ndim != 1:
+            raise InvalidArgument(f"{what} data must be a 1-d uint8 array")
+        if not isinstance(offs, np.ndarray) or offs.dtype != np.int64 or offs.ndim != 1 or len(offs) < 1:
+            raise InvalidArgument(f"{what} offsets must be a 1-d int64 array of n + 1 offsets")
+        data = np.ascontiguousarray(data)
+        offs = np.ascontiguousarray(offs)
+        if len(offs) > 1 and (offs[0] < 0 or offs[-1] > len(data) or (np.diff(offs) < 0).any()):
+            raise InvalidArgument(f"{what} offsets are out of range or decreasing")
+        return data, offs
+    return _pack_list(x, what)
+
+
+def _record_bytes(ko: np.ndarray, vo: np.ndarray) -> np.ndarray:
+    return (RECORD_HEADER + np.diff(ko) + np.diff(vo) + 7) & ~np.int64(7)
+
+
+class Writer:
+    """Appends validated writes to the arena pool (see module docstring).
+
+    ``Writer(desc)`` attaches lazily (on first use) to the pool described by
+    ``desc`` (``ArenaPool.descriptor()``); pass ``pool=`` to share a pool
+    handle already open in this process.  Picklable: the copy attaches in the
+    process that unpickles it, with a writer id of its own.
+    """
+
+    def __init__(
+        self,
+        desc: dict,
+        *,
+        hooks: WriterHooks | None = None,
+        timeout: float = 120.0,
+        buffer_puts: bool = True,
+        buffer_records: int = 1024,
+        buffer_bytes: int = 1 << 20,
+        linger: float = 0.005,
+        pool: ArenaPool | None = None,
+    ):
+        self._desc = desc
+        self._hooks = hooks if hooks is not None else WriterHooks()
+        self._timeout = float(timeout)
+        self._buffering = bool(buffer_puts)
+        self._bmax = int(buffer_records)
+        self._bbmax = int(buffer_bytes)
+        self._linger = float(linger)
+        self._pool = pool
+        self._own_pool = False
+        self._wid = 0
+        self._closed = False
+        self._lock = threading.RLock()  # the writer's order: buffer + appends
+        self._bk: list[bytes] = []
+        self._bv: list[bytes] = []
+        self._bdel: list[int] = []  # buffer positions of deletes
+        self._fast = False  # put() may take the buffered hot path
+        self._bbytes = 0
+        self._bfirst = 0.0
+        self._err: ShaleDBError | None = None
+        self._thread: threading.Thread | None = None
+        self.max_record_bytes = 0
+
+    # ------------------------------------------------------------ pickling
+    def __getstate__(self):
+        return {
+            "desc": self._desc,
+            "hooks": self._hooks,
+            "timeout": self._timeout,
+            "buffer_puts": self._buffering,
+            "buffer_records": self._bmax,
+            "buffer_bytes": self._bbmax,
+            "linger": self._linger,
+        }
+
+    def __setstate__(self, st):
+        desc = st.pop("desc")
+        self.__init__(desc, **st)
+
+    # ------------------------------------------------------------ lifetime
+    def _attach(self) -> ArenaPool:
+        if self._closed:
+            raise Closed("this writer handle is closed")
+        if self._wid == 0:
+            with self._lock:
+                if self._wid == 0:
+                    if self._pool is None:
+                        self._pool = ArenaPool.attach(self._desc)
+                        self._own_pool = True
+                    self._wid = self._pool.register_writer()
+                    self.max_record_bytes = self._pool.max_batch_bytes
+        return self._pool
+
+    @property
+    def pool(self) -> ArenaPool:
+        return self._attach()
+
+    @property
+    def writer_id(self) -> int:
+        self._attach()
+        return self._wid
+
+    def close(self) -> None:
+        """Append what is buffered, release this writer's arena, detach.
+        Idempotent.  Buffered writes that cannot be appended (the database
+        closed or fenced) are dropped silently."""
+        if self._closed:
+            return
+        try:
+            if self._wid:
+                try:
+                    self.drain()
+                except ShaleDBError:
+                    pass
+                self._pool.detach_writer(self._wid)
+        finally:
+            self._closed = True
+            self._fast = False
+            if self._own_pool and self._pool is not None:
+                self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> "Writer":
+        self._attach()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------- public API
+    def put(self, key, value, *, await_durable: bool = True) -> int | None:
+        """Write ``key`` = ``value``.  Returns its seq, or None when buffered
+        (``await_durable=False`` with buffering on)."""
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
+            key = check_key(key)
+        if type(value) is not bytes or len(value) > MAX_VALUE_BYTES:
+            value = check_value(value)
+        if await_durable or not self._fast:
+            return self._buffer(key, value, _PUT, await_durable)
+        with self._lock:  # the hot path: ~10 bytecodes
+            bk = self._bk
+            bk.append(key)
+            self._bv.append(value)
+            self._bbytes += len(value)
+            if len(bk) < self._bmax and self._bbytes < self._bbmax:
+                if len(bk) == 1:
+                    self._bfirst = time.monotonic()
+                return None
+            self._drain_locked()
+        return None
+
+    def delete(self, key, *, await_durable: bool = True) -> int | None:
+        """Write a tombstone for ``key``.  Seq or None, as :meth:`put`."""
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
+            key = check_key(key)
+        return self._buffer(key, b"", _DEL, await_durable)
+
+    def write(self, batch: WriteBatch, *, await_durable: bool = True) -> int:
+        """Apply ``batch`` atomically; return the seq of its last operation."""
+        if not isinstance(batch, WriteBatch):
+            raise InvalidArgument(f"write() takes a shaledb.WriteBatch, got {type(batch).__name__}")
+        if not len(batch):
+            raise InvalidArgument("the write batch is empty")
+        pool = self._attach()
+        ops = list(batch._ops)
+        kinds = np.frombuffer(bytes(op[0] for op in ops), dtype=np.uint8)
+        kd, ko = _pack_list([op[1] for op in ops], "keys")
+        vd, vo = _pack_list([op[2] for op in ops], "values")
+        sizes = _record_bytes(ko, vo)
+        total = int(sizes.sum())
+        if total > pool.max_batch_bytes or len(ops) > pool.max_batch_records:
+            raise InvalidArgument(
+                f"a write batch of {len(ops)} records / {total} bytes does not fit one arena "
+                f"({pool.max_batch_records} records / {pool.max_batch_bytes} bytes); use put_many"
+            )
+        with self._lock:
+            self._drain_locked()
+            seq = self._append_chunk(kd, ko, vd, vo, kinds, total)
+        if await_durable:
+            self._await(seq)
+        return seq
+
+    def put_many(self, keys, values, *, await_durable: bool = True) -> int:
+        """Write many pairs; ``keys``/``values`` are sequences of bytes or
+        ``(uint8 data, int64 offsets)`` numpy pairs (n + 1 offsets).  Split
+        into arena-sized atomic chunks; return the last seq."""
+        pool = self._attach()
+        kd, ko = _as_packed(keys, "keys")
+        vd, vo = _as_packed(values, "values")
+        n = len(ko) - 1
+        if len(vo) - 1 != n:
+            raise InvalidArgument(f"put_many got {n} keys and {len(vo) - 1} values")
+        if n == 0:
+            raise InvalidArgument("put_many needs at least one pair")
+        klen = np.diff(ko)
+        vlen = np.diff(vo)
+        if klen.min() < 1 or klen.max() > MAX_KEY_BYTES:
+            raise InvalidArgument(f"every key must be 1..{MAX_KEY_BYTES} bytes")
+        if vlen.max() > MAX_VALUE_BYTES:
+            raise InvalidArgument(f"every value must be at most {MAX_VALUE_BYTES} bytes")
+        sizes = (RECORD_HEADER + klen + vlen + 7) & ~np.int64(7)
+        if sizes.max() > pool.max_batch_bytes:
+            raise InvalidArgument(f"a record of {int(sizes.max())} bytes does not fit one arena")
+        kinds = np.ones(n, dtype=np.uint8)
+        limit = max(pool.max_batch_bytes // 8, int(sizes.max()))
+        max_records = max(1, pool.max_batch_records // 8)
+        csum = np.cumsum(sizes)
+        seq = 0
+        with self._lock:
+            self._drain_locked()
+            i = 0
+            while i < n:
+                base = int(csum[i - 1]) if i else 0
+                j = int(np.searchsorted(csum, base + limit, side="right"))
+                j = min(max(j, i + 1), i + max_records)
+                seq = self._append_chunk(kd, ko[i : j + 1], vd, vo[i : j + 1], kinds[i:j], int(csum[j - 1]) - base)
+                i = j
+        if await_durable:
+            self._await(seq)
+        return seq
+
+    def drain(self) -> int | None:
+        """Append the buffered puts/deletes now; return the last seq (None if
+        nothing was buffered)."""
+        with self._lock:
+            return self._drain_locked()
+
+    def has_buffered(self) -> bool:
+        return bool(self._bk)
+
+    def lookup(self, key):
+        """Drain, then the newest version of ``key`` in the arenas:
+        ``(key, seq, kind, value|None)`` or None (see ArenaPool.lookup)."""
+        self.drain()
+        return self._attach().lookup(check_key(key))
+
+    def flush(self, memtable: bool = False) -> int:
+        """Drain, then ask the engine (``hooks.flush``) for a flush."""
+        pool = self._attach()
+        self.drain()
+        return self._hooks.flush(pool, memtable)
+
+    def await_durable(self, seq: int) -> None:
+        self._await(seq)
+
+    # ------------------------------------------------------------ internals
+    def _buffer(self, key: bytes, value: bytes, kind: int, await_durable: bool):
+        if self._wid == 0:
+            self._attach()
+        if self._closed:
+            raise Closed("this writer handle is closed")
+        with self._lock:
+            if self._err is not None:
+                err, self._err = self._err, None
+                self._fast = self._buffering
+                raise err
+            if not self._bk:
+                self._bfirst = time.monotonic()
+            if kind == _DEL:
+                self._bdel.append(len(self._bk))
+            self._bk.append(key)
+            self._bv.append(value)
+            self._bbytes += len(value)
+            if (
+                await_durable
+                or not self._buffering
+                or len(self._bk) >= self._bmax
+                or self._bbytes >= self._bbmax
+            ):
+                seq = self._drain_locked()
+            else:
+                if self._thread is None:
+                    self._start_linger()
+                self._fast = True
+                return None
+        if await_durable:
+            self._await(seq)
+        return seq
+
+    def _start_linger(self) -> None:
+        t = threading.Thread(target=self._linger_loop, name="shaledb-writer-linger", daemon=True)
+        self._thread = t
+        t.start()
+
+    def _linger_loop(self) -> None:
+        while not self._closed:
+            time.sleep(self._linger)
+            if self._bk and time.monotonic() - self._bfirst >= self._linger:
+                with self._lock:
+                    if self._closed:
+                        return
+                    try:
+                        self._drain_locked()
+                    except ShaleDBError as e:
+                        self._err = e
+                        self._fast = False  # the next call raises it
+
+    def _drain_locked(self) -> int | None:
+        keys = self._bk
+        if not keys:
+            return None
+        values, dels = self._bv, self._bdel
+        self._bk, self._bv, self._bdel, self._bbytes = [], [], [], 0
+        n = len(keys)
+        kd = np.frombuffer(b"".join(keys), dtype=np.uint8)
+        vd = np.frombuffer(b"".join(values), dtype=np.uint8)
+        ko = _offsets(np.fromiter(map(len, keys), dtype=np.int64, count=n))
+        vo = _offsets(np.fromiter(map(len, values), dtype=np.int64, count=n))
+        kd_kinds = np.ones(n, dtype=np.uint8)
+        if dels:
+            kd_kinds[dels] = _DEL
+        sizes = _record_bytes(ko, vo)
+        pool = self._pool
+        if int(sizes.sum()) <= pool.max_batch_bytes and n <= pool.max_batch_records:
+            return self._append_chunk(kd, ko, vd, vo, kd_kinds, int(sizes.sum()))
+        # larger than one arena (tiny arenas): in arena-sized pieces
+        seq = None
+        csum = np.cumsum(sizes)
+        i = 0
+        while i < n:
+            base = int(csum[i - 1]) if i else 0
+            j = int(np.searchsorted(csum, base + pool.max_batch_bytes // 2, side="right"))
+            j = min(max(j, i + 1), i + max(1, pool.max_batch_records // 2))
+            seq = self._append_chunk(kd, ko[i : j + 1], vd, vo[i : j + 1], kd_kinds[i:j], int(csum[j - 1]) - base)
+            i = j
+        return seq
+
+    def _append_chunk(self, kd, ko, vd, vo, kinds, nbytes: int) -> int:
+        """One atomic append, waiting (bounded) under backpressure."""
+        pool = self._pool
+        deadline = None
+        delay = 0.0005
+        while True:
+            n, seq, sealed = pool.append(self._wid, kd, ko, vd, vo, kinds, nbytes)
+            if n:
+                if sealed:
+                    self._hooks.sealed(pool, sealed)
+                return seq
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self._timeout
+                self._hooks.request_seal(pool)
+            elif now > deadline:
+                why = "unflushed bytes above max_unflushed_bytes" if seq == NO_MEMORY else "no free arena"
+                raise Unavailable(
+                    f"writes waited {self._timeout:g} s for the flusher to free memory ({why})"
+                )
+            self._hooks.check_alive(pool)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+    def _await(self, seq: int) -> None:
+        self._hooks.await_durable(self._pool, seq, self._timeout)
