@@ -288,3 +288,29 @@ def test_s3_error_mapping(moto_server, storage_bucket, op, code, status, expecte
     assert type(err) is expected
     if expected is StorageError:
         assert not isinstance(err, (ObjectNotFound, PreconditionFailed))
+
+
+def test_public_names_pinned():
+    import shaledb.storage as storage
+
+    assert storage.__all__ == sorted(storage.__all__)
+    assert set(storage.__all__) == {
+        "FaultyStore",
+        "InstrumentedStore",
+        "LocalStore",
+        "MemoryStore",
+        "ObjectMeta",
+        "ObjectNotFound",
+        "ObjectStore",
+        "PreconditionFailed",
+        "PutResult",
+        "RetryingStore",
+        "S3Store",
+        "StorageError",
+        "Unavailable",
+        "open_store",
+        "put_if_absent_idempotent",
+        "put_if_match_idempotent",
+    }
+    for name in storage.__all__:
+        assert getattr(storage, name) is not None
