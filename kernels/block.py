@@ -1,0 +1,877 @@
+"""SST data blocks: encode, verify, decode and seek (docs/format/block.md).
+
+A block holds a key-ordered slice of records (kernels/layout.py), keys
+prefix-compressed against the previous key, with a restart point (full key)
+every ``restart_interval`` entries.  All integers are little-endian::
+
+    block := entry* restart* num_restarts checksum
+    entry := shared:varint unshared:varint value_len:varint trailer:u64
+             key[shared:] (unshared bytes) value (value_len bytes)
+    restart      := u32   byte offset of a restart entry from the block start
+    num_restarts := u32   >= 1; restart[0] == 0; strictly increasing
+    checksum     := u64   xxh64(seed 0) of every byte of the block before it
+
+``varint`` is unsigned LEB128 of at most 5 bytes (values < 2**32).
+``trailer`` is the record trailer ``(seq << 8) | kind``.  A restart entry
+has ``shared == 0``.  Entries at restart points are exactly the entries
+whose index within the block is a multiple of ``restart_interval``.
+
+Block boundaries: an entry goes into the current block unless the block is
+non-empty and the entry (plus its restart slot, if any) would push the
+finished block past ``block_size``; then the block is closed and the entry
+starts a new one.  So a block is at most ``block_size`` bytes, except a
+block of one entry that is larger on its own.
+
+Public wrappers (they validate and allocate; the ``_``-kernels are private):
+
+* ``encode_blocks(buf, offs, block_size=4096, restart_interval=16)
+  -> EncodedBlocks(data, block_starts, first_idx, last_idx)``
+* ``block_checksum_ok(block) -> bool``
+* ``decode_block(block) -> (buf, offs)``: every entry, in the record layout.
+* ``seek_block(block, key) -> (buf, offs)``: the entries whose key is
+  ``>= key``, in order (binary search over restarts, then a scan).
+* ``decode_block_range(block, start=None, end=None) -> (buf, offs)``: the
+  entries with ``start <= key < end``.
+* ``block_get(block, key) -> (kind, seq, value | None) | None``: the first
+  (newest) entry whose key equals ``key``.
+* Helpers for the SST and WAL codecs: ``index_separators``,
+  ``seq_range``, ``gather_records``, ``scan_records``.
+
+Every decoding function raises :class:`shaledb.Corruption` on a malformed
+block (bad checksum, bad restart array, entry running past the data, bad
+varint, bad key length or kind); the kernels never read out of bounds: they
+check every length before they use it and report an error code.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from shaledb.errors import Corruption, InvalidArgument
+from shaledb.kernels._jit import kernel
+from shaledb.kernels.hashing import _xxh64
+from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_ALIGN, RECORD_HEADER
+
+__all__ = [
+    "EncodedBlocks",
+    "block_checksum_ok",
+    "block_get",
+    "decode_block",
+    "decode_block_range",
+    "encode_blocks",
+    "gather_records",
+    "index_separators",
+    "scan_records",
+    "seek_block",
+    "seq_range",
+]
+
+MIN_BLOCK_SIZE = 64
+MAX_BLOCK_SIZE = 1 << 24
+BLOCK_TAIL = 12  # num_restarts u32 + checksum u64
+_MAX_ENTRY_OVERHEAD = 5 + 5 + 5 + 8  # three varints + trailer
+
+# Error codes returned by the kernels (negative); see _raise().
+_OK = 0
+E_SHORT = -1
+E_CHECKSUM = -2
+E_RESTARTS = -3
+E_ENTRY = -4
+E_KEYLEN = -5
+E_KIND = -6
+E_OUTPUT = -7  # output buffer too small (internal: the wrapper retries)
+E_RECORD = -8  # input record out of bounds / bad key length (encode side)
+E_ORDER = -9  # input not sorted by (key asc, trailer desc)
+
+_MESSAGES = {
+    E_SHORT: "block too short",
+    E_CHECKSUM: "block checksum mismatch",
+    E_RESTARTS: "bad restart array",
+    E_ENTRY: "entry runs past the block data or has a bad varint",
+    E_KEYLEN: "bad key length",
+    E_KIND: "bad value kind",
+    E_RECORD: "record out of bounds or bad key length",
+}
+
+
+# ---------------------------------------------------------------- primitives
+
+
+@intrinsic
+def _memcpy(typingctx, dst, dst_off, src, src_off, n):
+    """memcpy(dst + dst_off, src + src_off, n) on 1-D uint8 arrays.
+
+    REQUIRES: the ranges are in bounds and do not overlap (callers check).
+    """
+    sig = types.void(dst, types.intp, src, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        d, doff, s, soff, nbytes = args
+        darr = context.make_array(signature.args[0])(context, builder, d)
+        sarr = context.make_array(signature.args[2])(context, builder, s)
+        dptr = builder.gep(darr.data, [doff])
+        sptr = builder.gep(sarr.data, [soff])
+        cgutils.raw_memcpy(builder, dptr, sptr, nbytes, 1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+if numba.config.DISABLE_JIT:  # kernels run as plain Python: copy with slices
+
+    def _memcpy(dst, dst_off, src, src_off, n):  # noqa: F811
+        dst[dst_off : dst_off + n] = src[src_off : src_off + n]
+
+
+@kernel
+def _ld32(a, p):
+    return np.int64(a[p]) | (np.int64(a[p + 1]) << 8) | (np.int64(a[p + 2]) << 16) | (np.int64(a[p + 3]) << 24)
+
+
+@kernel
+def _ld64(a, p):
+    r = np.uint64(0)
+    for i in range(8):
+        r |= np.uint64(a[p + i]) << np.uint64(8 * i)
+    return r
+
+
+@kernel
+def _st32(a, p, v):
+    for i in range(4):
+        a[p + i] = np.uint8((v >> (8 * i)) & 0xFF)
+
+
+@kernel
+def _st64(a, p, v):
+    v = np.uint64(v)
+    for i in range(8):
+        a[p + i] = np.uint8((v >> np.uint64(8 * i)) & np.uint64(0xFF))
+
+
+@kernel
+def _varint_len(v):
+    n = 1
+    while v >= 128:
+        v >>= 7
+        n += 1
+    return n
+
+
+@kernel
+def _put_varint(a, p, v):
+    while v >= 128:
+        a[p] = np.uint8((v & 0x7F) | 0x80)
+        v >>= 7
+        p += 1
+    a[p] = np.uint8(v)
+    return p + 1
+
+
+@kernel
+def _get_varint(a, p, end):
+    """(value, new_p); new_p < 0 on a truncated or over-long varint."""
+    v = np.int64(0)
+    shift = 0
+    for _ in range(5):
+        if p >= end:
+            return np.int64(0), np.int64(-1)
+        b = np.int64(a[p])
+        p += 1
+        v |= (b & 0x7F) << shift
+        if b < 128:
+            if v >= np.int64(1) << 32:
+                return np.int64(0), np.int64(-1)
+            return v, np.int64(p)
+        shift += 7
+    return np.int64(0), np.int64(-1)
+
+
+@kernel
+def _compare(a, ap, alen, b, bp, blen):
+    """Bytewise three-way compare of a[ap:ap+alen] and b[bp:bp+blen]."""
+    n = min(alen, blen)
+    for i in range(n):
+        x = a[ap + i]
+        y = b[bp + i]
+        if x != y:
+            return -1 if x < y else 1
+    if alen == blen:
+        return 0
+    return -1 if alen < blen else 1
+
+
+@kernel
+def _common_prefix(a, ap, alen, b, bp, blen):
+    n = min(alen, blen)
+    i = 0
+    while i < n and a[ap + i] == b[bp + i]:
+        i += 1
+    return i
+
+
+# ------------------------------------------------------------------ encoding
+
+
+@kernel
+def _encode_bound(buf, offs):
+    """(error, bound): upper bound of the encoded size; checks every record."""
+    total = np.int64(0)
+    blen = buf.shape[0]
+    for i in range(offs.shape[0]):
+        r = offs[i]
+        if r < 0 or r + RECORD_HEADER > blen:
+            return E_RECORD, np.int64(0)
+        k = _ld32(buf, r)
+        v = _ld32(buf, r + 4)
+        if k < 1 or k > MAX_KEY_LEN or r + RECORD_HEADER + k + v > blen:
+            return E_RECORD, np.int64(0)
+        total += k + v + _MAX_ENTRY_OVERHEAD + 4 + BLOCK_TAIL
+    return _OK, total
+
+
+@kernel
+def _finish_block(out, pos, blk_start, restarts, nrestart):
+    for j in range(nrestart):
+        _st32(out, pos, restarts[j])
+        pos += 4
+    _st32(out, pos, nrestart)
+    pos += 4
+    h = _xxh64(out, blk_start, pos - blk_start, np.uint64(0))
+    _st64(out, pos, h)
+    return pos + 8
+
+
+@kernel
+def _encode(buf, offs, block_size, restart_interval, out, block_starts, first_idx, last_idx):
+    """Encode sorted records into blocks.  Returns (error, num_blocks, bytes)."""
+    n = offs.shape[0]
+    restarts = np.empty(block_size // 11 + 2, dtype=np.int64)
+    pos = np.int64(0)
+    nb = 0
+    blk_start = np.int64(0)
+    blk_entries = 0
+    nrestart = 0
+    prev_r = np.int64(-1)
+    prev_k = np.int64(0)
+    prev_t = np.uint64(0)
+    for i in range(n):
+        r = offs[i]
+        k = _ld32(buf, r)
+        v = _ld32(buf, r + 4)
+        t = _ld64(buf, r + 8)
+        kp = r + RECORD_HEADER
+        cp = 0
+        if prev_r >= 0:
+            pkp = prev_r + RECORD_HEADER
+            cp = _common_prefix(buf, pkp, prev_k, buf, kp, k)
+            # (key asc, trailer desc): strictly after the previous record
+            if cp == k and cp == prev_k:
+                if t >= prev_t:
+                    return E_ORDER, 0, np.int64(0)
+            elif cp == k or (cp < prev_k and buf[pkp + cp] > buf[kp + cp]):
+                return E_ORDER, 0, np.int64(0)
+        restart = blk_entries % restart_interval == 0
+        shared = 0 if restart else cp
+        elen = _varint_len(shared) + _varint_len(k - shared) + _varint_len(v) + 8 + (k - shared) + v
+        if blk_entries > 0:
+            after = (pos - blk_start) + elen + 4 * (nrestart + (1 if restart else 0)) + BLOCK_TAIL
+            if after > block_size:
+                pos = _finish_block(out, pos, blk_start, restarts, nrestart)
+                last_idx[nb] = i - 1
+                nb += 1
+                blk_entries = 0
+                nrestart = 0
+                restart = True
+                shared = 0
+        if blk_entries == 0:
+            blk_start = pos
+            block_starts[nb] = pos
+            first_idx[nb] = i
+        if restart:
+            restarts[nrestart] = pos - blk_start
+            nrestart += 1
+        unshared = k - shared
+        pos = _put_varint(out, pos, shared)
+        pos = _put_varint(out, pos, unshared)
+        pos = _put_varint(out, pos, v)
+        _st64(out, pos, t)
+        pos += 8
+        _memcpy(out, pos, buf, kp + shared, unshared)
+        pos += unshared
+        _memcpy(out, pos, buf, kp + k, v)
+        pos += v
+        blk_entries += 1
+        prev_r = r
+        prev_k = k
+        prev_t = t
+    if blk_entries > 0:
+        pos = _finish_block(out, pos, blk_start, restarts, nrestart)
+        last_idx[nb] = n - 1
+        nb += 1
+    block_starts[nb] = pos
+    return _OK, nb, pos
+
+
+class EncodedBlocks(NamedTuple):
+    """Encoded data blocks: block ``i`` is ``data[block_starts[i]:block_starts[i+1]]``;
+    ``first_idx[i]``/``last_idx[i]`` index its first/last record in ``offs``."""
+
+    data: np.ndarray
+    block_starts: np.ndarray
+    first_idx: np.ndarray
+    last_idx: np.ndarray
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.first_idx.shape[0])
+
+    def block(self, i: int) -> np.ndarray:
+        return self.data[self.block_starts[i] : self.block_starts[i + 1]]
+
+
+def _as_u8(data, name: str) -> np.ndarray:
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8 or data.ndim != 1:
+            raise InvalidArgument(f"{name} must be a 1-D uint8 array")
+        return np.ascontiguousarray(data)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return np.frombuffer(data, dtype=np.uint8)
+    raise InvalidArgument(f"{name} must be bytes-like or a uint8 array, not {type(data).__name__}")
+
+
+def _as_offs(offs) -> np.ndarray:
+    offs = np.ascontiguousarray(offs)
+    if offs.dtype != np.int64 or offs.ndim != 1:
+        raise InvalidArgument("offs must be a 1-D int64 array")
+    return offs
+
+
+def _as_key(key) -> np.ndarray:
+    if not isinstance(key, (bytes, bytearray, memoryview, np.ndarray)):
+        raise InvalidArgument(f"key must be bytes, not {type(key).__name__}")
+    return _as_u8(key, "key")
+
+
+def encode_blocks(buf, offs, block_size: int = 4096, restart_interval: int = 16) -> EncodedBlocks:
+    """Encode the records ``offs`` (sorted by key asc, trailer desc) into blocks.
+
+    REQUIRES: ``offs`` sorted; raises InvalidArgument when it is not, or when a
+    record lies outside ``buf``.
+    """
+    buf = _as_u8(buf, "buf")
+    offs = _as_offs(offs)
+    if not MIN_BLOCK_SIZE <= int(block_size) <= MAX_BLOCK_SIZE:
+        raise InvalidArgument(f"block_size must be in [{MIN_BLOCK_SIZE}, {MAX_BLOCK_SIZE}]")
+    if not 1 <= int(restart_interval) <= 1 << 16:
+        raise InvalidArgument("restart_interval must be in [1, 65536]")
+    err, bound = _encode_bound(buf, offs)
+    if err != _OK:
+        raise InvalidArgument("encode_blocks: a record lies outside buf or has a bad key length")
+    n = offs.shape[0]
+    out = np.empty(max(int(bound), 1), dtype=np.uint8)
+    block_starts = np.empty(n + 1, dtype=np.int64)
+    first_idx = np.empty(n, dtype=np.int64)
+    last_idx = np.empty(n, dtype=np.int64)
+    err, nb, size = _encode(
+        buf, offs, np.int64(block_size), np.int64(restart_interval), out, block_starts, first_idx, last_idx
+    )
+    if err == E_ORDER:
+        raise InvalidArgument("encode_blocks: records are not sorted by (key asc, seq desc) without duplicates")
+    return EncodedBlocks(out[:size], block_starts[: nb + 1].copy(), first_idx[:nb].copy(), last_idx[:nb].copy())
+
+
+# ------------------------------------------------------------------ decoding
+
+
+@kernel
+def _check_block(block):
+    """(error, data_end, num_restarts) after checksum and restart checks."""
+    n = block.shape[0]
+    if n < BLOCK_TAIL + 4 + 11:
+        return E_SHORT, np.int64(0), np.int64(0)
+    if _xxh64(block, 0, n - 8, np.uint64(0)) != _ld64(block, n - 8):
+        return E_CHECKSUM, np.int64(0), np.int64(0)
+    nr = _ld32(block, n - BLOCK_TAIL)
+    if nr < 1 or nr > (n - BLOCK_TAIL) // 4:
+        return E_RESTARTS, np.int64(0), np.int64(0)
+    data_end = n - BLOCK_TAIL - 4 * nr
+    prev = np.int64(-1)
+    for j in range(nr):
+        r = _ld32(block, data_end + 4 * j)
+        if (j == 0 and r != 0) or r <= prev or r >= data_end:
+            return E_RESTARTS, np.int64(0), np.int64(0)
+        prev = r
+    return _OK, data_end, nr
+
+
+@kernel
+def _entry_head(block, p, data_end):
+    """Parse an entry header at p: (error, shared, unshared, vlen, trailer, key_at)."""
+    shared, p = _get_varint(block, p, data_end)
+    if p < 0:
+        return E_ENTRY, 0, 0, 0, np.uint64(0), 0
+    unshared, p = _get_varint(block, p, data_end)
+    if p < 0:
+        return E_ENTRY, 0, 0, 0, np.uint64(0), 0
+    vlen, p = _get_varint(block, p, data_end)
+    if p < 0 or p + 8 > data_end:
+        return E_ENTRY, 0, 0, 0, np.uint64(0), 0
+    t = _ld64(block, p)
+    p += 8
+    if unshared > data_end - p or vlen > data_end - p - unshared:
+        return E_ENTRY, 0, 0, 0, np.uint64(0), 0
+    if (t & np.uint64(0xFF)) > np.uint64(1):
+        return E_KIND, 0, 0, 0, np.uint64(0), 0
+    return _OK, shared, unshared, vlen, t, p
+
+
+@kernel
+def _seek_restart(block, data_end, nr, key):
+    """(error, index of the last restart whose key < key, or 0)."""
+    lo = 0
+    hi = nr - 1
+    # invariant: restart lo has key < key, or lo == 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        p = _ld32(block, data_end + 4 * mid)
+        err, shared, unshared, vlen, t, kp = _entry_head(block, p, data_end)
+        if err != _OK:
+            return err, 0
+        if shared != 0 or unshared < 1 or unshared > MAX_KEY_LEN:
+            return E_KEYLEN, 0
+        if _compare(block, kp, unshared, key, 0, key.shape[0]) < 0:
+            lo = mid
+        else:
+            hi = mid - 1
+    return _OK, lo
+
+
+@kernel
+def _scan(block, data_end, nr, ri, lo_key, use_lo, hi_key, use_hi, out, out_offs):
+    """Walk entries from restart ``ri``, emitting the records with
+    lo_key <= key < hi_key into ``out``/``out_offs`` (record layout).
+
+    Returns (error, n_emitted, bytes_used); E_OUTPUT with the bytes needed
+    so far when ``out`` is too small.
+    """
+    scratch = np.empty(min(data_end, MAX_KEY_LEN) + 1, dtype=np.uint8)
+    p = _ld32(block, data_end + 4 * ri)
+    next_ri = ri
+    next_restart = p
+    klen = 0
+    nout = 0
+    op = np.int64(0)
+    cap = out.shape[0]
+    cap_offs = out_offs.shape[0]
+    while p < data_end:
+        is_restart = False
+        if p == next_restart:
+            is_restart = True
+            next_ri += 1
+            next_restart = _ld32(block, data_end + 4 * next_ri) if next_ri < nr else data_end
+        elif p > next_restart:
+            return E_RESTARTS, 0, np.int64(0)
+        err, shared, unshared, vlen, t, kp = _entry_head(block, p, data_end)
+        if err != _OK:
+            return err, 0, np.int64(0)
+        if (is_restart and shared != 0) or shared > klen:
+            return E_KEYLEN, 0, np.int64(0)
+        newk = shared + unshared
+        if newk < 1 or newk > MAX_KEY_LEN or newk > scratch.shape[0]:
+            return E_KEYLEN, 0, np.int64(0)
+        vp = kp + unshared
+        p = vp + vlen
+        if p > next_restart:
+            return E_ENTRY, 0, np.int64(0)
+        _memcpy(scratch, shared, block, kp, unshared)
+        klen = newk
+        if use_lo and _compare(scratch, 0, klen, lo_key, 0, lo_key.shape[0]) < 0:
+            continue
+        if use_hi and _compare(scratch, 0, klen, hi_key, 0, hi_key.shape[0]) >= 0:
+            return _OK, nout, op
+        rec = RECORD_HEADER + klen + vlen
+        size = (rec + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
+        if op + size > cap or nout >= cap_offs:
+            return E_OUTPUT, 0, op + size
+        _st32(out, op, klen)
+        _st32(out, op + 4, vlen)
+        _st64(out, op + 8, t)
+        _memcpy(out, op + RECORD_HEADER, scratch, 0, klen)
+        _memcpy(out, op + RECORD_HEADER + klen, block, vp, vlen)
+        for z in range(op + rec, op + size):
+            out[z] = 0
+        out_offs[nout] = op
+        nout += 1
+        op += size
+    if p != data_end:
+        return E_ENTRY, 0, np.int64(0)
+    return _OK, nout, op
+
+
+@kernel
+def _find(block, data_end, nr, ri, key):
+    """First entry >= key, scanning from restart ``ri``.
+
+    Returns (error, found, trailer, value_pos, value_len); found means the
+    entry's key equals ``key``.
+    """
+    scratch = np.empty(min(data_end, MAX_KEY_LEN) + 1, dtype=np.uint8)
+    p = _ld32(block, data_end + 4 * ri)
+    next_ri = ri
+    next_restart = p
+    klen = 0
+    while p < data_end:
+        is_restart = False
+        if p == next_restart:
+            is_restart = True
+            next_ri += 1
+            next_restart = _ld32(block, data_end + 4 * next_ri) if next_ri < nr else data_end
+        elif p > next_restart:
+            return E_RESTARTS, False, np.uint64(0), 0, 0
+        err, shared, unshared, vlen, t, kp = _entry_head(block, p, data_end)
+        if err != _OK:
+            return err, False, np.uint64(0), 0, 0
+        if (is_restart and shared != 0) or shared > klen:
+            return E_KEYLEN, False, np.uint64(0), 0, 0
+        newk = shared + unshared
+        if newk < 1 or newk > MAX_KEY_LEN or newk > scratch.shape[0]:
+            return E_KEYLEN, False, np.uint64(0), 0, 0
+        vp = kp + unshared
+        p = vp + vlen
+        if p > next_restart:
+            return E_ENTRY, False, np.uint64(0), 0, 0
+        _memcpy(scratch, shared, block, kp, unshared)
+        klen = newk
+        c = _compare(scratch, 0, klen, key, 0, key.shape[0])
+        if c >= 0:
+            return _OK, c == 0, t, vp, vlen
+    if p != data_end:
+        return E_ENTRY, False, np.uint64(0), 0, 0
+    return _OK, False, np.uint64(0), 0, 0
+
+
+def _raise(err: int, what: str):
+    raise Corruption(f"{what}: {_MESSAGES.get(err, f'error {err}')}")
+
+
+_EMPTY_KEY = np.zeros(1, dtype=np.uint8)
+
+
+def _checked(block, what):
+    block = _as_u8(block, "block")
+    err, data_end, nr = _check_block(block)
+    if err != _OK:
+        _raise(err, what)
+    return block, int(data_end), int(nr)
+
+
+def block_checksum_ok(block) -> bool:
+    """True when ``block``'s trailing xxh64 matches its contents."""
+    block = _as_u8(block, "block")
+    return int(_check_block(block)[0]) != E_CHECKSUM and block.shape[0] >= BLOCK_TAIL + 4 + 11
+
+
+def _run_scan(block, data_end, nr, ri, lo, hi, what):
+    use_lo = lo is not None
+    use_hi = hi is not None
+    lo_a = _as_key(lo) if use_lo else _EMPTY_KEY
+    hi_a = _as_key(hi) if use_hi else _EMPTY_KEY
+    cap = 2 * block.shape[0] + 4096
+    out_offs = np.empty(block.shape[0] // 11 + 1, dtype=np.int64)
+    while True:
+        out = np.empty(cap, dtype=np.uint8)
+        err, n, used = _scan(block, data_end, nr, ri, lo_a, use_lo, hi_a, use_hi, out, out_offs)
+        if err == E_OUTPUT:
+            cap = max(2 * cap, 2 * int(used))
+            continue
+        if err != _OK:
+            _raise(err, what)
+        return out[:used], out_offs[:n]
+
+
+def decode_block(block, *, what: str = "block") -> tuple[np.ndarray, np.ndarray]:
+    """Every entry of ``block`` as a record run ``(buf, offs)``.
+
+    ``what`` names the block in a Corruption message.
+    """
+    block, data_end, nr = _checked(block, what)
+    return _run_scan(block, data_end, nr, 0, None, None, what)
+
+
+def decode_block_range(block, start=None, end=None, *, what: str = "block") -> tuple[np.ndarray, np.ndarray]:
+    """The entries with ``start <= key < end`` (either bound may be None)."""
+    block, data_end, nr = _checked(block, what)
+    ri = 0
+    if start is not None:
+        err, ri = _seek_restart(block, data_end, nr, _as_key(start))
+        if err != _OK:
+            _raise(err, what)
+    return _run_scan(block, data_end, nr, int(ri), start, end, what)
+
+
+def seek_block(block, key, *, what: str = "block") -> tuple[np.ndarray, np.ndarray]:
+    """The entries of ``block`` whose key is ``>= key``, as a record run.
+
+    Binary search over the restart points for the last restart key ``< key``,
+    then a forward scan.  The rest of the block after the restart is still
+    walked (and validated), so a malformed block raises Corruption.
+    """
+    return decode_block_range(block, key, None, what=what)
+
+
+def block_get(block, key, *, what: str = "block"):
+    """``(kind, seq, value | None)`` of the first entry whose key is ``key``,
+    or None.  The first such entry is the newest version (trailer descending).
+    A tombstone gives ``(0, seq, None)``."""
+    block, data_end, nr = _checked(block, what)
+    k = _as_key(key)
+    err, ri = _seek_restart(block, data_end, nr, k)
+    if err != _OK:
+        _raise(err, what)
+    err, found, trailer, vp, vlen = _find(block, data_end, nr, ri, k)
+    if err != _OK:
+        _raise(err, what)
+    if not found:
+        return None
+    trailer = int(trailer)
+    kind = trailer & 0xFF
+    if kind == 0:
+        return kind, trailer >> 8, None
+    return kind, trailer >> 8, block[vp : vp + vlen].tobytes()
+
+
+# ------------------------------------------------- helpers for SST and WAL
+
+
+@kernel
+def _separators(buf, offs, first_idx, last_idx, b0, b1, out, out_offs):
+    """Index keys of blocks b0..b1-1: for each block but the last a short key s
+    with last_key(i) <= s < first_key(i+1); for block b1-1 its last key."""
+    op = 0
+    for i in range(b0, b1):
+        out_offs[i - b0] = op
+        ra = offs[last_idx[i]]
+        alen = _ld32(buf, ra)
+        ap = ra + RECORD_HEADER
+        slen = alen
+        src = buf
+        sp = ap
+        if i + 1 < b1:
+            rb = offs[first_idx[i + 1]]
+            blen = _ld32(buf, rb)
+            bp = rb + RECORD_HEADER
+            cp = _common_prefix(buf, ap, alen, buf, bp, blen)
+            if cp < alen and blen > cp + 1:
+                slen = cp + 1
+                sp = bp
+        _memcpy(out, op, src, sp, slen)
+        op += slen
+    out_offs[b1 - b0] = op
+    return op
+
+
+def index_separators(buf, offs, blocks: EncodedBlocks, b0: int, b1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index keys for blocks ``b0..b1-1`` as (key bytes, int64 key offsets[n+1]).
+
+    Key ``i`` is ``>=`` every key of block ``b0+i`` and ``<`` every key of the
+    next block; the last one is the last key of block ``b1-1``.
+    """
+    buf = _as_u8(buf, "buf")
+    offs = _as_offs(offs)
+    if not 0 <= b0 < b1 <= blocks.num_blocks:
+        raise InvalidArgument("bad block range")
+    out_offs = np.empty(b1 - b0 + 1, dtype=np.int64)
+    out = np.empty(int(_key_bytes(buf, offs, blocks.last_idx, b0, b1)), dtype=np.uint8)
+    used = _separators(buf, offs, blocks.first_idx, blocks.last_idx, b0, b1, out, out_offs)
+    return out[:used], out_offs
+
+
+@kernel
+def _key_bytes(buf, offs, last_idx, b0, b1):
+    total = np.int64(0)
+    for i in range(b0, b1):
+        total += _ld32(buf, offs[last_idx[i]])
+    return total
+
+
+@kernel
+def _seq_range(buf, offs, lo, hi):
+    mn = np.uint64(0xFFFFFFFFFFFFFFFF)
+    mx = np.uint64(0)
+    for i in range(lo, hi):
+        s = _ld64(buf, offs[i] + 8) >> np.uint64(8)
+        if s < mn:
+            mn = s
+        if s > mx:
+            mx = s
+    return mn, mx
+
+
+def seq_range(buf, offs, lo: int = 0, hi: int | None = None) -> tuple[int, int]:
+    """(min_seq, max_seq) of records ``offs[lo:hi]`` (REQUIRES: in bounds, non-empty)."""
+    buf = _as_u8(buf, "buf")
+    offs = _as_offs(offs)
+    hi = offs.shape[0] if hi is None else hi
+    if not 0 <= lo < hi <= offs.shape[0]:
+        raise InvalidArgument("seq_range needs a non-empty range of offs")
+    mn, mx = _seq_range(buf, offs, np.int64(lo), np.int64(hi))
+    return int(mn), int(mx)
+
+
+@kernel
+def _gather(buf, offs, out, out_offs):
+    """Copy records compactly (padding zeroed).  Returns (error, bytes, min_seq, max_seq)."""
+    op = np.int64(0)
+    blen = buf.shape[0]
+    mn = np.uint64(0xFFFFFFFFFFFFFFFF)
+    mx = np.uint64(0)
+    for i in range(offs.shape[0]):
+        r = offs[i]
+        if r < 0 or r + RECORD_HEADER > blen:
+            return E_RECORD, np.int64(0), mn, mx
+        k = _ld32(buf, r)
+        v = _ld32(buf, r + 4)
+        rec = RECORD_HEADER + k + v
+        if k < 1 or k > MAX_KEY_LEN or r + rec > blen:
+            return E_RECORD, np.int64(0), mn, mx
+        t = _ld64(buf, r + 8)
+        if (t & np.uint64(0xFF)) > np.uint64(1):
+            return E_KIND, np.int64(0), mn, mx
+        s = t >> np.uint64(8)
+        if s < mn:
+            mn = s
+        if s > mx:
+            mx = s
+        size = (rec + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
+        if op + size > out.shape[0]:
+            return E_OUTPUT, np.int64(0), mn, mx
+        _memcpy(out, op, buf, r, rec)
+        for z in range(op + rec, op + size):
+            out[z] = 0
+        out_offs[i] = op
+        op += size
+    return _OK, op, mn, mx
+
+
+@kernel
+def _gather_bound(buf, offs):
+    total = np.int64(0)
+    blen = buf.shape[0]
+    for i in range(offs.shape[0]):
+        r = offs[i]
+        if r < 0 or r + RECORD_HEADER > blen:
+            return np.int64(-1)
+        total += RECORD_HEADER + RECORD_ALIGN + _ld32(buf, r) + _ld32(buf, r + 4)
+    return total
+
+
+def gather_records(buf, offs) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Copy the records ``offs`` (in that order) into one compact buffer.
+
+    Returns ``(out_buf, out_offs, min_seq, max_seq)``; seqs are 0/0 when empty.
+    Raises InvalidArgument on a record outside ``buf``, a bad key length or kind.
+    """
+    buf = _as_u8(buf, "buf")
+    offs = _as_offs(offs)
+    bound = int(_gather_bound(buf, offs))
+    if bound < 0:
+        raise InvalidArgument("gather_records: a record lies outside buf")
+    out = np.empty(bound, dtype=np.uint8)
+    out_offs = np.empty(offs.shape[0], dtype=np.int64)
+    err, used, mn, mx = _gather(buf, offs, out, out_offs)
+    if err != _OK:
+        raise InvalidArgument(f"gather_records: {_MESSAGES.get(int(err), err)}")
+    if offs.shape[0] == 0:
+        return out[:0], out_offs, 0, 0
+    return out[:used], out_offs, int(mn), int(mx)
+
+
+@kernel
+def _scan_records(body, out_offs):
+    """Walk a compact record body.  Returns (error, count, min_seq, max_seq)."""
+    p = np.int64(0)
+    n = body.shape[0]
+    cnt = 0
+    mn = np.uint64(0xFFFFFFFFFFFFFFFF)
+    mx = np.uint64(0)
+    while p < n:
+        if p + RECORD_HEADER > n or cnt >= out_offs.shape[0]:
+            return E_ENTRY, 0, mn, mx
+        k = _ld32(body, p)
+        v = _ld32(body, p + 4)
+        if k < 1 or k > MAX_KEY_LEN:
+            return E_KEYLEN, 0, mn, mx
+        rec = RECORD_HEADER + k + v
+        size = (rec + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
+        if size > n - p:
+            return E_ENTRY, 0, mn, mx
+        t = _ld64(body, p + 8)
+        if (t & np.uint64(0xFF)) > np.uint64(1):
+            return E_KIND, 0, mn, mx
+        s = t >> np.uint64(8)
+        if s < mn:
+            mn = s
+        if s > mx:
+            mx = s
+        out_offs[cnt] = p
+        cnt += 1
+        p += size
+    return _OK, cnt, mn, mx
+
+
+def scan_records(body, *, what: str = "records") -> tuple[np.ndarray, int, int]:
+    """Offsets of the records packed back to back in ``body`` (record layout,
+    padded), with (min_seq, max_seq).  Corruption when they do not parse."""
+    body = _as_u8(body, "body")
+    out_offs = np.empty(body.shape[0] // (RECORD_HEADER + RECORD_ALIGN) + 1, dtype=np.int64)
+    err, n, mn, mx = _scan_records(body, out_offs)
+    if err != _OK:
+        raise Corruption(f"{what}: {_MESSAGES.get(int(err), err)}")
+    if n == 0:
+        return out_offs[:0], 0, 0
+    return out_offs[:n], int(mn), int(mx)
+
+
+# ------------------------------------------------------------------- warmup
+
+
+def _warmup() -> None:
+    """Compile every kernel of this module for the array types used in
+    production (writable and read-only inputs)."""
+    from shaledb.kernels.layout import pack_trailer, record_size
+
+    keys = [b"a", b"ab", b"b"]
+    buf = np.zeros(sum(record_size(len(k), 3) for k in keys), dtype=np.uint8)
+    offs = np.empty(len(keys), dtype=np.int64)
+    p = 0
+    for i, k in enumerate(keys):
+        offs[i] = p
+        buf[p : p + 4] = np.frombuffer(len(k).to_bytes(4, "little"), np.uint8)
+        buf[p + 4 : p + 8] = np.frombuffer((3).to_bytes(4, "little"), np.uint8)
+        buf[p + 8 : p + 16] = np.frombuffer(pack_trailer(5, 1).to_bytes(8, "little"), np.uint8)
+        buf[p + 16 : p + 16 + len(k)] = np.frombuffer(k, np.uint8)
+        p += record_size(len(k), 3)
+    ro = buf.copy()
+    ro.flags.writeable = False
+    for b in (buf, ro):
+        enc = encode_blocks(b, offs)
+        index_separators(b, offs, enc, 0, enc.num_blocks)
+        seq_range(b, offs)
+        gather_records(b, offs)
+    blk = enc.block(0)
+    for blk_bytes in (blk, np.frombuffer(blk.tobytes(), dtype=np.uint8)):
+        block_checksum_ok(blk_bytes)
+        decode_block(blk_bytes)
+        seek_block(blk_bytes, b"ab")
+        decode_block_range(blk_bytes, b"a", b"b")
+        block_get(blk_bytes, b"ab")
+    body = gather_records(buf, offs)[0]
+    scan_records(body)
+    scan_records(np.frombuffer(body.tobytes(), dtype=np.uint8))
