@@ -108,6 +108,10 @@ def bloom_build(buf, offs, bits_per_key: float = 10) -> np.ndarray:
     filt[4:8] = np.frombuffer(min(n, 0xFFFFFFFF).to_bytes(4, "little"), dtype=np.uint8)
     filt[8:16] = np.frombuffer(m.to_bytes(8, "little"), dtype=np.uint8)
     if n:
+        if n > 1024:
+            # the filter does not depend on the order of the keys: visit the
+            # records in buffer order (sequential reads) rather than key order
+            offs = np.sort(offs)
         _bloom_build(buf, offs, filt, k, m)
     return filt
 

@@ -20,7 +20,9 @@ import numpy as np
 from shaledb.errors import InvalidArgument
 from shaledb.kernels._jit import kernel
 from shaledb.kernels.layout import MAX_SEQ
-from shaledb.kernels.sort import _compare_keys, _trailer, check_run
+from shaledb.kernels.hashing import _prefetch
+from shaledb.kernels.layout import RECORD_HEADER
+from shaledb.kernels.sort import _AHEAD, _compare_keys, _trailer, check_run
 
 __all__ = ["dedupe_sorted"]
 
@@ -33,13 +35,16 @@ def _dedupe_sorted(buf, offs, snapshot_seq, use_snapshot):
     k = 0
     i = 0
     shift = np.uint64(8)
+    last = n - 1
     while i < n:
+        _prefetch(buf, offs[min(i + _AHEAD, last)] + RECORD_HEADER)
         first = offs[i]
         out[k] = first
         k += 1
         visible_kept = (_trailer(buf, first) >> shift) <= snapshot_seq
         j = i + 1
         while j < n and _compare_keys(buf, offs[j], first) == 0:
+            _prefetch(buf, offs[min(j + _AHEAD, last)] + RECORD_HEADER)
             if use_snapshot:
                 seq = _trailer(buf, offs[j]) >> shift
                 if seq > snapshot_seq:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from shaledb.errors import InvalidArgument
-from shaledb.kernels._jit import kernel
+from shaledb.kernels._jit import kernel  # first: it settles numba's cache directory
+
+from numba.core import config  # noqa: E402,I001
 
 __all__ = ["xxh64"]
 
@@ -52,6 +54,39 @@ def _load_u32(buf, p):
         | (np.uint64(buf[p + 2]) << np.uint64(16))
         | (np.uint64(buf[p + 3]) << np.uint64(24))
     )
+
+
+if config.DISABLE_JIT:  # the kernels run as plain Python: nothing to prefetch
+
+    def _prefetch(buf, pos):
+        pass
+
+else:
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _prefetch(typingctx, buf, pos):
+        """Hint the CPU to load the cache line of ``buf[pos]`` (never faults, even out of bounds).
+
+        Kernels that walk records in sorted order (random addresses) prefetch a
+        few records ahead so that memory latency overlaps.
+        """
+        if not isinstance(buf, types.Array):
+            return None
+
+        def codegen(context, builder, signature, args):
+            arr = context.make_array(signature.args[0])(context, builder, args[0])
+            ptr = builder.gep(arr.data, [args[1]])
+            ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+            fn = builder.module.declare_intrinsic("llvm.prefetch", [ptr.type], fnty)
+            builder.call(fn, [ptr, i32(0), i32(3), i32(1)])  # read, keep in all caches, data
+            return context.get_dummy_value()
+
+        return types.void(buf, types.int64), codegen
 
 
 @kernel

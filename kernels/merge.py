@@ -17,6 +17,8 @@ import numpy as np
 
 from shaledb.errors import InvalidArgument
 from shaledb.kernels._jit import kernel
+from shaledb.kernels.hashing import _prefetch
+from shaledb.kernels.layout import RECORD_HEADER
 from shaledb.kernels.sort import _compare_records, as_offsets, check_run
 
 __all__ = ["merge_runs"]
@@ -69,6 +71,8 @@ def _merge_runs(buf, run_bounds, offs):
         out[j] = offs[pos[r]]
         j += 1
         pos[r] += 1
+        if pos[r] + 2 < ends[r]:
+            _prefetch(buf, offs[pos[r] + 2] + RECORD_HEADER)
         if pos[r] == ends[r]:
             size -= 1
             heap[0] = heap[size]

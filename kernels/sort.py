@@ -29,12 +29,13 @@ import numpy as np
 
 from shaledb.errors import InvalidArgument
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.hashing import _load_u32, _load_u64, as_u8, readonly
+from shaledb.kernels.hashing import _load_u32, _load_u64, _prefetch, as_u8, readonly
 from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_ALIGN, RECORD_HEADER
 
 __all__ = ["check_run", "concat_runs", "sort_records"]
 
 _SMALL = 24
+_AHEAD = 16  # records prefetched ahead when walking offsets in sorted (random) order
 _TRAILER_DEPTH = -1
 
 
@@ -175,7 +176,7 @@ def _chunk_word(buf, off, depth):
 
 @kernel
 def _radix_sort(vals, idx, lo, hi, tv, ti, counts):
-    """Stable sort of ``vals[lo:hi]`` ascending, permuting ``idx[lo:hi]`` alike.
+    """Stable sort of ``vals[lo:hi]`` ascending, permuting the payload ``idx[lo:hi]`` alike.
 
     ``tv``/``ti`` are scratch arrays as long as ``vals``; ``counts`` is int64[8, 256].
     """
@@ -224,22 +225,21 @@ def _radix_sort(vals, idx, lo, hi, tv, ti, counts):
 
 
 @kernel
-def _insertion_sort(buf, offs, idx, lo, hi, depth):
-    """Stable insertion sort of ``idx[lo:hi]`` by record order, keys equal before ``depth``."""
+def _insertion_sort(buf, ro, lo, hi, depth):
+    """Stable insertion sort of the offsets ``ro[lo:hi]`` by record order, keys equal before ``depth``."""
     for i in range(lo + 1, hi):
-        x = idx[i]
-        ox = offs[x]
+        x = ro[i]
         j = i - 1
-        while j >= lo and _compare_records_from(buf, offs[idx[j]], ox, depth) > 0:
-            idx[j + 1] = idx[j]
+        while j >= lo and _compare_records_from(buf, ro[j], x, depth) > 0:
+            ro[j + 1] = ro[j]
             j -= 1
-        idx[j + 1] = x
+        ro[j + 1] = x
 
 
 @kernel
 def _sort_records(buf, offs):
     n = offs.shape[0]
-    idx = np.arange(n)
+    ro = offs.copy()  # the offsets themselves are permuted (one indirection less than indices)
     vals = np.empty(n, dtype=np.uint64)
     tv = np.empty(n, dtype=np.uint64)
     ti = np.empty(n, dtype=np.int64)
@@ -248,7 +248,6 @@ def _sort_records(buf, offs):
     st_lo = np.empty(cap, dtype=np.int64)
     st_hi = np.empty(cap, dtype=np.int64)
     st_depth = np.empty(cap, dtype=np.int64)
-    top = 0
     st_lo[0] = 0
     st_hi[0] = n
     st_depth[0] = 0
@@ -264,18 +263,20 @@ def _sort_records(buf, offs):
         if m <= _SMALL:
             if depth == _TRAILER_DEPTH:
                 # keys are equal: compare from the end of the key
-                _insertion_sort(buf, offs, idx, lo, hi, _key_len(buf, offs[idx[lo]]))
+                _insertion_sort(buf, ro, lo, hi, _key_len(buf, ro[lo]))
             else:
-                _insertion_sort(buf, offs, idx, lo, hi, depth)
+                _insertion_sort(buf, ro, lo, hi, depth)
             continue
         if depth == _TRAILER_DEPTH:
             for i in range(lo, hi):
-                vals[i] = ~_trailer(buf, offs[idx[i]])
-            _radix_sort(vals, idx, lo, hi, tv, ti, counts)
+                _prefetch(buf, ro[min(i + _AHEAD, hi - 1)] + 8)
+                vals[i] = ~_trailer(buf, ro[i])
+            _radix_sort(vals, ro, lo, hi, tv, ti, counts)
             continue
         for i in range(lo, hi):
-            vals[i] = _chunk_word(buf, offs[idx[i]], depth)
-        _radix_sort(vals, idx, lo, hi, tv, ti, counts)
+            _prefetch(buf, ro[min(i + _AHEAD, hi - 1)] + RECORD_HEADER + depth)
+            vals[i] = _chunk_word(buf, ro[i], depth)
+        _radix_sort(vals, ro, lo, hi, tv, ti, counts)
         i = lo
         while i < hi:
             v = vals[i]
@@ -291,10 +292,7 @@ def _sort_records(buf, offs):
                     st_depth[top] = _TRAILER_DEPTH
                 top += 1
             i = j
-    out = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        out[i] = offs[idx[i]]
-    return out
+    return ro
 
 
 def sort_records(buf, offs, *, validate: bool = True) -> np.ndarray:
