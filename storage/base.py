@@ -37,7 +37,7 @@ from __future__ import annotations
 import abc
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 from shaledb.errors import InvalidArgument, ObjectNotFound, PreconditionFailed
@@ -88,7 +88,7 @@ class ObjectMeta:
     size: int
     etag: str
     last_modified: float
-    metadata: Mapping[str, str] | None = None
+    metadata: Mapping[str, str] | None = field(default=None, hash=False)
 
     @property
     def put_id(self) -> str | None:
