@@ -97,3 +97,25 @@ class PoolStatus(IntEnum):
 
 
 __all__ += ["ArenaState", "PoolStatus"]
+
+
+class CompressionCodec(IntEnum):
+    """Compression of an SST's data blocks, recorded once per SST in its footer."""
+
+    NONE = 0
+    ZSTD = 1  # zstandard frames (level 3), one per block
+
+
+class SstFormatVersion(IntEnum):
+    """Version of the SST object format (docs/format/sst.md), in the trailer."""
+
+    V1 = 1  # blocks of kernels/block.py, xxh64 checksums, footer + 32-byte trailer
+
+
+class WalFormatVersion(IntEnum):
+    """Version of the WAL object format (docs/format/wal.md), in the header."""
+
+    V1 = 1  # records in the record layout, one xxh64 over the body
+
+
+__all__ += ["CompressionCodec", "SstFormatVersion", "WalFormatVersion"]

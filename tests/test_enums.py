@@ -54,3 +54,11 @@ def test_arena_pool_enums_are_pinned():
         "FREE": 0, "ACTIVE": 1, "FULL": 2, "SEALED": 3, "FLUSHING": 4,
     }
     assert {m.name: int(m) for m in PoolStatus} == {"OPEN": 0, "CLOSED": 1, "FENCED": 2, "FAILED": 3}
+
+
+def test_sst_and_wal_enums_are_pinned():
+    from shaledb.enums import CompressionCodec, SstFormatVersion, WalFormatVersion
+
+    assert {m.name: int(m) for m in CompressionCodec} == {"NONE": 0, "ZSTD": 1}
+    assert {m.name: int(m) for m in SstFormatVersion} == {"V1": 1}
+    assert {m.name: int(m) for m in WalFormatVersion} == {"V1": 1}
