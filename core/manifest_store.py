@@ -114,12 +114,6 @@ def check_transition(
     it = iter(old_l0)
     if not all(sid in it for sid in kept):  # kept must be a subsequence of old L0
         raise bad("L0 may only gain SSTs at the front and lose existing ones; order changed")
-    for run in new.sorted_runs:
-        for s in run.ssts:
-            if s.sst_id in old_refs and s.sst_id not in old_l0_set and s.sst_id not in {
-                x.sst_id for r in old.sorted_runs for x in r.ssts
-            }:
-                raise bad(f"SST {s.sst_id} moved into a sorted run from nowhere")
 
     # checkpoints
     old_cps = {c.id: c for c in old.checkpoints}
