@@ -39,7 +39,7 @@ def _warmup() -> None:
     warmup()
 
 
-def _writer_main(handle, data_dir, a, b, batch, barrier, counter, results) -> None:
+def _writer_main(handle, data_dir, a, b, batch, go, counter, results) -> None:
     """One writer process: append records ``a:b`` in batches through ``handle``."""
     from bench.common import load_dataset
 
@@ -49,7 +49,9 @@ def _writer_main(handle, data_dir, a, b, batch, barrier, counter, results) -> No
         _warmup()
         with handle:
             startup = time.perf_counter() - t_start
-            barrier.wait(timeout=_WRITER_START_TIMEOUT)
+            results.put({"ready": os.getpid()})
+            if not go.wait(timeout=_WRITER_START_TIMEOUT):
+                raise TimeoutError("the engine process never gave the start signal")
             t0 = time.perf_counter()
             for lo in range(a, b, batch):
                 hi = min(b, lo + batch)
@@ -63,10 +65,6 @@ def _writer_main(handle, data_dir, a, b, batch, barrier, counter, results) -> No
     except BaseException as exc:  # reported to the engine process, which fails the phase
         import traceback
 
-        try:
-            barrier.abort()
-        except Exception:
-            pass
         results.put({"ok": False, "pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}",
                      "traceback": traceback.format_exc()})
 
@@ -181,7 +179,7 @@ class ShaleDBAdapter(Adapter):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
-        barrier = ctx.Barrier(writers + 1)
+        go = ctx.Event()
         counter = ctx.Value("q", 0)
         results = ctx.Queue()
         bounds = [n * i // writers for i in range(writers + 1)]
@@ -191,31 +189,17 @@ class ShaleDBAdapter(Adapter):
                 h = self.db.writer()
                 p = ctx.Process(
                     target=_writer_main,
-                    args=(h, self.spec["data_dir"], bounds[i], bounds[i + 1], batch, barrier, counter, results),
+                    args=(h, self.spec["data_dir"], bounds[i], bounds[i + 1], batch, go, counter, results),
                     name=f"bench-writer-{i}",
                 )
                 p.start()
                 procs.append(p)
-            barrier.wait(timeout=_WRITER_START_TIMEOUT)
+            # Every writer has loaded the data, warmed up and attached: start them together.
+            self._collect(procs, results, writers, "ready", time.monotonic() + _WRITER_START_TIMEOUT, None)
             t0 = time.perf_counter()
-            reports, shown = [], 0
-            deadline = time.monotonic() + _WRITER_RUN_TIMEOUT
-            while len(reports) < writers:
-                try:
-                    r = results.get(timeout=0.2)
-                except queue.Empty:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("writer processes did not finish in time")
-                    dead = [p for p in procs if p.exitcode not in (None, 0)]
-                    if dead and results.empty():
-                        raise RuntimeError(f"writer process {dead[0].name} exited with code {dead[0].exitcode}")
-                else:
-                    if not r["ok"]:
-                        raise RuntimeError(f"writer {r['pid']} failed: {r['error']}\n{r['traceback']}")
-                    reports.append(r)
-                done = counter.value
-                bar.update(done - shown)
-                shown = done
+            go.set()
+            reports = self._collect(procs, results, writers, "ok", time.monotonic() + _WRITER_RUN_TIMEOUT,
+                                    (counter, bar))
             elapsed = time.perf_counter() - t0
             for p in procs:
                 p.join(timeout=60)
@@ -236,6 +220,34 @@ class ShaleDBAdapter(Adapter):
                     p.kill()
                     p.join(timeout=10)
             results.close()
+
+    @staticmethod
+    def _collect(procs, results, count: int, key: str, deadline: float, progress_of) -> list[dict]:
+        """Wait for ``count`` messages holding ``key`` from the writer processes.
+
+        Fails at once when a writer reports an error or dies, and at ``deadline``."""
+        got: list[dict] = []
+        shown = 0
+        while len(got) < count:
+            try:
+                r = results.get(timeout=0.2)
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"writer processes: {len(got)} of {count} reported {key!r} in time")
+                dead = [p for p in procs if p.exitcode is not None and p.exitcode != 0]
+                if dead:
+                    raise RuntimeError(f"writer process {dead[0].name} exited with code {dead[0].exitcode}")
+            else:
+                if r.get("ok") is False:
+                    raise RuntimeError(f"writer {r['pid']} failed: {r['error']}\n{r['traceback']}")
+                if key in r:
+                    got.append(r)
+            if progress_of is not None:
+                counter, bar = progress_of
+                done = counter.value
+                bar.update(done - shown)
+                shown = done
+        return got
 
     def flush(self) -> None:
         if self.spec["wal"]:
