@@ -4,20 +4,42 @@
   a loopback port; every process of a test reaches it over HTTP.
 * ``s3_bucket``: a fresh bucket per test on that server, with credentials set
   in the environment so child processes inherit them.
-* Shared-memory hygiene: after every test, segments named ``shaledb-*`` that
-  the test left behind are unlinked and the test fails.
+* Shared-memory hygiene: the session gets a private segment directory
+  (``SHALEDB_SHM_DIR``, under /dev/shm when it exists, inherited by every child
+  process); after every test, segments named ``shaledb-*`` that the test left
+  there are unlinked and the test fails.  Concurrent test sessions on one
+  machine never see each other's segments.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 
 import pytest
 
 from shaledb.storage.testing import S3_TEST_CREDENTIALS, MotoServer
 
-_SHM_DIR = "/dev/shm"
+def _private_shm_dir() -> str:
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    path = os.path.join(base, f"shaledbtest-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.makedirs(path, mode=0o700)
+    return path
+
+
+# Set before any test imports shaledb.shm (which reads it once per process).
+# A nested pytest run (the NUMBA_DISABLE_JIT pass) inherits its parent's directory.
+_OWN_SHM_DIR = "SHALEDB_SHM_DIR" not in os.environ
+if _OWN_SHM_DIR:
+    os.environ["SHALEDB_SHM_DIR"] = _private_shm_dir()
+_SHM_DIR = os.environ["SHALEDB_SHM_DIR"]
+
+
+def pytest_unconfigure(config):
+    if _OWN_SHM_DIR:
+        shutil.rmtree(_SHM_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
