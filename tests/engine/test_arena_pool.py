@@ -1,0 +1,356 @@
+"""The arena pool across processes: appends, lookups, sealing, reuse, leftovers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from shaledb import shm
+from shaledb.arena_pool import NO_ARENA, NO_MEMORY, ArenaPool
+from shaledb.enums import ArenaState
+from shaledb.errors import Closed, Fenced, InvalidArgument, Unavailable
+from shaledb.kernels import arena as K
+from shaledb.writer import Writer
+
+CTX = multiprocessing.get_context("spawn")
+WAIT = 60  # seconds any child may take
+
+
+def _pack(keys, values, kinds=None):
+    kd = np.frombuffer(b"".join(keys), dtype=np.uint8)
+    vd = np.frombuffer(b"".join(values), dtype=np.uint8)
+    ko = np.zeros(len(keys) + 1, dtype=np.int64)
+    vo = np.zeros(len(values) + 1, dtype=np.int64)
+    ko[1:] = np.cumsum([len(k) for k in keys])
+    vo[1:] = np.cumsum([len(v) for v in values])
+    kinds = np.ones(len(keys), dtype=np.uint8) if kinds is None else np.array(kinds, dtype=np.uint8)
+    return kd, ko, vd, vo, kinds
+
+
+@pytest.fixture
+def make_pool(tmp_path):
+    pools = []
+
+    def make(**kw):
+        kw.setdefault("arena_bytes", 256 << 10)
+        kw.setdefault("max_arenas", 8)
+        kw.setdefault("initial_arenas", 1)
+        kw.setdefault("max_unflushed_bytes", 64 << 20)
+        root = kw.pop("root", str(tmp_path / "db"))
+        p = ArenaPool.create(root, **kw)
+        pools.append(p)
+        return p
+
+    yield make
+    for p in pools:
+        p.destroy()
+
+
+def _run_children(target, args_list):
+    """Start one spawn child per args; wait (bounded); always reap; return exit codes."""
+    procs = [CTX.Process(target=target, args=args) for args in args_list]
+    try:
+        for p in procs:
+            p.start()
+        deadline = time.monotonic() + WAIT
+        for p in procs:
+            p.join(max(0.1, deadline - time.monotonic()))
+        return [p.exitcode for p in procs]
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join(5)
+
+
+# ------------------------------------------------------------ children
+def _child_writer(desc, wid_tag: int, n: int, batch: int) -> None:
+    w = Writer(desc, buffer_puts=False)
+    with w:
+        for start in range(0, n, batch):
+            keys = [b"w%d-%06d" % (wid_tag, i) for i in range(start, min(n, start + batch))]
+            w.put_many(keys, [k[::-1] for k in keys], await_durable=False)
+
+
+def _child_reader(desc, keys, seconds: float, q) -> None:
+    """Look keys up while the parent appends; report violations."""
+    pool = ArenaPool.attach(desc)
+    bad, seen, last = [], 0, {}
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for k in keys:
+                e = pool.lookup(k)
+                if e is None:
+                    continue
+                _, seq, kind, value = e
+                seen += 1
+                if seq >= pool.next_seq():
+                    bad.append(("uncommitted seq", k, seq))
+                if value != k + b"@%d" % seq:
+                    bad.append(("torn value", k, seq, value))
+                if seq < last.get(k, 0):
+                    bad.append(("went back", k, seq, last[k]))
+                last[k] = seq
+        q.put((bad[:5], seen))
+    finally:
+        pool.close()
+
+
+def _child_crash(root, q) -> None:
+    p = ArenaPool.create(root, arena_bytes=128 << 10, max_arenas=2, initial_arenas=2)
+    w = Writer(p.descriptor(), pool=p, buffer_puts=False)
+    w.put(b"k", b"v", await_durable=False)
+    q.put(p.dbtag)
+    time.sleep(WAIT)  # killed by the parent
+
+
+def _child_hold_lock_and_die(desc) -> None:
+    pool = ArenaPool.attach(desc)
+    pool.lock.__enter__()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --------------------------------------------------------------- tests
+def test_segments_named_per_database_and_destroyed(make_pool, tmp_path):
+    pool = make_pool(initial_arenas=2)
+    names = sorted(n for n in os.listdir(shm.shm_dir()) if n.startswith(f"shaledb-{pool.dbtag}-"))
+    tag = shm.root_tag(str(tmp_path / "db"))
+    assert pool.dbtag.startswith(tag + ".")
+    assert names == sorted(f"shaledb-{pool.dbtag}-{k}" for k in ("arena-0", "arena-1", "ctl-0", "live-0", "lock-0"))
+    for n in names:
+        assert os.stat(os.path.join(shm.shm_dir(), n)).st_mode & 0o777 == 0o600
+    pool.destroy()
+    assert not [n for n in os.listdir(shm.shm_dir()) if n.startswith(f"shaledb-{pool.dbtag}")]
+    with pytest.raises(Closed):
+        ArenaPool.attach(pool.descriptor())
+
+
+def test_concurrent_appends_from_processes(make_pool):
+    pool = make_pool(arena_bytes=256 << 10, max_arenas=16)
+    n, writers = 3000, 3
+    codes = _run_children(_child_writer, [(pool.descriptor(), t, n, 250) for t in range(writers)])
+    assert codes == [0] * writers
+    seqs = []
+    for buf, offs in pool.live_runs():
+        for off in offs:
+            kl, vl = (int(x) for x in buf[off : off + 8].view("<u4"))
+            seqs.append(int(buf[off + 8 : off + 16].view("<u8")[0]) >> 8)
+    assert len(seqs) == n * writers
+    assert len(set(seqs)) == len(seqs)  # seqs unique across processes
+    assert max(seqs) == pool.next_seq() - 1
+    for t in range(writers):
+        for i in (0, n // 2, n - 1):
+            k = b"w%d-%06d" % (t, i)
+            assert pool.lookup(k)[3] == k[::-1]
+    assert pool.unflushed_bytes() == sum(int(buf.shape[0]) for buf, _ in pool.live_runs()) - sum(
+        K.arena_log_start(pool.arena(i)) for i, _, _ in pool.live_slots()
+    )
+
+
+def test_reader_in_other_process_sees_committed_records_only(make_pool):
+    pool = make_pool(arena_bytes=1 << 20, max_arenas=4)
+    keys = [b"key-%02d" % i for i in range(20)]
+    q = CTX.Queue()
+    reader = CTX.Process(target=_child_reader, args=(pool.descriptor(), keys, 1.5, q))
+    reader.start()
+    try:
+        wid = pool.register_writer()
+        end = time.monotonic() + 1.5
+        rounds = 0
+        while time.monotonic() < end:
+            seq0 = pool.next_seq()
+            vals = [k + b"@%d" % (seq0 + j) for j, k in enumerate(keys)]
+            n, last, _ = pool.append(wid, *_pack(keys, vals))
+            if n == 0:  # arena pool full: recycle everything and go on
+                pool.seal()
+                for g in pool.sealed_generations():
+                    pool.release(g)
+                continue
+            assert last == seq0 + len(keys) - 1
+            rounds += 1
+        bad, seen = q.get(timeout=WAIT)
+        assert bad == [] and seen > 0 and rounds > 0
+    finally:
+        reader.join(WAIT)
+        if reader.is_alive():
+            reader.kill()
+            reader.join(5)
+    assert reader.exitcode == 0
+
+
+def test_index_never_exposes_bytes_beyond_committed():
+    arena = np.zeros(64 << 10, dtype=np.uint8)
+    K.arena_init(arena, 64)
+    K.arena_append(arena, *_pack([b"a"], [b"old"]), 1)
+    committed = K.arena_committed(arena)
+    K.arena_append(arena, *_pack([b"a", b"b"], [b"new", b"x"]), 2)
+    arena[32 : 40].view("<u8")[0] = committed  # as if the commit had not happened yet
+    assert not K.arena_lookup(arena, b"a")[0] and not K.arena_lookup(arena, b"b")[0]
+    assert K.arena_record_offsets(arena).size == 1
+
+
+def test_sealing_moves_writers_and_orders_seqs(make_pool):
+    pool = make_pool(max_arenas=8)
+    w1 = Writer(pool.descriptor(), pool=pool, buffer_puts=False)
+    w2 = Writer(pool.descriptor(), pool=pool, buffer_puts=False)
+    w1.put(b"a", b"1", await_durable=False)
+    w2.put(b"b", b"1", await_durable=False)
+    assert pool.seal() == 1
+    assert pool.seal() is None  # nothing new: no empty generation
+    s1 = w1.put(b"a", b"2", await_durable=False)
+    w2.put(b"c", b"2", await_durable=False)
+    (g1,) = pool.sealed_generations()
+    assert g1.number == 1 and len(g1.slots) == 2
+    max_sealed = max(int(buf[off + 8 : off + 16].view("<u8")[0]) >> 8 for buf, offs in g1.runs() for off in offs)
+    states = {i: (st, gen) for i, st, gen in pool.live_slots()}
+    assert sorted(states.values()) == [(ArenaState.ACTIVE, 2)] * 2 + [(ArenaState.SEALED, 1)] * 2
+    for i, (st, gen) in states.items():
+        h = K.arena_header(pool.arena(i))
+        if gen == 2:
+            assert h["min_seq"] > max_sealed
+    assert s1 > max_sealed
+    # empty active arenas return to the pool at the next seal
+    w1.close()
+    w2.close()
+    assert pool.seal() == 2
+
+
+def test_seal_bytes_seals_from_the_writer(make_pool):
+    pool = make_pool(seal_bytes=4096)
+    sealed = []
+
+    w = Writer(pool.descriptor(), pool=pool, buffer_puts=False)
+    w._hooks.sealed = lambda p, g: sealed.append(g)
+    for i in range(100):
+        w.put(b"k%03d" % i, bytes(100), await_durable=False)
+    assert sealed and sealed[0] == 1 and pool.has_sealed()
+    w.close()
+
+
+def test_release_reuses_arenas(make_pool):
+    pool = make_pool(max_arenas=2, initial_arenas=1)
+    w = Writer(pool.descriptor(), pool=pool, buffer_puts=False)
+    w.put(b"a", b"1", await_durable=False)
+    (slot,) = [i for i, _, _ in pool.live_slots()]
+    inc = K.arena_header(pool.arena(slot))["incarnation"]
+    pool.seal()
+    (gen,) = pool.sealed_generations()
+    pool.begin_flush(gen)
+    assert pool.slot_info(slot)[0] == ArenaState.FLUSHING
+    assert pool.lookup(b"a")[3] == b"1"  # still readable while flushing
+    releases = pool.releases()
+    pool.release(gen)
+    assert pool.releases() == releases + 1
+    assert pool.unflushed_bytes() == 0 and pool.live_slots() == []
+    h = K.arena_header(pool.arena(slot))
+    assert h["incarnation"] == inc + 1 and h["record_count"] == 0
+    assert pool.lookup(b"a") is None
+    w.put(b"b", b"2", await_durable=False)
+    assert [i for i, _, _ in pool.live_slots()] == [slot]  # the same segment again
+    assert int(pool.ctl[11]) == 1  # no new segment was created
+    w.close()
+
+
+def test_wal_snapshot_is_incremental(make_pool):
+    pool = make_pool()
+    w = Writer(pool.descriptor(), pool=pool, buffer_puts=False)
+    w.put_many([b"a", b"b"], [b"1", b"2"], await_durable=False)
+    buf, offs, token, max_gen, max_seq = pool.wal_snapshot()
+    assert len(offs) == 2 and max_seq == 2 and max_gen == 1
+    pool.wal_committed(token)
+    assert pool.wal_snapshot() is None
+    w.put(b"c", b"3", await_durable=False)
+    pool.seal()
+    w.put(b"d", b"4", await_durable=False)  # another arena, next generation
+    buf, offs, token, max_gen, max_seq = pool.wal_snapshot()
+    got = sorted(bytes(buf[o + 16 : o + 17]) for o in offs)
+    assert got == [b"c", b"d"] and max_seq == 4 and max_gen == 2
+    assert pool.durable_candidate(token, max_seq) == 4
+    pool.wal_committed(token)
+    pool.publish_durable(4)
+    assert pool.durable_seq() == 4
+    w.close()
+
+
+def test_leftovers_of_a_killed_process_are_removed_on_next_open(make_pool, tmp_path):
+    root = str(tmp_path / "crashed")
+    other = make_pool(root=root)  # a live open of the same root must survive
+    q = CTX.Queue()
+    p = CTX.Process(target=_child_crash, args=(root, q))
+    p.start()
+    try:
+        dbtag = q.get(timeout=WAIT)
+        assert os.path.exists(os.path.join(shm.shm_dir(), f"shaledb-{dbtag}-arena-1"))
+    finally:
+        p.kill()
+        p.join(WAIT)
+    assert dbtag in shm.list_dbtags(root)
+    fresh = make_pool(root=root)
+    assert shm.list_dbtags(root) == sorted([other.dbtag, fresh.dbtag])
+    assert not [n for n in os.listdir(shm.shm_dir()) if dbtag in n]
+
+
+def test_lock_of_a_killed_holder_is_released(make_pool):
+    pool = make_pool()
+    assert _run_children(_child_hold_lock_and_die, [(pool.descriptor(),)]) == [-signal.SIGKILL]
+    w = Writer(pool.descriptor(), pool=pool, buffer_puts=False, timeout=5)
+    assert w.put(b"k", b"v", await_durable=False) == 1
+    w.close()
+
+
+def test_backpressure_waits_then_raises_unavailable(make_pool):
+    pool = make_pool(max_unflushed_bytes=8 << 10, max_arenas=4)
+    w = Writer(pool.descriptor(), pool=pool, buffer_puts=False, timeout=0.3)
+    w._hooks.request_seal = lambda p: None  # nobody flushes
+    w.put(b"a", bytes(6000), await_durable=False)
+    wid = pool.register_writer()
+    assert pool.append(wid, *_pack([b"b"], [bytes(6000)]), nbytes=6024)[:2] == (0, NO_MEMORY)
+    t = time.monotonic()
+    with pytest.raises(Unavailable, match="max_unflushed_bytes"):
+        w.put(b"b", bytes(6000), await_durable=False)
+    assert 0.25 < time.monotonic() - t < 5
+    # the flusher frees memory: the write goes through
+    pool.seal()
+    for g in pool.sealed_generations():
+        pool.release(g)
+    assert w.put(b"b", bytes(6000), await_durable=False) == 2
+    w.close()
+
+
+def test_no_free_arena_is_backpressure_too(make_pool):
+    pool = make_pool(max_arenas=1)
+    wid1, wid2 = pool.register_writer(), pool.register_writer()
+    assert pool.append(wid1, *_pack([b"a"], [b"1"]))[0] == 1
+    assert pool.append(wid2, *_pack([b"b"], [b"1"]))[:2] == (0, NO_ARENA)
+
+
+def test_batch_larger_than_an_arena_is_invalid(make_pool):
+    pool = make_pool(arena_bytes=128 << 10)
+    wid = pool.register_writer()
+    with pytest.raises(InvalidArgument):
+        pool.append(wid, *_pack([b"a"], [bytes(200 << 10)]))
+    assert pool.next_seq() == 1 and pool.unflushed_bytes() == 0
+
+
+def test_status_word_stops_writers(make_pool):
+    pool = make_pool()
+    w = Writer(pool.descriptor(), pool=pool, buffer_puts=False)
+    w.put(b"a", b"1", await_durable=False)
+    pool.publish_fenced()
+    assert pool.fenced()
+    with pytest.raises(Fenced):
+        w.put(b"a", b"2", await_durable=False)
+    pool.publish_closed()  # the first status sticks
+    with pytest.raises(Fenced):
+        w.put(b"a", b"2", await_durable=False)
+    w.close()
+    pool2 = make_pool(root=pool.desc["root"] + "-2")
+    pool2.publish_failed()
+    with pytest.raises(Unavailable):
+        pool2.check_status()

@@ -1,0 +1,222 @@
+"""The writer: validation, buffering, batches, put_many, pickling, durability hook."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from shaledb.arena_pool import ArenaPool
+from shaledb.errors import Closed, InvalidArgument, Unavailable
+from shaledb.writer import MAX_KEY_BYTES, WriteBatch, Writer
+
+CTX = multiprocessing.get_context("spawn")
+WAIT = 60
+
+
+@pytest.fixture
+def pool(tmp_path):
+    p = ArenaPool.create(
+        str(tmp_path / "db"), arena_bytes=256 << 10, max_arenas=16, initial_arenas=1, max_unflushed_bytes=64 << 20
+    )
+    yield p
+    p.destroy()
+
+
+@pytest.fixture
+def writer(pool):
+    w = Writer(pool.descriptor(), pool=pool)
+    yield w
+    w.close()
+
+
+def _value(pool, key):
+    e = pool.lookup(key)
+    return None if e is None else e[3]
+
+
+def _nothing_written(pool):
+    assert pool.next_seq() == 1 and pool.unflushed_bytes() == 0
+
+
+BAD_KEYS = ["str", 5, None, b"", b"x" * (MAX_KEY_BYTES + 1), [b"a"]]
+BAD_VALUES = ["str", 5, None, object()]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS, ids=repr)
+def test_bad_keys(pool, writer, key):
+    for call in (
+        lambda: writer.put(key, b"v"),
+        lambda: writer.put(key, b"v", await_durable=False),
+        lambda: writer.delete(key),
+        lambda: WriteBatch().put(key, b"v"),
+        lambda: writer.put_many([b"ok", key], [b"1", b"2"], await_durable=False),
+    ):
+        with pytest.raises(InvalidArgument):
+            call()
+    _nothing_written(pool)
+
+
+@pytest.mark.parametrize("value", BAD_VALUES, ids=repr)
+def test_bad_values(pool, writer, value):
+    with pytest.raises(InvalidArgument):
+        writer.put(b"k", value)
+    with pytest.raises(InvalidArgument):
+        WriteBatch().put(b"k", value)
+    with pytest.raises(InvalidArgument):
+        writer.put_many([b"k"], [value], await_durable=False)
+    _nothing_written(pool)
+
+
+def test_bad_batches_and_arrays(pool, writer):
+    with pytest.raises(InvalidArgument):
+        writer.write([(b"k", b"v")])
+    with pytest.raises(InvalidArgument):
+        writer.write(WriteBatch())
+    with pytest.raises(InvalidArgument):
+        writer.put_many([b"a", b"b"], [b"1"])
+    with pytest.raises(InvalidArgument):
+        writer.put_many([], [])
+    with pytest.raises(InvalidArgument):
+        writer.put_many(b"abc", [b"1", b"2", b"3"])
+    data = np.frombuffer(b"abcd", dtype=np.uint8)
+    with pytest.raises(InvalidArgument):  # int32 offsets
+        writer.put_many((data, np.array([0, 2, 4], dtype=np.int32)), [b"1", b"2"])
+    with pytest.raises(InvalidArgument):  # decreasing
+        writer.put_many((data, np.array([0, 3, 2], dtype=np.int64)), [b"1", b"2"])
+    with pytest.raises(InvalidArgument):  # past the end
+        writer.put_many((data, np.array([0, 2, 9], dtype=np.int64)), [b"1", b"2"])
+    with pytest.raises(InvalidArgument):  # empty key
+        writer.put_many((data, np.array([0, 0, 4], dtype=np.int64)), [b"1", b"2"])
+    with pytest.raises(InvalidArgument):  # wrong dtype of data
+        writer.put_many((data.astype(np.int16), np.array([0, 2, 4], dtype=np.int64)), [b"1", b"2"])
+    with pytest.raises(InvalidArgument):  # larger than an arena
+        writer.put(b"k", bytes(300 << 10))
+    big = WriteBatch()
+    for i in range(40):
+        big.put(b"k%d" % i, bytes(8 << 10))
+    with pytest.raises(InvalidArgument, match="one arena"):
+        writer.write(big)
+    _nothing_written(pool)
+
+
+def test_buffered_puts_are_seen_after_drain_and_keep_order(pool, writer):
+    assert writer.put(b"a", b"1", await_durable=False) is None
+    assert writer.delete(b"b", await_durable=False) is None
+    assert writer.put(b"b", b"2", await_durable=False) is None
+    assert writer.has_buffered()
+    assert writer.lookup(b"a")[3] == b"1"  # lookup drains first
+    assert writer.put(b"a", b"3", await_durable=False) is None
+    seq = writer.write(WriteBatch().put(b"a", b"4").delete(b"c"), await_durable=False)
+    assert seq == 6  # the buffered put (seq 4) went first
+    assert _value(pool, b"a") == b"4" and _value(pool, b"b") == b"2"
+    assert pool.lookup(b"c")[2] == 0  # a tombstone
+    assert writer.drain() is None
+
+
+def test_unbuffered_puts_return_seqs(pool):
+    w = Writer(pool.descriptor(), pool=pool, buffer_puts=False)
+    assert [w.put(b"k%d" % i, b"v", await_durable=False) for i in range(3)] == [1, 2, 3]
+    assert w.delete(b"k0", await_durable=False) == 4
+    w.close()
+
+
+def test_buffer_appends_when_full_or_after_linger(pool):
+    w = Writer(pool.descriptor(), pool=pool, buffer_records=10, linger=0.01)
+    for i in range(10):
+        w.put(b"k%d" % i, b"v", await_durable=False)
+    assert not w.has_buffered() and pool.next_seq() == 11
+    w.put(b"late", b"v", await_durable=False)
+    deadline = time.monotonic() + 10
+    while pool.lookup(b"late") is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert _value(pool, b"late") == b"v"  # appended by the linger thread
+    w.close()
+
+
+def test_put_many_bytes_and_numpy_split_across_arenas(pool, writer):
+    n = 5000
+    keys = [b"key%06d" % i for i in range(n)]
+    vals = [b"v%d" % i * 3 for i in range(n)]
+    last = writer.put_many(keys, vals, await_durable=False)
+    assert last == n
+    kd = np.frombuffer(b"".join(keys), dtype=np.uint8)
+    ko = np.arange(0, 9 * n + 1, 9, dtype=np.int64)
+    vd = np.full(20 * n, 7, dtype=np.uint8)
+    vo = np.arange(0, 20 * n + 1, 20, dtype=np.int64)
+    assert writer.put_many((kd, ko), (vd, vo), await_durable=False) == 2 * n
+    assert len(pool.live_slots()) > 1  # did not fit one arena
+    for i in (0, 1234, n - 1):
+        assert _value(pool, keys[i]) == bytes([7]) * 20
+    assert sum(len(o) for _, o in pool.live_runs()) == 2 * n
+
+
+def test_write_batch_is_atomic_in_one_arena(pool, writer):
+    b = WriteBatch()
+    for i in range(50):
+        b.put(b"k%02d" % i, bytes(1000))
+    writer.put_many([b"fill%d" % i for i in range(150)], [bytes(1000)] * 150, await_durable=False)
+    seq = writer.write(b, await_durable=False)
+    slots = {i for i, _, _ in pool.live_slots()}
+    holding = [
+        i for i in slots if any(pool.arena(i)[o + 16 : o + 19].tobytes() == b"k00" for o in _offs(pool, i))
+    ]
+    assert len(holding) == 1
+    assert pool.lookup(b"k49")[1] == seq and pool.lookup(b"k00")[1] == seq - 49
+
+
+def _offs(pool, i):
+    from shaledb.kernels.arena import arena_record_offsets
+
+    return arena_record_offsets(pool.arena(i))
+
+
+def test_await_durable_hook_waits_for_the_watermark(pool):
+    w = Writer(pool.descriptor(), pool=pool, timeout=5)
+    threading.Timer(0.05, pool.publish_durable, args=(1,)).start()
+    t = time.monotonic()
+    assert w.put(b"a", b"1") == 1
+    assert time.monotonic() - t >= 0.04
+    w2 = Writer(pool.descriptor(), pool=pool, timeout=0.2)
+    with pytest.raises(Unavailable, match="durable"):
+        w2.put(b"b", b"2")
+    w.close()
+    w2.close()
+
+
+def test_closed_writer_raises(pool):
+    w = Writer(pool.descriptor(), pool=pool)
+    w.put(b"a", b"1", await_durable=False)
+    w.close()
+    assert _value(pool, b"a") == b"1"  # close drained the buffer
+    with pytest.raises(Closed):
+        w.put(b"b", b"2", await_durable=False)
+    w.close()  # idempotent
+
+
+def _child_put(w, n):
+    with w:
+        for i in range(n):
+            w.put(b"child%04d" % i, b"x", await_durable=False)
+
+
+def test_pickled_writer_in_child_process(pool):
+    w = Writer(pool.descriptor(), buffer_puts=True, timeout=10)
+    w2 = pickle.loads(pickle.dumps(w))
+    assert w2._desc == pool.descriptor()
+    p = CTX.Process(target=_child_put, args=(w, 500))
+    p.start()
+    try:
+        p.join(WAIT)
+    finally:
+        if p.is_alive():
+            p.kill()
+        p.join(5)
+    assert p.exitcode == 0
+    assert _value(pool, b"child0499") == b"x" and pool.next_seq() == 501
+    # the child's arena was handed back (FULL), so sealing takes it
+    assert pool.seal() == 1
