@@ -6,6 +6,7 @@ Tests taking the ``store`` fixture run on memory, local and S3 (moto server).
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 
@@ -14,7 +15,7 @@ from shaledb.layout import manifest_key, new_sst_id, wal_key
 from shaledb.manifest import Checkpoint, Manifest, SortedRun, SstRef, decode_manifest
 from shaledb.manifest_store import ManifestStore, check_transition
 from shaledb.storage import MemoryStore
-from shaledb.storage.wrappers import ApplyThenFail, Fault, FaultyStore
+from shaledb.storage.wrappers import ApplyThenFail, Fault, FaultyStore, Gate
 
 _rng = random.Random(7)
 
@@ -280,3 +281,40 @@ def test_checkpoints():
     with pytest.raises(InvalidArgument, match="dropped"):
         w.update(lambda m: m.replace(checkpoints=()))
     assert r.remove_checkpoint(cp.id).checkpoints == ()
+
+
+# ----------------------------------------------------------------- zombies
+
+
+@pytest.mark.parametrize("where", ["manifest/", "wal/"])
+def test_paused_old_writer_resumes_fenced(where):
+    """The old writer stalls inside a create; a new writer opens; the old one resumes."""
+    inner = MemoryStore()
+    faulty = FaultyStore(inner)
+    old = ManifestStore.open_writer(faulty)
+    gate = faulty.add(Gate(ops="put_if_absent", prefix=where, timeout=30))
+    sst = ref(1, 1)
+    outcome = []
+
+    def zombie():
+        try:
+            if where == "wal/":
+                old.write_wal(2, b"late")
+            else:
+                old.publish_l0([sst], last_l0_seq=1, replay_after_wal_id=0)
+            outcome.append("ok")
+        except Fenced:
+            outcome.append("fenced")
+
+    t = threading.Thread(target=zombie)
+    t.start()
+    assert gate.wait_arrived(10)
+    new = ManifestStore.open_writer(inner)
+    gate.open()
+    t.join(30)
+    assert outcome == ["fenced"]
+    assert new.fence_wal_id == 2
+    assert inner.get(wal_key(2)) == b""
+    assert all(sst.sst_id not in m.sst_ids() for m in all_manifests(inner))
+    new.write_wal(3, b"fine")
+    assert new.publish_l0([ref(2, 2)], last_l0_seq=2, replay_after_wal_id=2).writer_epoch == 2
