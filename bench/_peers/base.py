@@ -72,10 +72,13 @@ class Adapter(abc.ABC):
         """Make everything written so far durable (WAL on: the WAL; WAL off: the memtable)."""
 
     @abc.abstractmethod
-    def run_ops(self, keys: list, values: list, is_put: list, await_durable: bool) -> tuple[list, list, list]:
-        """Run one chunk of the mixed phase in order.
+    def run_ops(self, keys: list, values: list, is_put: list, await_durable: bool,
+                deadline_ns: int) -> tuple[list, list, list]:
+        """Run one chunk of the mixed phase in order, stopping after the first
+        operation that ends past ``deadline_ns`` (``time.perf_counter_ns``).
 
-        Returns (put_latencies_ns, get_latencies_ns, get_results)."""
+        Returns (put_latencies_ns, get_latencies_ns, get_results) of the
+        operations that ran (a prefix of the chunk)."""
 
     @abc.abstractmethod
     def get_many(self, keys: list) -> tuple[list, list]:

@@ -187,8 +187,12 @@ class Driver:
                 vals = [ds.value(i) if p else None for i, p in zip(idx, is_put)]
                 flags = is_put.tolist()
                 t0 = time.perf_counter()
-                pl, gl, got = a.run_ops(keys, vals, flags, await_durable)
+                # The adapter stops after the op that crosses the deadline (slow durable puts).
+                deadline_ns = time.perf_counter_ns() + int((duration - busy) * 1e9)
+                pl, gl, got = a.run_ops(keys, vals, flags, await_durable, deadline_ns)
                 busy += time.perf_counter() - t0
+                done = len(pl) + len(gl)
+                is_put, idx = is_put[:done], idx[:done]
                 put_lat.extend(pl)
                 get_lat.extend(gl)
                 puts += len(pl)
@@ -198,7 +202,7 @@ class Driver:
                 for i, v in zip(gi, got):
                     if v != ds.value(i):
                         wrong += 1
-                bar.update(len(idx))
+                bar.update(done)
         r = self._phase("mixed", busy, puts + gets, nbytes, req)
         r.update(
             puts=puts,

@@ -101,7 +101,7 @@ class RocksdictAdapter(Adapter):
         else:
             self.db.flush(True)
 
-    def run_ops(self, keys, values, is_put, await_durable):
+    def run_ops(self, keys, values, is_put, await_durable, deadline_ns):
         db = self.db
         wo = self._wo_sync if await_durable else self._wo
         put, get = db.put, db.get
@@ -111,12 +111,16 @@ class RocksdictAdapter(Adapter):
             if p:
                 t0 = clock()
                 put(k, v, wo)
-                pl.append(clock() - t0)
+                t1 = clock()
+                pl.append(t1 - t0)
             else:
                 t0 = clock()
                 r = get(k)
-                gl.append(clock() - t0)
+                t1 = clock()
+                gl.append(t1 - t0)
                 got.append(r)
+            if t1 > deadline_ns:
+                break
         return pl, gl, got
 
     def get_many(self, keys):

@@ -255,7 +255,7 @@ class ShaleDBAdapter(Adapter):
         else:
             self.db.flush(memtable=True)
 
-    def run_ops(self, keys, values, is_put, await_durable):
+    def run_ops(self, keys, values, is_put, await_durable, deadline_ns):
         db = self.db
         put, get = db.put, db.get
         clock = time.perf_counter_ns
@@ -264,12 +264,16 @@ class ShaleDBAdapter(Adapter):
             if p:
                 t0 = clock()
                 put(k, v, await_durable=await_durable)
-                pl.append(clock() - t0)
+                t1 = clock()
+                pl.append(t1 - t0)
             else:
                 t0 = clock()
                 r = get(k)
-                gl.append(clock() - t0)
+                t1 = clock()
+                gl.append(t1 - t0)
                 got.append(r)
+            if t1 > deadline_ns:
+                break
         return pl, gl, got
 
     def get_many(self, keys):

@@ -143,7 +143,7 @@ class SlateDBAdapter(Adapter):
     def flush(self) -> None:
         self._run(self.db.flush())
 
-    def run_ops(self, keys, values, is_put, await_durable):
+    def run_ops(self, keys, values, is_put, await_durable, deadline_ns):
         db = self.db
         clock = time.perf_counter_ns
 
@@ -155,12 +155,16 @@ class SlateDBAdapter(Adapter):
                     h = await db.put(k, v)
                     if await_durable:
                         await h.await_durable()
-                    pl.append(clock() - t0)
+                    t1 = clock()
+                    pl.append(t1 - t0)
                 else:
                     t0 = clock()
                     r = await db.get(k)
-                    gl.append(clock() - t0)
+                    t1 = clock()
+                    gl.append(t1 - t0)
                     got.append(r)
+                if t1 > deadline_ns:
+                    break
             return pl, gl, got
 
         return self._run(ops())
