@@ -49,7 +49,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import xxhash
