@@ -1,0 +1,342 @@
+"""SST object framing: a pure codec, no I/O (docs/format/sst.md).
+
+An SST (``compacted/<ulid>.sst``) is, in order::
+
+    +----------------------+  offset 0
+    | data block 0         |  stored blocks, key order (kernels/block.py)
+    | ...                  |
+    | data block n-1       |
+    +----------------------+  data_end
+    | bloom block          |  optional: filter bytes + u64 xxh64
+    +----------------------+  index_offset
+    | index block          |  block offsets + index keys + u64 xxh64
+    +----------------------+  footer_offset
+    | footer (info block)  |  key range, counts, seqs, locations + u64 xxh64
+    +----------------------+  size - 32
+    | trailer (32 bytes)   |  footer location, format version, magic, xxh64
+    +----------------------+  size
+
+All integers are little-endian; every checksum is XXH64 with seed 0 over the
+bytes of its region before the checksum itself.
+
+Stored data block, by the SST's compression codec (in the footer)::
+
+    NONE:  raw block                        (the raw block ends with its own xxh64)
+    ZSTD:  raw_len:u32  zstd_frame  xxh64:u64     (xxh64 over raw_len + frame;
+                                                   the frame decompresses to the raw block)
+
+Bloom block (present when the SST has at least ``min_bloom_keys`` entries)::
+
+    filter bytes (kernels/bloom.py, self-describing)   xxh64:u64
+
+Index block (n = number of data blocks)::
+
+    n:u32  block_offset:u64[n+1]  key_offset:u32[n+1]  key bytes  xxh64:u64
+
+``block_offset[i]..block_offset[i+1]`` is stored block ``i``; ``block_offset[0]``
+is 0 and ``block_offset[n]`` is ``data_end``.  Index key ``i`` (bytes
+``key_offset[i]..key_offset[i+1]``) is ``>=`` every key of block ``i`` and
+``<`` every key of block ``i+1``; the last one is the SST's last key.  The
+first block that may hold a key ``k`` is the first whose index key is ``>= k``.
+
+Footer::
+
+    num_blocks:u32  restart_interval:u32  block_size:u32  compression:u8
+    reserved:u8[3] (0)  num_entries:u64  min_seq:u64  max_seq:u64
+    data_end:u64  bloom_offset:u64  bloom_len:u64  index_offset:u64  index_len:u64
+    sst_id:26 bytes (ULID, ASCII)  reserved:u16 (0)
+    first_key_len:u32  first_key  last_key_len:u32  last_key  xxh64:u64
+
+``bloom_len`` is 0 when there is no bloom block (then ``bloom_offset ==
+data_end``).  ``compression`` is a ``shaledb.enums.CompressionCodec``.
+
+Trailer (fixed 32 bytes at the end)::
+
+    footer_offset:u64  footer_len:u32  format_version:u16  reserved:u16 (0)
+    magic:8 bytes "ShaleSST"  xxh64:u64 (over the 24 bytes before it)
+
+``format_version`` is a ``shaledb.enums.SstFormatVersion``.  The regions are
+contiguous: ``data_end <= bloom_offset``, ``bloom_offset + bloom_len ==
+index_offset``, ``index_offset + index_len == footer_offset`` and
+``footer_offset + footer_len == size - 32``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import xxhash
+
+from shaledb.enums import CompressionCodec, SstFormatVersion
+from shaledb.errors import Corruption, InvalidArgument
+
+__all__ = [
+    "MAGIC",
+    "TRAILER_SIZE",
+    "Footer",
+    "SstInfo",
+    "Trailer",
+    "decode_bloom",
+    "decode_footer",
+    "decode_index",
+    "decode_stored_block",
+    "decode_trailer",
+    "encode_bloom",
+    "encode_footer",
+    "encode_index",
+    "encode_stored_block",
+    "encode_trailer",
+]
+
+MAGIC = b"ShaleSST"
+TRAILER_SIZE = 32
+_TRAILER = struct.Struct("<QIHH8s")  # 24 bytes, then the checksum
+_FOOTER_FIXED = struct.Struct("<IIIB3xQQQQQQQQ26sH")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+ZSTD_LEVEL = 3
+
+
+def _h(data) -> int:
+    return xxhash.xxh64_intdigest(data)
+
+
+@dataclass(frozen=True)
+class SstInfo:
+    """What the manifest records about an SST."""
+
+    sst_id: str
+    size: int
+    first_key: bytes
+    last_key: bytes
+    num_entries: int
+    min_seq: int
+    max_seq: int
+
+
+@dataclass(frozen=True)
+class Trailer:
+    footer_offset: int
+    footer_len: int
+    format_version: int = int(SstFormatVersion.V1)
+
+
+@dataclass(frozen=True)
+class Footer:
+    sst_id: str
+    num_blocks: int
+    num_entries: int
+    min_seq: int
+    max_seq: int
+    first_key: bytes
+    last_key: bytes
+    data_end: int
+    bloom_offset: int
+    bloom_len: int
+    index_offset: int
+    index_len: int
+    block_size: int
+    restart_interval: int
+    compression: int = int(CompressionCodec.NONE)
+
+
+# ------------------------------------------------------------------ trailer
+
+
+def encode_trailer(t: Trailer) -> bytes:
+    head = _TRAILER.pack(t.footer_offset, t.footer_len, t.format_version, 0, MAGIC)
+    return head + _U64.pack(_h(head))
+
+
+def decode_trailer(data: bytes, name: str, size: int) -> Trailer:
+    """The trailer from the last 32 bytes of an object of ``size`` bytes."""
+    if size < TRAILER_SIZE or len(data) != TRAILER_SIZE:
+        raise Corruption(f"{name}: truncated SST ({size} bytes, no room for the trailer)")
+    head = bytes(data[:24])
+    footer_offset, footer_len, version, reserved, magic = _TRAILER.unpack(head)
+    if magic != MAGIC:
+        raise Corruption(f"{name}: trailer: bad magic (not a ShaleDB SST, or truncated)")
+    if _U64.unpack_from(data, 24)[0] != _h(head):
+        raise Corruption(f"{name}: trailer: checksum mismatch")
+    if version not in SstFormatVersion.__members__.values():
+        raise Corruption(f"{name}: trailer: unknown SST format version {version}")
+    if reserved != 0 or footer_offset + footer_len != size - TRAILER_SIZE:
+        raise Corruption(f"{name}: trailer: footer location does not match the object size {size}")
+    return Trailer(footer_offset, footer_len, version)
+
+
+# ------------------------------------------------------------------- footer
+
+
+def encode_footer(f: Footer) -> bytes:
+    sid = f.sst_id.encode("ascii")
+    if len(sid) != 26:
+        raise InvalidArgument(f"SST id must be a 26-character ULID, got {f.sst_id!r}")
+    body = (
+        _FOOTER_FIXED.pack(
+            f.num_blocks, f.restart_interval, f.block_size, f.compression,
+            f.num_entries, f.min_seq, f.max_seq, f.data_end, f.bloom_offset, f.bloom_len,
+            f.index_offset, f.index_len, sid, 0,
+        )
+        + _U32.pack(len(f.first_key)) + f.first_key
+        + _U32.pack(len(f.last_key)) + f.last_key
+    )
+    return body + _U64.pack(_h(body))
+
+
+def decode_footer(data: bytes, name: str, footer_offset: int) -> Footer:
+    data = bytes(data)
+    what = f"{name}: footer"
+    if len(data) < _FOOTER_FIXED.size + 16:
+        raise Corruption(f"{what}: truncated")
+    if _U64.unpack_from(data, len(data) - 8)[0] != _h(data[:-8]):
+        raise Corruption(f"{what}: checksum mismatch")
+    try:
+        (nb, ri, bs, comp, ne, mn, mx, data_end, b_off, b_len, i_off, i_len, sid, reserved) = _FOOTER_FIXED.unpack_from(data)
+        p = _FOOTER_FIXED.size
+        (fk_len,) = _U32.unpack_from(data, p)
+        first = data[p + 4 : p + 4 + fk_len]
+        p += 4 + fk_len
+        (lk_len,) = _U32.unpack_from(data, p)
+        last = data[p + 4 : p + 4 + lk_len]
+        p += 4 + lk_len
+    except struct.error:
+        raise Corruption(f"{what}: does not parse") from None
+    if p != len(data) - 8 or len(first) != fk_len or len(last) != lk_len:
+        raise Corruption(f"{what}: bad key lengths")
+    try:
+        sst_id = sid.decode("ascii")
+        CompressionCodec(comp)
+    except (UnicodeDecodeError, ValueError):
+        raise Corruption(f"{what}: bad SST id or compression codec") from None
+    ok = (
+        reserved == 0
+        and nb >= 1 and ne >= nb and mn <= mx and first <= last and fk_len >= 1
+        and data_end <= b_off and b_off + b_len == i_off and i_off + i_len == footer_offset
+        and ri >= 1
+    )
+    if not ok:
+        raise Corruption(f"{what}: inconsistent fields")
+    return Footer(sst_id, nb, ne, mn, mx, first, last, data_end, b_off, b_len, i_off, i_len, bs, ri, comp)
+
+
+# -------------------------------------------------------------------- index
+
+
+def encode_index(block_offsets: np.ndarray, key_bytes: np.ndarray, key_offsets: np.ndarray) -> bytes:
+    n = len(block_offsets) - 1
+    body = b"".join(
+        (
+            _U32.pack(n),
+            np.asarray(block_offsets, dtype="<u8").tobytes(),
+            np.asarray(key_offsets, dtype="<u4").tobytes(),
+            np.asarray(key_bytes, dtype=np.uint8).tobytes(),
+        )
+    )
+    return body + _U64.pack(_h(body))
+
+
+def decode_index(data: bytes, name: str, num_blocks: int, data_end: int) -> tuple[np.ndarray, list[bytes]]:
+    """(block_offsets int64[n+1], index keys) after checking them."""
+    what = f"{name}: index block"
+    data = bytes(data)
+    n = num_blocks
+    fixed = 4 + 8 * (n + 1) + 4 * (n + 1)
+    if len(data) < fixed + 8:
+        raise Corruption(f"{what}: truncated")
+    if _U64.unpack_from(data, len(data) - 8)[0] != _h(memoryview(data)[:-8]):
+        raise Corruption(f"{what}: checksum mismatch")
+    if _U32.unpack_from(data)[0] != n:
+        raise Corruption(f"{what}: block count differs from the footer")
+    offs = np.frombuffer(data, dtype="<u8", count=n + 1, offset=4).astype(np.int64)
+    koffs = np.frombuffer(data, dtype="<u4", count=n + 1, offset=4 + 8 * (n + 1)).astype(np.int64)
+    keys_len = len(data) - 8 - fixed
+    if (
+        offs[0] != 0 or offs[-1] != data_end or np.any(np.diff(offs) <= 0)
+        or koffs[0] != 0 or koffs[-1] != keys_len or np.any(np.diff(koffs) < 1)
+    ):
+        raise Corruption(f"{what}: bad block or key offsets")
+    kb = data[fixed : fixed + keys_len]
+    keys = [kb[koffs[i] : koffs[i + 1]] for i in range(n)]
+    if any(keys[i] > keys[i + 1] for i in range(n - 1)):
+        raise Corruption(f"{what}: index keys out of order")
+    return offs, keys
+
+
+# -------------------------------------------------------------------- bloom
+
+
+def encode_bloom(filt: np.ndarray) -> bytes:
+    body = np.asarray(filt, dtype=np.uint8).tobytes()
+    return body + _U64.pack(_h(body))
+
+
+def decode_bloom(data: bytes, name: str) -> np.ndarray:
+    from shaledb.kernels.bloom import check_filter
+
+    what = f"{name}: bloom block"
+    if len(data) < 8 + 16:
+        raise Corruption(f"{what}: truncated")
+    mv = memoryview(data)
+    if _U64.unpack_from(data, len(data) - 8)[0] != _h(mv[:-8]):
+        raise Corruption(f"{what}: checksum mismatch")
+    try:
+        return check_filter(np.frombuffer(mv[:-8], dtype=np.uint8))
+    except Corruption as exc:
+        raise Corruption(f"{what}: {exc}") from None
+
+
+# ------------------------------------------------------------- data blocks
+
+
+def _zstd():
+    try:
+        import zstandard
+    except ImportError:  # pragma: no cover - the zstd extra
+        raise InvalidArgument("zstd compression needs the 'zstandard' package (pip install shaledb[zstd])") from None
+    return zstandard
+
+
+def compressor(codec: int):
+    """A callable raw block -> stored block for ``codec`` (None for NONE)."""
+    if codec == CompressionCodec.NONE:
+        return None
+    if codec == CompressionCodec.ZSTD:
+        cctx = _zstd().ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True, write_checksum=False)
+
+        def compress(raw) -> bytes:
+            body = _U32.pack(len(raw)) + cctx.compress(raw)
+            return body + _U64.pack(_h(body))
+
+        return compress
+    raise InvalidArgument(f"unknown compression codec {codec!r}")
+
+
+def encode_stored_block(raw, codec: int) -> bytes:
+    c = compressor(codec)
+    return bytes(raw) if c is None else c(bytes(raw))
+
+
+def decode_stored_block(stored, codec: int, what: str) -> np.ndarray:
+    """The raw block bytes (uint8 array) of a stored block; the raw block's own
+    checksum is checked later by the block kernels.  Corruption names ``what``."""
+    if codec == CompressionCodec.NONE:
+        if isinstance(stored, np.ndarray):
+            return stored
+        return np.frombuffer(stored, dtype=np.uint8)
+    if codec != CompressionCodec.ZSTD:
+        raise Corruption(f"{what}: unknown compression codec {codec}")
+    mv = memoryview(stored)
+    if len(mv) < 4 + 8 or _U64.unpack_from(mv, len(mv) - 8)[0] != _h(mv[:-8]):
+        raise Corruption(f"{what}: checksum mismatch (compressed block)")
+    (raw_len,) = _U32.unpack_from(mv)
+    zstandard = _zstd()
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(bytes(mv[4:-8]), max_output_size=raw_len)
+    except zstandard.ZstdError as exc:
+        raise Corruption(f"{what}: zstd frame does not decompress: {exc}") from None
+    if len(raw) != raw_len:
+        raise Corruption(f"{what}: decompressed length {len(raw)} != {raw_len}")
+    return np.frombuffer(raw, dtype=np.uint8)

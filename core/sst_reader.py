@@ -1,0 +1,213 @@
+"""Read SST objects (format: shaledb.sst_format, docs/format/sst.md).
+
+``SstReader(store, key, size=...)`` opens an SST with one ranged GET of its
+last ``TAIL_BYTES`` (trailer, footer, and usually the index and bloom block
+too; whatever is missing costs one more ranged GET), then keeps the index
+and bloom filter in memory.
+
+* ``get(key, max_seq=None)``: bloom filter -> binary search of the index ->
+  one block (through the optional block cache) -> seek inside the block.
+* ``iter_range(start, end)``: record runs ``(buf, offs)`` in key order, one
+  per block, fetching up to ``read_ahead_bytes`` of consecutive blocks per
+  ranged GET.
+
+Every checksum is verified before bytes are used; a mismatch, or an object
+shorter than its footer says, raises ``shaledb.Corruption`` naming the object
+and the block.  Thread safety: after construction a reader is immutable
+apart from the (thread-safe) block cache, so threads may share it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+
+import numpy as np
+
+from shaledb.errors import Corruption, InvalidArgument
+from shaledb.sst_format import (
+    TRAILER_SIZE,
+    SstInfo,
+    decode_bloom,
+    decode_footer,
+    decode_index,
+    decode_stored_block,
+    decode_trailer,
+)
+
+__all__ = ["SstReader"]
+
+TAIL_BYTES = 64 * 1024
+READ_AHEAD_BYTES = 256 * 1024
+
+
+class SstReader:
+    """A reader of one SST object.  Raises ObjectNotFound if it is missing."""
+
+    def __init__(self, store, key: str, *, block_cache=None, size: int | None = None,
+                 read_ahead_bytes: int = READ_AHEAD_BYTES):
+        self.store = store
+        self.key = key
+        self.block_cache = block_cache
+        self.read_ahead_bytes = max(1, int(read_ahead_bytes))
+        if size is None:
+            size = store.head(key).size
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
+            raise InvalidArgument(f"size must be an int >= 0, got {size!r}")
+        self.size = int(size)
+        tail_start = max(0, self.size - TAIL_BYTES)
+        tail = self._fetch(tail_start, self.size, "trailer")
+        trailer = decode_trailer(tail[-TRAILER_SIZE:] if len(tail) >= TRAILER_SIZE else b"", key, self.size)
+
+        def region(start: int, end: int, what: str) -> bytes:
+            if start >= tail_start:
+                return tail[start - tail_start : end - tail_start]
+            return self._fetch(start, end, what)
+
+        f = decode_footer(
+            region(trailer.footer_offset, trailer.footer_offset + trailer.footer_len, "footer"),
+            key, trailer.footer_offset,
+        )
+        self.footer = f
+        meta_start = f.bloom_offset if f.bloom_len else f.index_offset
+        if meta_start < tail_start:  # one GET for bloom + index
+            tail = self._fetch(meta_start, self.size, "index")
+            tail_start = meta_start
+        self._offsets, self._keys = decode_index(
+            region(f.index_offset, f.index_offset + f.index_len, "index"), key, f.num_blocks, f.data_end
+        )
+        if self._keys[-1] != f.last_key:
+            raise Corruption(f"{key}: index block: last index key is not the footer's last key")
+        self._bloom = None
+        if f.bloom_len:
+            self._bloom = decode_bloom(region(f.bloom_offset, f.bloom_offset + f.bloom_len, "bloom"), key)
+        self.info = SstInfo(f.sst_id, self.size, f.first_key, f.last_key, f.num_entries, f.min_seq, f.max_seq)
+
+    # ------------------------------------------------------------- fetching
+
+    @property
+    def num_blocks(self) -> int:
+        return self.footer.num_blocks
+
+    def _fetch(self, start: int, end: int, what: str) -> bytes:
+        data = self.store.get_range(self.key, start, end)
+        if len(data) != end - start:
+            raise Corruption(
+                f"{self.key}: {what}: truncated object (wanted bytes {start}..{end}, got {len(data)})"
+            )
+        return data
+
+    def _raw_block(self, i: int, stored) -> np.ndarray:
+        """Verified raw block ``i`` from its stored bytes."""
+        from shaledb.kernels.block import block_checksum_ok
+
+        what = f"{self.key}: block {i}"
+        raw = decode_stored_block(stored, self.footer.compression, what)
+        if not block_checksum_ok(raw):
+            raise Corruption(f"{what}: checksum mismatch")
+        raw.flags.writeable = False
+        return raw
+
+    def _block(self, i: int, *, fill_cache: bool = True) -> np.ndarray:
+        cache = self.block_cache
+        ck = (self.key, int(self._offsets[i]))
+        if cache is not None:
+            hit = cache.get(ck)
+            if hit is not None:
+                return hit
+        start, end = int(self._offsets[i]), int(self._offsets[i + 1])
+        raw = self._raw_block(i, self._fetch(start, end, f"block {i}"))
+        if cache is not None and fill_cache:
+            cache.put(ck, raw)
+        return raw
+
+    def _blocks(self, first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Blocks first..last-1 in order, several per ranged GET."""
+        cache = self.block_cache
+        i = first
+        while i < last:
+            if cache is not None:
+                hit = cache.get((self.key, int(self._offsets[i])))
+                if hit is not None:
+                    yield i, hit
+                    i += 1
+                    continue
+            j = i + 1
+            start = int(self._offsets[i])
+            while j < last and int(self._offsets[j + 1]) - start <= self.read_ahead_bytes:
+                j += 1
+            data = self._fetch(start, int(self._offsets[j]), f"blocks {i}..{j - 1}")
+            mv = memoryview(data)
+            for b in range(i, j):
+                s = int(self._offsets[b]) - start
+                e = int(self._offsets[b + 1]) - start
+                yield b, self._raw_block(b, np.frombuffer(mv[s:e], dtype=np.uint8))
+            i = j
+
+    # -------------------------------------------------------------- reading
+
+    def may_contain(self, key: bytes) -> bool:
+        """False only if the SST certainly holds no version of ``key``."""
+        if key < self.footer.first_key or key > self.footer.last_key:
+            return False
+        if self._bloom is not None:
+            from shaledb.kernels.bloom import bloom_may_contain
+
+            return bloom_may_contain(self._bloom, key)
+        return True
+
+    def get(self, key: bytes, max_seq: int | None = None):
+        """``(kind, seq, value | None)`` of the newest version of ``key`` (with
+        ``seq <= max_seq`` when given), or None.  A tombstone has value None."""
+        from shaledb.kernels.block import block_get, decode_block_range
+
+        key = bytes(key)
+        if not key or not self.may_contain(key):
+            return None
+        i = bisect.bisect_left(self._keys, key)
+        if i >= len(self._keys):
+            return None
+        if max_seq is None:
+            return block_get(self._block(i), key, what=f"{self.key}: block {i}")
+        hi = key + b"\x00"
+        while i < len(self._keys):
+            buf, offs = decode_block_range(self._block(i), key, hi, what=f"{self.key}: block {i}")
+            for r in offs:
+                r = int(r)
+                trailer = int.from_bytes(buf[r + 8 : r + 16].tobytes(), "little")
+                if trailer >> 8 <= max_seq:
+                    kind = trailer & 0xFF
+                    if kind == 0:
+                        return kind, trailer >> 8, None
+                    klen = int.from_bytes(buf[r : r + 4].tobytes(), "little")
+                    vlen = int.from_bytes(buf[r + 4 : r + 8].tobytes(), "little")
+                    return kind, trailer >> 8, buf[r + 16 + klen : r + 16 + klen + vlen].tobytes()
+            if self._keys[i] != key:  # the key does not continue into the next block
+                return None
+            i += 1
+        return None
+
+    def iter_range(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Record runs ``(buf, offs)`` with ``start <= key < end`` in key order
+        (one run per block, empty runs skipped).  Blocks are not added to the
+        block cache (scans would flush it), but cached blocks are used."""
+        from shaledb.kernels.block import decode_block_range
+
+        if start is not None:
+            start = bytes(start)
+        if end is not None:
+            end = bytes(end)
+            if end <= self.footer.first_key or (start is not None and end <= start):
+                return
+        if start is not None and start > self.footer.last_key:
+            return
+        first = 0 if start is None else bisect.bisect_left(self._keys, start)
+        last = len(self._keys)
+        if end is not None:
+            # block i can hold keys < end only if index key i-1 < end
+            last = min(last, bisect.bisect_left(self._keys, end) + 1)
+        for i, raw in self._blocks(first, last):
+            lo = start if i == first else None
+            buf, offs = decode_block_range(raw, lo, end, what=f"{self.key}: block {i}")
+            if len(offs):
+                yield buf, offs
