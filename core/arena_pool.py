@@ -170,6 +170,7 @@ class ArenaPool:
         self.lock = _PoolLock(shm._path(shm.segment_name(self.dbtag, "lock")), create=False)
         self._segs: dict[int, shm.Segment] = {}
         self._arenas: dict[int, np.ndarray] = {}
+        self._hdrs: dict[int, np.ndarray] = {}
         self._owned: dict[int, int] = {}  # writer_id -> slot, this process
         cap = (self.arena_bytes // 8) * 8
         #: record bytes (padding included) one batch may take: an empty arena
@@ -248,6 +249,7 @@ class ArenaPool:
             return
         self._closed = True
         self._arenas.clear()
+        self._hdrs.clear()
         self.ctl = self.counter = self.engine_words = None
         for seg in self._segs.values():
             seg.close()
@@ -619,18 +621,30 @@ class ArenaPool:
         """Newest committed version of ``key`` in any live arena:
         ``(key, seq, kind, value or None)`` or None.  Arenas recycled during
         the call are ignored (their records are in L0 by then)."""
+        karr = np.frombuffer(key, dtype=np.uint8)
+        if karr.shape[0] == 0:
+            return None
+        ctl = self.ctl
         best = None
-        for i, _st, _gen in self.live_slots():
-            a = self.arena(i)
-            h = a[: K.HEADER_BYTES].view("<u8")
+        best_seq = -1
+        for i in range(int(ctl[C_CREATED])):
+            if int(ctl[SLOT0 + SLOT_WORDS * i]) == _FREE:
+                continue
+            a = self._arenas.get(i)
+            if a is None:
+                a = self.arena(i)
+            h = self._hdrs.get(i)
+            if h is None:
+                h = self._hdrs[i] = a[: K.HEADER_BYTES].view("<u8")
             inc = int(h[K.H_INCARNATION])
-            found, kind, seq, vs, vl = K.arena_lookup(a, key)
-            if not found or (best is not None and seq <= best[1]):
+            off, kind, seq, vs, vl = K._lookup(a, karr)
+            if off < 0 or seq <= best_seq:
                 continue
-            value = bytes(a[vs : vs + vl]) if kind else None
-            if int(h[K.H_INCARNATION]) != inc or int(self.ctl[self._slot(i) + S_STATE]) == _FREE:
+            value = a[vs : vs + vl].tobytes() if kind else None
+            if int(h[K.H_INCARNATION]) != inc or int(ctl[SLOT0 + SLOT_WORDS * i]) == _FREE:
                 continue
-            best = (key, seq, kind, value)
+            best_seq = int(seq)
+            best = (key, best_seq, int(kind), value)
         return best
 
     def live_runs(self) -> list[tuple[np.ndarray, np.ndarray]]:
