@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from shaledb.errors import Fenced
 from shaledb.layout import new_sst_id, parse_manifest_key, wal_key
@@ -88,6 +88,12 @@ class ManifestModel(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ writers
 
+    @initialize(fault=st.sampled_from([None, "apply", "before"]))
+    def create_database(self, fault):
+        if fault is not None:
+            self.inject_fault("manifest/", fault)
+        self.open_writer()
+
     @rule()
     def open_writer(self):
         w = Writer(self.handle("w"))
@@ -114,6 +120,7 @@ class ManifestModel(RuleBasedStateMachine):
             w.h.write_wal(w.next_wal, b"x" * data_len)
         except Fenced:
             assert not current, "the current writer was fenced by a WAL write"
+            event("stale writer fenced on WAL write")
             return
         assert current, "a stale writer's WAL write succeeded"
         self.wal_ids.add(w.next_wal)
@@ -138,6 +145,7 @@ class ManifestModel(RuleBasedStateMachine):
             )
         except Fenced:
             assert not current, "the current writer was fenced by a publish"
+            event("stale writer fenced on publish")
             self.seq = lo - 1
             return
         assert current, "a stale writer published"
@@ -172,6 +180,7 @@ class ManifestModel(RuleBasedStateMachine):
             c.apply_compaction(removed_l0=take, removed_runs=drop_runs, new_runs=[out])
         except Fenced:
             assert not current, "the current compactor was fenced"
+            event("stale compactor fenced")
             return
         assert current, "a stale compactor compacted"
         self.l0 = [s for s in self.l0 if s not in take]
@@ -197,6 +206,9 @@ class ManifestModel(RuleBasedStateMachine):
             self.inner.head(wal_key(i))
 
     def teardown(self):
+        fired = sum(f.fired for f in self.store._faults)
+        if fired:
+            event("an injected fault fired")
         if not self.exists:
             return
         keys = [m.key for m in self.inner.list("manifest/")]
