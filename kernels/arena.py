@@ -630,18 +630,22 @@ def max_batch_bytes(arena: np.ndarray) -> int:
 
 
 def _warmup() -> None:
-    """Compile every arena kernel for the argument types used in production."""
+    """Compile every arena kernel for the argument types used in production:
+    keys and values read-only (``bytes``) or writable (numpy), in every mix."""
     arena = np.zeros(1 << 14, dtype=np.uint8)
     arena_init(arena, 64)
-    for ro in (False, True):
-        keys = np.frombuffer(b"k1k2", dtype=np.uint8) if ro else np.frombuffer(bytearray(b"k1k2"), dtype=np.uint8)
-        vals = np.frombuffer(b"v", dtype=np.uint8) if ro else np.zeros(1, dtype=np.uint8)
-        ko = np.array([0, 2, 4], dtype=np.int64)
-        vo = np.array([0, 1, 1], dtype=np.int64)
-        kinds = np.array([1, 0], dtype=np.uint8)
-        arena_append(arena, keys, ko, vals, vo, kinds, 1)
-        counter = np.ones(1, dtype=np.uint64)
-        arena_append_counted(arena, keys, ko, vals, vo, kinds, counter)
-        arena_lookup(arena, b"k1")
-        arena_lookup(arena, np.frombuffer(bytearray(b"k1"), dtype=np.uint8))
+    ko = np.array([0, 2, 4], dtype=np.int64)
+    vo = np.array([0, 1, 1], dtype=np.int64)
+    kinds = np.array([1, 0], dtype=np.uint8)
+    counter = np.ones(1, dtype=np.uint64)
+    for keys_ro in (False, True):
+        for vals_ro in (False, True):
+            keys = np.frombuffer(b"k1k2" if keys_ro else bytearray(b"k1k2"), dtype=np.uint8)
+            vals = np.frombuffer(b"v" if vals_ro else bytearray(b"v"), dtype=np.uint8)
+            arena_append_counted(arena, keys, ko, vals, vo, kinds, counter)
+            if keys_ro == vals_ro:
+                arena_append(arena, keys, ko, vals, vo, kinds, int(counter[0]))
+                counter[0] += 2
+    arena_lookup(arena, b"k1")
+    arena_lookup(arena, np.frombuffer(bytearray(b"k1"), dtype=np.uint8))
     arena_record_offsets(arena)
