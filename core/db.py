@@ -38,8 +38,9 @@ from shaledb.errors import (
     Unavailable,
 )
 from shaledb.options import MAX_KEY_BYTES, Options
+from shaledb.writer import WriteBatch, Writer
 
-__all__ = ["Db", "WriteBatch", "Writer", "open"]
+__all__ = ["Db", "EngineWriter", "WriteBatch", "Writer", "open"]
 
 _open_dbs: "weakref.WeakSet[Db]" = weakref.WeakSet()
 
@@ -276,6 +277,7 @@ class Db:
         """The newest value of ``key``, or None if absent or deleted."""
         key = _check_key(key)
         self._check_open()
+        self._mem.drain()
         return self._reader.get(key)
 
     def scan(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
@@ -283,6 +285,7 @@ class Db:
         start = _check_bound("start", start)
         end = _check_bound("end", end)
         self._check_open()
+        self._mem.drain()
         return self._reader.scan(start, end)
 
     # ------------------------------------------------------------- durability
@@ -377,805 +380,163 @@ class Db:
 
 
 # ===========================================================================
-# Write batches
+# Integration with the arena pool and the writer (shaledb.arena_pool,
+# shaledb.writer): the hooks through which writers reach the flusher.
 
 
-class WriteBatch:
-    """Puts and deletes applied atomically by ``db.write(batch)`` (one seq range).
+class EngineHooks:
+    """Writer hooks that talk to the flusher over the control channel.
 
-    Not thread-safe; build it in one thread.
+    Picklable (address, key and options only); each process connects on
+    first use.  Liveness checks while a writer waits are rate-limited.
     """
 
-    __slots__ = ("_ops",)
-
-    def __init__(self) -> None:
-        self._ops: list[tuple[int, bytes, bytes]] = []
-
-    def put(self, key: bytes, value: bytes) -> "WriteBatch":
-        key = _check_key(key)
-        self._ops.append((1, key, _check_value(value)))
-        return self
-
-    def delete(self, key: bytes) -> "WriteBatch":
-        self._ops.append((0, _check_key(key), b""))
-        return self
-
-    def __len__(self) -> int:
-        return len(self._ops)
-
-    def __repr__(self) -> str:
-        return f"<WriteBatch of {len(self._ops)} ops>"
-
-
-def _check_value(value: Any) -> bytes:
-    from shaledb.options import MAX_VALUE_BYTES
-
-    if isinstance(value, (bytearray, memoryview)):
-        value = bytes(value)
-    if not isinstance(value, bytes):
-        raise InvalidArgument(f"values must be bytes, got {type(value).__name__}")
-    if len(value) > MAX_VALUE_BYTES:
-        raise InvalidArgument(f"value of {len(value)} bytes is longer than {MAX_VALUE_BYTES}")
-    return value
-
-
-# ===========================================================================
-# The shared memtable: arenas in shared memory, their table, the seq counter.
-#
-# PROVISIONAL engine-side implementation over the arena kernels
-# (shaledb.kernels.arena), used until the arena pool and writer of the ARENA
-# work item (shaledb.arena_pool / shaledb.writer) are wired in.  Layout:
-#
-#   /dev/shm/shaledb-<roottag>-<pid>-<rand>-ctl   control words (u64):
-#       0 next seq   1 durable seq   2 manifest id   3 current generation
-#       4 closed     5 unflushed bytes (committed, not yet released)
-#       6 fenced (set by the flusher; every later call raises Fenced)
-#       16 + 4*i ..  arena slot i: state, generation, owner, reserved
-#   /dev/shm/shaledb-<...>-a<slot>                  one arena segment each
-#
-# A cross-process lock (flock on a file in the control channel's private
-# directory) serialises appends, arena hand-out, sealing and release, so a
-# seq range and the arena that holds it are chosen atomically: every seq of
-# generation G is below every seq of generation G+1, and a snapshot taken
-# under the lock holds every seq below the counter.
-
-_SHM_DIR = os.environ.get("SHALEDB_SHM_DIR", "/dev/shm")  # tmpfs; override for tests only
-_C_NEXT, _C_DURABLE, _C_MANIFEST, _C_GEN, _C_CLOSED, _C_UNFLUSHED, _C_FENCED = 0, 1, 2, 3, 4, 5, 6
-_SLOT0 = 16
-_FREE, _ACTIVE, _SEALED = 0, 1, 2
-
-
-def _root_tag(url: str) -> str:
-    import hashlib
-
-    return hashlib.blake2b(url.encode(), digest_size=6).hexdigest()
-
-
-def _segment_path(name: str) -> str:
-    return os.path.join(_SHM_DIR, name)
-
-
-def _create_segment(name: str, size: int):
-    import mmap
-
-    fd = os.open(_segment_path(name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-    try:
-        os.ftruncate(fd, size)
-        return mmap.mmap(fd, size)
-    finally:
-        os.close(fd)
-
-
-def _attach_segment(name: str):
-    import mmap
-
-    fd = os.open(_segment_path(name), os.O_RDWR)
-    try:
-        return mmap.mmap(fd, os.fstat(fd).st_size)
-    finally:
-        os.close(fd)
-
-
-def _unlink_segment(name: str) -> None:
-    try:
-        os.unlink(_segment_path(name))
-    except FileNotFoundError:
-        pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_leftover_segments(url: str) -> list[str]:
-    """Unlink shared memory left by a crashed Db of this root (its pid is gone)."""
-    prefix = f"shaledb-{_root_tag(url)}-"
-    removed = []
-    try:
-        names = os.listdir(_SHM_DIR)
-    except FileNotFoundError:
-        return removed
-    for n in names:
-        if not n.startswith(prefix):
-            continue
-        try:
-            pid = int(n[len(prefix):].split("-", 1)[0])
-        except ValueError:
-            continue
-        if not _pid_alive(pid):
-            _unlink_segment(n)
-            removed.append(n)
-    return removed
-
-
-class _FileLock:
-    """A cross-process mutex (flock) that is also a mutex among threads."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self._fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        self._tlock = threading.Lock()
-
-    def __enter__(self):
-        import fcntl
-
-        self._tlock.acquire()
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-        except BaseException:
-            self._tlock.release()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        import fcntl
-
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._tlock.release()
-
-    def close(self):
-        try:
-            os.close(self._fd)
-        except OSError:
-            pass
-
-
-class _Shared:
-    """One process's attachment to a database's shared memtable."""
-
-    def __init__(self, desc: dict, create: bool):
-        import numpy as np
-
-        from shaledb.kernels import arena as K
-
-        self.K = K
-        self.np = np
-        self.desc = desc
-        self.base = desc["base"]
-        self.max_arenas = desc["max_arenas"]
-        self.arena_bytes = desc["arena_bytes"]
-        ctl_bytes = 8 * (_SLOT0 + 4 * self.max_arenas)
-        if create:
-            self._ctl_mm = _create_segment(self.base + "-ctl", ctl_bytes)
-        else:
-            self._ctl_mm = _attach_segment(self.base + "-ctl")
-        self.ctl = np.frombuffer(self._ctl_mm, dtype=np.uint64)
-        self.counter = self.ctl[_C_NEXT:_C_NEXT + 1]
-        self.lock = _FileLock(desc["lock_path"])
-        self._arenas: dict[int, Any] = {}
-        self._mms: dict[int, Any] = {}
-
-    def slot(self, i: int) -> tuple[int, int, int]:
-        b = _SLOT0 + 4 * i
-        return int(self.ctl[b]), int(self.ctl[b + 1]), int(self.ctl[b + 2])
-
-    def set_slot(self, i: int, state: int, gen: int, owner: int) -> None:
-        b = _SLOT0 + 4 * i
-        self.ctl[b + 1] = gen
-        self.ctl[b + 2] = owner
-        self.ctl[b] = state
-
-    def seg_name(self, i: int) -> str:
-        return f"{self.base}-a{i:03d}"
-
-    def arena(self, i: int):
-        a = self._arenas.get(i)
-        if a is None:
-            try:
-                mm = _attach_segment(self.seg_name(i))
-            except FileNotFoundError:
-                return None
-            a = self.np.frombuffer(mm, dtype=self.np.uint8)
-            self._mms[i] = mm
-            self._arenas[i] = a
-        return a
-
-    def new_arena(self, i: int):
-        """REQUIRES: the lock.  Create (or reformat) the segment of slot i."""
-        a = self.arena(i)
-        if a is None:
-            mm = _create_segment(self.seg_name(i), self.arena_bytes)
-            a = self.np.frombuffer(mm, dtype=self.np.uint8)
-            self._mms[i] = mm
-            self._arenas[i] = a
-            self.K.arena_init(a)
-        return a
-
-    def live_slots(self) -> list[tuple[int, int, int]]:
-        """(slot, state, generation) of every arena holding memtable data."""
-        out = []
-        for i in range(self.max_arenas):
-            st, gen, _ = self.slot(i)
-            if st in (_ACTIVE, _SEALED):
-                out.append((i, st, gen))
-        return out
-
-    def unlink_all(self) -> None:
-        for i in range(self.max_arenas):
-            _unlink_segment(self.seg_name(i))
-        _unlink_segment(self.base + "-ctl")
-
-    def close(self) -> None:
-        self._arenas.clear()
-        self._mms.clear()
-        self.ctl = None
-        self.counter = None
-        self.lock.close()
-
-
-# ---------------------------------------------------------------- the writer
-
-
-class Writer:
-    """Appends batches to an arena of its own.  Picklable: a ``db.writer()``
-    handle sent to another process attaches there on first use.
-
-    ``with w: ...`` in the other process detaches at the end.  Thread-safe.
-    """
-
-    def __init__(self, desc: dict, control_addr, options: Options):
-        self._desc = desc
-        self._addr = control_addr
+    def __init__(self, addr, options: Options):
+        self.addr = addr
         self.options = options
-        self._sh: _Shared | None = None
-        self._control: ControlClient | None = None
-        self._slot: int | None = None
-        self._closed = False
-        self._fp = None
+        self._client: ControlClient | None = None
+        self._last_alive = 0.0
 
     def __getstate__(self):
-        return {"desc": self._desc, "addr": self._addr, "options": self.options}
+        return {"addr": self.addr, "options": self.options}
 
     def __setstate__(self, st):
-        self.__init__(st["desc"], st["addr"], st["options"])
+        self.__init__(st["addr"], st["options"])
 
-    def _attach(self) -> _Shared:
-        if self._closed:
-            raise Closed("this writer handle is closed")
-        if self._sh is None:
-            if _ONE_PUT is None:
-                _init_consts()
-            try:
-                self._sh = _Shared(self._desc, create=False)
-            except FileNotFoundError:
-                raise Closed("the database this writer belongs to is closed") from None
-            self._control = ControlClient(self._addr, self.options.request_timeout)
-            from shaledb.failpoints import Failpoints
+    def _c(self) -> ControlClient:
+        if self._client is None:
+            self._client = ControlClient(self.addr, self.options.request_timeout)
+        return self._client
 
-            self._fp = Failpoints(self.options.failpoints)
-        return self._sh
+    def await_durable(self, pool, seq: int, timeout: float) -> None:
+        if not self.options.wal:
+            # no WAL: a write is durable once its generation is in L0
+            if pool.durable_seq() < seq:
+                self._c().call("flush_memtable", timeout=timeout + 5)
+            return
+        if pool.durable_seq() >= seq:
+            return
+        pool.check_status()
+        self._c().call("await_durable", seq, timeout, timeout=timeout + 5)
 
-    # -- public API (same as Db's write methods)
+    def request_seal(self, pool) -> None:
+        self._c().call("seal")
 
-    def put(self, key: bytes, value: bytes, *, await_durable: bool = True) -> int:
-        key = _check_key(key)
-        value = _check_value(value)
-        np = _np()
-        k = np.frombuffer(key, dtype=np.uint8)
-        v = np.frombuffer(value, dtype=np.uint8)
-        return self._append(k, np.array([0, len(key)], np.int64), v, np.array([0, len(value)], np.int64),
-                            _ONE_PUT, await_durable)
+    def sealed(self, pool, gen: int) -> None:
+        pass  # the flusher finds sealed generations every flush_interval
 
-    def delete(self, key: bytes, *, await_durable: bool = True) -> int:
-        key = _check_key(key)
-        np = _np()
-        k = np.frombuffer(key, dtype=np.uint8)
-        return self._append(k, np.array([0, len(key)], np.int64), _EMPTY_U8, np.zeros(2, np.int64),
-                            _ONE_DEL, await_durable)
+    def check_alive(self, pool) -> None:
+        pool.check_status()
+        now = time.monotonic()
+        if now - self._last_alive > 0.5:
+            self._last_alive = now
+            self._c().call("ping", timeout=min(10.0, self.options.request_timeout))
 
-    def write(self, batch: WriteBatch, *, await_durable: bool = True) -> int:
-        if not isinstance(batch, WriteBatch):
-            raise InvalidArgument(f"write() takes a shaledb.WriteBatch, got {type(batch).__name__}")
-        if not len(batch):
-            raise InvalidArgument("the write batch is empty")
-        np = _np()
-        kinds = np.array([op[0] for op in batch._ops], dtype=np.uint8)
-        keys, ko = _pack([op[1] for op in batch._ops])
-        vals, vo = _pack([op[2] for op in batch._ops])
-        return self._append(keys, ko, vals, vo, kinds, await_durable)
-
-    def put_many(self, keys, values, *, await_durable: bool = True) -> int:
-        np = _np()
-        kd, ko = _as_packed(keys, "keys", is_key=True)
-        vd, vo = _as_packed(values, "values", is_key=False)
-        n = len(ko) - 1
-        if len(vo) - 1 != n:
-            raise InvalidArgument(f"put_many got {n} keys and {len(vo) - 1} values")
-        if n == 0:
-            raise InvalidArgument("put_many needs at least one pair")
-        kinds = np.ones(n, dtype=np.uint8)
-        # Split into chunks that fit one arena (each chunk is atomic).
-        limit = max(1, self._chunk_bytes())
-        sizes = ((16 + np.diff(ko) + np.diff(vo) + 7) // 8) * 8
-        csum = np.cumsum(sizes)
-        seq = 0
-        i = 0
-        while i < n:
-            base = csum[i - 1] if i else 0
-            j = int(np.searchsorted(csum, base + limit, side="right"))
-            j = max(j, i + 1)
-            j = min(j, i + max(1, self._max_records_per_batch()))
-            seq = self._append(kd, ko[i:j + 1], vd, vo[i:j + 1], kinds[i:j], False)
-            i = j
-        if await_durable:
-            self._await(seq)
-        return seq
-
-    def flush(self, memtable: bool = False) -> int:
-        self._attach()
-        return self._control.call("flush_memtable" if memtable else "flush_wal")
+    def flush(self, pool, memtable: bool) -> int:
+        return self._c().call("flush_memtable" if memtable else "flush_wal")
 
     def close(self) -> None:
-        if self._sh is not None:
-            with self._sh.lock:
-                if self._slot is not None and self._sh.ctl is not None:
-                    st, gen, owner = self._sh.slot(self._slot)
-                    if owner == self._owner_id():
-                        self._sh.set_slot(self._slot, st, gen, 0)
-                self._slot = None
-            self._sh.close()
-            self._sh = None
-        if self._control is not None:
-            self._control.close()
-            self._control = None
-        self._closed = True
-
-    def __enter__(self) -> "Writer":
-        self._attach()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    # -- internals
-
-    def _owner_id(self) -> int:
-        return (os.getpid() << 20) | (id(self) & 0xFFFFF)
-
-    def _geometry(self) -> tuple[int, int]:
-        """(record bytes, records) one empty arena takes in one batch."""
-        K = self._attach().K
-        cap = (self.options.arena_bytes // 8) * 8
-        slots = K.default_index_slots(cap)
-        return cap - K.HEADER_BYTES - 8 * slots, slots * 3 // 4
-
-    def _chunk_bytes(self) -> int:
-        return min(self._geometry()[0] // 2, self.options.l0_sst_bytes)
-
-    def _max_records_per_batch(self) -> int:
-        return max(1, self._geometry()[1] // 2)
-
-    def _acquire(self, sh: _Shared) -> int:
-        """REQUIRES: the lock.  A free slot, made ACTIVE in the current generation."""
-        gen = int(sh.ctl[_C_GEN])
-        me = self._owner_id()
-        for i in range(sh.max_arenas):
-            st, _, _ = sh.slot(i)
-            if st == _FREE:
-                sh.new_arena(i)
-                sh.set_slot(i, _ACTIVE, gen, me)
-                return i
-        return -1
-
-    def _append(self, keys, ko, vals, vo, kinds, await_durable: bool) -> int:
-        sh = self._attach()
-        need = int((((16 + (ko[1:] - ko[:-1]) + (vo[1:] - vo[:-1])) + 7) // 8 * 8).sum())
-        deadline = time.monotonic() + self.options.request_timeout
-        asked = False
-        while True:
-            if sh.ctl[_C_CLOSED]:
-                raise Closed("the database is closed")
-            if sh.ctl[_C_FENCED]:
-                raise Fenced("a newer writer opened this database; this handle is fenced")
-            if int(sh.ctl[_C_UNFLUSHED]) + need > self.options.max_unflushed_bytes and int(sh.ctl[_C_UNFLUSHED]) > 0:
-                self._backpressure(sh, deadline, asked)
-                asked = True
-                continue
-            with sh.lock:
-                slot = self._slot
-                me = self._owner_id()
-                if slot is not None:
-                    st, gen, owner = sh.slot(slot)
-                    if st != _ACTIVE or owner != me or gen != int(sh.ctl[_C_GEN]):
-                        slot = None
-                if slot is None:
-                    slot = self._acquire(sh)
-                    self._slot = slot if slot >= 0 else None
-                if slot is not None and slot >= 0:
-                    arena = sh.arena(slot)
-                    if need > sh.K.max_batch_bytes(arena):
-                        raise InvalidArgument(
-                            f"a batch of {need} bytes does not fit into an arena (arena_bytes={self.options.arena_bytes})"
-                        )
-                    if self._fp:
-                        self._fp.hit("mid-append")
-                    n, base = sh.K.arena_append_counted(arena, keys, ko, vals, vo, kinds, sh.counter)
-                    if n:
-                        sh.ctl[_C_UNFLUSHED] = sh.ctl[_C_UNFLUSHED] + _np().uint64(need)
-                        seq = base + n - 1
-                        break
-                    # full: leave it in the generation, take another one next round
-                    st, gen, _ = sh.slot(slot)
-                    sh.set_slot(slot, st, gen, 0)
-                    self._slot = None
-                    nslot = self._acquire(sh)
-                    if nslot >= 0:
-                        self._slot = nslot
-                        continue
-            # no free arena: have the flusher seal and release, then retry
-            self._backpressure(sh, deadline, asked)
-            asked = True
-        if await_durable:
-            self._await(seq)
-        return seq
-
-    def _backpressure(self, sh: _Shared, deadline: float, asked: bool) -> None:
-        if not asked:
-            self._control.call("seal")
-        if time.monotonic() > deadline:
-            raise Unavailable(
-                f"writes waited {self.options.request_timeout:g} s for the flusher to free memory (backpressure)"
-            )
-        self._control.call("ping")
-        time.sleep(0.005)
-
-    def _await(self, seq: int) -> None:
-        sh = self._sh
-        if not self.options.wal:
-            self._control.call("flush_memtable")
-            return
-        if int(sh.ctl[_C_DURABLE]) >= seq:
-            return
-        self._control.call("await_durable", seq, self.options.request_timeout,
-                           timeout=self.options.request_timeout + 5)
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
 
-def _np():
-    import numpy
+class EngineWriter(Writer):
+    """The pool's writer plus the ``mid-append`` failpoint (fires just before
+    a batch is appended; SIGKILL there is a writer dying mid-write)."""
 
-    return numpy
+    _fp = None
 
+    def _append_chunk(self, kd, ko, vd, vo, kinds, nbytes):
+        fp = self._fp
+        if fp is None:
+            from shaledb.failpoints import Failpoints
 
-_ONE_PUT = None
-_ONE_DEL = None
-_EMPTY_U8 = None
-
-
-def _init_consts() -> None:
-    global _ONE_PUT, _ONE_DEL, _EMPTY_U8
-    np = _np()
-    _ONE_PUT = np.ones(1, dtype=np.uint8)
-    _ONE_DEL = np.zeros(1, dtype=np.uint8)
-    _EMPTY_U8 = np.zeros(1, dtype=np.uint8)
-
-
-def _pack(items: list[bytes]):
-    np = _np()
-    data = b"".join(items)
-    offs = np.zeros(len(items) + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in items], out=offs[1:])
-    arr = np.frombuffer(data, dtype=np.uint8) if data else np.zeros(1, dtype=np.uint8)
-    return arr, offs
-
-
-def _as_packed(x, what: str, is_key: bool):
-    """(uint8 data, int64 offsets) from a sequence of bytes or a numpy pair."""
-    np = _np()
-    from shaledb.options import MAX_VALUE_BYTES
-
-    if isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], np.ndarray):
-        data, offs = x
-        if data.dtype != np.uint8 or data.ndim != 1:
-            raise InvalidArgument(f"{what} data must be a 1-d uint8 array")
-        offs = np.asarray(offs)
-        if offs.dtype != np.int64 or offs.ndim != 1 or len(offs) < 1:
-            raise InvalidArgument(f"{what} offsets must be a 1-d int64 array of n+1 offsets")
-        data = np.ascontiguousarray(data)
-        offs = np.ascontiguousarray(offs)
-        lens = np.diff(offs)
-        if len(offs) > 1 and (offs[0] < 0 or offs[-1] > len(data) or (lens < 0).any()):
-            raise InvalidArgument(f"{what} offsets are out of range or decreasing")
-        if len(data) == 0:
-            data = np.zeros(1, dtype=np.uint8)
-    else:
-        if isinstance(x, (bytes, str)) or not hasattr(x, "__iter__"):
-            raise InvalidArgument(f"{what} must be a sequence of bytes or a (uint8 data, int64 offsets) pair")
-        items = []
-        for item in x:
-            if isinstance(item, (bytearray, memoryview)):
-                item = bytes(item)
-            if not isinstance(item, bytes):
-                raise InvalidArgument(f"{what} must hold bytes, got {type(item).__name__}")
-            items.append(item)
-        data, offs = _pack(items)
-        lens = np.diff(offs)
-    if len(lens):
-        if is_key and (lens.min() < 1 or lens.max() > MAX_KEY_BYTES):
-            raise InvalidArgument(f"every key must be 1..{MAX_KEY_BYTES} bytes")
-        if not is_key and lens.max() > MAX_VALUE_BYTES:
-            raise InvalidArgument(f"every value must be at most {MAX_VALUE_BYTES} bytes")
-    return data, offs
-
-
-# ---------------------------------------------------------- the Db's memtable
+            opts = getattr(self._hooks, "options", None)
+            fp = self._fp = Failpoints(opts.failpoints if opts is not None else "")
+        if fp:
+            fp.hit("mid-append")
+        return super()._append_chunk(kd, ko, vd, vo, kinds, nbytes)
 
 
 class Memtable:
-    """The Db process's side: creates the shared memtable, reads it, owns cleanup."""
+    """The Db process's side of the arena pool: creation, reads, cleanup."""
 
     @classmethod
     def create(cls, url: str, options: Options) -> "Memtable":
-        import tempfile
+        from shaledb.arena_pool import ArenaPool
 
-        _init_consts()
-        remove_leftover_segments(url)
         self = cls()
         self.options = options
-        self._lockdir = tempfile.mkdtemp(prefix="shaledb-lock-")
-        self.desc = {
-            "base": f"shaledb-{_root_tag(url)}-{os.getpid()}-{os.urandom(3).hex()}",
-            "max_arenas": options.max_arenas,
-            "arena_bytes": options.arena_bytes,
-            "lock_path": os.path.join(self._lockdir, "lock"),
-        }
-        self.sh = _Shared(self.desc, create=True)
-        try:
-            with self.sh.lock:
-                for i in range(options.initial_arenas):
-                    self.sh.new_arena(i)
-        except BaseException:
-            self.sh.unlink_all()
-            raise
-        self.writer: Writer | None = None
-        self._addr = None
+        self.pool = ArenaPool.create(
+            url,
+            arena_bytes=options.arena_bytes,
+            max_arenas=options.max_arenas,
+            initial_arenas=options.initial_arenas,
+            max_unflushed_bytes=options.max_unflushed_bytes,
+            seal_bytes=options.l0_sst_bytes,
+        )
+        self.writer = None
+        self._hooks = None
         return self
 
     def descriptor(self) -> dict:
-        return self.desc
+        return self.pool.descriptor()
 
-    def flusher_view(self) -> "FlusherView":
-        return FlusherView(self.desc, attach=self.sh)
+    def flusher_view(self):
+        return self.pool
 
     def start(self, last_seq: int, control: ControlClient) -> None:
-        self.sh.ctl[_C_NEXT] = last_seq + 1
-        if int(self.sh.ctl[_C_DURABLE]) < last_seq:
-            self.sh.ctl[_C_DURABLE] = last_seq
-        self._addr = control.addr
-        self.writer = Writer(self.desc, control.addr, self.options)
+        self.pool.set_next_seq(last_seq + 1)
+        self.pool.publish_durable(last_seq)
+        self._hooks = EngineHooks(control.addr, self.options)
+        self.writer = self.new_writer_handle(pool=self.pool)
 
-    def new_writer_handle(self) -> Writer:
-        return Writer(self.desc, self._addr, self.options)
+    def new_writer_handle(self, pool=None):
+        return EngineWriter(self.descriptor(), hooks=self._hooks, timeout=self.options.request_timeout, pool=pool)
 
-    def manifest_id(self) -> int:
-        return int(self.sh.ctl[_C_MANIFEST])
+    # -- reads (shaledb.read.Reader)
 
-    def fenced(self) -> bool:
-        return bool(self.sh.ctl[_C_FENCED])
-
-    def before_flush(self) -> None:
-        pass
+    def drain(self) -> None:
+        if self.writer is not None and self.writer.has_buffered():
+            self.writer.drain()
 
     def lookup(self, key: bytes):
-        """Newest version of ``key`` in the arenas, as an Entry, or None."""
-        sh = self.sh
-        K = sh.K
-        best = None
-        for i, _st, _gen in sh.live_slots():
-            a = sh.arena(i)
-            if a is None:
-                continue
-            inc = int(a[80:88].view("<u8")[0])
-            found, kind, seq, vs, vl = K.arena_lookup(a, key)
-            if not found:
-                continue
-            value = bytes(a[vs:vs + vl]) if kind == 1 else None
-            if int(a[80:88].view("<u8")[0]) != inc or sh.slot(i)[0] == _FREE:
-                continue  # recycled meanwhile: its records are in L0 now
-            if best is None or seq > best[1]:
-                best = (key, seq, kind, value)
-        return best
+        return self.pool.lookup(key)
 
     def sorted_runs_snapshot(self):
-        """Private sorted copies of every arena's committed records."""
-        from shaledb.kernels.sort import sort_records
+        return self.pool.sorted_runs_snapshot()
 
-        sh = self.sh
-        K = sh.K
-        out = []
-        for i, _st, _gen in sh.live_slots():
-            a = sh.arena(i)
-            if a is None:
-                continue
-            inc = int(a[80:88].view("<u8")[0])
-            end = K.arena_committed(a)
-            buf = a[:end].copy()
-            if int(a[80:88].view("<u8")[0]) != inc or sh.slot(i)[0] == _FREE:
-                continue
-            offs = K.arena_record_offsets(buf, 0, end)
-            if len(offs):
-                out.append((buf, sort_records(buf, offs)))
-        return out
+    def manifest_id(self) -> int:
+        return self.pool.manifest_id()
+
+    def fenced(self) -> bool:
+        return self.pool.fenced()
+
+    def before_flush(self) -> None:
+        self.drain()
+
+    # -- shutdown
 
     def stop_writers(self) -> None:
-        if self.sh.ctl is not None:
-            self.sh.ctl[_C_CLOSED] = 1
-        if self.writer is not None:
-            w, self.writer = self.writer, None
-            w.close()
+        w, self.writer = self.writer, None
+        if w is not None:
+            try:
+                w.close()
+            except ShaleDBError:
+                pass
+        try:
+            self.pool.publish_closed()
+        except Exception:  # noqa: BLE001 - already detached
+            pass
+        if self._hooks is not None:
+            self._hooks.close()
 
     def destroy(self) -> None:
-        import shutil
-
-        self.sh.unlink_all()
-        self.sh.close()
-        shutil.rmtree(self._lockdir, ignore_errors=True)
+        self.pool.destroy()
 
 
-# ------------------------------------------------------ the flusher's view
+def attach_pool_view(desc: dict):
+    from shaledb.arena_pool import ArenaPool
 
-
-class _Gen:
-    def __init__(self, number: int, slots: list[int], view: "FlusherView"):
-        self.number = number
-        self.slots = slots
-        self._view = view
-
-    def runs(self):
-        K = self._view.sh.K
-        out = []
-        for i in self.slots:
-            a = self._view.sh.arena(i)
-            out.append((a, K.arena_record_offsets(a)))
-        return out
-
-
-class FlusherView:
-    """The flusher's side of the shared memtable (see shaledb.flusher)."""
-
-    def __init__(self, desc: dict, attach: _Shared | None = None):
-        self.sh = attach if attach is not None else _Shared(desc, create=False)
-        self._logged: dict[int, tuple[int, int]] = {}  # slot -> (incarnation, logged end)
-
-    def publish_durable(self, seq: int) -> None:
-        if self.sh.ctl is not None and int(self.sh.ctl[_C_DURABLE]) < seq:
-            self.sh.ctl[_C_DURABLE] = seq
-
-    def publish_fenced(self) -> None:
-        if self.sh.ctl is not None:
-            self.sh.ctl[_C_FENCED] = 1
-
-    def publish_manifest_id(self, mid: int) -> None:
-        if self.sh.ctl is not None:
-            self.sh.ctl[_C_MANIFEST] = mid
-
-    def wal_snapshot(self):
-        """(buf, offs, token, max_gen, max_seq) of what is not in the WAL yet, or None."""
-        sh = self.sh
-        K = sh.K
-        np = sh.np
-        with sh.lock:
-            next_seq = int(sh.ctl[_C_NEXT])
-            parts = []
-            for i, _st, gen in sh.live_slots():
-                a = sh.arena(i)
-                inc = int(a[80:88].view("<u8")[0])
-                end = K.arena_committed(a)
-                li, start = self._logged.get(i, (inc, 0))
-                if li != inc:
-                    start = 0
-                parts.append((i, a, inc, start, end, gen))
-        runs, token, max_gen = [], [], 0
-        for i, a, inc, start, end, gen in parts:
-            offs = K.arena_record_offsets(a, start, end)
-            token.append((i, inc, end))
-            if len(offs):
-                runs.append((a, offs))
-                max_gen = max(max_gen, gen)
-        if not runs:
-            self.commit(token)
-            return None
-        from shaledb.kernels.sort import concat_runs
-
-        buf, offs = concat_runs(runs) if len(runs) > 1 else runs[0]
-        return buf, np.ascontiguousarray(offs), token, max_gen, next_seq - 1
-
-    def commit(self, token) -> None:
-        for i, inc, end in token:
-            self._logged[i] = (inc, end)
-
-    def wal_committed(self, token) -> None:
-        self.commit(token)
-
-    def durable_candidate(self, token, max_seq: int) -> int:
-        return max_seq
-
-    def active_bytes(self) -> int:
-        sh = self.sh
-        total = 0
-        cur = int(sh.ctl[_C_GEN])
-        for i, st, gen in sh.live_slots():
-            if st == _ACTIVE and gen == cur:
-                a = sh.arena(i)
-                total += sh.K.arena_committed(a) - int(a[64:72].view("<u8")[0])
-        return total
-
-    def seal(self) -> None:
-        sh = self.sh
-        with sh.lock:
-            cur = int(sh.ctl[_C_GEN])
-            any_data = False
-            for i, st, gen in sh.live_slots():
-                if st == _ACTIVE:
-                    a = sh.arena(i)
-                    if sh.K.arena_committed(a) > int(a[64:72].view("<u8")[0]):
-                        any_data = True
-            if not any_data:
-                return
-            sh.ctl[_C_GEN] = cur + 1
-            for i, st, gen in sh.live_slots():
-                if st == _ACTIVE:
-                    a = sh.arena(i)
-                    if sh.K.arena_committed(a) > int(a[64:72].view("<u8")[0]):
-                        sh.set_slot(i, _SEALED, gen, 0)
-                    else:
-                        sh.set_slot(i, _FREE, 0, 0)
-
-    def has_sealed(self) -> bool:
-        return any(st == _SEALED for _, st, _ in self.sh.live_slots())
-
-    def sealed_generations(self) -> list[_Gen]:
-        gens: dict[int, list[int]] = {}
-        for i, st, gen in self.sh.live_slots():
-            if st == _SEALED:
-                gens.setdefault(gen, []).append(i)
-        return [_Gen(g, gens[g], self) for g in sorted(gens)]
-
-    def release(self, gen: _Gen) -> None:
-        sh = self.sh
-        K = sh.K
-        with sh.lock:
-            freed = 0
-            for i in gen.slots:
-                a = sh.arena(i)
-                freed += K.arena_committed(a) - int(a[64:72].view("<u8")[0])
-                K.arena_init(a)
-                sh.set_slot(i, _FREE, 0, 0)
-                self._logged.pop(i, None)
-            sh.ctl[_C_UNFLUSHED] = max(0, int(sh.ctl[_C_UNFLUSHED]) - freed)
-
-    def cleanup_orphaned(self) -> None:
-        self.sh.unlink_all()
-        import shutil
-
-        shutil.rmtree(os.path.dirname(self.sh.desc["lock_path"]), ignore_errors=True)
-
-
-def attach_pool_view(desc: dict) -> FlusherView:
-    _init_consts()
-    return FlusherView(desc)
+    return ArenaPool.attach(desc)

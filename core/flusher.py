@@ -351,6 +351,8 @@ class Flusher:
                 # L0 never leads the WAL: every record of this generation is uploaded.
                 self._upload_wal()
             replay_after = self._replay_point(gen.number)
+            if hasattr(self.pool, "begin_flush"):
+                self.pool.begin_flush(gen)
             if any(len(o) for _, o in runs):
                 self._publish_l0(runs, gen_replay_after=replay_after)
             elif replay_after > self._replay_after:
