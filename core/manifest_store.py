@@ -64,6 +64,9 @@ WRITER = "writer"
 COMPACTOR = "compactor"
 READER = "reader"
 
+#: How many SST ids that left the manifest a handle remembers (to refuse reuse).
+_MAX_RETIRED = 1_000_000
+
 _WRITER_FIELDS = ("writer_epoch", "next_wal_id", "replay_after_wal_id", "last_l0_seq")
 
 
@@ -95,7 +98,8 @@ def check_transition(
 
     old_refs = {s.sst_id: s for s in old.all_ssts()}
     new_refs = {s.sst_id: s for s in new.all_ssts()}
-    retired = set(retired)
+    if not isinstance(retired, (set, frozenset, dict)):
+        retired = set(retired)
     for sid, ref in new_refs.items():
         if sid in old_refs:
             if old_refs[sid] != ref:
@@ -190,7 +194,7 @@ class ManifestStore:
         self.role = READER
         self._obj: VersionedObject[Manifest] = VersionedObject(store, _Codec(), **self._opts)
         self.fence_wal_id: int | None = None
-        self._retired: set[str] = set()
+        self._retired: dict[str, None] = {}  # insertion-ordered set of SST ids seen leaving
         self._drop: frozenset[str] = frozenset()
         self._wal_lock = threading.Lock()
         self._wal_put_ids: dict[int, str] = {}
@@ -526,4 +530,8 @@ class ManifestStore:
 
     def _observe(self, prev: Version[Manifest] | None, new: Version[Manifest]) -> None:
         if prev is not None:
-            self._retired |= prev.value.sst_ids() - new.value.sst_ids()
+            gone = prev.value.sst_ids() - new.value.sst_ids()
+            if gone:
+                self._retired.update(dict.fromkeys(sorted(gone)))
+                while len(self._retired) > _MAX_RETIRED:  # oldest first
+                    del self._retired[next(iter(self._retired))]

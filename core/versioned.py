@@ -134,10 +134,11 @@ def create_only(
     """Create ``key`` if absent.  True if the object there is ours, False if not.
 
     "Ours" means it carries ``put_id``: this call or an earlier call with the
-    same put-id created it (an ambiguous write that landed).  Retryable
-    failures are retried with backoff until ``deadline`` (``clock.monotonic``
-    time), then raise :class:`Unavailable`; between retries the object is
-    read back, so a write that landed is never retried into a false loss.
+    same put-id created it (an ambiguous write that landed).  After any
+    failure the object is read back first, so a write that landed is never
+    retried into a false loss.  Unavailable is retried with backoff until
+    ``deadline`` (``clock.monotonic`` time), then raised; another storage
+    error is raised at once when nothing of ours is there.
     REQUIRES: the same ``put_id`` and ``data`` for every retry of one write.
     """
     from shaledb.storage.base import put_if_absent_idempotent
@@ -166,6 +167,8 @@ def create_only(
             last = e
         if meta is not None:
             return meta.put_id == put_id
+        if not isinstance(last, Unavailable):
+            raise last  # a permanent store error, and nothing of ours landed
         attempt += 1
         delay = min(1.0, 0.01 * (2**attempt)) * (0.5 + rng.random() / 2)
         if clock.monotonic() + delay > deadline:
