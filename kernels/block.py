@@ -136,10 +136,16 @@ def _ld32(a, p):
 
 @kernel
 def _ld64(a, p):
-    r = np.uint64(0)
-    for i in range(8):
-        r |= np.uint64(a[p + i]) << np.uint64(8 * i)
-    return r
+    return (
+        np.uint64(a[p])
+        | (np.uint64(a[p + 1]) << np.uint64(8))
+        | (np.uint64(a[p + 2]) << np.uint64(16))
+        | (np.uint64(a[p + 3]) << np.uint64(24))
+        | (np.uint64(a[p + 4]) << np.uint64(32))
+        | (np.uint64(a[p + 5]) << np.uint64(40))
+        | (np.uint64(a[p + 6]) << np.uint64(48))
+        | (np.uint64(a[p + 7]) << np.uint64(56))
+    )
 
 
 @kernel
@@ -211,6 +217,8 @@ def _compare(a, ap, alen, b, bp, blen):
 def _common_prefix(a, ap, alen, b, bp, blen):
     n = min(alen, blen)
     i = 0
+    while i + 8 <= n and _ld64(a, ap + i) == _ld64(b, bp + i):
+        i += 8
     while i < n and a[ap + i] == b[bp + i]:
         i += 1
     return i
