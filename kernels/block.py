@@ -362,9 +362,14 @@ def _as_offs(offs) -> np.ndarray:
 
 
 def _as_key(key) -> np.ndarray:
+    """A read-only uint8 view of ``key`` (one array type for the kernels)."""
     if not isinstance(key, (bytes, bytearray, memoryview, np.ndarray)):
         raise InvalidArgument(f"key must be bytes, not {type(key).__name__}")
-    return _as_u8(key, "key")
+    a = _as_u8(key, "key")
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
 
 
 def encode_blocks(buf, offs, block_size: int = 4096, restart_interval: int = 16) -> EncodedBlocks:
@@ -570,6 +575,7 @@ def _raise(err: int, what: str):
 
 
 _EMPTY_KEY = np.zeros(1, dtype=np.uint8)
+_EMPTY_KEY.flags.writeable = False
 
 
 def _checked(block, what):
@@ -879,6 +885,7 @@ def _warmup() -> None:
         decode_block(blk_bytes)
         seek_block(blk_bytes, b"ab")
         decode_block_range(blk_bytes, b"a", b"b")
+        decode_block_range(blk_bytes, None, b"b")
         block_get(blk_bytes, b"ab")
     body = gather_records(buf, offs)[0]
     scan_records(body)
