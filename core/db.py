@@ -325,6 +325,10 @@ class Db:
                         self._control.call("abort", timeout=10)
             except ShaleDBError as exc:
                 error = exc
+                if isinstance(exc, Unavailable) and self._proc is not None:
+                    self._proc.join(2)
+                    if not self._proc.is_alive():
+                        error = Unavailable(f"{exc} (flusher exit code {self._proc.exitcode})")
                 try:
                     self._control.call("abort", timeout=10)
                 except ShaleDBError:

@@ -228,7 +228,7 @@ class Flusher:
                     if self._failed is None:
                         try:
                             self._background_tick()
-                        except ShaleDBError as exc:
+                        except Exception as exc:  # noqa: BLE001 - retried next tick
                             self._note_error(exc)
                     continue
                 if req.op == "abort":  # stop without flushing (fenced or failed Db)
@@ -263,13 +263,15 @@ class Flusher:
                 req.done.set()
 
     def _note_error(self, exc: BaseException) -> None:
+        self.stats["errors"] = self.stats.get("errors", 0) + 1
+        self.stats["last_error"] = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, Fenced) and self._failed is None:
             self._failed = exc
             self.pool.publish_fenced()
             with self._cond:
                 self._cond.notify_all()
         elif not isinstance(exc, ShaleDBError):
-            traceback.print_exc()
+            traceback.print_exception(exc)
 
     def _run(self, req: _Request) -> Any:
         if req.op == "flush_wal":
