@@ -151,9 +151,10 @@ class SstReader:
         if key < self.footer.first_key or key > self.footer.last_key:
             return False
         if self._bloom is not None:
-            from shaledb.kernels.bloom import bloom_may_contain
+            from shaledb.kernels.bloom import _bloom_probe
 
-            return bloom_may_contain(self._bloom, key)
+            # the filter was validated at open: probe it directly
+            return bool(_bloom_probe(self._bloom, np.frombuffer(key, dtype=np.uint8), 0, len(key)))
         return True
 
     def get(self, key: bytes, max_seq: int | None = None):
