@@ -129,36 +129,52 @@ if numba.config.DISABLE_JIT:  # kernels run as plain Python: copy with slices
         dst[dst_off : dst_off + n] = src[src_off : src_off + n]
 
 
+# Array indexes below are unsigned (np.uintp): numba then skips the
+# negative-index wrap-around, and LLVM merges the byte loads into one load.
+
+
 @kernel
 def _ld32(a, p):
-    return np.int64(a[p]) | (np.int64(a[p + 1]) << 8) | (np.int64(a[p + 2]) << 16) | (np.int64(a[p + 3]) << 24)
+    q = np.uintp(p)
+    return np.int64(
+        np.uint32(a[q])
+        | (np.uint32(a[q + np.uintp(1)]) << np.uint32(8))
+        | (np.uint32(a[q + np.uintp(2)]) << np.uint32(16))
+        | (np.uint32(a[q + np.uintp(3)]) << np.uint32(24))
+    )
 
 
 @kernel
 def _ld64(a, p):
+    q = np.uintp(p)
     return (
-        np.uint64(a[p])
-        | (np.uint64(a[p + 1]) << np.uint64(8))
-        | (np.uint64(a[p + 2]) << np.uint64(16))
-        | (np.uint64(a[p + 3]) << np.uint64(24))
-        | (np.uint64(a[p + 4]) << np.uint64(32))
-        | (np.uint64(a[p + 5]) << np.uint64(40))
-        | (np.uint64(a[p + 6]) << np.uint64(48))
-        | (np.uint64(a[p + 7]) << np.uint64(56))
+        np.uint64(a[q])
+        | (np.uint64(a[q + np.uintp(1)]) << np.uint64(8))
+        | (np.uint64(a[q + np.uintp(2)]) << np.uint64(16))
+        | (np.uint64(a[q + np.uintp(3)]) << np.uint64(24))
+        | (np.uint64(a[q + np.uintp(4)]) << np.uint64(32))
+        | (np.uint64(a[q + np.uintp(5)]) << np.uint64(40))
+        | (np.uint64(a[q + np.uintp(6)]) << np.uint64(48))
+        | (np.uint64(a[q + np.uintp(7)]) << np.uint64(56))
     )
 
 
 @kernel
 def _st32(a, p, v):
-    for i in range(4):
-        a[p + i] = np.uint8((v >> (8 * i)) & 0xFF)
+    q = np.uintp(p)
+    v = np.uint64(v)
+    a[q] = np.uint8(v & np.uint64(0xFF))
+    a[q + np.uintp(1)] = np.uint8((v >> np.uint64(8)) & np.uint64(0xFF))
+    a[q + np.uintp(2)] = np.uint8((v >> np.uint64(16)) & np.uint64(0xFF))
+    a[q + np.uintp(3)] = np.uint8((v >> np.uint64(24)) & np.uint64(0xFF))
 
 
 @kernel
 def _st64(a, p, v):
+    q = np.uintp(p)
     v = np.uint64(v)
     for i in range(8):
-        a[p + i] = np.uint8((v >> np.uint64(8 * i)) & np.uint64(0xFF))
+        a[q + np.uintp(i)] = np.uint8((v >> np.uint64(8 * i)) & np.uint64(0xFF))
 
 
 @kernel
