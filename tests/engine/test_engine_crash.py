@@ -15,7 +15,7 @@ import time
 import pytest
 
 import shaledb
-from engine_util import SMALL, SPAWN, kill, open_db, reap, scan_all
+from engine_util import SMALL, SPAWN, kill, open_db, reap, s3_opts, s3_url, scan_all
 
 
 def _user(root, failpoints, opts, conn, memtable_every, stop_after):
@@ -123,8 +123,8 @@ def _wait_gone(pid: int, timeout: float) -> None:
     raise AssertionError(f"process {pid} still alive after {timeout}s")
 
 
-def _check(root, model, inflight):
-    with open_db(root) as db:
+def _check(root, model, inflight, **extra):
+    with open_db(root, **extra) as db:
         state = scan_all(db)
         for key, value in model.items():
             got = db.get(key)
@@ -154,6 +154,15 @@ def test_flusher_killed_at_failpoint(tmp_path, failpoint, memtable_every):
         db.put(b"after", b"recovery")
     with open_db(root) as db:
         assert db.get(b"after") == b"recovery"
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_flusher_killed_after_wal_upload_s3(moto_server, s3_bucket):
+    root, extra = s3_url(s3_bucket), s3_opts(moto_server)
+    model, inflight, msgs = _run_user(root, "after-wal-upload=kill@4", opts=extra, memtable_every=5)
+    assert msgs[-1][:2] == ("error", "Unavailable"), msgs[-3:]
+    _check(root, model, inflight, **extra)
 
 
 @pytest.mark.slow

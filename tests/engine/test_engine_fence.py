@@ -7,11 +7,24 @@ import time
 import pytest
 
 import shaledb
-from engine_util import open_db, scan_all
+from engine_util import open_db, s3_opts, s3_url, scan_all
 
 
 def test_second_open_fences_the_first(tmp_path):
-    root = str(tmp_path / "db")
+    _fence_scenario(str(tmp_path / "db"), {})
+
+
+@pytest.mark.s3
+def test_second_open_fences_the_first_s3(moto_server, s3_bucket):
+    _fence_scenario(s3_url(s3_bucket), s3_opts(moto_server))
+
+
+def _fence_scenario(root, extra):
+    def open_db(root):
+        from engine_util import open_db as o
+
+        return o(root, **extra)
+
     db1 = open_db(root)
     try:
         db1.put(b"before", b"1")
