@@ -452,7 +452,10 @@ def render(report: dict) -> str:
     for e in report["config"]["engines"]:
         r = eng.get(e) or {}
         m = r.get("memory") or {}
-        rows.append([e, fmt_seconds(r.get("open_s")), fmt_bytes(m.get("process_peak_rss")), fmt_bytes(m.get("children_peak_rss") or None),
+        op = fmt_seconds(r.get("open_s"))
+        if r.get("warmup_s"):
+            op += f" (jit {fmt_seconds(r['warmup_s'])})"
+        rows.append([e, op, fmt_bytes(m.get("process_peak_rss")), fmt_bytes(m.get("children_peak_rss") or None),
                      fmt_bytes(m.get("tree_peak_pss")), fmt_bytes(m.get("tree_peak_rss_sum")), m.get("tree_peak_processes", "-"),
                      f"{m['cpu_s']:.1f} s" if m.get("cpu_s") is not None else "-", fmt_seconds(r.get("wall_s"))])
     out.append(format_table(["engine", "open", "peak RSS", "largest child", "tree PSS peak", "tree RSS-sum peak", "procs", "CPU", "wall"],
@@ -481,7 +484,8 @@ def render(report: dict) -> str:
         d = (eng.get(e) or {}).get("describe") or {}
         if d:
             how.append(f"{e}: {d.get('engine')}; store {d.get('store')}")
-            for k in ("prefill_api", "flush_api", "put_api", "get_api", "scan_api", "close_api", "fsync", "writers_note"):
+            for k in ("prefill_api", "flush_api", "put_api", "get_api", "scan_api", "close_api", "fsync", "writers_note",
+                      "requests_source", "open_note"):
                 if d.get(k):
                     how.append(f"    {k.replace('_', ' ')}: {d[k]}")
     how.extend("note: " + note for note in report.get("notes", []))

@@ -120,6 +120,7 @@ class Driver:
         t0 = time.perf_counter()
         a.open()
         res["open_s"] = time.perf_counter() - t0
+        res["warmup_s"] = getattr(a, "warmup_s", None)
         ph = res["phases"]
 
         # prefill
@@ -164,6 +165,7 @@ class Driver:
         ph["close"]["records_per_s"] = ph["close"]["mb_per_s"] = None
         res["rusage_after_close"] = rusage_peaks()
 
+        res["describe"] = a.describe()  # again: some fields are known only after a run
         res["verify"] = self._verify()
         res["ok"] = bool(res["verify"]["ok"])
         return res
