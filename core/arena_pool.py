@@ -75,6 +75,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from dataclasses import dataclass
 import numpy as np
 
@@ -393,8 +394,9 @@ class ArenaPool:
         return int(self.ctl[C_MAX_UNFLUSHED])
 
     def releases(self) -> int:
-        """Counts arena releases: a reader that sees it change during a read of
-        arenas + manifest may have missed data moved to L0; retry."""
+        """A seqlock over arena releases: odd while one is in progress, +2 per
+        release.  A reader of arenas + manifest that sees it change (or odd)
+        may have missed data moved to L0 and should retry."""
         return int(self.ctl[C_RELEASES])
 
     # --------------------------------------------------------------- writer
@@ -544,6 +546,7 @@ class ArenaPool:
         """Return the arenas of a flushed generation to the pool (after its L0
         is in the manifest).  Re-formats them outside the pool lock."""
         with self.lock:
+            self.ctl[C_RELEASES] = int(self.ctl[C_RELEASES]) + 1  # odd: in progress
             for i in gen.slots:
                 self._set(i, _FLUSHING, gen.number, 0)
         for i in gen.slots:
@@ -559,7 +562,7 @@ class ArenaPool:
                 ctl[b + S_WAL_INC] = 0
                 self._set(i, _FREE, 0, 0)
             ctl[C_UNFLUSHED] = max(0, int(ctl[C_UNFLUSHED]) - freed)
-            ctl[C_RELEASES] = int(ctl[C_RELEASES]) + 1
+            ctl[C_RELEASES] = int(ctl[C_RELEASES]) + 1  # even: done
 
     # ------------------------------------------------------------------ WAL
     def wal_snapshot(self):
@@ -619,11 +622,29 @@ class ArenaPool:
     # ---------------------------------------------------------------- reads
     def lookup(self, key: bytes):
         """Newest committed version of ``key`` in any live arena:
-        ``(key, seq, kind, value or None)`` or None.  Arenas recycled during
-        the call are ignored (their records are in L0 by then)."""
+        ``(key, seq, kind, value or None)`` or None.
+
+        Consistent against a concurrent :meth:`release`: the answer comes from
+        a pass that no release overlapped (retried, for up to about a second,
+        while one is in progress), so it never mixes a recycled arena of a
+        generation with a still-live one.  Records of released generations
+        are in L0; callers read L0 after the arenas."""
         karr = np.frombuffer(key, dtype=np.uint8)
         if karr.shape[0] == 0:
             return None
+        ctl = self.ctl
+        best = None
+        for attempt in range(200):
+            r = int(ctl[C_RELEASES])
+            if r & 1:
+                time.sleep(0.005)
+                continue
+            best = self._lookup_pass(key, karr)
+            if int(ctl[C_RELEASES]) == r:
+                return best
+        return best
+
+    def _lookup_pass(self, key, karr):
         ctl = self.ctl
         best = None
         best_seq = -1
@@ -649,19 +670,36 @@ class ArenaPool:
 
     def live_runs(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Private copies ``(buf, offs)`` of the committed records of every
-        live arena (unsorted).  Recycled arenas are skipped."""
+        live arena (unsorted; only the record log is copied), from a pass that
+        no release overlapped (as :meth:`lookup`)."""
+        out: list = []
+        for _attempt in range(200):
+            r = int(self.ctl[C_RELEASES])
+            if r & 1:
+                time.sleep(0.005)
+                continue
+            out = self._live_runs_pass()
+            if int(self.ctl[C_RELEASES]) == r:
+                break
+        return out
+
+    def _live_runs_pass(self) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
         for i, _st, _gen in self.live_slots():
             a = self.arena(i)
             h = a[: K.HEADER_BYTES].view("<u8")
             inc = int(h[K.H_INCARNATION])
+            start = int(h[K.H_LOG_OFF])
             end = int(h[K.H_COMMITTED])
-            buf = a[:end].copy()
+            if end <= start:
+                continue
+            buf = a[start:end].copy()
             if int(h[K.H_INCARNATION]) != inc or int(self.ctl[self._slot(i) + S_STATE]) == _FREE:
                 continue
-            offs = K.arena_record_offsets(buf, 0, end)
-            if len(offs):
-                out.append((buf, offs))
+            n = K._count_records(buf, np.int64(0), np.int64(buf.shape[0]))
+            offs = np.empty(n, dtype=np.int64)
+            K._fill_offsets(buf, np.int64(0), offs)
+            out.append((buf, offs))
         return out
 
     def sorted_runs_snapshot(self) -> list[tuple[np.ndarray, np.ndarray]]:
