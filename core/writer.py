@@ -28,7 +28,9 @@ Batching and atomicity:
   ``drain``, ``lookup``, ``close``).  Order within a writer is kept.
   ``buffer_puts=False`` turns buffering off (every call returns its seq).
   A read in this process must call :meth:`Writer.drain` first (or use
-  :meth:`Writer.lookup`) to see buffered writes.
+  :meth:`Writer.lookup`) to see buffered writes.  At process exit (also
+  of a ``multiprocessing`` child) what is still buffered is appended, best
+  effort; a killed process loses it (it was never acknowledged).
 
 Backpressure: when the pool's unflushed bytes would exceed
 ``max_unflushed_bytes``, or no arena is free, the writer asks for a seal
@@ -53,8 +55,11 @@ Thread safety: a Writer may be shared by the threads of one process.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
+from multiprocessing import util as _mp_util
 
 import numpy as np
 
@@ -69,6 +74,26 @@ MAX_VALUE_BYTES = 256 << 20
 
 _PUT, _DEL = 1, 0
 _BYTES_LIKE = (bytes, bytearray)
+
+
+_buffering_writers: "weakref.WeakSet[Writer]" = weakref.WeakSet()
+
+
+def _drain_all_at_exit() -> None:
+    """Best effort: append what writers still buffer when the process exits
+    (a child that never closed its handle).  Waits at most 5 s per writer."""
+    for w in list(_buffering_writers):
+        try:
+            if w._bk and not w._closed:
+                w._timeout = min(w._timeout, 5.0)
+                w.drain()
+        except Exception:  # noqa: BLE001 - the database may be gone already
+            pass
+
+
+atexit.register(_drain_all_at_exit)
+# multiprocessing children leave through os._exit (no atexit): their finalizers run
+_mp_util.Finalize(None, _drain_all_at_exit, exitpriority=100)
 
 
 def _bad_type(what: str, x) -> InvalidArgument:
@@ -449,6 +474,7 @@ class Writer:
         return seq
 
     def _start_linger(self) -> None:
+        _buffering_writers.add(self)
         t = threading.Thread(target=self._linger_loop, name="shaledb-writer-linger", daemon=True)
         self._thread = t
         t.start()

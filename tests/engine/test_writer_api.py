@@ -220,3 +220,22 @@ def test_pickled_writer_in_child_process(pool):
     assert _value(pool, b"child0499") == b"x" and pool.next_seq() == 501
     # the child's arena was handed back (FULL), so sealing takes it
     assert pool.seal() == 1
+
+
+def _child_put_no_close(w, n):
+    for i in range(n):
+        w.put(b"nc%04d" % i, b"y", await_durable=False)  # buffered, never closed
+
+
+def test_buffered_writes_of_an_exiting_child_are_appended(pool):
+    w = Writer(pool.descriptor(), buffer_records=1 << 20, linger=1000, timeout=10)
+    p = CTX.Process(target=_child_put_no_close, args=(w, 100))
+    p.start()
+    try:
+        p.join(WAIT)
+    finally:
+        if p.is_alive():
+            p.kill()
+        p.join(5)
+    assert p.exitcode == 0
+    assert _value(pool, b"nc0099") == b"y"
