@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from shaledb.enums import CompressionCodec
 from shaledb.errors import Corruption, InvalidArgument
 from shaledb.sst_format import (
     TRAILER_SIZE,
@@ -121,27 +122,42 @@ class SstReader:
             cache.put(ck, raw)
         return raw
 
-    def _blocks(self, first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Blocks first..last-1 in order, several per ranged GET."""
+    def _block_groups(self, first: int, last: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(first block, raw bytes, block starts)`` covering blocks first..last-1
+        in order: a cached block alone, else runs of consecutive blocks fetched
+        with one ranged GET of up to ``read_ahead_bytes``."""
         cache = self.block_cache
         i = first
         while i < last:
             if cache is not None:
                 hit = cache.get((self.key, int(self._offsets[i])))
                 if hit is not None:
-                    yield i, hit
+                    yield i, hit, np.array([0, hit.shape[0]], dtype=np.int64)
                     i += 1
                     continue
             j = i + 1
             start = int(self._offsets[i])
-            while j < last and int(self._offsets[j + 1]) - start <= self.read_ahead_bytes:
+            while (
+                j < last
+                and int(self._offsets[j + 1]) - start <= self.read_ahead_bytes
+                and (cache is None or (self.key, int(self._offsets[j])) not in cache)
+            ):
                 j += 1
             data = self._fetch(start, int(self._offsets[j]), f"blocks {i}..{j - 1}")
-            mv = memoryview(data)
-            for b in range(i, j):
-                s = int(self._offsets[b]) - start
-                e = int(self._offsets[b + 1]) - start
-                yield b, self._raw_block(b, np.frombuffer(mv[s:e], dtype=np.uint8))
+            if self.footer.compression == CompressionCodec.NONE:
+                yield i, np.frombuffer(data, dtype=np.uint8), self._offsets[i : j + 1] - start
+            else:
+                mv = memoryview(data)
+                raws = [
+                    decode_stored_block(
+                        mv[int(self._offsets[b]) - start : int(self._offsets[b + 1]) - start],
+                        self.footer.compression, f"{self.key}: block {b}",
+                    )
+                    for b in range(i, j)
+                ]
+                starts = np.zeros(len(raws) + 1, dtype=np.int64)
+                np.cumsum([r.shape[0] for r in raws], out=starts[1:])
+                yield i, np.concatenate(raws), starts
             i = j
 
     # -------------------------------------------------------------- reading
@@ -190,9 +206,9 @@ class SstReader:
 
     def iter_range(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Record runs ``(buf, offs)`` with ``start <= key < end`` in key order
-        (one run per block, empty runs skipped).  Blocks are not added to the
+        (one run per ranged GET or cached block, empty runs skipped).  Blocks are not added to the
         block cache (scans would flush it), but cached blocks are used."""
-        from shaledb.kernels.block import decode_block_range
+        from shaledb.kernels.block import decode_blocks_range
 
         if start is not None:
             start = bytes(start)
@@ -207,8 +223,8 @@ class SstReader:
         if end is not None:
             # block i can hold keys < end only if index key i-1 < end
             last = min(last, bisect.bisect_left(self._keys, end) + 1)
-        for i, raw in self._blocks(first, last):
+        for i, raw, starts in self._block_groups(first, last):
             lo = start if i == first else None
-            buf, offs = decode_block_range(raw, lo, end, what=f"{self.key}: block {i}")
+            buf, offs = decode_blocks_range(raw, starts, lo, end, what=f"{self.key}: block", first_block=i)
             if len(offs):
                 yield buf, offs

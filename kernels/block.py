@@ -64,6 +64,7 @@ __all__ = [
     "block_get",
     "decode_block",
     "decode_block_range",
+    "decode_blocks_range",
     "encode_blocks",
     "gather_records",
     "index_separators",
@@ -487,8 +488,8 @@ def _scan(block, data_end, nr, ri, lo_key, use_lo, hi_key, use_hi, out, out_offs
     """Walk entries from restart ``ri``, emitting the records with
     lo_key <= key < hi_key into ``out``/``out_offs`` (record layout).
 
-    Returns (error, n_emitted, bytes_used); E_OUTPUT with the bytes needed
-    so far when ``out`` is too small.
+    Returns (error, n_emitted, bytes_used, stopped_at_hi); E_OUTPUT with the
+    bytes needed so far when ``out`` is too small.
     """
     scratch = np.empty(min(data_end, MAX_KEY_LEN) + 1, dtype=np.uint8)
     p = _ld32(block, data_end + 4 * ri)
@@ -506,29 +507,29 @@ def _scan(block, data_end, nr, ri, lo_key, use_lo, hi_key, use_hi, out, out_offs
             next_ri += 1
             next_restart = _ld32(block, data_end + 4 * next_ri) if next_ri < nr else data_end
         elif p > next_restart:
-            return E_RESTARTS, 0, np.int64(0)
+            return E_RESTARTS, 0, np.int64(0), False
         err, shared, unshared, vlen, t, kp = _entry_head(block, p, data_end)
         if err != _OK:
-            return err, 0, np.int64(0)
+            return err, 0, np.int64(0), False
         if (is_restart and shared != 0) or shared > klen:
-            return E_KEYLEN, 0, np.int64(0)
+            return E_KEYLEN, 0, np.int64(0), False
         newk = shared + unshared
         if newk < 1 or newk > MAX_KEY_LEN or newk > scratch.shape[0]:
-            return E_KEYLEN, 0, np.int64(0)
+            return E_KEYLEN, 0, np.int64(0), False
         vp = kp + unshared
         p = vp + vlen
         if p > next_restart:
-            return E_ENTRY, 0, np.int64(0)
+            return E_ENTRY, 0, np.int64(0), False
         _memcpy(scratch, shared, block, kp, unshared)
         klen = newk
         if use_lo and _compare(scratch, 0, klen, lo_key, 0, lo_key.shape[0]) < 0:
             continue
         if use_hi and _compare(scratch, 0, klen, hi_key, 0, hi_key.shape[0]) >= 0:
-            return _OK, nout, op
+            return _OK, nout, op, True
         rec = RECORD_HEADER + klen + vlen
         size = (rec + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
         if op + size > cap or nout >= cap_offs:
-            return E_OUTPUT, 0, op + size
+            return E_OUTPUT, 0, op + size, False
         _st32(out, op, klen)
         _st32(out, op + 4, vlen)
         _st64(out, op + 8, t)
@@ -540,8 +541,8 @@ def _scan(block, data_end, nr, ri, lo_key, use_lo, hi_key, use_hi, out, out_offs
         nout += 1
         op += size
     if p != data_end:
-        return E_ENTRY, 0, np.int64(0)
-    return _OK, nout, op
+        return E_ENTRY, 0, np.int64(0), False
+    return _OK, nout, op, False
 
 
 @kernel
@@ -617,7 +618,7 @@ def _run_scan(block, data_end, nr, ri, lo, hi, what):
     out_offs = np.empty(block.shape[0] // 11 + 1, dtype=np.int64)
     while True:
         out = np.empty(cap, dtype=np.uint8)
-        err, n, used = _scan(block, data_end, nr, ri, lo_a, use_lo, hi_a, use_hi, out, out_offs)
+        err, n, used, _ = _scan(block, data_end, nr, ri, lo_a, use_lo, hi_a, use_hi, out, out_offs)
         if err == E_OUTPUT:
             cap = max(2 * cap, 2 * int(used))
             continue
@@ -644,6 +645,66 @@ def decode_block_range(block, start=None, end=None, *, what: str = "block") -> t
         if err != _OK:
             _raise(err, what)
     return _run_scan(block, data_end, nr, int(ri), start, end, what)
+
+
+@kernel
+def _scan_blocks(data, starts, lo_key, use_lo, hi_key, use_hi, out, out_offs):
+    """Decode consecutive blocks ``data[starts[i]:starts[i+1]]`` into one run,
+    keeping lo_key <= key < hi_key (lo_key applies to the first block only;
+    blocks are in key order).  Returns (error, failing block, n, bytes)."""
+    nout = 0
+    op = np.int64(0)
+    for b in range(starts.shape[0] - 1):
+        block = data[starts[b] : starts[b + 1]]
+        err, data_end, nr = _check_block(block)
+        if err != _OK:
+            return err, b, 0, np.int64(0)
+        ri = 0
+        if use_lo and b == 0:
+            err, ri = _seek_restart(block, data_end, nr, lo_key)
+            if err != _OK:
+                return err, b, 0, np.int64(0)
+        err, n, used, stopped = _scan(
+            block, data_end, nr, ri, lo_key, use_lo and b == 0, hi_key, use_hi, out[op:], out_offs[nout:]
+        )
+        if err == E_OUTPUT:
+            return err, b, 0, op + used
+        if err != _OK:
+            return err, b, 0, np.int64(0)
+        for j in range(nout, nout + n):
+            out_offs[j] += op
+        nout += n
+        op += used
+        if stopped:  # reached hi_key: every later block is beyond it
+            break
+    return _OK, 0, nout, op
+
+
+def decode_blocks_range(data, starts, start=None, end=None, *, what: str = "block", first_block: int = 0):
+    """Decode consecutive raw blocks (block ``i`` = ``data[starts[i]:starts[i+1]]``,
+    in key order) into one record run of the entries with ``start <= key < end``.
+
+    A Corruption message reads ``"{what} {first_block + i}: ..."`` for the
+    failing block ``i``.  Decoding stops at the first block that reaches ``end``."""
+    data = _as_u8(data, "data")
+    starts = _as_offs(starts)
+    if starts.shape[0] < 1 or starts[0] < 0 or starts[-1] > data.shape[0] or np.any(np.diff(starts) < 0):
+        raise InvalidArgument("decode_blocks_range: bad block starts")
+    use_lo = start is not None
+    use_hi = end is not None
+    lo_a = _as_key(start) if use_lo else _EMPTY_KEY
+    hi_a = _as_key(end) if use_hi else _EMPTY_KEY
+    cap = 2 * data.shape[0] + 4096
+    out_offs = np.empty(data.shape[0] // 11 + 1, dtype=np.int64)
+    while True:
+        out = np.empty(cap, dtype=np.uint8)
+        err, bad, n, used = _scan_blocks(data, starts, lo_a, use_lo, hi_a, use_hi, out, out_offs)
+        if err == E_OUTPUT:
+            cap = max(2 * cap, 2 * int(used))
+            continue
+        if err != _OK:
+            _raise(err, f"{what} {first_block + int(bad)}")
+        return out[:used], out_offs[:n]
 
 
 def seek_block(block, key, *, what: str = "block") -> tuple[np.ndarray, np.ndarray]:
@@ -902,6 +963,10 @@ def _warmup() -> None:
         seek_block(blk_bytes, b"ab")
         decode_block_range(blk_bytes, b"a", b"b")
         decode_block_range(blk_bytes, None, b"b")
+    starts = np.array([0, blk.shape[0]], dtype=np.int64)
+    for d in (blk, np.frombuffer(blk.tobytes(), dtype=np.uint8)):
+        decode_blocks_range(d, starts)
+        decode_blocks_range(d, starts, b"a", b"b")
         block_get(blk_bytes, b"ab")
     body = gather_records(buf, offs)[0]
     scan_records(body)

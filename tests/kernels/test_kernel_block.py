@@ -18,6 +18,7 @@ from shaledb.kernels.block import (
     block_get,
     decode_block,
     decode_block_range,
+    decode_blocks_range,
     encode_blocks,
     gather_records,
     index_separators,
@@ -221,3 +222,34 @@ def test_seq_range_gather_and_scan_records():
     assert list(soffs) == list(boffs) and (smn, smx) == (3, MAX_SEQ)
     with pytest.raises(Corruption):
         scan_records(body[:-3])
+
+
+@hsettings(60)
+@given(runs(), st.sampled_from([1, 16]), st.sampled_from([1024, 4096]), st.data())
+def test_multi_block_decode_matches_single_blocks(recs, interval, block_size, data):
+    enc = _encode(recs, block_size, interval)
+    if enc.num_blocks == 0:
+        return
+    b0 = data.draw(st.integers(0, enc.num_blocks - 1))
+    b1 = data.draw(st.integers(b0 + 1, enc.num_blocks))
+    chunk = enc.data[enc.block_starts[b0] : enc.block_starts[b1]]
+    starts = enc.block_starts[b0 : b1 + 1] - enc.block_starts[b0]
+    in_range = recs[enc.first_idx[b0] : enc.last_idx[b1 - 1] + 1]
+    keys = sorted({r[0] for r in in_range} | {data.draw(_keys)})
+    lo = data.draw(st.one_of(st.none(), st.sampled_from(keys)))
+    hi = data.draw(st.one_of(st.none(), st.sampled_from(keys)))
+    b, o = decode_blocks_range(chunk, starts, lo, hi)
+    expect = [r for r in in_range if (lo is None or r[0] >= lo) and (hi is None or r[0] < hi)]
+    assert read_run(b, o) == expect
+
+
+def test_multi_block_decode_names_the_damaged_block():
+    recs = sorted(((b"key%04d" % i, 9, 1, b"v" * 40) for i in range(200)), key=sort_key)
+    enc = _encode(recs, 1024, 16)
+    assert enc.num_blocks > 3
+    bad = enc.data.copy()
+    bad[enc.block_starts[2] + 5] ^= 1
+    with pytest.raises(Corruption, match="obj: block 12"):
+        decode_blocks_range(bad, enc.block_starts, what="obj: block", first_block=10)
+    b, o = decode_blocks_range(bad, enc.block_starts, None, recs[3][0])  # stops before the damage
+    assert read_run(b, o) == recs[:3]
