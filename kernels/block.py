@@ -32,6 +32,8 @@ Public wrappers (they validate and allocate; the ``_``-kernels are private):
   ``>= key``, in order (binary search over restarts, then a scan).
 * ``decode_block_range(block, start=None, end=None) -> (buf, offs)``: the
   entries with ``start <= key < end``.
+* ``decode_blocks_range(data, starts, start=None, end=None)``: the same over
+  several consecutive blocks in one call (one run; used by SST scans).
 * ``block_get(block, key) -> (kind, seq, value | None) | None``: the first
   (newest) entry whose key equals ``key``.
 * Helpers for the SST and WAL codecs: ``index_separators``,
