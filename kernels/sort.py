@@ -13,7 +13,10 @@ descending), so the newest version of a key comes first.
   compares keys correctly up to ``depth + 7``: a key that ends inside the
   chunk sorts before a longer key with the same bytes (it is its prefix), and
   two words with a low byte < 8 that are equal mean the keys are equal;
-* a segment of records is ordered by its words with a stable LSD byte radix
+* when the first chunks of all records vary in many bytes they are ordered
+  by numpy's vectorised argsort (runs of equal words are then put back in
+  input order); otherwise, and for every later segment, words are ordered
+  with a stable LSD byte radix
   sort (passes whose byte is the same for every word are skipped); each run of
   equal words then becomes a new segment, one chunk deeper (low byte 8) or
   ordered by trailer descending (keys equal);
@@ -25,17 +28,24 @@ Every step is stable, so records that are fully equal keep their input order.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from shaledb.errors import InvalidArgument
-from shaledb.kernels._jit import kernel
+from shaledb.kernels._jit import kernel  # first: it settles numba's cache directory
+
+import numba  # noqa: E402,I001
 from shaledb.kernels.hashing import _load_u32, _load_u64, _prefetch, as_u8, readonly
 from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_ALIGN, RECORD_HEADER
 
 __all__ = ["check_run", "concat_runs", "sort_records"]
 
-_SMALL = 24
+_SMALL = 24  # segments this short are finished by insertion sort
 _AHEAD = 16  # records prefetched ahead when walking offsets in sorted (random) order
+_NP_SORT_MIN = 2048  # segments at least this long are sorted by numpy (vectorised)
+_RADIX_MIN = 64  # shorter runs are merge sorted, longer ones radix sorted
+_WORDS = 3  # sort words computed per visit of a record (21 key bytes): fewer random reads
 _TRAILER_DEPTH = -1
 
 
@@ -157,21 +167,30 @@ def check_run(buf, offs, *, validate: bool = True):
 
 @kernel
 def _chunk_word(buf, off, depth):
-    """Sort word of the key of the record at ``off`` for the chunk at ``depth``."""
+    """Sort word of the key of the record at ``off`` for the chunk at ``depth`` (0 past its end)."""
     klen = _key_len(buf, off)
     rem = klen - depth
+    if rem <= 0:
+        return np.uint64(0)
     p = off + RECORD_HEADER + depth
+    if rem >= 8:  # 8 bytes readable: one big-endian load, low byte replaced by the tag
+        x = (
+            (np.uint64(buf[p]) << np.uint64(56))
+            | (np.uint64(buf[p + 1]) << np.uint64(48))
+            | (np.uint64(buf[p + 2]) << np.uint64(40))
+            | (np.uint64(buf[p + 3]) << np.uint64(32))
+            | (np.uint64(buf[p + 4]) << np.uint64(24))
+            | (np.uint64(buf[p + 5]) << np.uint64(16))
+            | (np.uint64(buf[p + 6]) << np.uint64(8))
+            | np.uint64(buf[p + 7])
+        )
+        return (x & np.uint64(0xFFFFFFFFFFFFFF00)) | np.uint64(8)
     w = np.uint64(0)
-    if rem >= 7:
-        for j in range(7):
-            w = (w << np.uint64(8)) | np.uint64(buf[p + j])
-    else:
-        for j in range(7):
-            w = w << np.uint64(8)
-            if j < rem:
-                w = w | np.uint64(buf[p + j])
-    tag = rem if rem < 8 else 8
-    return (w << np.uint64(8)) | np.uint64(tag)
+    for j in range(7):
+        w = w << np.uint64(8)
+        if j < rem:
+            w = w | np.uint64(buf[p + j])
+    return (w << np.uint64(8)) | np.uint64(rem)
 
 
 @kernel
@@ -179,6 +198,7 @@ def _radix_sort(vals, idx, lo, hi, tv, ti, counts):
     """Stable sort of ``vals[lo:hi]`` ascending, permuting the payload ``idx[lo:hi]`` alike.
 
     ``tv``/``ti`` are scratch arrays as long as ``vals``; ``counts`` is int64[8, 256].
+    Returns the number of scatter passes made (0: already in order).
     """
     counts[:, :] = 0
     for i in range(lo, hi):
@@ -222,6 +242,104 @@ def _radix_sort(vals, idx, lo, hi, tv, ti, counts):
         for i in range(lo, hi):
             vals[i] = src_v[i]
             idx[i] = src_i[i]
+    return passes
+
+
+@kernel
+def _sort_pairs(vals, pidx, lo, hi, tv, ti, counts):
+    """Stable sort of ``vals[lo:hi]`` ascending, permuting ``pidx[lo:hi]`` alike.
+
+    Insertion sort when short, a merge sort (numba's stable argsort) up to
+    _RADIX_MIN, the byte radix sort beyond.  Returns 0 if nothing moved.
+    """
+    m = hi - lo
+    if m <= 32:
+        moved = 0
+        for a in range(lo + 1, hi):
+            v = vals[a]
+            q = pidx[a]
+            b = a - 1
+            while b >= lo and vals[b] > v:
+                vals[b + 1] = vals[b]
+                pidx[b + 1] = pidx[b]
+                b -= 1
+                moved = 1
+            vals[b + 1] = v
+            pidx[b + 1] = q
+        return moved
+    if m < _RADIX_MIN:
+        order = np.argsort(vals[lo:hi], kind="mergesort")
+        for i in range(m):
+            tv[lo + i] = vals[lo + order[i]]
+            ti[lo + i] = pidx[lo + order[i]]
+        for i in range(lo, hi):
+            vals[i] = tv[i]
+            pidx[i] = ti[i]
+        return 1
+    return _radix_sort(vals, pidx, lo, hi, tv, ti, counts)
+
+
+@kernel
+def _segment_sort(vals, pidx, lo, hi, tv, ti, counts, pk):
+    """Stable sort of ``vals[lo:hi]`` with ``pidx[lo:hi]`` set to the source positions.
+
+    Segments up to _NP_SORT_MIN use ``_sort_pairs``.  Larger ones are packed like
+    the first level (top bits of the word above the position), sorted by
+    numpy's vectorised sort, then runs that tie on the top bits are finished on
+    the full word.  Returns 0 when the segment was already in order.
+    """
+    m = hi - lo
+    for i in range(lo, hi):
+        pidx[i] = i
+    if m < _NP_SORT_MIN:
+        return _sort_pairs(vals, pidx, lo, hi, tv, ti, counts)
+    ib = 1
+    while (np.int64(1) << ib) < m:
+        ib += 1
+    lmask = (np.uint64(1) << np.uint64(ib)) - np.uint64(1)
+    keep = ~lmask
+    for i in range(lo, hi):
+        pk[i] = (vals[i] & keep) | np.uint64(i - lo)
+    with numba.objmode():
+        pk[lo:hi].sort()
+    for i in range(lo, hi):
+        p = lo + np.int64(pk[i] & lmask)
+        pidx[i] = p
+        tv[i] = vals[p]
+    for i in range(lo, hi):
+        vals[i] = tv[i]
+    i = lo
+    while i < hi:
+        t = vals[i] & keep
+        j = i + 1
+        while j < hi and (vals[j] & keep) == t:
+            j += 1
+        if j - i > 1:
+            _sort_pairs(vals, pidx, i, j, tv, ti, counts)
+        i = j
+    return 1
+
+
+@kernel
+def _permute(a, pidx, lo, hi, tmp):
+    """``a[lo:hi] = a[pidx[lo:hi]]`` (``pidx`` a permutation of ``lo..hi-1``)."""
+    for i in range(lo, hi):
+        tmp[i] = a[pidx[i]]
+    for i in range(lo, hi):
+        a[i] = tmp[i]
+
+
+@kernel
+def _permute_rows(a, pidx, lo, hi, tmp):
+    """``a[lo:hi, :] = a[pidx[lo:hi], :]`` for a 2-D ``a``."""
+    w = a.shape[1]
+    for i in range(lo, hi):
+        p = pidx[i]
+        for k in range(w):
+            tmp[i, k] = a[p, k]
+    for i in range(lo, hi):
+        for k in range(w):
+            a[i, k] = tmp[i, k]
 
 
 @kernel
@@ -237,61 +355,178 @@ def _insertion_sort(buf, ro, lo, hi, depth):
 
 
 @kernel
-def _sort_records(buf, offs):
+def _fill_words(buf, ro, words, lo, hi, depth):
+    """``words[i, k]`` = sort word of record ``ro[i]`` at ``depth + 7k``: one visit, _WORDS chunks."""
+    for i in range(lo, hi):
+        _prefetch(buf, ro[min(i + _AHEAD, hi - 1)] + RECORD_HEADER + depth)
+        off = ro[i]
+        for k in range(_WORDS):
+            words[i, k] = _chunk_word(buf, off, depth + 7 * k)
+
+
+@kernel
+def _top_words(buf, offs, ibits):
+    """First _WORDS sort words and the trailer of every record, in input order
+    (sequential reads), and the packed keys: the top ``64 - ibits`` bits of the
+    first word above the record's input index (``ibits`` bits)."""
     n = offs.shape[0]
-    ro = offs.copy()  # the offsets themselves are permuted (one indirection less than indices)
+    words = np.empty((n, _WORDS + 1), dtype=np.uint64)  # last column: trailers
+    packed = np.empty(n, dtype=np.uint64)
+    keep = ~((np.uint64(1) << np.uint64(ibits)) - np.uint64(1))
+    for i in range(n):
+        _prefetch(buf, offs[min(i + _AHEAD, n - 1)] + RECORD_HEADER)
+        off = offs[i]
+        for k in range(_WORDS):
+            words[i, k] = _chunk_word(buf, off, 7 * k)
+        words[i, _WORDS] = _trailer(buf, off)
+        packed[i] = (words[i, 0] & keep) | np.uint64(i)
+    return words, packed
+
+
+@kernel
+def _cached_compare(buf, ro, words, tr, x, y, depth, have, base):
+    """Record order of positions ``x`` and ``y`` whose keys agree before ``depth``,
+    using the ``have`` cached sort words and cached trailers first."""
+    for k in range(have):
+        r = (base + k) % _WORDS
+        a = words[x, r]
+        b = words[y, r]
+        if a != b:
+            return -1 if a < b else 1
+        if (a & np.uint64(0xFF)) != np.uint64(8):
+            have = -1  # keys are equal
+            break
+    if have >= 0:
+        c = _compare_keys_from(buf, ro[x], ro[y], depth + 7 * have)
+        if c != 0:
+            return c
+    if tr[x] == tr[y]:
+        return 0
+    return -1 if tr[x] > tr[y] else 1
+
+
+@kernel
+def _small_sort(buf, ro, words, tr, pidx, ti, tv, lo, hi, depth, have, base):
+    """Stable insertion sort of a small segment (a leaf: cached words are not kept)."""
+    for i in range(lo, hi):
+        pidx[i] = i
+    for i in range(lo + 1, hi):
+        x = pidx[i]
+        j = i - 1
+        while j >= lo and _cached_compare(buf, ro, words, tr, pidx[j], x, depth, have, base) > 0:
+            pidx[j + 1] = pidx[j]
+            j -= 1
+        pidx[j + 1] = x
+    _permute(ro, pidx, lo, hi, ti)
+    _permute(tr, pidx, lo, hi, tv)
+
+
+@kernel
+def _push_groups(vals, lo, hi, depth, have, base, st, top):
+    """Push every run of >= 2 equal words of ``vals[lo:hi]`` as a segment one level down.
+
+    A stack entry is (lo, hi, depth, cached words left, slot of the first).
+    """
+    i = lo
+    while i < hi:
+        v = vals[i]
+        j = i + 1
+        while j < hi and vals[j] == v:
+            j += 1
+        if j - i > 1:
+            st[top, 0] = i
+            st[top, 1] = j
+            if (v & np.uint64(0xFF)) == np.uint64(8):
+                st[top, 2] = depth + 7
+                st[top, 3] = have - 1
+                st[top, 4] = (base + 1) % _WORDS
+            else:
+                st[top, 2] = _TRAILER_DEPTH
+                st[top, 3] = 0
+                st[top, 4] = 0
+            top += 1
+        i = j
+    return top
+
+
+@kernel
+def _sort_records(buf, offs, top_words, packed, ibits):
+    """Sort the records given ``_top_words`` and its packed keys sorted ascending.
+
+    Sorted packed keys order the records by the top bits of their first word,
+    ties by input index; runs of equal top bits are refined from the full
+    first word on.
+    """
+    n = offs.shape[0]
+    words = np.empty((n, _WORDS), dtype=np.uint64)  # cached sort words, aligned with ro
+    tw = np.empty((n, _WORDS), dtype=np.uint64)
+    tr = np.empty(n, dtype=np.uint64)  # cached trailers, aligned with ro
     vals = np.empty(n, dtype=np.uint64)
+    ro = np.empty(n, dtype=np.int64)  # the offsets themselves are permuted
+    pidx = np.empty(n, dtype=np.int64)
     tv = np.empty(n, dtype=np.uint64)
     ti = np.empty(n, dtype=np.int64)
+    pk = np.empty(n, dtype=np.uint64)
     counts = np.zeros((8, 256), dtype=np.int64)
-    cap = n // 2 + 2
-    st_lo = np.empty(cap, dtype=np.int64)
-    st_hi = np.empty(cap, dtype=np.int64)
-    st_depth = np.empty(cap, dtype=np.int64)
-    st_lo[0] = 0
-    st_hi[0] = n
-    st_depth[0] = 0
-    top = 1
+    mask = (np.uint64(1) << np.uint64(ibits)) - np.uint64(1)
+    sh = np.uint64(ibits)
+    for i in range(n):
+        ro[i] = offs[np.int64(packed[i] & mask)]
+    st = np.empty((n // 2 + 2, 5), dtype=np.int64)
+    top = 0
+    i = 0
+    while i < n:
+        pre = packed[i] >> sh
+        j = i + 1
+        while j < n and (packed[j] >> sh) == pre:
+            j += 1
+        if j - i > 1:
+            for t in range(i, j):
+                q = np.int64(packed[t] & mask)
+                tr[t] = top_words[q, _WORDS]
+                for k in range(_WORDS):
+                    words[t, k] = top_words[q, k]
+            st[top, 0] = i
+            st[top, 1] = j
+            st[top, 2] = 0
+            st[top, 3] = _WORDS
+            st[top, 4] = 0
+            top += 1
+        i = j
     while top > 0:
         top -= 1
-        lo = st_lo[top]
-        hi = st_hi[top]
-        depth = st_depth[top]
-        m = hi - lo
-        if m <= 1:
-            continue
-        if m <= _SMALL:
-            if depth == _TRAILER_DEPTH:
-                # keys are equal: compare from the end of the key
-                _insertion_sort(buf, ro, lo, hi, _key_len(buf, ro[lo]))
-            else:
-                _insertion_sort(buf, ro, lo, hi, depth)
-            continue
+        lo = st[top, 0]
+        hi = st[top, 1]
+        depth = st[top, 2]
+        have = st[top, 3]
+        base = st[top, 4]
         if depth == _TRAILER_DEPTH:
+            # keys are equal: order by cached trailer, descending
             for i in range(lo, hi):
-                _prefetch(buf, ro[min(i + _AHEAD, hi - 1)] + 8)
-                vals[i] = ~_trailer(buf, ro[i])
-            _radix_sort(vals, ro, lo, hi, tv, ti, counts)
+                vals[i] = ~tr[i]
+            if _segment_sort(vals, pidx, lo, hi, tv, ti, counts, pk) > 0:
+                _permute(ro, pidx, lo, hi, ti)
+                _permute(tr, pidx, lo, hi, tv)
             continue
+        if hi - lo <= _SMALL:
+            _small_sort(buf, ro, words, tr, pidx, ti, tv, lo, hi, depth, have, base)
+            continue
+        if have == 0:
+            _fill_words(buf, ro, words, lo, hi, depth)
+            have = _WORDS
+            base = 0
+        v0 = words[lo, base]
+        same = True
         for i in range(lo, hi):
-            _prefetch(buf, ro[min(i + _AHEAD, hi - 1)] + RECORD_HEADER + depth)
-            vals[i] = _chunk_word(buf, ro[i], depth)
-        _radix_sort(vals, ro, lo, hi, tv, ti, counts)
-        i = lo
-        while i < hi:
-            v = vals[i]
-            j = i + 1
-            while j < hi and vals[j] == v:
-                j += 1
-            if j - i > 1:
-                st_lo[top] = i
-                st_hi[top] = j
-                if (v & np.uint64(0xFF)) == np.uint64(8):
-                    st_depth[top] = depth + 7
-                else:
-                    st_depth[top] = _TRAILER_DEPTH
-                top += 1
-            i = j
+            v = words[i, base]
+            vals[i] = v
+            same = same and v == v0
+        if not same and _segment_sort(vals, pidx, lo, hi, tv, ti, counts, pk) > 0:
+            _permute(ro, pidx, lo, hi, ti)
+            _permute(tr, pidx, lo, hi, tv)
+            if have > 1:
+                _permute_rows(words, pidx, lo, hi, tw)
+        top = _push_groups(vals, lo, hi, depth, have, base, st, top)
     return ro
 
 
@@ -301,9 +536,19 @@ def sort_records(buf, offs, *, validate: bool = True) -> np.ndarray:
     Stable: records with equal key and trailer keep their input order.
     """
     buf, offs = check_run(buf, offs, validate=validate)
-    if offs.shape[0] == 0:
+    n = offs.shape[0]
+    if n == 0:
         return np.empty(0, dtype=np.int64)
-    return _sort_records(buf, offs)
+    if n >= 1 << 40:
+        raise InvalidArgument(f"too many records to sort at once: {n}")
+    ibits = max(1, (n - 1).bit_length())
+    words, packed = _top_words(buf, offs, ibits)
+    packed.sort()  # numpy's vectorised sort (AVX-512 / AVX2 where available)
+    with warnings.catch_warnings():
+        # compiling the objmode block (numpy's sort inside the kernel) warns that
+        # it holds the GIL; that is intended
+        warnings.simplefilter("ignore", numba.NumbaWarning)
+        return _sort_records(buf, offs, words, packed, ibits)
 
 
 def concat_runs(runs) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kernels_testlib import hsettings
+from kernels_testlib import NOJIT, hsettings
 from reference.sort import decode_run, encode_run, sort_key, sort_offsets
 
 from shaledb.errors import InvalidArgument
@@ -116,3 +116,27 @@ def test_rejects_bad_types():
         sort_records(np.zeros(24, dtype=np.uint8), np.zeros((1, 1), dtype=np.int64))
     with pytest.raises(InvalidArgument):
         sort_records(np.zeros(24, dtype=np.uint8), ["x"])
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_large_segments_take_every_path(seed):
+    """Enough records sharing prefixes to reach the numpy, radix, merge and
+    re-visit (beyond the cached 21 bytes) paths, plus long runs of versions."""
+    rng = np.random.default_rng(seed)
+    n = 2600 if NOJIT else 6000  # 40 % share a prefix: a segment above _NP_SORT_MIN
+    records = []
+    for i in range(n):
+        r = rng.random()
+        if r < 0.4:
+            key = b"shared/prefix/" + rng.integers(48, 52, int(rng.integers(0, 30)), dtype=np.uint8).tobytes()
+        elif r < 0.55:
+            key = b"x" * 25 + rng.integers(0, 3, int(rng.integers(1, 6)), dtype=np.uint8).tobytes()
+        elif r < 0.65:
+            key = b"hot-key"  # a long run of versions of one key
+        else:
+            key = rng.integers(0, 256, int(rng.integers(1, 12)), dtype=np.uint8).tobytes()
+        seq = int(rng.integers(0, 40)) if r < 0.65 else int(rng.integers(0, MAX_SEQ))
+        records.append((key, seq, int(rng.integers(0, 2)), b""))
+    buf, offs = encode_run(records)
+    got = sort_records(buf, offs)
+    assert got.tolist() == sort_offsets(buf, offs)
