@@ -104,6 +104,7 @@ NO_ARENA = -2  # every arena is in use and max_arenas exist
 
 _FREE, _ACTIVE, _FULL, _SEALED, _FLUSHING = (int(s) for s in ArenaState)
 _LIVE = (_ACTIVE, _FULL, _SEALED, _FLUSHING)
+_FENCED = int(PoolStatus.FENCED)
 
 
 class _PoolLock:
@@ -172,6 +173,7 @@ class ArenaPool:
         self._segs: dict[int, shm.Segment] = {}
         self._arenas: dict[int, np.ndarray] = {}
         self._hdrs: dict[int, np.ndarray] = {}
+        self._states = self.ctl[SLOT0 + S_STATE :: SLOT_WORDS]  # per-arena state column
         self._owned: dict[int, int] = {}  # writer_id -> slot, this process
         cap = (self.arena_bytes // 8) * 8
         #: record bytes (padding included) one batch may take: an empty arena
@@ -251,6 +253,7 @@ class ArenaPool:
         self._closed = True
         self._arenas.clear()
         self._hdrs.clear()
+        self._states = None
         self.ctl = self.counter = self.engine_words = None
         for seg in self._segs.values():
             seg.close()
@@ -358,7 +361,7 @@ class ArenaPool:
         self._publish_status(PoolStatus.FAILED)
 
     def fenced(self) -> bool:
-        return self.ctl is not None and int(self.ctl[C_STATUS]) == PoolStatus.FENCED
+        return self.ctl is not None and int(self.ctl[C_STATUS]) == _FENCED
 
     def publish_manifest_id(self, mid: int) -> None:
         if self.ctl is not None:
@@ -645,11 +648,11 @@ class ArenaPool:
         return best
 
     def _lookup_pass(self, key, karr):
-        ctl = self.ctl
+        states = self._states
         best = None
         best_seq = -1
-        for i in range(int(ctl[C_CREATED])):
-            if int(ctl[SLOT0 + SLOT_WORDS * i]) == _FREE:
+        for i in range(int(self.ctl[C_CREATED])):
+            if not states[i]:
                 continue
             a = self._arenas.get(i)
             if a is None:
@@ -657,12 +660,12 @@ class ArenaPool:
             h = self._hdrs.get(i)
             if h is None:
                 h = self._hdrs[i] = a[: K.HEADER_BYTES].view("<u8")
-            inc = int(h[K.H_INCARNATION])
+            inc = h[K.H_INCARNATION]
             off, kind, seq, vs, vl = K._lookup(a, karr)
             if off < 0 or seq <= best_seq:
                 continue
             value = a[vs : vs + vl].tobytes() if kind else None
-            if int(h[K.H_INCARNATION]) != inc or int(ctl[SLOT0 + SLOT_WORDS * i]) == _FREE:
+            if h[K.H_INCARNATION] != inc or states[i] == _FREE:
                 continue
             best_seq = int(seq)
             best = (key, best_seq, int(kind), value)
