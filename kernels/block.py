@@ -55,7 +55,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from shaledb.errors import Corruption, InvalidArgument
+from shaledb.errors import Corruption, Internal, InvalidArgument
 from shaledb.kernels._jit import kernel
 from shaledb.kernels.hashing import _xxh64
 from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_ALIGN, RECORD_HEADER
@@ -288,10 +288,16 @@ def _encode(buf, offs, block_size, restart_interval, out, block_starts, first_id
     prev_r = np.int64(-1)
     prev_k = np.int64(0)
     prev_t = np.uint64(0)
+    blen = buf.shape[0]
+    cap = out.shape[0]
     for i in range(n):
         r = offs[i]
+        if r < 0 or r + RECORD_HEADER > blen:
+            return E_RECORD, 0, np.int64(0)
         k = _ld32(buf, r)
         v = _ld32(buf, r + 4)
+        if k < 1 or k > MAX_KEY_LEN or r + RECORD_HEADER + k + v > blen:
+            return E_RECORD, 0, np.int64(0)
         t = _ld64(buf, r + 8)
         kp = r + RECORD_HEADER
         cp = 0
@@ -321,6 +327,8 @@ def _encode(buf, offs, block_size, restart_interval, out, block_starts, first_id
             blk_start = pos
             block_starts[nb] = pos
             first_idx[nb] = i
+        if pos + elen + 4 * (nrestart + 1) + BLOCK_TAIL > cap:
+            return E_OUTPUT, 0, np.int64(0)
         if restart:
             restarts[nrestart] = pos - blk_start
             nrestart += 1
@@ -403,19 +411,30 @@ def encode_blocks(buf, offs, block_size: int = 4096, restart_interval: int = 16)
         raise InvalidArgument(f"block_size must be in [{MIN_BLOCK_SIZE}, {MAX_BLOCK_SIZE}]")
     if not 1 <= int(restart_interval) <= 1 << 16:
         raise InvalidArgument("restart_interval must be in [1, 65536]")
-    err, bound = _encode_bound(buf, offs)
-    if err != _OK:
-        raise InvalidArgument("encode_blocks: a record lies outside buf or has a bad key length")
     n = offs.shape[0]
-    out = np.empty(max(int(bound), 1), dtype=np.uint8)
     block_starts = np.empty(n + 1, dtype=np.int64)
     first_idx = np.empty(n, dtype=np.int64)
     last_idx = np.empty(n, dtype=np.int64)
-    err, nb, size = _encode(
-        buf, offs, np.int64(block_size), np.int64(restart_interval), out, block_starts, first_idx, last_idx
-    )
+    # Records that do not overlap in buf need at most len(buf) + 23 bytes
+    # each; only overlapping (bogus) offsets need the exact bound pass.
+    cap = buf.shape[0] + 40 * n + 64
+    for _ in range(2):
+        out = np.empty(cap, dtype=np.uint8)
+        err, nb, size = _encode(
+            buf, offs, np.int64(block_size), np.int64(restart_interval), out, block_starts, first_idx, last_idx
+        )
+        if err != E_OUTPUT:
+            break
+        err, bound = _encode_bound(buf, offs)
+        if err != _OK:
+            break
+        cap = int(bound) + 64
+    if err == E_RECORD:
+        raise InvalidArgument("encode_blocks: a record lies outside buf or has a bad key length")
     if err == E_ORDER:
         raise InvalidArgument("encode_blocks: records are not sorted by (key asc, seq desc) without duplicates")
+    if err != _OK:  # pragma: no cover - the exact bound always fits
+        raise Internal(f"encode_blocks: kernel error {int(err)}")
     return EncodedBlocks(out[:size], block_starts[: nb + 1].copy(), first_idx[:nb].copy(), last_idx[:nb].copy())
 
 

@@ -137,6 +137,31 @@ def test_unsorted_or_out_of_bounds_input_is_rejected():
         encode_blocks(np.frombuffer(buf, np.uint8), np.array(offs, np.int64), block_size=10)
 
 
+def test_overlapping_records_still_fit_the_output():
+    """Offsets whose records overlap in buf (headers 8 bytes apart, values
+    running over each other) need far more output than len(buf): the wrapper
+    must fall back to the exact bound, never write past its buffer."""
+    n = 60
+    buf = np.zeros(8 * n + 16 + 1 + 1000, np.uint8)
+    for i in range(n):
+        buf[8 * i : 8 * i + 4] = np.frombuffer((1).to_bytes(4, "little"), np.uint8)
+        buf[8 * i + 4 : 8 * i + 8] = np.frombuffer((1000 - i).to_bytes(4, "little"), np.uint8)
+    # record i: key b"\x01", trailer = header i+1 read as u64 (descending), value 1000-i bytes
+    offs = np.arange(n - 2, dtype=np.int64) * 8
+    assert sum(1000 - i for i in range(n - 2)) > buf.shape[0] + 40 * len(offs) + 64
+    from shaledb.kernels.block import E_OUTPUT, _encode
+
+    small = np.empty(buf.shape[0] + 40 * len(offs) + 64, np.uint8)
+    scratch = [np.empty(len(offs) + 1, np.int64) for _ in range(3)]
+    assert _encode(buf, offs, np.int64(4096), np.int64(16), small, *scratch)[0] == E_OUTPUT
+    enc = encode_blocks(buf, offs, 4096, 16)
+    out = []
+    for i in range(enc.num_blocks):
+        b, o = decode_block(enc.block(i))
+        out += read_run(b, o)
+    assert out == read_run(buf, offs)
+
+
 def _sample_block():
     recs = sorted(((b"key%04d" % i, i + 1, i % 2, b"v" * (i % 2) * 5) for i in range(60)), key=sort_key)
     return _encode(recs, 4096, 4).block(0).tobytes(), recs
