@@ -63,7 +63,7 @@ from multiprocessing import util as _mp_util
 
 import numpy as np
 
-from shaledb.arena_pool import NO_MEMORY, ArenaPool
+from shaledb.arena_pool import C_STATUS, NO_MEMORY, ArenaPool
 from shaledb.errors import Closed, InvalidArgument, ShaleDBError, Unavailable
 from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_HEADER
 
@@ -255,6 +255,7 @@ class Writer:
         self._bfirst = 0.0
         self._err: ShaleDBError | None = None
         self._thread: threading.Thread | None = None
+        self._status = None  # the pool's status word (a 1-element view)
         self.max_record_bytes = 0
 
     # ------------------------------------------------------------ pickling
@@ -283,6 +284,7 @@ class Writer:
                     if self._pool is None:
                         self._pool = ArenaPool.attach(self._desc)
                         self._own_pool = True
+                    self._status = self._pool.ctl[C_STATUS : C_STATUS + 1]
                     self._wid = self._pool.register_writer()
                     self.max_record_bytes = self._pool.max_batch_bytes
         return self._pool
@@ -331,7 +333,7 @@ class Writer:
             key = check_key(key)
         if type(value) is not bytes or len(value) > MAX_VALUE_BYTES:
             value = check_value(value)
-        if await_durable or not self._fast:
+        if await_durable or not self._fast or self._status[0]:
             return self._buffer(key, value, _PUT, await_durable)
         with self._lock:  # the hot path: ~10 bytecodes
             bk = self._bk
@@ -445,6 +447,7 @@ class Writer:
             self._attach()
         if self._closed:
             raise Closed("this writer handle is closed")
+        self._pool.check_status()  # Closed / Fenced / Unavailable, before buffering
         with self._lock:
             if self._err is not None:
                 err, self._err = self._err, None

@@ -239,3 +239,14 @@ def test_buffered_writes_of_an_exiting_child_are_appended(pool):
         p.join(5)
     assert p.exitcode == 0
     assert _value(pool, b"nc0099") == b"y"
+
+
+def test_buffered_put_raises_once_the_pool_is_fenced_or_closed(pool):
+    from shaledb.errors import Fenced
+
+    w = Writer(pool.descriptor(), pool=pool, linger=1000)
+    assert w.put(b"a", b"1", await_durable=False) is None
+    pool.publish_fenced()
+    with pytest.raises(Fenced):
+        w.put(b"b", b"2", await_durable=False)
+    w.close()
