@@ -7,7 +7,6 @@ import threading
 import numpy as np
 import pytest
 from formats_testlib import golden_records, ids, model_get, run_arrays
-from reference.block import read_run
 
 from shaledb.block_cache import BlockCache
 from shaledb.errors import InvalidArgument
