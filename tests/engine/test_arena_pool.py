@@ -369,3 +369,42 @@ def test_shm_dir_falls_back_when_dev_shm_is_unusable(monkeypatch, tmp_path):
         seg.close()
         seg.unlink()
     assert shm.cleanup_segments("0" * 12 + ".fallback") == []
+
+
+def _child_batches(desc, tag: int, n: int) -> None:
+    w = Writer(desc, buffer_puts=False, timeout=30)
+    with w:
+        for start in range(0, n, 20):
+            w.put_many([b"s%d-%05d" % (tag, i) for i in range(start, start + 20)], [b"v"] * 20, await_durable=False)
+
+
+def test_generations_order_seqs_under_concurrent_seals(make_pool):
+    pool = make_pool(arena_bytes=64 << 10, max_arenas=64)
+    procs = [CTX.Process(target=_child_batches, args=(pool.descriptor(), t, 1500)) for t in range(2)]
+    try:
+        for p in procs:
+            p.start()
+        seals = 0
+        deadline = time.monotonic() + WAIT
+        while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+            if seals < 20 and pool.seal() is not None:
+                seals += 1
+            time.sleep(0.002)
+        for p in procs:
+            p.join(max(0.1, deadline - time.monotonic()))
+        assert [p.exitcode for p in procs] == [0, 0]
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join(5)
+    pool.seal()
+    gens = pool.sealed_generations()
+    assert len(gens) >= 2
+    bounds = []
+    for g in gens:
+        seqs = [int(buf[o + 8 : o + 16].view("<u8")[0]) >> 8 for buf, offs in g.runs() for o in offs]
+        bounds.append((min(seqs), max(seqs), len(seqs)))
+    assert sum(b[2] for b in bounds) == 3000
+    for (lo1, hi1, _), (lo2, hi2, _) in zip(bounds, bounds[1:]):
+        assert hi1 < lo2  # every seq of a sealed generation is below the next one's
