@@ -632,7 +632,7 @@ class ArenaPool:
         while one is in progress), so it never mixes a recycled arena of a
         generation with a still-live one.  Records of released generations
         are in L0; callers read L0 after the arenas."""
-        karr = np.frombuffer(key, dtype=np.uint8)
+        karr = np.frombuffer(bytes(key), dtype=np.uint8)
         if karr.shape[0] == 0:
             return None
         ctl = self.ctl
