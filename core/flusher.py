@@ -110,6 +110,7 @@ class Flusher:
         self._wal_gens: list[tuple[int, int]] = []  # (wal_id, max generation in it), uploaded, ascending
         self._replay_after = 0
         self._last_poll = time.monotonic()
+        self._nudged = False
         self._q: "queue.Queue[_Request | None]" = queue.Queue()
         self._cond = threading.Condition()
         self._failed: BaseException | None = None
@@ -162,7 +163,10 @@ class Flusher:
         if op == "status":
             return self.status()
         if op == "await_durable":
-            return self._await_durable(int(args[0]), float(args[1]) if len(args) > 1 else self.options.request_timeout)
+            seq = int(args[0])
+            if self.durable_seq < seq and self._failed is None:
+                self._nudge()  # group commit: upload now, not at the next tick
+            return self._await_durable(seq, float(args[1]) if len(args) > 1 else self.options.request_timeout)
         if op not in ("flush_wal", "flush_memtable", "seal", "close", "ping", "abort"):
             raise InvalidArgument(f"unknown flusher request {op!r}")
         if op != "abort":
@@ -179,6 +183,13 @@ class Flusher:
         if req.error is not None:
             raise req.error
         return req.result
+
+    def _nudge(self) -> None:
+        with self._cond:
+            if self._nudged:
+                return
+            self._nudged = True
+        self._q.put(_Request("tick", ()))
 
     def _check_usable(self, op: str = "") -> None:
         if self._failed is not None:
@@ -230,6 +241,16 @@ class Flusher:
                             self._background_tick()
                         except Exception as exc:  # noqa: BLE001 - retried next tick
                             self._note_error(exc)
+                    continue
+                if req.op == "tick":  # a durable write is waiting: upload the WAL now
+                    with self._cond:
+                        self._nudged = False
+                    if self._failed is None and self.options.wal:
+                        try:
+                            self._upload_wal()
+                        except Exception as exc:  # noqa: BLE001 - retried next tick
+                            self._note_error(exc)
+                    req.done.set()
                     continue
                 if req.op == "abort":  # stop without flushing (fenced or failed Db)
                     req.result = True
