@@ -30,7 +30,10 @@ Batching and atomicity:
   A read in this process must call :meth:`Writer.drain` first (or use
   :meth:`Writer.lookup`) to see buffered writes.  At process exit (also
   of a ``multiprocessing`` child) what is still buffered is appended, best
-  effort; a killed process loses it (it was never acknowledged).
+  effort; a killed process loses it (it was never acknowledged).  If the
+  append of buffered writes fails (closed, fenced, backpressure timeout),
+  they are dropped and the error is raised by the call that triggered the
+  append, or (for the linger thread) by the writer's next call.
 
 Backpressure: when the pool's unflushed bytes would exceed
 ``max_unflushed_bytes``, or no arena is free, the writer asks for a seal
@@ -314,6 +317,7 @@ class Writer:
         finally:
             self._closed = True
             self._fast = False
+            self._status = None
             if self._own_pool and self._pool is not None:
                 self._pool.close()
             self._pool = None
