@@ -76,6 +76,7 @@ import fcntl
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 import numpy as np
 
@@ -105,6 +106,17 @@ NO_ARENA = -2  # every arena is in use and max_arenas exist
 _FREE, _ACTIVE, _FULL, _SEALED, _FLUSHING = (int(s) for s in ArenaState)
 _LIVE = (_ACTIVE, _FULL, _SEALED, _FLUSHING)
 _FENCED = int(PoolStatus.FENCED)
+
+
+_pools: "weakref.WeakSet[ArenaPool]" = weakref.WeakSet()
+
+
+def _reset_pools_after_fork() -> None:
+    for p in list(_pools):
+        p._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_pools_after_fork)
 
 
 class _PoolLock:
@@ -180,6 +192,21 @@ class ArenaPool:
         self.max_batch_bytes = cap - K.HEADER_BYTES - 8 * self.index_slots
         #: records one batch may hold (the index stays <= 3/4 full)
         self.max_batch_records = self.index_slots * 3 // 4
+        _pools.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child must not share the parent's lock file description
+        (flock would not exclude them) nor its writers' arenas: reopen the
+        locks, forget arena ownership, and never destroy the segments."""
+        if self._closed:
+            return
+        old_lock, old_live = self.lock, self._live
+        self.lock = _PoolLock(shm._path(shm.segment_name(self.dbtag, "lock")), create=False)
+        self._live = shm.LiveLock(self.dbtag)
+        old_lock.close()
+        old_live.close()
+        self._owned = {}
+        self.owner = False
 
     # ------------------------------------------------------------ lifetime
     @classmethod

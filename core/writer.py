@@ -59,6 +59,7 @@ Thread safety: a Writer may be shared by the threads of one process.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 import weakref
@@ -95,6 +96,16 @@ def _drain_all_at_exit() -> None:
 
 
 atexit.register(_drain_all_at_exit)
+
+_writers: "weakref.WeakSet[Writer]" = weakref.WeakSet()
+
+
+def _reset_writers_after_fork() -> None:
+    for w in list(_writers):
+        w._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_writers_after_fork)
 # multiprocessing children leave through os._exit (no atexit): their finalizers run
 _mp_util.Finalize(None, _drain_all_at_exit, exitpriority=100)
 
@@ -260,6 +271,18 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._status = None  # the pool's status word (a 1-element view)
         self.max_record_bytes = 0
+        _writers.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """A writer inherited by ``fork`` becomes a new writer of the child:
+        fresh locks, no buffered writes (they are the parent's), a writer id
+        (and so an arena) of its own at first use."""
+        self._lock = threading.RLock()
+        self._bk, self._bv, self._bdel, self._bbytes = [], [], [], 0
+        self._thread = None
+        self._err = None
+        self._fast = False
+        self._wid = 0
 
     # ------------------------------------------------------------ pickling
     def __getstate__(self):

@@ -250,3 +250,31 @@ def test_buffered_put_raises_once_the_pool_is_fenced_or_closed(pool):
     with pytest.raises(Fenced):
         w.put(b"b", b"2", await_durable=False)
     w.close()
+
+
+def _forked_child(w, n):
+    for i in range(n):
+        w.put(b"fork%04d" % i, b"f", await_durable=False)
+    w.close()
+
+
+def test_writer_inherited_by_fork_gets_its_own_lock_and_arena(pool):
+    w = Writer(pool.descriptor(), pool=pool)
+    w.put(b"parent-buffered", b"p", await_durable=False)  # must not be appended twice
+    p = multiprocessing.get_context("fork").Process(target=_forked_child, args=(w, 300))
+    p.start()
+    try:
+        for i in range(300):
+            w.put(b"par%04d" % i, b"q", await_durable=False)
+        w.drain()
+        p.join(WAIT)
+    finally:
+        if p.is_alive():
+            p.kill()
+        p.join(5)
+    assert p.exitcode == 0
+    assert _value(pool, b"fork0299") == b"f" and _value(pool, b"par0299") == b"q"
+    runs = pool.live_runs()
+    seqs = [int(buf[o + 8 : o + 16].view("<u8")[0]) >> 8 for buf, offs in runs for o in offs]
+    assert len(seqs) == 601 and len(set(seqs)) == 601
+    w.close()
