@@ -67,7 +67,13 @@ Db side:
     lookup(key) -> (key, seq, kind, value|None) | None;  sorted_runs_snapshot();
     live_runs() -> [(private copy buf, offs)];  releases();  close(); destroy()
 
-Thread safety: an ArenaPool may be shared by the threads of one process.
+``releases`` is a seqlock (odd while a release re-formats arenas): lookup and
+live_runs retry a pass that a release overlapped, so they never combine a
+recycled arena of a generation with a still-live one.
+
+Thread safety: an ArenaPool may be shared by the threads of one process.  A
+child created by ``fork`` reopens the lock files (an inherited flock would not
+exclude parent and child) and is never the owner.
 """
 
 from __future__ import annotations
