@@ -4,8 +4,10 @@
 kernels call (bloom filters, block checksums, arena hash index);
 ``xxh64(data, seed=0) -> int`` is the validating Python wrapper.
 
-The little-endian loads ``_load_u32`` / ``_load_u64`` are shared by the other
-kernels that read the record layout (``kernels/layout.py``).
+The loads ``_load_u32`` / ``_load_u64`` (little-endian) and ``_load_u64_be``
+(one unaligned load each, as LLVM intrinsics; byte by byte when numba is
+disabled) and the ``_prefetch`` hint are shared by the other kernels that read
+the record layout (``kernels/layout.py``).  None of them checks bounds.
 
 All arithmetic is on ``np.uint64`` with explicit casts: numba turns a mix of
 int64 and uint64 into float64, which would silently break the hash.
@@ -30,33 +32,36 @@ _P5 = np.uint64(0x27D4EB2F165667C5)
 _U64_MASK = (1 << 64) - 1
 
 
-@kernel
-def _load_u64(buf, p):
-    """Little-endian u64 at ``buf[p:p+8]``."""
-    return (
-        np.uint64(buf[p])
-        | (np.uint64(buf[p + 1]) << np.uint64(8))
-        | (np.uint64(buf[p + 2]) << np.uint64(16))
-        | (np.uint64(buf[p + 3]) << np.uint64(24))
-        | (np.uint64(buf[p + 4]) << np.uint64(32))
-        | (np.uint64(buf[p + 5]) << np.uint64(40))
-        | (np.uint64(buf[p + 6]) << np.uint64(48))
-        | (np.uint64(buf[p + 7]) << np.uint64(56))
-    )
+if config.DISABLE_JIT:  # the kernels run as plain Python
 
+    def _load_u64(buf, p):
+        """Little-endian u64 at ``buf[p:p+8]``."""
+        return (
+            np.uint64(buf[p])
+            | (np.uint64(buf[p + 1]) << np.uint64(8))
+            | (np.uint64(buf[p + 2]) << np.uint64(16))
+            | (np.uint64(buf[p + 3]) << np.uint64(24))
+            | (np.uint64(buf[p + 4]) << np.uint64(32))
+            | (np.uint64(buf[p + 5]) << np.uint64(40))
+            | (np.uint64(buf[p + 6]) << np.uint64(48))
+            | (np.uint64(buf[p + 7]) << np.uint64(56))
+        )
 
-@kernel
-def _load_u32(buf, p):
-    """Little-endian u32 at ``buf[p:p+4]``, as uint64."""
-    return (
-        np.uint64(buf[p])
-        | (np.uint64(buf[p + 1]) << np.uint64(8))
-        | (np.uint64(buf[p + 2]) << np.uint64(16))
-        | (np.uint64(buf[p + 3]) << np.uint64(24))
-    )
+    def _load_u32(buf, p):
+        """Little-endian u32 at ``buf[p:p+4]``, as uint64."""
+        return (
+            np.uint64(buf[p])
+            | (np.uint64(buf[p + 1]) << np.uint64(8))
+            | (np.uint64(buf[p + 2]) << np.uint64(16))
+            | (np.uint64(buf[p + 3]) << np.uint64(24))
+        )
 
-
-if config.DISABLE_JIT:  # the kernels run as plain Python: nothing to prefetch
+    def _load_u64_be(buf, p):
+        """Big-endian u64 at ``buf[p:p+8]``."""
+        x = np.uint64(0)
+        for j in range(8):
+            x = (x << np.uint64(8)) | np.uint64(buf[p + j])
+        return x
 
     def _prefetch(buf, pos):
         pass
@@ -65,6 +70,51 @@ else:
     from llvmlite import ir
     from numba import types
     from numba.extending import intrinsic
+
+    def _gep_i8(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(arr.data, [args[1]])
+        return builder.bitcast(ptr, ir.IntType(8).as_pointer())
+
+    def _unaligned_load(builder, ptr8, bits):
+        ity = ir.IntType(bits)
+        return builder.load(builder.bitcast(ptr8, ity.as_pointer()), align=1)
+
+    @intrinsic
+    def _load_u64(typingctx, buf, p):
+        """Little-endian u64 at ``buf[p:p+8]`` (one unaligned load; no bounds check)."""
+        if not isinstance(buf, types.Array):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return _unaligned_load(builder, _gep_i8(context, builder, signature, args), 64)
+
+        return types.uint64(buf, types.int64), codegen
+
+    @intrinsic
+    def _load_u32(typingctx, buf, p):
+        """Little-endian u32 at ``buf[p:p+4]`` as uint64 (one unaligned load)."""
+        if not isinstance(buf, types.Array):
+            return None
+
+        def codegen(context, builder, signature, args):
+            val = _unaligned_load(builder, _gep_i8(context, builder, signature, args), 32)
+            return builder.zext(val, ir.IntType(64))
+
+        return types.uint64(buf, types.int64), codegen
+
+    @intrinsic
+    def _load_u64_be(typingctx, buf, p):
+        """Big-endian u64 at ``buf[p:p+8]`` (unaligned load + byte swap)."""
+        if not isinstance(buf, types.Array):
+            return None
+
+        def codegen(context, builder, signature, args):
+            val = _unaligned_load(builder, _gep_i8(context, builder, signature, args), 64)
+            fn = builder.module.declare_intrinsic("llvm.bswap", [ir.IntType(64)])
+            return builder.call(fn, [val])
+
+        return types.uint64(buf, types.int64), codegen
 
     @intrinsic
     def _prefetch(typingctx, buf, pos):
@@ -77,9 +127,7 @@ else:
             return None
 
         def codegen(context, builder, signature, args):
-            arr = context.make_array(signature.args[0])(context, builder, args[0])
-            ptr = builder.gep(arr.data, [args[1]])
-            ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+            ptr = _gep_i8(context, builder, signature, args)
             i32 = ir.IntType(32)
             fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
             fn = builder.module.declare_intrinsic("llvm.prefetch", [ptr.type], fnty)

@@ -5,45 +5,44 @@ A record run is ``(buf: uint8[:], offs: int64[:])``: records in the layout of
 offsets of their starts.  Records order by (key ascending bytewise, trailer
 descending), so the newest version of a key comes first.
 
-``sort_records`` is an MSD radix sort over 7-byte key chunks:
+``sort_records`` is an MSD sort over 7-byte key chunks:
 
-* every record gets a uint64 sort word for the chunk at byte ``depth``: the 7
-  key bytes ``key[depth:depth+7]`` big-endian (zero padded) in the high 56
-  bits, and in the low byte ``min(len(key) - depth, 8)``.  Comparing words
-  compares keys correctly up to ``depth + 7``: a key that ends inside the
-  chunk sorts before a longer key with the same bytes (it is its prefix), and
-  two words with a low byte < 8 that are equal mean the keys are equal;
-* when the first chunks of all records vary in many bytes they are ordered
-  by numpy's vectorised argsort (runs of equal words are then put back in
-  input order); otherwise, and for every later segment, words are ordered
-  with a stable LSD byte radix
-  sort (passes whose byte is the same for every word are skipped); each run of
-  equal words then becomes a new segment, one chunk deeper (low byte 8) or
-  ordered by trailer descending (keys equal);
-* segments of at most ``_SMALL`` records are finished by an insertion sort with
-  a full comparison.
+* a record's sort word for the chunk at byte ``depth`` holds the 7 key bytes
+  ``key[depth:depth+7]`` big-endian (zero padded) in its high 56 bits and
+  ``min(len(key) - depth, 8)`` in its low byte (0 past the end of the key).
+  Comparing words compares keys correctly up to ``depth + 7``: a key that
+  ends inside the chunk sorts before a longer key with the same bytes (it is
+  its prefix), and equal words with a low byte < 8 mean equal keys;
+* one sequential pass computes, per record, the words of the first _WORDS
+  chunks (21 bytes) and the trailer.  The first level sorts
+  ``(top bits of word 0) << b | input index`` with numpy's vectorised sort
+  (b = bits of the record count), which orders by key prefix and keeps ties
+  in input order;
+* a run of records that tie becomes a segment: ordered by its next cached
+  word (insertion sort when short, a merge sort, or a stable LSD byte radix
+  sort that skips bytes equal in every word), then each run of equal words
+  becomes a segment one chunk deeper, or, keys being equal, is ordered by
+  trailer descending.  Cached words and trailers move with the offsets, so a
+  record's bytes are read again only past 21 key bytes (``_fill_words``);
+* segments of at most ``_SMALL`` records are finished by an insertion sort
+  that compares cached words, then key bytes, then trailers.
 
 Every step is stable, so records that are fully equal keep their input order.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from shaledb.errors import InvalidArgument
-from shaledb.kernels._jit import kernel  # first: it settles numba's cache directory
-
-import numba  # noqa: E402,I001
-from shaledb.kernels.hashing import _load_u32, _load_u64, _prefetch, as_u8, readonly
+from shaledb.kernels._jit import kernel
+from shaledb.kernels.hashing import _load_u32, _load_u64, _load_u64_be, _prefetch, as_u8, readonly
 from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_ALIGN, RECORD_HEADER
 
 __all__ = ["check_run", "concat_runs", "sort_records"]
 
 _SMALL = 24  # segments this short are finished by insertion sort
 _AHEAD = 16  # records prefetched ahead when walking offsets in sorted (random) order
-_NP_SORT_MIN = 2048  # segments at least this long are sorted by numpy (vectorised)
 _RADIX_MIN = 64  # shorter runs are merge sorted, longer ones radix sorted
 _WORDS = 3  # sort words computed per visit of a record (21 key bytes): fewer random reads
 _TRAILER_DEPTH = -1
@@ -174,17 +173,7 @@ def _chunk_word(buf, off, depth):
         return np.uint64(0)
     p = off + RECORD_HEADER + depth
     if rem >= 8:  # 8 bytes readable: one big-endian load, low byte replaced by the tag
-        x = (
-            (np.uint64(buf[p]) << np.uint64(56))
-            | (np.uint64(buf[p + 1]) << np.uint64(48))
-            | (np.uint64(buf[p + 2]) << np.uint64(40))
-            | (np.uint64(buf[p + 3]) << np.uint64(32))
-            | (np.uint64(buf[p + 4]) << np.uint64(24))
-            | (np.uint64(buf[p + 5]) << np.uint64(16))
-            | (np.uint64(buf[p + 6]) << np.uint64(8))
-            | np.uint64(buf[p + 7])
-        )
-        return (x & np.uint64(0xFFFFFFFFFFFFFF00)) | np.uint64(8)
+        return (_load_u64_be(buf, p) & np.uint64(0xFFFFFFFFFFFFFF00)) | np.uint64(8)
     w = np.uint64(0)
     for j in range(7):
         w = w << np.uint64(8)
@@ -280,44 +269,14 @@ def _sort_pairs(vals, pidx, lo, hi, tv, ti, counts):
 
 
 @kernel
-def _segment_sort(vals, pidx, lo, hi, tv, ti, counts, pk):
-    """Stable sort of ``vals[lo:hi]`` with ``pidx[lo:hi]`` set to the source positions.
+def _segment_sort(vals, pidx, lo, hi, tv, ti, counts):
+    """Stable sort of ``vals[lo:hi]``, ``pidx[lo:hi]`` set to the source positions.
 
-    Segments up to _NP_SORT_MIN use ``_sort_pairs``.  Larger ones are packed like
-    the first level (top bits of the word above the position), sorted by
-    numpy's vectorised sort, then runs that tie on the top bits are finished on
-    the full word.  Returns 0 when the segment was already in order.
+    Returns 0 when the segment was already in order.
     """
-    m = hi - lo
     for i in range(lo, hi):
         pidx[i] = i
-    if m < _NP_SORT_MIN:
-        return _sort_pairs(vals, pidx, lo, hi, tv, ti, counts)
-    ib = 1
-    while (np.int64(1) << ib) < m:
-        ib += 1
-    lmask = (np.uint64(1) << np.uint64(ib)) - np.uint64(1)
-    keep = ~lmask
-    for i in range(lo, hi):
-        pk[i] = (vals[i] & keep) | np.uint64(i - lo)
-    with numba.objmode():
-        pk[lo:hi].sort()
-    for i in range(lo, hi):
-        p = lo + np.int64(pk[i] & lmask)
-        pidx[i] = p
-        tv[i] = vals[p]
-    for i in range(lo, hi):
-        vals[i] = tv[i]
-    i = lo
-    while i < hi:
-        t = vals[i] & keep
-        j = i + 1
-        while j < hi and (vals[j] & keep) == t:
-            j += 1
-        if j - i > 1:
-            _sort_pairs(vals, pidx, i, j, tv, ti, counts)
-        i = j
-    return 1
+    return _sort_pairs(vals, pidx, lo, hi, tv, ti, counts)
 
 
 @kernel
@@ -466,7 +425,6 @@ def _sort_records(buf, offs, top_words, packed, ibits):
     pidx = np.empty(n, dtype=np.int64)
     tv = np.empty(n, dtype=np.uint64)
     ti = np.empty(n, dtype=np.int64)
-    pk = np.empty(n, dtype=np.uint64)
     counts = np.zeros((8, 256), dtype=np.int64)
     mask = (np.uint64(1) << np.uint64(ibits)) - np.uint64(1)
     sh = np.uint64(ibits)
@@ -504,7 +462,7 @@ def _sort_records(buf, offs, top_words, packed, ibits):
             # keys are equal: order by cached trailer, descending
             for i in range(lo, hi):
                 vals[i] = ~tr[i]
-            if _segment_sort(vals, pidx, lo, hi, tv, ti, counts, pk) > 0:
+            if _segment_sort(vals, pidx, lo, hi, tv, ti, counts) > 0:
                 _permute(ro, pidx, lo, hi, ti)
                 _permute(tr, pidx, lo, hi, tv)
             continue
@@ -521,7 +479,7 @@ def _sort_records(buf, offs, top_words, packed, ibits):
             v = words[i, base]
             vals[i] = v
             same = same and v == v0
-        if not same and _segment_sort(vals, pidx, lo, hi, tv, ti, counts, pk) > 0:
+        if not same and _segment_sort(vals, pidx, lo, hi, tv, ti, counts) > 0:
             _permute(ro, pidx, lo, hi, ti)
             _permute(tr, pidx, lo, hi, tv)
             if have > 1:
@@ -544,11 +502,7 @@ def sort_records(buf, offs, *, validate: bool = True) -> np.ndarray:
     ibits = max(1, (n - 1).bit_length())
     words, packed = _top_words(buf, offs, ibits)
     packed.sort()  # numpy's vectorised sort (AVX-512 / AVX2 where available)
-    with warnings.catch_warnings():
-        # compiling the objmode block (numpy's sort inside the kernel) warns that
-        # it holds the GIL; that is intended
-        warnings.simplefilter("ignore", numba.NumbaWarning)
-        return _sort_records(buf, offs, words, packed, ibits)
+    return _sort_records(buf, offs, words, packed, ibits)
 
 
 def concat_runs(runs) -> tuple[np.ndarray, np.ndarray]:

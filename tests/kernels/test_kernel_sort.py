@@ -120,10 +120,10 @@ def test_rejects_bad_types():
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_large_segments_take_every_path(seed):
-    """Enough records sharing prefixes to reach the numpy, radix, merge and
+    """Enough records sharing prefixes to reach the radix, merge and
     re-visit (beyond the cached 21 bytes) paths, plus long runs of versions."""
     rng = np.random.default_rng(seed)
-    n = 2600 if NOJIT else 6000  # 40 % share a prefix: a segment above _NP_SORT_MIN
+    n = 2600 if NOJIT else 6000  # 40 % share a prefix: large segments, radix passes
     records = []
     for i in range(n):
         r = rng.random()
