@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import queue
+import struct
 import threading
 import time
 import traceback
@@ -86,11 +87,20 @@ class _Request:
 
 @dataclass
 class _PendingWal:
+    """One WAL object of a snapshot: its id and bytes are fixed until it lands
+    (the manifest store reuses one put-id per id), so a retry after an
+    ambiguous write recognises its own object."""
+
     wal_id: int
     data: bytes
-    put_id: str
-    token: Any
     max_gen: int
+    done: bool = False
+
+
+@dataclass
+class _PendingSnapshot:
+    objects: list
+    token: Any
     max_seq: int
 
 
@@ -332,28 +342,90 @@ class Flusher:
     # ---- WAL
 
     def _upload_wal(self) -> None:
-        """Upload everything appended so far (plus a pending retry), in id order."""
+        """Upload a pending snapshot (a retry, same bytes and ids), then one new
+        snapshot of everything appended so far; objects strictly in id order.
+
+        One snapshot suffices for ``flush()``: it is taken after the request
+        arrived, so it holds every write made before the call.
+        """
         from shaledb.wal import encode_wal
 
-        while True:
-            if self._pending is None:
-                snap = self.pool.wal_snapshot()
+        for _ in range(2):
+            fresh = self._pending is None
+            if fresh:
+                snap = self._wal_snapshot()
                 if snap is None:
                     return
-                buf, offs, token, max_gen, max_seq = snap
-                data = bytes(encode_wal(buf, offs))
-                self._pending = _PendingWal(self.next_wal_id, data, os.urandom(16).hex(), token, max_gen, max_seq)
+                parts, token, max_seq = snap
+                objs = []
+                wid = self.next_wal_id
+                for gen, buf, offs in parts:
+                    objs.append(_PendingWal(wid, encode_wal(buf, offs), gen))
+                    wid += 1
+                self._pending = _PendingSnapshot(objs, token, max_seq)
             p = self._pending
-            self._write_wal_object(p.wal_id, p.data, p.put_id)
+            for obj in p.objects:
+                if obj.done:
+                    continue
+                self._write_wal_object(obj.wal_id, obj.data)
+                obj.done = True
+                obj.data = b""
+                self.next_wal_id = obj.wal_id + 1
+                self._wal_gens.append((obj.wal_id, obj.max_gen))
+                self.stats["wal_uploads"] += 1
             self.fp.hit("after-wal-upload")
             self._pending = None
-            self.next_wal_id = p.wal_id + 1
-            self._wal_gens.append((p.wal_id, p.max_gen))
-            self.stats["wal_uploads"] += 1
             self.pool.wal_committed(p.token)
             self._set_durable(self.pool.durable_candidate(p.token, p.max_seq))
+            if fresh:
+                return
+            # that was an older snapshot retried: take a new one too
 
-    def _write_wal_object(self, wal_id: int, data: bytes, put_id: str) -> None:
+    def _wal_snapshot(self):
+        """``(parts, token, max_seq)`` with one ``(generation, arena, offs)`` part
+        per arena holding records not yet in the WAL; None if there are none.
+
+        A consistent cut under the pool lock (every seq <= max_seq is in these
+        ranges or in an earlier upload), like ``ArenaPool.wal_snapshot``, but
+        without concatenating arenas: each arena becomes its own WAL object,
+        so nothing is copied before encoding.
+        """
+        pool = self.pool
+        try:
+            from shaledb.arena_pool import C_NEXT_SEQ, S_WAL_END, S_WAL_INC
+            from shaledb.kernels import arena as K
+        except ImportError:  # pragma: no cover - a pool without the fast path
+            return self._wal_snapshot_generic()
+        with pool.lock:
+            max_seq = int(pool.ctl[C_NEXT_SEQ]) - 1
+            cut = []
+            for i, _st, gen in pool.live_slots():
+                a = pool.arena(i)
+                h = a[: K.HEADER_BYTES].view("<u8")
+                inc = int(h[K.H_INCARNATION])
+                end = int(h[K.H_COMMITTED])
+                b = pool._slot(i)
+                start = int(pool.ctl[b + S_WAL_END]) if int(pool.ctl[b + S_WAL_INC]) == inc else 0
+                cut.append((i, a, inc, start, end, gen))
+        parts, token = [], []
+        for i, a, inc, start, end, gen in cut:
+            offs = K.arena_record_offsets(a, start, end)
+            token.append((i, inc, end))
+            if len(offs):
+                parts.append((gen, a, offs))
+        if not parts:
+            pool.wal_committed(token)
+            return None
+        return parts, token, max_seq
+
+    def _wal_snapshot_generic(self):
+        snap = self.pool.wal_snapshot()
+        if snap is None:
+            return None
+        buf, offs, token, max_gen, max_seq = snap
+        return [(max_gen, buf, offs)], token, max_seq
+
+    def _write_wal_object(self, wal_id: int, data: bytes) -> None:
         # Create-only; the manifest store reuses one put-id per WAL id, so an
         # ambiguous earlier attempt that landed is recognised as ours.
         self.mstore.write_wal(wal_id, data)
@@ -412,7 +484,7 @@ class Flusher:
         from shaledb.manifest import SstRef
         from shaledb.sst_writer import build_ssts
 
-        runs = [(b, o) for b, o in runs if len(o)]
+        runs = [_trim(b, o) for b, o in runs if len(o)]
         if len(runs) == 1:
             buf, offs = runs[0]
         else:
@@ -474,6 +546,16 @@ class Flusher:
         if self._worker is not None and self._worker.is_alive():
             self._q.put(_Request("close-now", ()))  # unknown op: worker answers with an error, loop continues
             self._stopped.set()
+
+
+def _trim(buf: np.ndarray, offs: np.ndarray):
+    """The byte range of ``buf`` its records occupy (offsets rebased), so that
+    concatenating arenas copies records, not whole segments."""
+    lo = int(offs.min())
+    last = int(offs.max())
+    klen, vlen = struct.unpack_from("<II", buf, last)
+    hi = last + ((16 + klen + vlen + 7) & ~7)
+    return buf[lo:hi], (offs - lo).astype(np.int64, copy=False)
 
 
 def _copy_error(exc: BaseException) -> BaseException:
