@@ -319,7 +319,9 @@ class Db:
             try:
                 if self._control is not None and self._flusher_alive():
                     if self._closing_error is None and not self._mem.fenced():
-                        self._mem.before_flush()
+                        # Our writer drains; every writer handle gets Closed from
+                        # now on, so nothing is appended after the final seal.
+                        self._mem.stop_writers()
                         self._control.call("close", timeout=self.options.close_timeout)
                     else:
                         self._control.call("abort", timeout=10)

@@ -2,7 +2,8 @@
 
 Runs inside the flusher (the only process that writes to the store).
 
-1. Refuse a root that holds objects but no manifest (not a ShaleDB database).
+1. Refuse a root that holds objects but no manifest (not a ShaleDB database;
+   the manifest store checks).
 2. Fence: ``ManifestStore.create_or_open_writer`` bumps ``writer_epoch`` with
    a compare-and-swap and writes the zero-byte WAL fence at the first free id
    ``F``.  From here on an older writer loses its next WAL create (it collides
@@ -23,38 +24,12 @@ again) or the new one (nothing left to replay).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from shaledb.errors import Corruption, InvalidArgument, ObjectNotFound
-from shaledb.layout import COMPACTED_PREFIX, MANIFEST_PREFIX, WAL_PREFIX, wal_key
+from shaledb.errors import Corruption, ObjectNotFound
+from shaledb.layout import wal_key
 
-__all__ = ["RecoveryResult", "check_root_is_database", "read_wal_runs"]
-
-
-@dataclass(frozen=True)
-class RecoveryResult:
-    fence_wal_id: int
-    replayed_records: int
-    replayed_wal_objects: int
-
-
-def check_root_is_database(store) -> bool:
-    """True if the root holds a ShaleDB database, False if it is empty.
-
-    A root holding other objects (and no manifest) raises InvalidArgument:
-    ShaleDB never writes into somebody else's data.
-    """
-    for _ in store.list(MANIFEST_PREFIX):
-        return True
-    for meta in store.list(""):
-        if not meta.key.startswith((WAL_PREFIX, COMPACTED_PREFIX)):
-            raise InvalidArgument(
-                f"the root holds objects that are not a ShaleDB database (found {meta.key!r}); "
-                "open an empty root or an existing database"
-            )
-    return False
+__all__ = ["read_wal_runs"]
 
 
 def read_wal_runs(store, first_id: int, end_id: int, skip_upto_seq: int):
@@ -96,11 +71,3 @@ def _trailers(buf: np.ndarray, offs: np.ndarray) -> np.ndarray:
     idx = offs.astype(np.int64)[:, None] + np.arange(8, 16, dtype=np.int64)[None, :]
     raw = np.ascontiguousarray(buf[idx])
     return raw.view("<u8").reshape(-1).astype(np.uint64)
-
-
-def max_seq_of(buf: np.ndarray, offs: np.ndarray) -> tuple[int, int]:
-    """(min_seq, max_seq) of a record run (0, 0 when empty)."""
-    if len(offs) == 0:
-        return 0, 0
-    seqs = _trailers(buf, offs) >> np.uint64(8)
-    return int(seqs.min()), int(seqs.max())
