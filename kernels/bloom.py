@@ -31,7 +31,7 @@ from shaledb.errors import Corruption, InvalidArgument
 from shaledb.kernels._jit import kernel
 from shaledb.kernels.hashing import _load_u32, _load_u64, _xxh64, as_u8
 from shaledb.kernels.layout import RECORD_HEADER
-from shaledb.kernels.sort import check_run
+from shaledb.kernels.sort import _record_ok, check_run, raise_bad_record
 
 __all__ = ["bloom_build", "bloom_may_contain", "bloom_num_probes"]
 
@@ -81,11 +81,15 @@ def _bloom_probe(filt, buf, start, length):
 
 @kernel
 def _bloom_build(buf, offs, filt, k, m):
+    """Set the bits of every record's key; returns -1, or the index of a record out of bounds."""
     for i in range(offs.shape[0]):
         off = offs[i]
+        if not _record_ok(buf, off):
+            return i
         klen = np.int64(_load_u32(buf, off))
         h = _xxh64(buf, off + RECORD_HEADER, klen, np.uint64(0))
         _set_bits(filt, h, k, m)
+    return -1
 
 
 def bloom_num_probes(bits_per_key: float) -> int:
@@ -97,7 +101,7 @@ def bloom_build(buf, offs, bits_per_key: float = 10) -> np.ndarray:
     """Filter bytes (uint8 array) over the keys of the records ``(buf, offs)``."""
     if isinstance(bits_per_key, bool) or not isinstance(bits_per_key, (int, float)) or not 1 <= bits_per_key <= 64:
         raise InvalidArgument(f"bits_per_key must be a number in [1, 64], got {bits_per_key!r}")
-    buf, offs = check_run(buf, offs)
+    buf, offs = check_run(buf, offs, validate=False)  # the kernel validates each record
     n = offs.shape[0]
     k = bloom_num_probes(bits_per_key)
     m = max(64, int(math.ceil(n * bits_per_key / 64)) * 64)
@@ -112,7 +116,9 @@ def bloom_build(buf, offs, bits_per_key: float = 10) -> np.ndarray:
             # the filter does not depend on the order of the keys: visit the
             # records in buffer order (sequential reads) rather than key order
             offs = np.sort(offs)
-        _bloom_build(buf, offs, filt, k, m)
+        bad = _bloom_build(buf, offs, filt, k, m)
+        if bad >= 0:
+            raise_bad_record(buf, offs, bad)
     return filt
 
 

@@ -22,14 +22,17 @@ from shaledb.kernels._jit import kernel
 from shaledb.kernels.layout import MAX_SEQ
 from shaledb.kernels.hashing import _prefetch
 from shaledb.kernels.layout import RECORD_HEADER
-from shaledb.kernels.sort import _AHEAD, _compare_keys, _trailer, check_run
+from shaledb.kernels.sort import _AHEAD, _compare_keys, _record_ok, _trailer, check_run, raise_bad_record
 
 __all__ = ["dedupe_sorted"]
 
 
 @kernel
 def _dedupe_sorted(buf, offs, snapshot_seq, use_snapshot):
-    """REQUIRES: ``offs`` ordered by (key asc, trailer desc)."""
+    """REQUIRES: ``offs`` ordered by (key asc, trailer desc).
+
+    Returns (kept offsets, -1), or (empty, index of the first record found out of bounds).
+    """
     n = offs.shape[0]
     out = np.empty(n, dtype=np.int64)
     k = 0
@@ -39,11 +42,17 @@ def _dedupe_sorted(buf, offs, snapshot_seq, use_snapshot):
     while i < n:
         _prefetch(buf, offs[min(i + _AHEAD, last)] + RECORD_HEADER)
         first = offs[i]
+        if not _record_ok(buf, first):
+            return out[:0].copy(), i
         out[k] = first
         k += 1
         visible_kept = (_trailer(buf, first) >> shift) <= snapshot_seq
         j = i + 1
-        while j < n and _compare_keys(buf, offs[j], first) == 0:
+        while j < n:
+            if not _record_ok(buf, offs[j]):
+                return out[:0].copy(), j
+            if _compare_keys(buf, offs[j], first) != 0:
+                break
             _prefetch(buf, offs[min(j + _AHEAD, last)] + RECORD_HEADER)
             if use_snapshot:
                 seq = _trailer(buf, offs[j]) >> shift
@@ -56,17 +65,20 @@ def _dedupe_sorted(buf, offs, snapshot_seq, use_snapshot):
                     visible_kept = True
             j += 1
         i = j
-    return out[:k].copy()
+    return out[:k].copy(), -1
 
 
-def dedupe_sorted(buf, offs, snapshot_seq=None, *, validate: bool = True) -> np.ndarray:
+def dedupe_sorted(buf, offs, snapshot_seq=None) -> np.ndarray:
     """Offsets of the records of a sorted run that survive deduplication (see module doc)."""
     if snapshot_seq is not None and (
         isinstance(snapshot_seq, bool) or not isinstance(snapshot_seq, (int, np.integer)) or not 0 <= int(snapshot_seq) <= MAX_SEQ
     ):
         raise InvalidArgument(f"snapshot_seq must be None or an int in [0, 2**56), got {snapshot_seq!r}")
-    buf, offs = check_run(buf, offs, validate=validate)
+    buf, offs = check_run(buf, offs, validate=False)  # the kernel validates each record it reads
     if offs.shape[0] == 0:
         return np.empty(0, dtype=np.int64)
     use = snapshot_seq is not None
-    return _dedupe_sorted(buf, offs, np.uint64(snapshot_seq if use else 0), use)
+    out, bad = _dedupe_sorted(buf, offs, np.uint64(snapshot_seq if use else 0), use)
+    if bad >= 0:
+        raise_bad_record(buf, offs, bad)
+    return out

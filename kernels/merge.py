@@ -19,7 +19,7 @@ from shaledb.errors import InvalidArgument
 from shaledb.kernels._jit import kernel
 from shaledb.kernels.hashing import _prefetch
 from shaledb.kernels.layout import RECORD_HEADER
-from shaledb.kernels.sort import _compare_records, as_offsets, check_run
+from shaledb.kernels.sort import _compare_records, _record_ok, as_offsets, check_run, raise_bad_record
 
 __all__ = ["merge_runs"]
 
@@ -51,7 +51,11 @@ def _sift_down(buf, offs, pos, heap, size, i):
 
 @kernel
 def _merge_runs(buf, run_bounds, offs):
-    """REQUIRES: each run sorted; run_bounds non-decreasing from 0 to len(offs)."""
+    """REQUIRES: each run sorted; run_bounds non-decreasing from 0 to len(offs).
+
+    Every record is checked before it is compared; returns (merged, -1), or
+    (empty, index into ``offs`` of a record out of bounds).
+    """
     k = run_bounds.shape[0] - 1
     n = offs.shape[0]
     out = np.empty(n, dtype=np.int64)
@@ -61,6 +65,8 @@ def _merge_runs(buf, run_bounds, offs):
     size = 0
     for r in range(k):
         if pos[r] < ends[r]:
+            if not _record_ok(buf, offs[pos[r]]):
+                return out[:0].copy(), pos[r]
             heap[size] = r
             size += 1
     for i in range(size // 2 - 1, -1, -1):
@@ -73,6 +79,8 @@ def _merge_runs(buf, run_bounds, offs):
         pos[r] += 1
         if pos[r] + 2 < ends[r]:
             _prefetch(buf, offs[pos[r] + 2] + RECORD_HEADER)
+        if pos[r] < ends[r] and not _record_ok(buf, offs[pos[r]]):
+            return out[:0].copy(), pos[r]
         if pos[r] == ends[r]:
             size -= 1
             heap[0] = heap[size]
@@ -80,15 +88,17 @@ def _merge_runs(buf, run_bounds, offs):
     if size == 1:
         r = heap[0]
         while pos[r] < ends[r]:
+            if not _record_ok(buf, offs[pos[r]]):
+                return out[:0].copy(), pos[r]
             out[j] = offs[pos[r]]
             j += 1
             pos[r] += 1
-    return out
+    return out, -1
 
 
-def merge_runs(buf, run_bounds, offs, *, validate: bool = True) -> np.ndarray:
+def merge_runs(buf, run_bounds, offs) -> np.ndarray:
     """Offsets of k sorted runs (``offs`` split by ``run_bounds``) merged into one sorted run."""
-    buf, offs = check_run(buf, offs, validate=validate)
+    buf, offs = check_run(buf, offs, validate=False)  # the kernel validates each record
     bounds = as_offsets(run_bounds, "run_bounds")
     if bounds.shape[0] < 1 or bounds[0] != 0 or bounds[-1] != offs.shape[0] or np.any(np.diff(bounds) < 0):
         raise InvalidArgument(
@@ -97,4 +107,7 @@ def merge_runs(buf, run_bounds, offs, *, validate: bool = True) -> np.ndarray:
         )
     if offs.shape[0] == 0:
         return np.empty(0, dtype=np.int64)
-    return _merge_runs(buf, bounds, offs)
+    out, bad = _merge_runs(buf, bounds, offs)
+    if bad >= 0:
+        raise_bad_record(buf, offs, bad)
+    return out

@@ -39,7 +39,7 @@ from shaledb.kernels._jit import kernel
 from shaledb.kernels.hashing import _load_u32, _load_u64, _load_u64_be, _prefetch, as_u8, readonly
 from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_ALIGN, RECORD_HEADER
 
-__all__ = ["check_run", "concat_runs", "sort_records"]
+__all__ = ["check_run", "concat_runs", "raise_bad_record", "sort_records"]
 
 _SMALL = 24  # segments this short are finished by insertion sort
 _AHEAD = 16  # records prefetched ahead when walking offsets in sorted (random) order
@@ -115,18 +115,30 @@ def _compare_records(buf, a, b):
 
 
 @kernel
+def _record_ok(buf, off):
+    """True when a record at ``off`` is aligned and lies wholly inside ``buf``."""
+    size = buf.shape[0]
+    if off < 0 or off % RECORD_ALIGN != 0 or off + RECORD_HEADER > size:
+        return False
+    klen = _key_len(buf, off)
+    return klen <= MAX_KEY_LEN and off + RECORD_HEADER + klen + _value_len(buf, off) <= size
+
+
+@kernel
 def _check_run(buf, offs):
     """Index of the first record that does not fit the layout, or -1."""
-    size = buf.shape[0]
     for i in range(offs.shape[0]):
-        off = offs[i]
-        if off < 0 or off % RECORD_ALIGN != 0 or off + RECORD_HEADER > size:
-            return i
-        klen = _key_len(buf, off)
-        vlen = _value_len(buf, off)
-        if klen > MAX_KEY_LEN or off + RECORD_HEADER + klen + vlen > size:
+        if not _record_ok(buf, offs[i]):
             return i
     return -1
+
+
+def raise_bad_record(buf, offs, bad: int):
+    """Raise InvalidArgument for record ``bad`` of a run (a kernel found it out of bounds)."""
+    raise InvalidArgument(
+        f"record {bad} at offset {int(offs[bad])} does not fit the record layout "
+        f"in a buffer of {buf.shape[0]} bytes"
+    )
 
 
 def as_offsets(offs, name: str = "offs") -> np.ndarray:
@@ -154,10 +166,7 @@ def check_run(buf, offs, *, validate: bool = True):
     if validate and offs.shape[0]:
         bad = int(_check_run(buf, offs))
         if bad >= 0:
-            raise InvalidArgument(
-                f"record {bad} at offset {int(offs[bad])} does not fit the record layout "
-                f"in a buffer of {buf.shape[0]} bytes"
-            )
+            raise_bad_record(buf, offs, bad)
     return buf, offs
 
 
@@ -327,7 +336,8 @@ def _fill_words(buf, ro, words, lo, hi, depth):
 def _top_words(buf, offs, ibits):
     """First _WORDS sort words and the trailer of every record, in input order
     (sequential reads), and the packed keys: the top ``64 - ibits`` bits of the
-    first word above the record's input index (``ibits`` bits)."""
+    first word above the record's input index (``ibits`` bits).  Validates each
+    record before reading it; the third result is the first bad index or -1."""
     n = offs.shape[0]
     words = np.empty((n, _WORDS + 1), dtype=np.uint64)  # last column: trailers
     packed = np.empty(n, dtype=np.uint64)
@@ -335,11 +345,13 @@ def _top_words(buf, offs, ibits):
     for i in range(n):
         _prefetch(buf, offs[min(i + _AHEAD, n - 1)] + RECORD_HEADER)
         off = offs[i]
+        if not _record_ok(buf, off):
+            return words, packed, i
         for k in range(_WORDS):
             words[i, k] = _chunk_word(buf, off, 7 * k)
         words[i, _WORDS] = _trailer(buf, off)
         packed[i] = (words[i, 0] & keep) | np.uint64(i)
-    return words, packed
+    return words, packed, -1
 
 
 @kernel
@@ -488,19 +500,22 @@ def _sort_records(buf, offs, top_words, packed, ibits):
     return ro
 
 
-def sort_records(buf, offs, *, validate: bool = True) -> np.ndarray:
+def sort_records(buf, offs) -> np.ndarray:
     """Offsets of the records of ``(buf, offs)`` ordered by (key asc, trailer desc).
 
-    Stable: records with equal key and trailer keep their input order.
+    Stable: records with equal key and trailer keep their input order.  Every
+    record is checked to lie inside ``buf`` (InvalidArgument otherwise).
     """
-    buf, offs = check_run(buf, offs, validate=validate)
+    buf, offs = check_run(buf, offs, validate=False)  # _top_words validates as it reads
     n = offs.shape[0]
     if n == 0:
         return np.empty(0, dtype=np.int64)
     if n >= 1 << 40:
         raise InvalidArgument(f"too many records to sort at once: {n}")
     ibits = max(1, (n - 1).bit_length())
-    words, packed = _top_words(buf, offs, ibits)
+    words, packed, bad = _top_words(buf, offs, ibits)
+    if bad >= 0:
+        raise_bad_record(buf, offs, bad)
     packed.sort()  # numpy's vectorised sort (AVX-512 / AVX2 where available)
     return _sort_records(buf, offs, words, packed, ibits)
 

@@ -48,7 +48,7 @@ def _variants(raw: bytes, offs: list[int]):
 def _warm_own() -> None:
     import numpy as np
 
-    from shaledb.kernels.bloom import bloom_build, bloom_may_contain
+    from shaledb.kernels.bloom import _bloom_probe, bloom_build, bloom_may_contain
     from shaledb.kernels.dedupe import dedupe_sorted
     from shaledb.kernels.hashing import xxh64
     from shaledb.kernels.merge import merge_runs
@@ -68,6 +68,10 @@ def _warm_own() -> None:
         for f in (filt, filt.tobytes()):
             bloom_may_contain(f, b"a")
             bloom_may_contain(f, np.frombuffer(bytearray(b"zz"), dtype=np.uint8))
+        # readers probe with the jitted kernel directly (filter from bytes or built here)
+        for f in (filt, np.frombuffer(filt.tobytes(), dtype=np.uint8)):
+            for key in (np.frombuffer(b"a", dtype=np.uint8), np.frombuffer(bytearray(b"a"), dtype=np.uint8)):
+                _bloom_probe(f, key, 0, 1)
     concat_runs([_variants(raw, offs)[0], _variants(raw, offs)[3]])
 
 

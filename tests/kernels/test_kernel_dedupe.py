@@ -60,3 +60,10 @@ def test_rejects_bad_snapshot(snap):
     buf, offs = encode_run([(b"a", 1, 1, b"")])
     with pytest.raises(InvalidArgument):
         dedupe_sorted(buf, offs, snap)
+
+
+@pytest.mark.parametrize("bad", [[0, 1], [0, 10**6], [-8], [0, 24, 40]])
+def test_rejects_records_outside_buffer(bad):
+    buf, _ = encode_run([(b"a", 1, 1, b""), (b"a", 0, 1, b"")])
+    with pytest.raises(InvalidArgument):
+        dedupe_sorted(buf, np.array(bad, dtype=np.int64))

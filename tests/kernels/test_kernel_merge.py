@@ -56,3 +56,10 @@ def test_rejects_bad_bounds(bounds):
     buf, offs = encode_run([(b"a", 1, 1, b""), (b"b", 1, 1, b"")])
     with pytest.raises(InvalidArgument):
         merge_runs(buf, bounds, offs)
+
+
+@pytest.mark.parametrize("bad", [[0, 1], [0, 10**6], [-8, 0], [0, 24, 40]])
+def test_rejects_records_outside_buffer(bad):
+    buf, _ = encode_run([(b"a", 1, 1, b""), (b"b", 0, 1, b"")])
+    with pytest.raises(InvalidArgument):
+        merge_runs(buf, [0, 1, len(bad)], np.array(bad, dtype=np.int64))
