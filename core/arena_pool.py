@@ -57,6 +57,7 @@ Writer side (``shaledb.writer`` uses these):
     max_batch_bytes / max_batch_records
 Flusher side:
     wal_snapshot() -> (buf, offs, token, max_gen, max_seq) | None
+    wal_parts() -> ([(generation, arena, offs), ...], token, max_seq) | None
     wal_committed(token) (alias commit);  durable_candidate(token, max_seq)
     publish_durable(seq); publish_fenced(); publish_closed(); publish_failed()
     publish_manifest_id(mid); active_bytes(); seal() -> gen | None; has_sealed()
@@ -601,6 +602,33 @@ class ArenaPool:
             ctl[C_RELEASES] = int(ctl[C_RELEASES]) + 1  # even: done
 
     # ------------------------------------------------------------------ WAL
+    def wal_parts(self):
+        """Like :meth:`wal_snapshot`, without concatenating arenas:
+        ``(parts, token, max_seq)`` with one ``(generation, arena, offs)`` part
+        per arena holding records not in the WAL yet (views into shared
+        memory, nothing copied), or None.  Same consistent cut, same token."""
+        with self.lock:
+            max_seq = int(self.ctl[C_NEXT_SEQ]) - 1
+            cut = []
+            for i, _st, gen in self.live_slots():
+                a = self.arena(i)
+                h = a[: K.HEADER_BYTES].view("<u8")
+                inc = int(h[K.H_INCARNATION])
+                end = int(h[K.H_COMMITTED])
+                b = self._slot(i)
+                start = int(self.ctl[b + S_WAL_END]) if int(self.ctl[b + S_WAL_INC]) == inc else 0
+                cut.append((i, a, inc, start, end, gen))
+        parts, token = [], []
+        for i, a, inc, start, end, gen in cut:
+            offs = K.arena_record_offsets(a, start, end)
+            token.append((i, inc, end))
+            if len(offs):
+                parts.append((gen, a, offs))
+        if not parts:
+            self.wal_committed(token)
+            return None
+        return parts, token, max_seq
+
     def wal_snapshot(self):
         """What is committed but not in the WAL yet, as one record run:
         ``(buf, offs, token, max_gen, max_seq)``, or None if nothing.
