@@ -98,7 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="mixed-phase puts wait for durability")
     p.add_argument("--put-percentage", type=float, default=20.0, help="share of puts in the mixed phase")
     p.add_argument("--duration", type=float, default=5.0, help="seconds of the mixed phase")
-    p.add_argument("--reads", type=_positive_int, default=20_000, help="gets in each read pass (cold, warm)")
+    p.add_argument("--reads", type=_positive_int, default=None,
+                   help="gets in each read pass (cold, warm); default 20000 on a local store, 5000 on S3")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, metavar="PATH", help="write every figure to PATH")
     p.add_argument("--peers", default="auto",
@@ -118,6 +119,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--moto picks its own bucket; give --store only for a local directory or without --moto")
     if args.endpoint and not (args.store or "").startswith("s3://"):
         p.error("--endpoint needs --store s3://bucket/prefix")
+    if args.reads is None:
+        args.reads = 5_000 if (args.moto or (args.store or "").startswith("s3://")) else 20_000
     args.peers_list = _resolve_peers(p, args.peers)
     args.records_by_engine = _records_by_engine(p, args)
     return args
