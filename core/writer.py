@@ -64,12 +64,15 @@ import threading
 import time
 import weakref
 from multiprocessing import util as _mp_util
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shaledb.arena_pool import C_STATUS, NO_MEMORY, ArenaPool
 from shaledb.errors import Closed, InvalidArgument, ShaleDBError, Unavailable
 from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_HEADER
+
+if TYPE_CHECKING:  # the pool (and numba) load at a writer's first use, not at import
+    from shaledb.arena_pool import ArenaPool
 
 __all__ = ["MAX_KEY_BYTES", "MAX_VALUE_BYTES", "WriteBatch", "Writer", "WriterHooks"]
 
@@ -307,6 +310,8 @@ class Writer:
         if self._wid == 0:
             with self._lock:
                 if self._wid == 0:
+                    from shaledb.arena_pool import C_STATUS, ArenaPool
+
                     if self._pool is None:
                         self._pool = ArenaPool.attach(self._desc)
                         self._own_pool = True
@@ -568,6 +573,8 @@ class Writer:
                 deadline = now + self._timeout
                 self._hooks.request_seal(pool)
             elif now > deadline:
+                from shaledb.arena_pool import NO_MEMORY
+
                 why = "unflushed bytes above max_unflushed_bytes" if seq == NO_MEMORY else "no free arena"
                 raise Unavailable(
                     f"writes waited {self._timeout:g} s for the flusher to free memory ({why})"
