@@ -14,10 +14,11 @@ descending), so the newest version of a key comes first.
   ends inside the chunk sorts before a longer key with the same bytes (it is
   its prefix), and equal words with a low byte < 8 mean equal keys;
 * one sequential pass computes, per record, the words of the first _WORDS
-  chunks (21 bytes) and the trailer.  The first level sorts
-  ``(top bits of word 0) << b | input index`` with numpy's vectorised sort
-  (b = bits of the record count), which orders by key prefix and keeps ties
-  in input order;
+  chunks (21 bytes) and the trailer.  The first level sorts packed keys
+  ``(64 - b bits of words 0-1 after the bits all records share) << b | input
+  index`` (b = bits of the record count) with numpy's vectorised sort, which
+  orders by key prefix, keeps ties in input order, and still discriminates
+  when every key starts with the same bytes;
 * a run of records that tie becomes a segment: ordered by its next cached
   word (insertion sort when short, a merge sort, or a stable LSD byte radix
   sort that skips bytes equal in every word), then each run of equal words
@@ -335,13 +336,21 @@ def _fill_words(buf, ro, words, lo, hi, depth):
 @kernel
 def _top_words(buf, offs, ibits):
     """First _WORDS sort words and the trailer of every record, in input order
-    (sequential reads), and the packed keys: the top ``64 - ibits`` bits of the
-    first word above the record's input index (``ibits`` bits).  Validates each
-    record before reading it; the third result is the first bad index or -1."""
+    (sequential reads), and the packed keys for the first level.
+
+    A packed key holds, above the record's input index (``ibits`` bits), the
+    ``64 - ibits`` bits of (word 0, word 1) that follow the leading bits every
+    record shares: sorting packed keys orders by key prefix (ties: input
+    order) even when all keys start alike.  Validates each record before
+    reading it; the third result is the first bad index or -1.
+    """
     n = offs.shape[0]
     words = np.empty((n, _WORDS + 1), dtype=np.uint64)  # last column: trailers
     packed = np.empty(n, dtype=np.uint64)
-    keep = ~((np.uint64(1) << np.uint64(ibits)) - np.uint64(1))
+    all0 = ~np.uint64(0)
+    any0 = np.uint64(0)
+    all1 = ~np.uint64(0)
+    any1 = np.uint64(0)
     for i in range(n):
         _prefetch(buf, offs[min(i + _AHEAD, n - 1)] + RECORD_HEADER)
         off = offs[i]
@@ -350,7 +359,35 @@ def _top_words(buf, offs, ibits):
         for k in range(_WORDS):
             words[i, k] = _chunk_word(buf, off, 7 * k)
         words[i, _WORDS] = _trailer(buf, off)
-        packed[i] = (words[i, 0] & keep) | np.uint64(i)
+        all0 &= words[i, 0]
+        any0 |= words[i, 0]
+        all1 &= words[i, 1]
+        any1 |= words[i, 1]
+    # z = number of leading bits of the 128-bit (word 0, word 1) shared by all records
+    z = 0
+    diff = any0 ^ all0
+    if diff == np.uint64(0):
+        z = 64
+        diff = any1 ^ all1
+    if diff != np.uint64(0):
+        while (diff >> np.uint64(63)) == np.uint64(0):
+            diff = diff << np.uint64(1)
+            z += 1
+    else:
+        z = 128
+    keep = ~((np.uint64(1) << np.uint64(ibits)) - np.uint64(1))
+    for i in range(n):
+        w0 = words[i, 0]
+        w1 = words[i, 1]
+        if z == 0:
+            hi = w0
+        elif z < 64:
+            hi = (w0 << np.uint64(z)) | (w1 >> np.uint64(64 - z))
+        elif z < 128:
+            hi = w1 << np.uint64(z - 64)
+        else:
+            hi = np.uint64(0)
+        packed[i] = (hi & keep) | np.uint64(i)
     return words, packed, -1
 
 
@@ -429,21 +466,14 @@ def _sort_records(buf, offs, top_words, packed, ibits):
     first word on.
     """
     n = offs.shape[0]
-    words = np.empty((n, _WORDS), dtype=np.uint64)  # cached sort words, aligned with ro
-    tw = np.empty((n, _WORDS), dtype=np.uint64)
-    tr = np.empty(n, dtype=np.uint64)  # cached trailers, aligned with ro
-    vals = np.empty(n, dtype=np.uint64)
-    ro = np.empty(n, dtype=np.int64)  # the offsets themselves are permuted
-    pidx = np.empty(n, dtype=np.int64)
-    tv = np.empty(n, dtype=np.uint64)
-    ti = np.empty(n, dtype=np.int64)
-    counts = np.zeros((8, 256), dtype=np.int64)
     mask = (np.uint64(1) << np.uint64(ibits)) - np.uint64(1)
     sh = np.uint64(ibits)
+    out = np.empty(n, dtype=np.int64)
     for i in range(n):
-        ro[i] = offs[np.int64(packed[i] & mask)]
-    st = np.empty((n // 2 + 2, 5), dtype=np.int64)
-    top = 0
+        out[i] = offs[np.int64(packed[i] & mask)]
+    # records that tie on the first level are copied to compact arrays (dense
+    # working memory: few page faults and cache misses when ties are rare)
+    g = 0
     i = 0
     while i < n:
         pre = packed[i] >> sh
@@ -451,17 +481,42 @@ def _sort_records(buf, offs, top_words, packed, ibits):
         while j < n and (packed[j] >> sh) == pre:
             j += 1
         if j - i > 1:
-            for t in range(i, j):
-                q = np.int64(packed[t] & mask)
-                tr[t] = top_words[q, _WORDS]
-                for k in range(_WORDS):
-                    words[t, k] = top_words[q, k]
-            st[top, 0] = i
-            st[top, 1] = j
+            g += j - i
+        i = j
+    if g == 0:
+        return out
+    words = np.empty((g, _WORDS), dtype=np.uint64)  # cached sort words, aligned with ro
+    tw = np.empty((g, _WORDS), dtype=np.uint64)
+    tr = np.empty(g, dtype=np.uint64)  # cached trailers, aligned with ro
+    vals = np.empty(g, dtype=np.uint64)
+    ro = np.empty(g, dtype=np.int64)  # the offsets themselves are permuted
+    pidx = np.empty(g, dtype=np.int64)
+    tv = np.empty(g, dtype=np.uint64)
+    ti = np.empty(g, dtype=np.int64)
+    counts = np.zeros((8, 256), dtype=np.int64)
+    st = np.empty((g // 2 + 2, 5), dtype=np.int64)
+    top = 0
+    c = 0
+    i = 0
+    while i < n:
+        pre = packed[i] >> sh
+        j = i + 1
+        while j < n and (packed[j] >> sh) == pre:
+            j += 1
+        if j - i > 1:
+            st[top, 0] = c
+            st[top, 1] = c + j - i
             st[top, 2] = 0
             st[top, 3] = _WORDS
             st[top, 4] = 0
             top += 1
+            for t in range(i, j):
+                q = np.int64(packed[t] & mask)
+                ro[c] = out[t]
+                tr[c] = top_words[q, _WORDS]
+                for k in range(_WORDS):
+                    words[c, k] = top_words[q, k]
+                c += 1
         i = j
     while top > 0:
         top -= 1
@@ -497,7 +552,20 @@ def _sort_records(buf, offs, top_words, packed, ibits):
             if have > 1:
                 _permute_rows(words, pidx, lo, hi, tw)
         top = _push_groups(vals, lo, hi, depth, have, base, st, top)
-    return ro
+    # copy the sorted tie runs back in place
+    c = 0
+    i = 0
+    while i < n:
+        pre = packed[i] >> sh
+        j = i + 1
+        while j < n and (packed[j] >> sh) == pre:
+            j += 1
+        if j - i > 1:
+            for t in range(i, j):
+                out[t] = ro[c]
+                c += 1
+        i = j
+    return out
 
 
 def sort_records(buf, offs) -> np.ndarray:
