@@ -140,3 +140,10 @@ def test_large_segments_take_every_path(seed):
     buf, offs = encode_run(records)
     got = sort_records(buf, offs)
     assert got.tolist() == sort_offsets(buf, offs)
+
+
+def test_empty_keys_sort_first():
+    # the engine never writes an empty key, but the kernels order one correctly
+    records = [(b"a", 1, 1, b""), (b"", 2, 1, b"x"), (b"\x00", 1, 0, b""), (b"", 5, 0, b"")]
+    buf, offs = encode_run(records)
+    assert sort_records(buf, offs).tolist() == sort_offsets(buf, offs)
