@@ -20,7 +20,6 @@ Thread safety: a Db may be shared by threads of one process.
 from __future__ import annotations
 
 import atexit
-import multiprocessing
 import os
 import threading
 import time
@@ -93,6 +92,69 @@ def _check_bound(name: str, key: Any) -> bytes | None:
     return key
 
 
+class _FlusherProcess:
+    """The flusher in a fresh interpreter (``python -m shaledb.flusher``).
+
+    Like multiprocessing's ``spawn`` start method (a new interpreter, nothing
+    inherited but the environment and ``sys.path``), but the user's
+    ``__main__`` is never re-imported: scripts without an
+    ``if __name__ == "__main__"`` guard, ``python -`` and notebooks can open
+    databases.  The config goes down one pipe (pickled); the ready message
+    comes back on another (a ``multiprocessing.connection.Connection``).
+    Offers the ``multiprocessing.Process`` methods the Db uses.
+    """
+
+    def __init__(self, config) -> None:
+        import pickle
+        import subprocess
+        import sys
+        from multiprocessing.connection import Connection
+
+        cfg_r, cfg_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        try:
+            self._popen = subprocess.Popen(
+                [sys.executable, "-m", "shaledb.flusher", str(cfg_r), str(ready_w)],
+                pass_fds=(cfg_r, ready_w),
+                stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            for fd in (cfg_r, cfg_w, ready_r, ready_w):
+                os.close(fd)
+            raise
+        os.close(cfg_r)
+        os.close(ready_w)
+        self.conn = Connection(ready_r, writable=False)
+        self.pid = self._popen.pid
+        try:
+            with os.fdopen(cfg_w, "wb") as f:
+                pickle.dump(list(sys.path), f)
+                pickle.dump(config, f)
+        except (BrokenPipeError, OSError):
+            pass  # the child died at start; is_alive() says so
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._popen.poll()
+
+    def join(self, timeout: float | None = None) -> None:
+        import subprocess
+
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def kill(self) -> None:
+        try:
+            self._popen.kill()
+        except ProcessLookupError:
+            pass
+
+
 def wrap_store(store, options: Options):
     """The store as the engine uses it: the test wrapper, then retries."""
     from shaledb.storage.wrappers import RetryingStore
@@ -132,6 +194,7 @@ class Db:
         self._lock = threading.RLock()
         self._closed = False
         self._closing_error: BaseException | None = None
+        self._next_check = 0.0
         self._proc = None
         self._thread_flusher = None
         self._control_addr = None
@@ -161,10 +224,8 @@ class Db:
         return self
 
     def _start_process_flusher(self, url: str, store_options: dict) -> None:
-        from shaledb.flusher import FlusherConfig, flusher_process_main
+        from shaledb.flusher import FlusherConfig
 
-        ctx = multiprocessing.get_context("spawn")
-        parent_conn, child_conn = ctx.Pipe(duplex=False)
         config = FlusherConfig(
             url=url,
             store_options=store_options,
@@ -173,16 +234,14 @@ class Db:
             pool=self._mem.descriptor(),
             parent_pid=os.getpid(),
         )
-        proc = ctx.Process(target=flusher_process_main, args=(config, child_conn), name="shaledb-flusher", daemon=True)
-        proc.start()
-        child_conn.close()
+        proc = _FlusherProcess(config)
         self._proc = proc
-        self._ready_conn = parent_conn
+        self._ready_conn = proc.conn
         deadline = time.monotonic() + self.options.open_timeout
         while True:
-            if parent_conn.poll(0.05):
+            if proc.conn.poll(0.05):
                 try:
-                    msg = parent_conn.recv()
+                    msg = proc.conn.recv()
                 except EOFError:
                     msg = None
                 break
@@ -215,11 +274,18 @@ class Db:
     def _check_open(self) -> None:
         if self._closed:
             raise Closed("the database is closed")
-        if self._closing_error is None and self._mem is not None and self._mem.fenced():
-            self._closing_error = Fenced("a newer writer opened this database; this Db is fenced")
         if self._closing_error is not None:
             raise type(self._closing_error)(str(self._closing_error))
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        # At most every few ms (the checks cost more than a buffered put):
+        self._next_check = now + 0.005
+        if self._mem is not None and self._mem.fenced():
+            self._closing_error = Fenced("a newer writer opened this database; this Db is fenced")
+            raise Fenced(str(self._closing_error))
         if self._proc is not None and not self._proc.is_alive():
+            self._next_check = 0.0
             raise Unavailable(
                 f"the flusher process died (exit code {self._proc.exitcode}); close this Db and open it again"
             )
@@ -248,23 +314,39 @@ class Db:
     def put(self, key: bytes, value: bytes, *, await_durable: bool = True) -> int:
         """Write ``key = value``; return the sequence number of the write."""
         self._check_open()
-        return self._mem.writer.put(key, value, await_durable=await_durable)
+        try:
+            return self._mem.writer.put(key, value, await_durable=await_durable)
+        except Fenced as exc:
+            self._closing_error = exc
+            raise
 
     def delete(self, key: bytes, *, await_durable: bool = True) -> int:
         """Delete ``key`` (write a tombstone); return its sequence number."""
         self._check_open()
-        return self._mem.writer.delete(key, await_durable=await_durable)
+        try:
+            return self._mem.writer.delete(key, await_durable=await_durable)
+        except Fenced as exc:
+            self._closing_error = exc
+            raise
 
     def write(self, batch, *, await_durable: bool = True) -> int:
         """Apply a :class:`~shaledb.WriteBatch` atomically; return the last seq."""
         self._check_open()
-        return self._mem.writer.write(batch, await_durable=await_durable)
+        try:
+            return self._mem.writer.write(batch, await_durable=await_durable)
+        except Fenced as exc:
+            self._closing_error = exc
+            raise
 
     def put_many(self, keys, values, *, await_durable: bool = True) -> int:
         """Write many pairs: sequences of bytes, or numpy ``(uint8 data, int64
         offsets)`` pairs for keys and values.  Return the last seq."""
         self._check_open()
-        return self._mem.writer.put_many(keys, values, await_durable=await_durable)
+        try:
+            return self._mem.writer.put_many(keys, values, await_durable=await_durable)
+        except Fenced as exc:
+            self._closing_error = exc
+            raise
 
     def writer(self):
         """A picklable handle that lets another process append and flush."""

@@ -563,7 +563,7 @@ def _copy_error(exc: BaseException) -> BaseException:
 
 
 def flusher_process_main(config: FlusherConfig, ready_conn) -> None:
-    """Entry point of the flusher process (``spawn`` context)."""
+    """Body of the flusher process (see ``shaledb.db._FlusherProcess``)."""
     flusher = None
     try:
         from shaledb.storage import open_store
@@ -600,3 +600,24 @@ def _attach_pool(desc):
     from shaledb.db import attach_pool_view
 
     return attach_pool_view(desc)
+
+
+def _main(argv: list[str]) -> None:
+    """``python -m shaledb.flusher <config fd> <ready fd>``: read the parent's
+    sys.path and the pickled FlusherConfig, then run the flusher."""
+    import pickle
+    import sys
+    from multiprocessing.connection import Connection
+
+    cfg_fd, ready_fd = int(argv[0]), int(argv[1])
+    ready = Connection(ready_fd, readable=False)
+    with os.fdopen(cfg_fd, "rb") as f:
+        sys.path[:] = pickle.load(f)
+        config = pickle.load(f)
+    flusher_process_main(config, ready)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(sys.argv[1:])

@@ -190,3 +190,21 @@ def test_bad_roots(tmp_path):
     (mdir / newest).write_bytes(b"garbage")
     with pytest.raises(shaledb.Corruption, match="manifest"):
         open_db(str(root))
+
+
+def test_open_from_a_script_without_main_guard(tmp_path):
+    # The flusher never re-imports the user's __main__: code fed on stdin (or a
+    # script without an ``if __name__ == "__main__"`` guard) can open databases.
+    root = str(tmp_path / "db")
+    code = (
+        "import shaledb\n"
+        f"db = shaledb.open({root!r})\n"
+        "db.put(b'k', b'v')\n"
+        "db.close()\n"
+        f"db = shaledb.open({root!r})\n"
+        "print(db.get(b'k'))\n"
+        "db.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "b'v'"
