@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.hashing import _xxh64, xxh64
+from shaledb.kernels.hashing import _load_u32, _xxh64, xxh64
 from shaledb.kernels.layout import RECORD_HEADER
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -66,8 +66,7 @@ def _fill_records(buf, offs, keys, key_offs, trailers, value_len):
 def _hash_keys(buf, offs, out):
     for i in range(offs.shape[0]):
         o = offs[i]
-        kl = np.int64(buf[o]) | (np.int64(buf[o + 1]) << 8) | (np.int64(buf[o + 2]) << 16) | (np.int64(buf[o + 3]) << 24)
-        out[i] = _xxh64(buf, o + RECORD_HEADER, kl, np.uint64(0))
+        out[i] = _xxh64(buf, o + RECORD_HEADER, np.int64(_load_u32(buf, o)), np.uint64(0))
 
 
 class Dataset:

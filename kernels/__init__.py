@@ -4,6 +4,9 @@ Records share one layout (``shaledb.kernels.layout``, docs/format/record.md);
 a record run is ``(buf: uint8[:], offs: int64[:])``.  The public wrappers are
 re-exported here lazily, so ``import shaledb.kernels`` does not import numba;
 inside the package, import from the submodules.
+
+Kernels run without the GIL and keep no state: wrappers validate their inputs,
+allocate their outputs and may be called from several threads at once.
 """
 
 from __future__ import annotations
