@@ -418,8 +418,11 @@ def render(report: dict) -> str:
                      fmt_rate(p.get("gets_per_s")), _lat(p.get("put_latency"), "p50_ns"), _lat(p.get("put_latency"), "p99_ns"),
                      _lat(p.get("get_latency"), "p50_ns"), _lat(p.get("get_latency"), "p99_ns"), _req(p.get("requests"))])
     cfg = report["config"]
+    over = [ph(e, "mixed").get("harness_overhead_ns") for e in names if ph(e, "mixed").get("harness_overhead_ns")]
+    over_txt = f"; the timing loop itself costs ~{min(over):.0f} ns/op, included" if over else ""
     out.append(format_table(["engine", "ops", "time", "ops/s", "puts/s", "gets/s", "put p50", "put p99", "get p50", "get p99", "requests"],
-                            rows, f"== mixed ({cfg['put_percentage']:g}% puts, await_durable {'on' if cfg['await_durable'] else 'off'}) =="))
+                            rows, f"== mixed ({cfg['put_percentage']:g}% puts, await_durable {'on' if cfg['await_durable'] else 'off'}"
+                            f"{over_txt}) =="))
 
     rows = []
     for e in names:
@@ -477,7 +480,7 @@ def render(report: dict) -> str:
     if report.get("ratios"):
         rows = []
         for metric, by_peer in report["ratios"].items():
-            rows.append([metric] + [f"{by_peer[p]:.2f}x" if by_peer.get(p) is not None else "-" for p in report["config"]["peers"]])
+            rows.append([metric] + [f"{by_peer[p]:.3g}x" if by_peer.get(p) is not None else "-" for p in report["config"]["peers"]])
         out.append(format_table(["ShaleDB vs peer (>1: ShaleDB better)"] + list(report["config"]["peers"]), rows, "== ratios =="))
 
     # A phase table with no rows (every engine failed before it) says nothing.
