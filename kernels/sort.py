@@ -573,6 +573,8 @@ def sort_records(buf, offs) -> np.ndarray:
 
     Stable: records with equal key and trailer keep their input order.  Every
     record is checked to lie inside ``buf`` (InvalidArgument otherwise).
+    Scratch memory: about 50 bytes per record, plus about 100 bytes per
+    record whose first key bytes tie with another record's.
     """
     buf, offs = check_run(buf, offs, validate=False)  # _top_words validates as it reads
     n = offs.shape[0]
