@@ -23,7 +23,14 @@ def test_import_shaledb_is_light():
     code = "import sys, shaledb; shaledb.Options; print(sorted(m for m in ('numpy','numba','boto3') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
-    assert {"open", "Db", "Options", "WriteBatch", "Fenced", "Closed", "InvalidArgument"} <= set(shaledb.__all__)
+    assert shaledb.__all__ == sorted(shaledb.__all__)
+    assert set(shaledb.__all__) == {
+        "Closed", "Conflict", "Corruption", "Db", "Fenced", "Internal", "InvalidArgument", "ObjectNotFound",
+        "Options", "PreconditionFailed", "ShaleDBError", "StorageError", "Unavailable", "WriteBatch", "Writer",
+        "__version__", "open",
+    }
+    for name in shaledb.__all__:
+        assert getattr(shaledb, name) is not None
 
 
 def test_roundtrip_flush_and_reopen(root):
