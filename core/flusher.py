@@ -324,7 +324,10 @@ class Flusher:
         now = time.monotonic()
         if now - self._last_poll >= self.options.manifest_poll_interval:
             self._last_poll = now
+            before = self.mstore.manifest_id
             self.mstore.refresh()  # Fenced when a newer writer bumped the epoch
+            if self.mstore.manifest_id != before:
+                self._published()  # e.g. a compactor's update: readers re-read it
         if self.options.wal:
             self._upload_wal()
         if self.pool.active_bytes() >= self.options.l0_sst_bytes:
