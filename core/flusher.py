@@ -1,16 +1,19 @@
 """The flusher: the only code that writes to the object store for one open Db.
 
-It runs in its own process (started with the ``spawn`` context), or, for a
-``memory://`` store that lives inside the user's process, as a thread of that
-process.  Everything it writes goes through ONE worker thread, in order::
+It runs in its own process, a fresh interpreter started as ``python -m
+shaledb.flusher`` (like the ``spawn`` start method, but the user's
+``__main__`` is never re-imported; see ``shaledb.db._FlusherProcess``), or,
+for a ``memory://`` store that lives inside the user's process, as a thread
+of that process.  Everything it writes goes through ONE worker thread, in order::
 
     control threads ──request──▶ queue ──▶ worker thread ──▶ object store
          ▲                                   │  WAL upload every flush_interval
          └────────── answer when done ◀──────┘  seal → L0 SSTs → manifest
 
-* WAL: every ``flush_interval`` and on request, the records appended to the
-  arenas since the last upload become one WAL object ``wal/<id>.sst``, written
-  create-only, ids strictly increasing with no gaps.  A frozen pending object
+* WAL: every ``flush_interval``, on request, and at once when a durable write
+  waits (group commit), the records appended to each arena since the last
+  upload become one WAL object ``wal/<id>.sst``, written create-only, ids
+  strictly increasing with no gaps.  A frozen pending object
   (same bytes, same put-id) is retried until it lands, so an ambiguous write
   is recognised as our own (never as a fence).  Then the durable seq is
   published in shared memory.
