@@ -4,7 +4,8 @@ A Db owns, for as long as it is open:
 
 * the arena pool (shared memory, ``shaledb.arena_pool``) into which this
   process and every ``db.writer()`` handle append;
-* the flusher (``shaledb.flusher``): a ``spawn``-ed process, or a thread of
+* the flusher (``shaledb.flusher``): a process of its own (a fresh
+  interpreter, ``python -m shaledb.flusher``), or a thread of
   this process for a ``memory://`` store (which only exists in this process);
 * the authenticated control channel to the flusher (``shaledb.control``);
 * a read path: arenas (newest data), then the L0 SSTs of the manifest newest

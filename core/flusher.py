@@ -66,7 +66,7 @@ __all__ = ["FlusherConfig", "Flusher", "flusher_process_main"]
 
 @dataclass(frozen=True)
 class FlusherConfig:
-    """Everything the flusher needs; picklable (crosses the spawn boundary)."""
+    """Everything the flusher needs; picklable (sent down a pipe to its process)."""
 
     url: str
     store_options: dict
