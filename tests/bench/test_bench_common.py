@@ -19,7 +19,15 @@ if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
 from bench._peers.base import ScanCheck, expected_digest  # noqa: E402
-from bench.common import Dataset  # noqa: E402, format_table, generate_dataset, latency_summary, load_dataset, op_plan, read_indices
+from bench.common import (  # noqa: E402
+    Dataset,
+    format_table,
+    generate_dataset,
+    latency_summary,
+    load_dataset,
+    op_plan,
+    read_indices,
+)
 
 
 def _keys(ds: Dataset) -> list[bytes]:
