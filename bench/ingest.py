@@ -633,6 +633,9 @@ def main(argv=None) -> int:
         print(f"\nShaleDB did not run: {why}")
     if args.json:
         write_json(args.json, report)
+    if args.keep and not args.moto:
+        print(f"\nkept: {report['config'].get('store_description', '-')}"
+              + (f" and {stores.scratch}" if stores.scratch and stores.scratch.exists() else ""))
     return 0 if report["ok"] else 1
 
 
