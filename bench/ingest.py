@@ -322,7 +322,7 @@ def run_engine(engine: str, args, stores: Stores, data_dir: Path, work: Path, sh
         mem = sampler.stop()
         proc.returncode = os.waitstatus_to_exitcode(status) if status is not None else None
         # Stragglers of the engine's process group (flusher, writers) must not outlive it.
-        _kill_group(proc.pid, quiet=True)
+        _kill_group(proc.pid)
     wall = time.perf_counter() - t0
     try:
         result = json.loads(result_path.read_text())
@@ -346,7 +346,7 @@ def run_engine(engine: str, args, stores: Stores, data_dir: Path, work: Path, sh
     return result
 
 
-def _kill_group(pgid: int, quiet: bool = False) -> None:
+def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
