@@ -531,8 +531,13 @@ class EngineHooks:
 
 
 class EngineWriter(Writer):
-    """The pool's writer plus the ``mid-append`` failpoint (fires just before
-    a batch is appended; SIGKILL there is a writer dying mid-write)."""
+    """The pool's writer plus the ``mid-append`` failpoint.
+
+    When it fires, the writer is caught inside an append: it holds the pool
+    lock, has reserved the seqs of its batch from the shared counter and has
+    written part of the records beyond its arena's committed offset, without
+    committing.  A SIGKILL there is the worst moment for a writer to die.
+    """
 
     _fp = None
 
@@ -544,8 +549,33 @@ class EngineWriter(Writer):
             opts = getattr(self._hooks, "options", None)
             fp = self._fp = Failpoints(opts.failpoints if opts is not None else "")
         if fp:
-            fp.hit("mid-append")
+            held = []
+            try:
+                fp.hit("mid-append", when_firing=lambda: self._half_append(kd, kinds, held))
+            finally:
+                if held:  # an "error" or "sleep" action: leave the append undone
+                    held[0].__exit__(None, None, None)
         return super()._append_chunk(kd, ko, vd, vo, kinds, nbytes)
+
+    def _half_append(self, kd, kinds, held) -> None:
+        from shaledb.kernels import arena as K
+
+        pool = self._pool
+        pool.lock.__enter__()
+        held.append(pool.lock)
+        pool.counter[0] = pool.counter[0] + _np_uint64(kinds.shape[0])  # seqs reserved
+        i = pool._owned.get(self._wid, -1)
+        if i >= 0:  # some bytes of the batch beyond the committed offset
+            a = pool.arena(i)
+            start = int(a[: K.HEADER_BYTES].view("<u8")[K.H_COMMITTED])
+            end = min(a.shape[0], start + min(len(kd), 64))
+            a[start:end] = 0xAB
+
+
+def _np_uint64(n: int):
+    import numpy
+
+    return numpy.uint64(n)
 
 
 class Memtable:

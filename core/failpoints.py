@@ -24,8 +24,9 @@ to the object store, except ``mid-append``):
 ``after-sst-upload``   L0 SSTs landed; the manifest does not list them yet
 ``after-manifest``     the manifest lists the new L0; the sealed arenas are
                        not yet released to the pool
-``mid-append``         a writer reserved its seq but the batch is not yet
-                       committed to its arena (checked by ``Db`` writers)
+``mid-append``         a writer holds the pool lock, has reserved the seqs
+                       of its batch and written part of its bytes, but has
+                       not committed it (``shaledb.db.EngineWriter``)
 """
 
 from __future__ import annotations
@@ -113,8 +114,12 @@ class Failpoints:
     def __bool__(self) -> bool:
         return bool(self._actions)
 
-    def hit(self, name: str) -> None:
-        """Pass the failpoint ``name``: crash, fail or sleep if it is armed."""
+    def hit(self, name: str, when_firing=None) -> None:
+        """Pass the failpoint ``name``: crash, fail or sleep if it is armed.
+
+        ``when_firing`` (optional) is called just before the action, only when
+        it fires: it sets up the state the crash should be caught in.
+        """
         action = self._actions.get(name)
         if action is None:
             return
@@ -123,6 +128,8 @@ class Failpoints:
             self._hits[name] = n
         if n < action.from_hit or action.kind == "off":
             return
+        if when_firing is not None:
+            when_firing()
         if action.kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
             time.sleep(60)  # the signal is asynchronous; never run past the point
