@@ -550,7 +550,9 @@ class Flusher:
             self._server.close()
             self._server = None
         if self._worker is not None and self._worker.is_alive():
-            self._q.put(_Request("close-now", ()))  # unknown op: worker answers with an error, loop continues
+            self._q.put(_Request("abort", ()))  # the worker stops without flushing
+            if threading.current_thread() is not self._worker:
+                self._worker.join(10)
             self._stopped.set()
 
 

@@ -158,7 +158,7 @@ def test_model_local():
     class M(EngineMachine):
         make_root = staticmethod(_local_root)
 
-    run_state_machine_as_test(M, settings=_settings(3, 12))
+    run_state_machine_as_test(M, settings=_settings(2, 12))
 
 
 @pytest.mark.slow
@@ -176,4 +176,4 @@ def test_model_s3(moto_server):
         make_root = staticmethod(s3_root)
         extra = s3_opts(moto_server)
 
-    run_state_machine_as_test(M, settings=_settings(2, 12))
+    run_state_machine_as_test(M, settings=_settings(2, 10))
