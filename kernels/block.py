@@ -57,7 +57,7 @@ from numba.extending import intrinsic
 
 from shaledb.errors import Corruption, Internal, InvalidArgument
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.hashing import _xxh64
+from shaledb.kernels.hashing import _load_u32, _load_u64, _prefetch, _store_u32, _store_u64, _xxh64, readonly
 from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_ALIGN, RECORD_HEADER
 
 __all__ = [
@@ -79,6 +79,7 @@ MIN_BLOCK_SIZE = 64
 MAX_BLOCK_SIZE = 1 << 24
 BLOCK_TAIL = 12  # num_restarts u32 + checksum u64
 _MAX_ENTRY_OVERHEAD = 5 + 5 + 5 + 8  # three varints + trailer
+_AHEAD = 16  # records prefetched ahead by the encoder (it reads them in key order)
 
 # Error codes returned by the kernels (negative); see _raise().
 _OK = 0
@@ -132,52 +133,28 @@ if numba.config.DISABLE_JIT:  # kernels run as plain Python: copy with slices
         dst[dst_off : dst_off + n] = src[src_off : src_off + n]
 
 
-# Array indexes below are unsigned (np.uintp): numba then skips the
-# negative-index wrap-around, and LLVM merges the byte loads into one load.
+# Fixed-width little-endian loads and stores: one unaligned access each
+# (kernels/hashing.py).
 
 
 @kernel
 def _ld32(a, p):
-    q = np.uintp(p)
-    return np.int64(
-        np.uint32(a[q])
-        | (np.uint32(a[q + np.uintp(1)]) << np.uint32(8))
-        | (np.uint32(a[q + np.uintp(2)]) << np.uint32(16))
-        | (np.uint32(a[q + np.uintp(3)]) << np.uint32(24))
-    )
+    return np.int64(_load_u32(a, p))
 
 
 @kernel
 def _ld64(a, p):
-    q = np.uintp(p)
-    return (
-        np.uint64(a[q])
-        | (np.uint64(a[q + np.uintp(1)]) << np.uint64(8))
-        | (np.uint64(a[q + np.uintp(2)]) << np.uint64(16))
-        | (np.uint64(a[q + np.uintp(3)]) << np.uint64(24))
-        | (np.uint64(a[q + np.uintp(4)]) << np.uint64(32))
-        | (np.uint64(a[q + np.uintp(5)]) << np.uint64(40))
-        | (np.uint64(a[q + np.uintp(6)]) << np.uint64(48))
-        | (np.uint64(a[q + np.uintp(7)]) << np.uint64(56))
-    )
+    return _load_u64(a, p)
 
 
 @kernel
 def _st32(a, p, v):
-    q = np.uintp(p)
-    v = np.uint64(v)
-    a[q] = np.uint8(v & np.uint64(0xFF))
-    a[q + np.uintp(1)] = np.uint8((v >> np.uint64(8)) & np.uint64(0xFF))
-    a[q + np.uintp(2)] = np.uint8((v >> np.uint64(16)) & np.uint64(0xFF))
-    a[q + np.uintp(3)] = np.uint8((v >> np.uint64(24)) & np.uint64(0xFF))
+    _store_u32(a, p, v)
 
 
 @kernel
 def _st64(a, p, v):
-    q = np.uintp(p)
-    v = np.uint64(v)
-    for i in range(8):
-        a[q + np.uintp(i)] = np.uint8((v >> np.uint64(8 * i)) & np.uint64(0xFF))
+    _store_u64(a, p, v)
 
 
 @kernel
@@ -266,18 +243,35 @@ def _encode_bound(buf, offs):
 @kernel
 def _finish_block(out, pos, blk_start, restarts, nrestart):
     for j in range(nrestart):
-        _st32(out, pos, restarts[j])
+        _store_u32(out, pos, restarts[j])
         pos += 4
-    _st32(out, pos, nrestart)
+    _store_u32(out, pos, nrestart)
     pos += 4
     h = _xxh64(out, blk_start, pos - blk_start, np.uint64(0))
-    _st64(out, pos, h)
+    _store_u64(out, pos, h)
     return pos + 8
 
 
 @kernel
+def _prefetch_record(buf, r, blen):
+    """Prefetch the cache lines of the record at ``r`` past its first one
+    (whose header must already be cached; bogus offsets are skipped)."""
+    if r >= 0 and r + RECORD_HEADER <= blen:
+        end = r + RECORD_HEADER + np.int64(_load_u32(buf, r)) + np.int64(_load_u32(buf, r + 4))
+        q = (r | 63) + 1
+        while q < end:
+            _prefetch(buf, q)
+            q += 64
+
+
+@kernel
 def _encode(buf, offs, block_size, restart_interval, out, block_starts, first_idx, last_idx):
-    """Encode sorted records into blocks.  Returns (error, num_blocks, bytes)."""
+    """Encode sorted records into blocks.  Returns (error, num_blocks, bytes).
+
+    Records are read in key order (random addresses): the header line of the
+    record _AHEAD positions on is prefetched, and the rest of the record
+    _AHEAD // 2 positions on (its header is cached by then).
+    """
     n = offs.shape[0]
     restarts = np.empty(block_size // 11 + 2, dtype=np.int64)
     pos = np.int64(0)
@@ -290,15 +284,18 @@ def _encode(buf, offs, block_size, restart_interval, out, block_starts, first_id
     prev_t = np.uint64(0)
     blen = buf.shape[0]
     cap = out.shape[0]
+    last = n - 1
     for i in range(n):
+        _prefetch(buf, offs[min(i + _AHEAD, last)])
+        _prefetch_record(buf, offs[min(i + _AHEAD // 2, last)], blen)
         r = offs[i]
         if r < 0 or r + RECORD_HEADER > blen:
             return E_RECORD, 0, np.int64(0)
-        k = _ld32(buf, r)
-        v = _ld32(buf, r + 4)
+        k = np.int64(_load_u32(buf, r))
+        v = np.int64(_load_u32(buf, r + 4))
         if k < 1 or k > MAX_KEY_LEN or r + RECORD_HEADER + k + v > blen:
             return E_RECORD, 0, np.int64(0)
-        t = _ld64(buf, r + 8)
+        t = _load_u64(buf, r + 8)
         kp = r + RECORD_HEADER
         cp = 0
         if prev_r >= 0:
@@ -323,6 +320,7 @@ def _encode(buf, offs, block_size, restart_interval, out, block_starts, first_id
                 nrestart = 0
                 restart = True
                 shared = 0
+                elen = 1 + _varint_len(k) + _varint_len(v) + 8 + k + v
         if blk_entries == 0:
             blk_start = pos
             block_starts[nb] = pos
@@ -333,15 +331,20 @@ def _encode(buf, offs, block_size, restart_interval, out, block_starts, first_id
             restarts[nrestart] = pos - blk_start
             nrestart += 1
         unshared = k - shared
-        pos = _put_varint(out, pos, shared)
-        pos = _put_varint(out, pos, unshared)
-        pos = _put_varint(out, pos, v)
-        _st64(out, pos, t)
+        if shared < 128 and unshared < 128 and v < 128:
+            out[pos] = np.uint8(shared)
+            out[pos + 1] = np.uint8(unshared)
+            out[pos + 2] = np.uint8(v)
+            pos += 3
+        else:
+            pos = _put_varint(out, pos, shared)
+            pos = _put_varint(out, pos, unshared)
+            pos = _put_varint(out, pos, v)
+        _store_u64(out, pos, t)
         pos += 8
-        _memcpy(out, pos, buf, kp + shared, unshared)
-        pos += unshared
-        _memcpy(out, pos, buf, kp + k, v)
-        pos += v
+        # key[shared:] and the value are adjacent in the record: one copy
+        _memcpy(out, pos, buf, kp + shared, unshared + v)
+        pos += unshared + v
         blk_entries += 1
         prev_r = r
         prev_k = k
@@ -372,12 +375,14 @@ class EncodedBlocks(NamedTuple):
 
 
 def _as_u8(data, name: str) -> np.ndarray:
+    """A read-only contiguous uint8 view of ``data``: the kernels only read
+    their inputs, and one array type means one compiled signature each."""
     if isinstance(data, np.ndarray):
         if data.dtype != np.uint8 or data.ndim != 1:
             raise InvalidArgument(f"{name} must be a 1-D uint8 array")
-        return np.ascontiguousarray(data)
+        return readonly(np.ascontiguousarray(data))
     if isinstance(data, (bytes, bytearray, memoryview)):
-        return np.frombuffer(data, dtype=np.uint8)
+        return readonly(np.frombuffer(data, dtype=np.uint8))
     raise InvalidArgument(f"{name} must be bytes-like or a uint8 array, not {type(data).__name__}")
 
 
@@ -385,7 +390,7 @@ def _as_offs(offs) -> np.ndarray:
     offs = np.ascontiguousarray(offs)
     if offs.dtype != np.int64 or offs.ndim != 1:
         raise InvalidArgument("offs must be a 1-D int64 array")
-    return offs
+    return readonly(offs)
 
 
 def _as_key(key) -> np.ndarray:

@@ -4,9 +4,10 @@
 kernels call (bloom filters, block checksums, arena hash index);
 ``xxh64(data, seed=0) -> int`` is the validating Python wrapper.
 
-The loads ``_load_u32`` / ``_load_u64`` (little-endian) and ``_load_u64_be``
-(one unaligned load each, as LLVM intrinsics; byte by byte when numba is
-disabled) and the ``_prefetch`` hint are shared by the other kernels that read
+The loads ``_load_u32`` / ``_load_u64`` (little-endian) and ``_load_u64_be``,
+the stores ``_store_u32`` / ``_store_u64`` (one unaligned access each, as LLVM
+intrinsics; byte by byte when numba is disabled) and the ``_prefetch`` hint
+are shared by the other kernels that read
 the record layout (``kernels/layout.py``).  None of them checks bounds.
 
 All arithmetic is on ``np.uint64`` with explicit casts: numba turns a mix of
@@ -66,6 +67,18 @@ if config.DISABLE_JIT:  # the kernels run as plain Python
     def _prefetch(buf, pos):
         pass
 
+    def _store_u64(buf, p, v):
+        """Store ``v`` little-endian at ``buf[p:p+8]``."""
+        v = int(v)
+        for j in range(8):
+            buf[p + j] = (v >> (8 * j)) & 0xFF
+
+    def _store_u32(buf, p, v):
+        """Store the low 32 bits of ``v`` little-endian at ``buf[p:p+4]``."""
+        v = int(v)
+        for j in range(4):
+            buf[p + j] = (v >> (8 * j)) & 0xFF
+
 else:
     from llvmlite import ir
     from numba import types
@@ -115,6 +128,37 @@ else:
             return builder.call(fn, [val])
 
         return types.uint64(buf, types.int64), codegen
+
+    def _unaligned_store(context, builder, signature, args, bits):
+        ptr8 = _gep_i8(context, builder, signature, args)
+        ity = ir.IntType(bits)
+        val = context.cast(builder, args[2], signature.args[2], types.uint64)
+        if bits < 64:
+            val = builder.trunc(val, ity)
+        builder.store(val, builder.bitcast(ptr8, ity.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    @intrinsic
+    def _store_u64(typingctx, buf, p, v):
+        """Store ``v`` (as uint64) little-endian at ``buf[p:p+8]`` (one unaligned store; no bounds check)."""
+        if not isinstance(buf, types.Array) or not isinstance(v, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return _unaligned_store(context, builder, signature, args, 64)
+
+        return types.void(buf, types.int64, v), codegen
+
+    @intrinsic
+    def _store_u32(typingctx, buf, p, v):
+        """Store the low 32 bits of ``v`` little-endian at ``buf[p:p+4]`` (one unaligned store)."""
+        if not isinstance(buf, types.Array) or not isinstance(v, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return _unaligned_store(context, builder, signature, args, 32)
+
+        return types.void(buf, types.int64, v), codegen
 
     @intrinsic
     def _prefetch(typingctx, buf, pos):

@@ -92,3 +92,23 @@ def test_rejects_bad_data(bad):
 def test_rejects_bad_seed(seed):
     with pytest.raises(InvalidArgument):
         xxh64(b"x", seed)
+
+
+def test_unaligned_loads_and_stores():
+    from shaledb.kernels._jit import kernel
+    from shaledb.kernels.hashing import _load_u32, _load_u64, _load_u64_be, _store_u32, _store_u64
+
+    @kernel
+    def roundtrip(buf, p, v):
+        _store_u64(buf, p, v)
+        _store_u32(buf, p + 8, v)
+        return _load_u64(buf, p), _load_u32(buf, p + 8), _load_u64_be(buf, p)
+
+    for p in range(0, 9):
+        for v in (0, 1, 0x0102030405060708, 2**64 - 1):
+            buf = np.zeros(24, np.uint8)
+            le, lo, be = roundtrip(buf, p, np.uint64(v))
+            assert bytes(buf[p : p + 8]) == v.to_bytes(8, "little")
+            assert bytes(buf[p + 8 : p + 12]) == (v & 0xFFFFFFFF).to_bytes(4, "little")
+            assert not buf[:p].any() and not buf[p + 12 :].any()
+            assert (int(le), int(lo), int(be)) == (v, v & 0xFFFFFFFF, int.from_bytes(v.to_bytes(8, "little"), "big"))
