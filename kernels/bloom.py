@@ -29,7 +29,7 @@ import numpy as np
 
 from shaledb.errors import Corruption, InvalidArgument
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.hashing import _load_u32, _load_u64, _xxh64, as_u8
+from shaledb.kernels.hashing import _load_u32, _load_u64, _prefetch, _xxh64, as_u8
 from shaledb.kernels.layout import RECORD_HEADER
 from shaledb.kernels.sort import _record_ok, check_run, raise_bad_record
 
@@ -41,6 +41,7 @@ MAX_PROBES = 30
 MAX_BITS = (1 << 32) - 64
 
 _M32 = np.uint64(0xFFFFFFFF)
+_AHEAD = 8  # keys whose probe lines are prefetched ahead
 
 
 @kernel
@@ -81,14 +82,29 @@ def _bloom_probe(filt, buf, start, length):
 
 @kernel
 def _bloom_build(buf, offs, filt, k, m):
-    """Set the bits of every record's key; returns -1, or the index of a record out of bounds."""
-    for i in range(offs.shape[0]):
+    """Set the bits of every record's key; returns -1, or the index of a record out of bounds.
+
+    Two passes: hash every key (reading the records in ``offs`` order), then
+    set the bits, prefetching the probe lines of the key _AHEAD on.
+    """
+    n = offs.shape[0]
+    hashes = np.empty(n, dtype=np.uint64)
+    for i in range(n):
         off = offs[i]
         if not _record_ok(buf, off):
             return i
         klen = np.int64(_load_u32(buf, off))
-        h = _xxh64(buf, off + RECORD_HEADER, klen, np.uint64(0))
-        _set_bits(filt, h, k, m)
+        hashes[i] = _xxh64(buf, off + RECORD_HEADER, klen, np.uint64(0))
+    mm = np.uint64(m)
+    for i in range(n):
+        if i + _AHEAD < n:
+            h = hashes[i + _AHEAD]
+            a = h & _M32
+            d = h >> np.uint64(32)
+            for j in range(k):
+                x = (a + np.uint64(j) * d) & _M32
+                _prefetch(filt, BLOOM_HEADER + np.int64(((x * mm) >> np.uint64(32)) >> np.uint64(3)))
+        _set_bits(filt, hashes[i], k, m)
     return -1
 
 
