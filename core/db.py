@@ -238,6 +238,14 @@ class Db:
         proc = _FlusherProcess(config)
         self._proc = proc
         self._ready_conn = proc.conn
+        # While the flusher starts (a second interpreter), load this process's
+        # kernels, so the first put/get/scan does not pay for it.
+        try:
+            from shaledb.kernels.warmup import warmup
+
+            warmup()
+        except Exception:  # noqa: BLE001 - only a head start; the kernels load on first use anyway
+            pass
         deadline = time.monotonic() + self.options.open_timeout
         while True:
             if proc.conn.poll(0.05):

@@ -596,6 +596,12 @@ def flusher_process_main(config: FlusherConfig, ready_conn) -> None:
     finally:
         pass
     try:
+        try:  # load every kernel now rather than on the first WAL upload / L0 flush
+            from shaledb.kernels.warmup import warmup
+
+            warmup()
+        except Exception:  # noqa: BLE001 - they load on first use anyway
+            pass
         flusher.wait_stopped(parent_pid=config.parent_pid if config.watch_parent else None)
     finally:
         flusher.stop()
