@@ -414,6 +414,15 @@ def _cached_compare(buf, ro, words, tr, x, y, depth, have, base):
 
 
 @kernel
+def _prefetch_segment(buf, ro, lo, hi, depth, have):
+    """Prefetch the key bytes past the cached words of a small segment's records."""
+    if depth != _TRAILER_DEPTH and hi - lo <= _SMALL:
+        d = RECORD_HEADER + depth + 7 * have
+        for i in range(lo, hi):
+            _prefetch(buf, ro[i] + d)
+
+
+@kernel
 def _small_sort(buf, ro, words, tr, pidx, ti, tv, lo, hi, depth, have, base):
     """Stable insertion sort of a small segment (a leaf: cached words are not kept)."""
     for i in range(lo, hi):
@@ -430,10 +439,38 @@ def _small_sort(buf, ro, words, tr, pidx, ti, tv, lo, hi, depth, have, base):
 
 
 @kernel
+def _refill_groups(buf, ro, words, vals, lo, hi, depth, ti):
+    """Cache the next _WORDS sort words (from ``depth + 7``) of every record in
+    a run of >= 2 equal, unfinished words of ``vals[lo:hi]``: one prefetched
+    pass over the whole segment instead of a cache miss per record in many
+    small child segments.  ``ti`` is scratch."""
+    cnt = lo
+    i = lo
+    while i < hi:
+        v = vals[i]
+        j = i + 1
+        while j < hi and vals[j] == v:
+            j += 1
+        if j - i > 1 and (v & np.uint64(0xFF)) == np.uint64(8):
+            for t in range(i, j):
+                ti[cnt] = t
+                cnt += 1
+        i = j
+    d = depth + 7
+    for c in range(lo, cnt):
+        _prefetch(buf, ro[ti[min(c + _AHEAD, cnt - 1)]] + RECORD_HEADER + d)
+        t = ti[c]
+        off = ro[t]
+        for k in range(_WORDS):
+            words[t, k] = _chunk_word(buf, off, d + 7 * k)
+
+
+@kernel
 def _push_groups(vals, lo, hi, depth, have, base, st, top):
     """Push every run of >= 2 equal words of ``vals[lo:hi]`` as a segment one level down.
 
     A stack entry is (lo, hi, depth, cached words left, slot of the first).
+    ``have == 1`` means the children's words were refilled (``_refill_groups``).
     """
     i = lo
     while i < hi:
@@ -446,8 +483,12 @@ def _push_groups(vals, lo, hi, depth, have, base, st, top):
             st[top, 1] = j
             if (v & np.uint64(0xFF)) == np.uint64(8):
                 st[top, 2] = depth + 7
-                st[top, 3] = have - 1
-                st[top, 4] = (base + 1) % _WORDS
+                if have == 1:
+                    st[top, 3] = _WORDS
+                    st[top, 4] = 0
+                else:
+                    st[top, 3] = have - 1
+                    st[top, 4] = (base + 1) % _WORDS
             else:
                 st[top, 2] = _TRAILER_DEPTH
                 st[top, 3] = 0
@@ -511,6 +552,7 @@ def _sort_records(buf, offs, top_words, packed, ibits):
             st[top, 4] = 0
             top += 1
             for t in range(i, j):
+                _prefetch(top_words, np.int64(packed[min(t + _AHEAD, n - 1)] & mask) * (_WORDS + 1))
                 q = np.int64(packed[t] & mask)
                 ro[c] = out[t]
                 tr[c] = top_words[q, _WORDS]
@@ -534,6 +576,8 @@ def _sort_records(buf, offs, top_words, packed, ibits):
                 _permute(tr, pidx, lo, hi, tv)
             continue
         if hi - lo <= _SMALL:
+            if top >= 2:  # small segments are popped in a row: prefetch the one after next
+                _prefetch_segment(buf, ro, st[top - 2, 0], st[top - 2, 1], st[top - 2, 2], st[top - 2, 3])
             _small_sort(buf, ro, words, tr, pidx, ti, tv, lo, hi, depth, have, base)
             continue
         if have == 0:
@@ -551,6 +595,8 @@ def _sort_records(buf, offs, top_words, packed, ibits):
             _permute(tr, pidx, lo, hi, tv)
             if have > 1:
                 _permute_rows(words, pidx, lo, hi, tw)
+        if have == 1:
+            _refill_groups(buf, ro, words, vals, lo, hi, depth, ti)
         top = _push_groups(vals, lo, hi, depth, have, base, st, top)
     # copy the sorted tie runs back in place
     c = 0

@@ -147,3 +147,17 @@ def test_empty_keys_sort_first():
     records = [(b"a", 1, 1, b""), (b"", 2, 1, b"x"), (b"\x00", 1, 0, b""), (b"", 5, 0, b"")]
     buf, offs = encode_run(records)
     assert sort_records(buf, offs).tolist() == sort_offsets(buf, offs)
+
+
+def test_deep_shared_prefixes_refill_cached_words():
+    """Segments that tie past several sets of cached words (prefixes of 30-70
+    bytes, then a few symbols), large and small, with duplicates."""
+    rng = np.random.default_rng(5)
+    n = 1500 if NOJIT else 5000
+    prefixes = [b"p" * 30, b"p" * 44 + b"/", b"q" * 70]
+    records = []
+    for _ in range(n):
+        key = prefixes[int(rng.integers(3))] + rng.integers(48, 51, int(rng.integers(0, 12)), dtype=np.uint8).tobytes()
+        records.append((key, int(rng.integers(0, 1000)), int(rng.integers(0, 2)), b""))
+    buf, offs = encode_run(records)
+    assert sort_records(buf, offs).tolist() == sort_offsets(buf, offs)
