@@ -20,11 +20,32 @@ import numpy as np
 from shaledb.errors import InvalidArgument
 from shaledb.kernels._jit import kernel
 from shaledb.kernels.layout import MAX_SEQ
-from shaledb.kernels.hashing import _prefetch
+from shaledb.kernels.hashing import _load_u32, _load_u64, _prefetch
 from shaledb.kernels.layout import RECORD_HEADER
-from shaledb.kernels.sort import _AHEAD, _compare_keys, _record_ok, _trailer, check_run, raise_bad_record
+from shaledb.kernels.sort import _AHEAD, _record_ok, _trailer, check_run, raise_bad_record
 
 __all__ = ["dedupe_sorted"]
+
+
+@kernel
+def _same_key(buf, a, b):
+    """True when the records at ``a`` and ``b`` have equal keys (lengths
+    first, then 8 bytes at a time)."""
+    n = np.int64(_load_u32(buf, a))
+    if n != np.int64(_load_u32(buf, b)):
+        return False
+    pa = a + RECORD_HEADER
+    pb = b + RECORD_HEADER
+    i = 0
+    while i + 8 <= n:
+        if _load_u64(buf, pa + i) != _load_u64(buf, pb + i):
+            return False
+        i += 8
+    while i < n:
+        if buf[pa + i] != buf[pb + i]:
+            return False
+        i += 1
+    return True
 
 
 @kernel
@@ -51,7 +72,7 @@ def _dedupe_sorted(buf, offs, snapshot_seq, use_snapshot):
         while j < n:
             if not _record_ok(buf, offs[j]):
                 return out[:0].copy(), j
-            if _compare_keys(buf, offs[j], first) != 0:
+            if not _same_key(buf, offs[j], first):
                 break
             _prefetch(buf, offs[min(j + _AHEAD, last)] + RECORD_HEADER)
             if use_snapshot:
