@@ -84,7 +84,16 @@ def _find_request_counts(obj) -> dict | None:
     for key in ("requests", "store_requests", "object_store_requests"):
         v = obj.get(key)
         if isinstance(v, dict):
-            return {str(k): int(n) for k, n in v.items() if isinstance(n, (int, float))}
+            # {op: count}, {op: {"count": ...}} or {op: OpStats} (shaledb.storage InstrumentedStore)
+            out = {}
+            for k, n in v.items():
+                if isinstance(n, dict):
+                    n = n.get("count")
+                elif hasattr(n, "count") and not isinstance(n, (int, float)):
+                    n = n.count
+                if isinstance(n, (int, float)):
+                    out[str(k)] = int(n)
+            return out
     # Fallback: the flusher's upload counters (writes only; reads are not counted).
     uploads = {"wal_uploads": "PUT wal", "l0_ssts": "PUT sst", "manifest_updates": "PUT manifest"}
     if all(isinstance(obj.get(k), int) for k in uploads):
