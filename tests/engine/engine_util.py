@@ -14,7 +14,7 @@ SPAWN = multiprocessing.get_context("spawn")
 
 #: Small arenas and SSTs so that tests cross generation and SST boundaries.
 SMALL = dict(arena_bytes=1 << 20, l0_sst_bytes=1 << 18, max_unflushed_bytes=8 << 20, flush_interval=0.02,
-             request_timeout=30.0, open_timeout=60.0, close_timeout=60.0, manifest_poll_interval=0.2)
+             request_timeout=120.0, open_timeout=120.0, close_timeout=120.0, manifest_poll_interval=0.2)
 
 
 def memory_url() -> str:
