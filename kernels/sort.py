@@ -19,12 +19,16 @@ descending), so the newest version of a key comes first.
   index`` (b = bits of the record count) with numpy's vectorised sort, which
   orders by key prefix, keeps ties in input order, and still discriminates
   when every key starts with the same bytes;
-* a run of records that tie becomes a segment: ordered by its next cached
-  word (insertion sort when short, a merge sort, or a stable LSD byte radix
-  sort that skips bytes equal in every word), then each run of equal words
-  becomes a segment one chunk deeper, or, keys being equal, is ordered by
-  trailer descending.  Cached words and trailers move with the offsets, so a
-  record's bytes are read again only past 21 key bytes (``_fill_words``);
+* two records that tie are ordered right away from their cached words and
+  trailers (``_pair_order``); a longer run of records that tie becomes a
+  segment: ordered by its next cached word (insertion sort when short, a
+  merge sort, or a stable LSD byte radix sort that skips bytes equal in every
+  word), then each run of equal words becomes a segment one chunk deeper,
+  or, keys being equal, is ordered by trailer descending.  Cached words and
+  trailers move with the offsets; when a segment uses its last cached word,
+  the next _WORDS words of its tied records are read in one prefetched pass
+  (``_refill_groups``), so a record's bytes are read again only past 21 key
+  bytes and never one cache miss at a time;
 * segments of at most ``_SMALL`` records are finished by an insertion sort
   that compares cached words, then key bytes, then trailers.
 
@@ -414,17 +418,41 @@ def _cached_compare(buf, ro, words, tr, x, y, depth, have, base):
 
 
 @kernel
-def _prefetch_segment(buf, ro, lo, hi, depth, have):
-    """Prefetch the key bytes past the cached words of a small segment's records."""
-    if depth != _TRAILER_DEPTH and hi - lo <= _SMALL:
-        d = RECORD_HEADER + depth + 7 * have
-        for i in range(lo, hi):
-            _prefetch(buf, ro[i] + d)
+def _pair_order(buf, top_words, qa, qb, a, b):
+    """Record order (-1, 0, 1) of input records ``qa`` and ``qb`` (at offsets
+    ``a`` and ``b``) from their cached words and trailers, then key bytes."""
+    equal = False
+    for k in range(_WORDS):
+        x = top_words[qa, k]
+        y = top_words[qb, k]
+        if x != y:
+            return -1 if x < y else 1
+        if (x & np.uint64(0xFF)) != np.uint64(8):
+            equal = True  # both keys end inside this chunk
+            break
+    if not equal:
+        c = _compare_keys_from(buf, a, b, 7 * _WORDS)
+        if c != 0:
+            return c
+    ta = top_words[qa, _WORDS]
+    tb = top_words[qb, _WORDS]
+    if ta == tb:
+        return 0
+    return -1 if ta > tb else 1
 
 
 @kernel
 def _small_sort(buf, ro, words, tr, pidx, ti, tv, lo, hi, depth, have, base):
     """Stable insertion sort of a small segment (a leaf: cached words are not kept)."""
+    if hi - lo == 2:
+        if _cached_compare(buf, ro, words, tr, lo, lo + 1, depth, have, base) > 0:
+            x = ro[lo]
+            ro[lo] = ro[lo + 1]
+            ro[lo + 1] = x
+            y = tr[lo]
+            tr[lo] = tr[lo + 1]
+            tr[lo + 1] = y
+        return
     for i in range(lo, hi):
         pidx[i] = i
     for i in range(lo + 1, hi):
@@ -512,8 +540,9 @@ def _sort_records(buf, offs, top_words, packed, ibits):
     out = np.empty(n, dtype=np.int64)
     for i in range(n):
         out[i] = offs[np.int64(packed[i] & mask)]
-    # records that tie on the first level are copied to compact arrays (dense
-    # working memory: few page faults and cache misses when ties are rare)
+    # two records that tie on the first level are ordered here; larger ties
+    # are copied to compact arrays (dense working memory: few page faults and
+    # cache misses when ties are rare)
     g = 0
     i = 0
     while i < n:
@@ -521,7 +550,14 @@ def _sort_records(buf, offs, top_words, packed, ibits):
         j = i + 1
         while j < n and (packed[j] >> sh) == pre:
             j += 1
-        if j - i > 1:
+        if j - i == 2:
+            qa = np.int64(packed[i] & mask)
+            qb = np.int64(packed[i + 1] & mask)
+            if _pair_order(buf, top_words, qa, qb, out[i], out[i + 1]) > 0:
+                x = out[i]
+                out[i] = out[i + 1]
+                out[i + 1] = x
+        elif j - i > 2:
             g += j - i
         i = j
     if g == 0:
@@ -544,7 +580,7 @@ def _sort_records(buf, offs, top_words, packed, ibits):
         j = i + 1
         while j < n and (packed[j] >> sh) == pre:
             j += 1
-        if j - i > 1:
+        if j - i > 2:
             st[top, 0] = c
             st[top, 1] = c + j - i
             st[top, 2] = 0
@@ -576,8 +612,6 @@ def _sort_records(buf, offs, top_words, packed, ibits):
                 _permute(tr, pidx, lo, hi, tv)
             continue
         if hi - lo <= _SMALL:
-            if top >= 2:  # small segments are popped in a row: prefetch the one after next
-                _prefetch_segment(buf, ro, st[top - 2, 0], st[top - 2, 1], st[top - 2, 2], st[top - 2, 3])
             _small_sort(buf, ro, words, tr, pidx, ti, tv, lo, hi, depth, have, base)
             continue
         if have == 0:
@@ -606,7 +640,7 @@ def _sort_records(buf, offs, top_words, packed, ibits):
         j = i + 1
         while j < n and (packed[j] >> sh) == pre:
             j += 1
-        if j - i > 1:
+        if j - i > 2:
             for t in range(i, j):
                 out[t] = ro[c]
                 c += 1

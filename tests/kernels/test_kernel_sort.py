@@ -161,3 +161,18 @@ def test_deep_shared_prefixes_refill_cached_words():
         records.append((key, int(rng.integers(0, 1000)), int(rng.integers(0, 2)), b""))
     buf, offs = encode_run(records)
     assert sort_records(buf, offs).tolist() == sort_offsets(buf, offs)
+
+
+@pytest.mark.parametrize("tail", [b"", b"a", b"ab", b"b"])
+def test_first_level_pairs(tail):
+    """Exactly two records tying on the first level: ordered by their cached
+    words, key bytes past the cache, or trailers."""
+    p = b"k" * 30
+    records = [(p + b"b", 3, 1, b""), (p + tail, 7, 0, b""), (b"other", 1, 1, b""), (b"\x00", 2, 1, b"")]
+    for recs in (records, records[::-1]):
+        buf, offs = encode_run(recs)
+        assert sort_records(buf, offs).tolist() == sort_offsets(buf, offs)
+    same = [(b"s" * 9, 5, 1, b""), (b"s" * 9, 9, 1, b""), (b"t", 1, 1, b"")]
+    for recs in (same, same[::-1]):
+        buf, offs = encode_run(recs)
+        assert sort_records(buf, offs).tolist() == sort_offsets(buf, offs)
