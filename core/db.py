@@ -28,17 +28,9 @@ import weakref
 from typing import Any, Iterator
 
 from shaledb.control import ControlClient, new_control_address, remove_control_address
-from shaledb.errors import (
-    Closed,
-    Corruption,
-    Fenced,
-    InvalidArgument,
-    ObjectNotFound,
-    ShaleDBError,
-    Unavailable,
-)
+from shaledb.errors import Closed, Fenced, InvalidArgument, ShaleDBError, Unavailable
 from shaledb.options import MAX_KEY_BYTES, Options
-from shaledb.writer import WriteBatch, Writer
+from shaledb.writer import WriteBatch, Writer  # noqa: F401 - re-exported
 
 __all__ = ["Db", "EngineWriter", "WriteBatch", "Writer", "open"]
 

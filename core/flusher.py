@@ -42,7 +42,7 @@ import struct
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,12 +53,11 @@ from shaledb.errors import (
     Fenced,
     Internal,
     InvalidArgument,
-    PreconditionFailed,
     ShaleDBError,
     Unavailable,
 )
 from shaledb.failpoints import Failpoints
-from shaledb.layout import sst_key, wal_key
+from shaledb.layout import sst_key
 from shaledb.options import Options
 
 __all__ = ["FlusherConfig", "Flusher", "flusher_process_main"]
