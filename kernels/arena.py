@@ -162,6 +162,16 @@ else:
     except ImportError:  # until then, the private copy above
         _xxh64 = _private_xxh64
 
+if config.DISABLE_JIT:
+
+    def _prefetch(buf, pos):
+        pass
+
+else:
+    from shaledb.kernels.hashing import _prefetch
+
+_AHEAD = 8  # index slots prefetched ahead while inserting a batch
+
 if sys.byteorder != "little":  # pragma: no cover
     raise ImportError("ShaleDB arenas require a little-endian machine")
 
@@ -363,6 +373,8 @@ def _append(arena, keys, key_offs, values, value_offs, kinds, base_seq, counter,
     rec = committed
     new_keys = 0
     for i in range(n):
+        if i + _AHEAD < n:  # the probe's first slot, a few keys ahead
+            _prefetch(a64, HEADER_BYTES // 8 + np.int64(hashes[i + _AHEAD] & np.uint64(slots - 1)))
         kl = key_offs[i + 1] - key_offs[i]
         vl = value_offs[i + 1] - value_offs[i]
         new_keys += _index_insert(arena, a64, rec, kl, hashes[i])
