@@ -1,11 +1,12 @@
 """An LRU cache of decoded SST blocks, bounded by bytes.
 
-Keys are ``(object key, block offset)``; values are raw (verified,
+Keys are ``(object key, block number)``; values are raw (verified,
 decompressed) block bytes as read-only uint8 arrays, or any object with a
 ``nbytes`` attribute or ``len()``.
 
 Thread safety: every method may be called from several threads at once (one
-lock; no I/O happens under it).
+lock for updates, no I/O under it; ``get`` takes no lock).  The hit/miss
+counters are approximate under concurrent gets.
 """
 
 from __future__ import annotations
@@ -38,15 +39,21 @@ class BlockCache:
         self.misses = 0
 
     def get(self, key: Hashable):
-        """The cached value or None; a hit makes the entry most recent."""
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return item[0]
+        """The cached value or None; a hit makes the entry most recent.
+
+        Lock-free: ``dict.get`` and ``move_to_end`` are each atomic under the
+        GIL, and an entry evicted between the two is still a valid hit."""
+        items = self._items
+        item = items.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        try:
+            items.move_to_end(key)
+        except KeyError:  # evicted meanwhile by another thread
+            pass
+        self.hits += 1
+        return item[0]
 
     def put(self, key: Hashable, value) -> None:
         """Insert or replace ``key``, evicting least recent entries to fit."""

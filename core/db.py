@@ -25,6 +25,7 @@ import os
 import threading
 import time
 import weakref
+from time import monotonic as _monotonic
 from typing import Any, Iterator
 
 from shaledb.control import ControlClient, new_control_address, remove_control_address
@@ -195,6 +196,7 @@ class Db:
         self._mem = None
         self._store = None
         self._reader = None
+        self._writer = None
         store_options = dict(options.store_options)
         try:
             self._store = wrap_store(open_store(url, **store_options), options)
@@ -210,6 +212,10 @@ class Db:
             from shaledb.read import Reader
 
             self._reader = Reader(self._store, options, self._mem)
+            # bound methods of the hot paths
+            self._writer = self._mem.writer
+            self._put = self._writer.put
+            self._rget = self._reader.get
         except BaseException:
             self._teardown(kill=True)
             raise
@@ -281,7 +287,7 @@ class Db:
         if now < self._next_check:
             return
         # At most every few ms (the checks cost more than a buffered put):
-        self._next_check = now + 0.005
+        self._next_check = now + 0.01
         if self._mem is not None and self._mem.fenced():
             self._closing_error = Fenced("a newer writer opened this database; this Db is fenced")
             raise Fenced(str(self._closing_error))
@@ -314,9 +320,12 @@ class Db:
 
     def put(self, key: bytes, value: bytes, *, await_durable: bool = True) -> int:
         """Write ``key = value``; return the sequence number of the write."""
-        self._check_open()
+        # the writer validates key and value and reads the pool status word;
+        # _check_open's own checks are rate-limited
+        if self._closed or self._closing_error is not None or _monotonic() >= self._next_check:
+            self._check_open()
         try:
-            return self._mem.writer.put(key, value, await_durable=await_durable)
+            return self._put(key, value, await_durable=await_durable)
         except Fenced as exc:
             self._closing_error = exc
             raise
@@ -358,10 +367,16 @@ class Db:
 
     def get(self, key: bytes) -> bytes | None:
         """The newest value of ``key``, or None if absent or deleted."""
-        key = _check_key(key)
-        self._check_open()
-        self._mem.drain()
-        return self._reader.get(key)
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
+            key = _check_key(key)
+        if self._closed or self._closing_error is not None or _monotonic() >= self._next_check:
+            self._check_open()
+        w = self._writer
+        if w._bk:  # this process's buffered writes are the newest versions
+            hit = w.buffered_get(key)
+            if hit is not None:
+                return hit[0]
+        return self._rget(key)
 
     def scan(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """``(key, value)`` pairs with ``start <= key < end`` in key order (lazy)."""
@@ -597,6 +612,9 @@ class Memtable:
         )
         self.writer = None
         self._hooks = None
+        # the read path calls these per get: bind the pool's methods directly
+        self.lookup = self.pool.lookup
+        self.manifest_id = self.pool.manifest_id
         return self
 
     def descriptor(self) -> dict:

@@ -9,11 +9,18 @@ sorted arena snapshots, decoded SST blocks):
     merge_entries(sources)            one stream in record order (heap merge)
     visible(entries)                  newest version per key, tombstones dropped
 
-``scan`` is ``visible(merge_entries([...]))``; it is lazy: a source is only
-advanced when its head is consumed, so a scan holds one block per SST.
+These entry-at-a-time helpers are kept for tools and tests.  ``Reader.scan``
+uses :func:`merge_visible` instead: its sources yield whole record runs (a
+sorted arena snapshot, the decoded blocks of one ranged GET), the merge works
+on batches with kernels (shaledb.kernels.read, shaledb.kernels.merge) and the
+pairs come out of C-level iterators, so there is almost no Python per record.
+It is lazy per batch: a scan holds about one read-ahead group per SST.
 
-Point reads use :func:`newest` to pick the winner among versions found in
-several sources: the highest seq wins, whatever the source.
+Point reads (``Reader.get``): arenas, then L0 newest first with every L0
+bloom filter probed by one kernel call (the key hashed once), the key range
+checked, and an SST skipped when a version already found is newer than its
+``max_seq``; the block is found in the block cache and searched in place
+(``SstReader.find``).  The highest seq wins, whatever the source.
 """
 
 from __future__ import annotations
@@ -155,10 +162,13 @@ class Reader:
         self.store = store
         self.options = options
         self.mem = mem
+        self._mem_lookup = mem.lookup
+        self._manifest_id_of_mem = mem.manifest_id
         self._lock = threading.Lock()
         self._manifest = None
         self._manifest_id = -1
         self._ssts: dict = {}
+        self._plan = None
         self._cache = None
         if options.block_cache_bytes > 0:
             try:
@@ -173,6 +183,7 @@ class Reader:
     def invalidate(self) -> None:
         with self._lock:
             self._manifest_id = -1
+            self._plan = None
 
     def manifest(self):
         """The newest manifest (re-read when the flusher published a newer one)."""
@@ -200,28 +211,62 @@ class Reader:
 
     # -- point reads
 
-    def get(self, key: bytes):
-        best = self.mem.lookup(key)
+    def _l0_plan(self):
+        """(manifest id, groups, manifest): the manifest's L0 SSTs newest first
+        in groups of at most 64, each group ``(entries, filters, starts)``
+        with entries ``(bit, first key, last key, max_seq, reader)`` and the
+        group's bloom filters concatenated (an SST without one: an empty
+        slice, always probed).  Rebuilt when the manifest changes."""
+        want = self._manifest_id_of_mem()
+        plan = self._plan
+        if plan is not None and plan[0] == want and self._manifest_id == want:
+            return plan
         m = self.manifest()
-        if m is not None:
-            best = self._get_from_ssts(m, key, best)
+        groups = []
+        l0 = list(m.l0) if m is not None else []
+        for g in range(0, len(l0), 64):
+            entries = []
+            filters = []
+            for j, ref in enumerate(l0[g : g + 64]):
+                r = self._sst(ref)
+                entries.append((1 << j, ref.first_key, ref.last_key, ref.max_seq, r))
+                f = r._bloom
+                filters.append(np.empty(0, dtype=np.uint8) if f is None else np.ascontiguousarray(f, dtype=np.uint8))
+            starts = np.zeros(len(filters) + 1, dtype=np.int64)
+            np.cumsum([f.shape[0] for f in filters], out=starts[1:])
+            groups.append((tuple(entries), np.concatenate(filters), starts))
+        plan = (self._manifest_id, tuple(groups), m)
+        self._plan = plan
+        return plan
+
+    def get(self, key: bytes):
+        """The newest value of ``key`` (bytes, non-empty), or None."""
+        best = self._mem_lookup(key)
+        plan = self._plan
+        if plan is None or plan[0] != self._manifest_id_of_mem() or self._manifest_id != plan[0]:
+            plan = self._l0_plan()
+        groups = plan[1]
+        if groups:
+            karr = np.frombuffer(key, dtype=np.uint8)
+            for entries, filters, starts in groups:
+                mask = int(_probe_mask(filters, starts, karr))
+                if not mask:
+                    continue
+                for bit, first, last, max_seq, reader in entries:
+                    if mask & bit and first <= key <= last and (best is None or best[1] < max_seq):
+                        r = reader.find(key, karr)
+                        if r is not None and (best is None or r[1] > best[1]):
+                            best = (key, r[1], r[0], r[2])
+        m = plan[2]
+        if m is not None and m.sorted_runs:
+            for run in m.sorted_runs:
+                ref = _find_in_run(run, key)
+                if ref is None or (best is not None and best[1] >= ref.max_seq):
+                    continue
+                best = newest(best, self._sst_get(ref, key))
         if best is None or best[2] != _KIND_PUT:
             return None
         return best[3]
-
-    def _get_from_ssts(self, m, key, best):
-        for ref in m.l0:
-            if best is not None and best[1] >= ref.max_seq:
-                continue
-            if key < ref.first_key or key > ref.last_key:
-                continue
-            best = newest(best, self._sst_get(ref, key))
-        for run in m.sorted_runs:
-            ref = _find_in_run(run, key)
-            if ref is None or (best is not None and best[1] >= ref.max_seq):
-                continue
-            best = newest(best, self._sst_get(ref, key))
-        return best
 
     def _sst_get(self, ref, key):
         r = self._sst(ref).get(key)
@@ -233,27 +278,161 @@ class Reader:
     # -- scans
 
     def scan(self, start, end):
-        sources = [run_entries(buf, offs, start, end) for buf, offs in self.mem.sorted_runs_snapshot()]
+        sources = []
+        for buf, offs in self.mem.sorted_runs_snapshot():
+            sources.append(_clip_run(buf, offs, start, end))
         m = self.manifest()
         if m is not None:
             for ref in m.l0:
                 if _overlaps(ref, start, end):
-                    sources.append(self._lazy_sst(ref, start, end))
+                    sources.append(self._sst(ref).iter_range(start, end))
             for run in m.sorted_runs:
                 sources.append(self._lazy_run(run, start, end))
-        return visible(merge_entries(sources))
-
-    def _lazy_sst(self, ref, start, end):
-        yield from runs_entries(self._sst(ref).iter_range(start, end), start, end)
+        return merge_visible(sources)
 
     def _lazy_run(self, run, start, end):
         for ref in run.ssts:
             if _overlaps(ref, start, end):
-                yield from runs_entries(self._sst(ref).iter_range(start, end), start, end)
+                yield from self._sst(ref).iter_range(start, end)
 
     def close(self) -> None:
         with self._lock:
             self._ssts.clear()
+
+
+_CHUNK = 16384  # records emitted per batch of a scan
+
+
+def _probe_mask(filters, starts, karr):
+    global _probe_mask
+    from shaledb.kernels.read import _probe_mask as kern
+
+    _probe_mask = kern
+    return kern(filters, starts, karr)
+
+
+def _clip_run(buf, offs, start, end):
+    """One sorted run as a source of runs, clipped to [start, end)."""
+    from shaledb.kernels import read as K
+
+    lo, hi = 0, len(offs)
+    if start is not None and hi:
+        lo = int(K._lower_bound(buf, offs, 0, hi, np.frombuffer(start, dtype=np.uint8)))
+    if end is not None and hi:
+        hi = int(K._lower_bound(buf, offs, lo, hi, np.frombuffer(end, dtype=np.uint8)))
+    if lo < hi:
+        yield buf, offs[lo:hi]
+
+
+def _last_key(buf, offs) -> bytes:
+    o = int(offs[-1])
+    klen = int(buf[o : o + 4].view("<u4")[0])
+    return buf[o + 16 : o + 16 + klen].tobytes()
+
+
+def _emit(buf, offs, prev):
+    """An iterator of the ``(key, value)`` pairs visible in one run (record
+    order), skipping versions of ``prev``."""
+    from shaledb.kernels import read as K
+
+    n = len(offs)
+    nb = int(K._run_bytes(buf, offs))
+    dst = np.empty(nb, dtype=np.uint8)
+    bounds = np.empty(2 * n + 1, dtype=np.int64)
+    if prev is None:
+        r = K._visible(buf, offs, _NO_KEY, False, dst, bounds)
+    else:
+        r = K._visible(buf, offs, np.frombuffer(prev, dtype=np.uint8), True, dst, bounds)
+    if not r:
+        return iter(())
+    bl = bounds[: 2 * r + 1].tolist()
+    cut = dst[: bl[-1]].tobytes().__getitem__
+    return zip(map(cut, map(slice, bl[0:-1:2], bl[1::2])), map(cut, map(slice, bl[1::2], bl[2::2])))
+
+
+_NO_KEY = np.zeros(1, dtype=np.uint8)
+
+
+def merge_visible(sources) -> Iterator[tuple[bytes, bytes]]:
+    """``(key, value)`` pairs, newest version per key, tombstones dropped,
+    from sources of record runs (see :func:`_visible_batches`)."""
+    import itertools
+
+    return itertools.chain.from_iterable(_visible_batches(sources))
+
+
+def _visible_batches(sources):
+    """Iterators of ``(key, value)`` pairs, newest version per key,
+    tombstones dropped, from sources of record runs, in key order.
+
+    A source is an iterator of runs ``(buf, offs)`` in record order, each run
+    after the previous one (every version of a key inside one run).  Earlier
+    sources win ties (equal key and seq).  Lazy: each step takes, from every
+    source, the records up to the smallest last key among the sources'
+    current runs (so every version of those keys is at hand); when only one
+    source has any, its run is emitted as is, otherwise the parts are merged
+    with shaledb.kernels.merge.merge_runs.
+    """
+    from shaledb.kernels import read as K
+
+    its = [iter(s) for s in sources]
+    cur = [None] * len(its)  # (buf, offs, pos)
+    prev = None
+    while True:
+        live = []
+        for i, it in enumerate(its):
+            c = cur[i]
+            while c is None or c[2] >= len(c[1]):
+                nxt = next(it, None)
+                if nxt is None:
+                    c = None
+                    break
+                if len(nxt[1]):
+                    c = (nxt[0], np.asarray(nxt[1], dtype=np.int64), 0)
+            cur[i] = c
+            if c is not None:
+                live.append(i)
+        if not live:
+            return
+        if len(live) == 1:
+            i = live[0]
+            buf, offs, pos = cur[i]
+            end = min(len(offs), pos + _CHUNK)
+            part = offs[pos:end]
+            cur[i] = (buf, offs, end)
+            out = _emit(buf, part, prev)
+            prev = _last_key(buf, part)
+            yield out
+            continue
+        bound = min(_last_key(cur[i][0], cur[i][1]) for i in live)
+        bkey = np.frombuffer(bound, dtype=np.uint8)
+        parts = []
+        for i in live:
+            buf, offs, pos = cur[i]
+            cut = int(K._upper_bound(buf, offs, pos, len(offs), bkey))
+            if cut > pos:
+                parts.append((buf, offs[pos:cut]))
+                cur[i] = (buf, offs, cut)
+        if len(parts) == 1:
+            buf, part = parts[0]
+            out = _emit(buf, part, prev)
+        else:
+            from shaledb.kernels.merge import merge_runs
+
+            total = sum(int(K._run_bytes(b, o)) for b, o in parts)
+            cat = np.empty(total, dtype=np.uint8)
+            coffs = np.empty(sum(len(o) for _, o in parts), dtype=np.int64)
+            bounds = np.zeros(len(parts) + 1, dtype=np.int64)
+            pos = 0
+            k = 0
+            for j, (b, o) in enumerate(parts):
+                pos = int(K._gather(b, o, cat, pos, coffs, k))
+                k += len(o)
+                bounds[j + 1] = k
+            merged = merge_runs(cat, bounds, coffs)
+            out = _emit(cat, merged, prev)
+        prev = bound
+        yield out
 
 
 def _overlaps(ref, start, end) -> bool:

@@ -6,7 +6,10 @@ too; whatever is missing costs one more ranged GET), then keeps the index
 and bloom filter in memory.
 
 * ``get(key, max_seq=None)``: bloom filter -> binary search of the index ->
-  one block (through the optional block cache) -> seek inside the block.
+  one block (through the optional block cache; on a miss the aligned group
+  of ``GET_GROUP_BLOCKS`` blocks around it is fetched in one ranged GET and
+  cached) -> seek inside the block.  ``find(key, karr)`` is ``get`` for a
+  caller that already checked the key range and the bloom filter.
 * ``iter_range(start, end)``: record runs ``(buf, offs)`` in key order, one
   per block, fetching up to ``read_ahead_bytes`` of consecutive blocks per
   ranged GET.
@@ -38,8 +41,18 @@ from shaledb.sst_format import (
 
 __all__ = ["SstReader"]
 
+
+def _block_find(block, karr):
+    global _block_find
+    from shaledb.kernels.read import _block_find as kern
+
+    _block_find = kern
+    return kern(block, karr)
+
 TAIL_BYTES = 64 * 1024
 READ_AHEAD_BYTES = 256 * 1024
+#: blocks fetched together when a point read misses the block cache
+GET_GROUP_BLOCKS = 16
 
 
 class SstReader:
@@ -100,18 +113,20 @@ class SstReader:
 
     def _raw_block(self, i: int, stored) -> np.ndarray:
         """Verified raw block ``i`` from its stored bytes."""
-        from shaledb.kernels.block import block_checksum_ok
+        from shaledb.kernels.block import _check_block, _raise
 
         what = f"{self.key}: block {i}"
         raw = decode_stored_block(stored, self.footer.compression, what)
-        if not block_checksum_ok(raw):
-            raise Corruption(f"{what}: checksum mismatch")
+        # checksum and restart array, once: cached blocks are used without re-checking
+        err = int(_check_block(raw)[0])
+        if err != 0:
+            _raise(err, what)
         raw.flags.writeable = False
         return raw
 
     def _block(self, i: int, *, fill_cache: bool = True) -> np.ndarray:
         cache = self.block_cache
-        ck = (self.key, int(self._offsets[i]))
+        ck = (self.key, i)
         if cache is not None:
             hit = cache.get(ck)
             if hit is not None:
@@ -122,6 +137,28 @@ class SstReader:
             cache.put(ck, raw)
         return raw
 
+    def _read_around(self, i: int) -> np.ndarray:
+        """Block ``i`` for a point read that missed the cache: fetch the
+        aligned group of ``GET_GROUP_BLOCKS`` blocks around it with one ranged
+        GET (about as cheap as one block), verify and cache every block not
+        cached yet, return block ``i``."""
+        cache = self.block_cache
+        g0 = i - i % GET_GROUP_BLOCKS
+        g1 = min(self.footer.num_blocks, g0 + GET_GROUP_BLOCKS)
+        offsets = self._offsets
+        start = int(offsets[g0])
+        data = memoryview(self._fetch(start, int(offsets[g1]), f"blocks {g0}..{g1 - 1}"))
+        out = None
+        for b in range(g0, g1):
+            ck = (self.key, b)
+            if b != i and ck in cache:
+                continue
+            raw = self._raw_block(b, data[int(offsets[b]) - start : int(offsets[b + 1]) - start])
+            cache.put(ck, raw)
+            if b == i:
+                out = raw
+        return out
+
     def _block_groups(self, first: int, last: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """``(first block, raw bytes, block starts)`` covering blocks first..last-1
         in order: a cached block alone, else runs of consecutive blocks fetched
@@ -130,7 +167,7 @@ class SstReader:
         i = first
         while i < last:
             if cache is not None:
-                hit = cache.get((self.key, int(self._offsets[i])))
+                hit = cache.get((self.key, i))
                 if hit is not None:
                     yield i, hit, np.array([0, hit.shape[0]], dtype=np.int64)
                     i += 1
@@ -140,7 +177,7 @@ class SstReader:
             while (
                 j < last
                 and int(self._offsets[j + 1]) - start <= self.read_ahead_bytes
-                and (cache is None or (self.key, int(self._offsets[j])) not in cache)
+                and (cache is None or (self.key, j) not in cache)
             ):
                 j += 1
             data = self._fetch(start, int(self._offsets[j]), f"blocks {i}..{j - 1}")
@@ -173,19 +210,46 @@ class SstReader:
             return bool(_bloom_probe(self._bloom, np.frombuffer(key, dtype=np.uint8), 0, len(key)))
         return True
 
+    def find(self, key: bytes, karr: np.ndarray):
+        """:meth:`get` without the key range and bloom checks (the caller made
+        them): ``karr`` is ``key`` as a uint8 array."""
+        keys = self._keys
+        i = bisect.bisect_left(keys, key)
+        if i >= len(keys):
+            return None
+        cache = self.block_cache
+        block = None
+        if cache is not None:
+            block = cache.get((self.key, i))
+            if block is None:
+                block = self._read_around(i)
+        else:
+            block = self._block(i)
+        err, found, trailer, vp, vlen = _block_find(block, karr)
+        if err:
+            from shaledb.kernels.block import _raise
+
+            _raise(int(err), f"{self.key}: block {i}")
+        if not found:
+            return None
+        trailer = int(trailer)
+        if trailer & 0xFF == 0:
+            return 0, trailer >> 8, None
+        return 1, trailer >> 8, block[vp : vp + vlen].tobytes()
+
     def get(self, key: bytes, max_seq: int | None = None):
         """``(kind, seq, value | None)`` of the newest version of ``key`` (with
         ``seq <= max_seq`` when given), or None.  A tombstone has value None."""
-        from shaledb.kernels.block import block_get, decode_block_range
+        from shaledb.kernels.block import decode_block_range
 
         key = bytes(key)
         if not key or not self.may_contain(key):
             return None
+        if max_seq is None:
+            return self.find(key, np.frombuffer(key, dtype=np.uint8))
         i = bisect.bisect_left(self._keys, key)
         if i >= len(self._keys):
             return None
-        if max_seq is None:
-            return block_get(self._block(i), key, what=f"{self.key}: block {i}")
         hi = key + b"\x00"
         while i < len(self._keys):
             buf, offs = decode_block_range(self._block(i), key, hi, what=f"{self.key}: block {i}")
