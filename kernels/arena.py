@@ -45,7 +45,12 @@ updated *after* the commit on purpose: an index slot therefore only ever
 points at a committed, fully written record, and a concurrent reader in
 another process sees, per key, either the previous committed version or the
 new one, never half a record and never a "hole" where an older version
-used to be found.
+used to be found.  The lookup keeps its side of that bargain: it reads
+``committed`` before probing, so a slot it finds may point past the value it
+read (an append committed and re-pointed the slot in between); it then reads
+``committed`` again (it covers the record now) rather than skipping the
+slot, which would hide the key in this arena and let the pool fall back to
+an older version in another arena.
 
 Capacity: an append is whole-batch-or-nothing.  It fits when the log has
 room for every record and the index would stay at most 3/4 full even if
@@ -410,6 +415,18 @@ def _lookup(arena, key):
             break
         if (s >> np.uint64(32)) == tag:
             off = (np.int64(s & np.uint64(0xFFFFFFFF)) - 1) << 3
+            if off + RECORD_HEADER > committed and off >= log_off:
+                # The slot is newer than the ``committed`` read above: an
+                # append committed its record (and then wrote the slot) in
+                # between.  Skipping it would hide every version of the key
+                # in this arena (a caller would fall back to an older arena:
+                # a lookup going back in time), so read ``committed`` again;
+                # it covers the record now.  Still bounds-checked: a recycle
+                # may be overlapping (the caller re-checks the incarnation).
+                _fence()
+                c2 = np.int64(a64[H_COMMITTED])
+                if c2 <= arena.shape[0]:
+                    committed = c2
             if off >= log_off and off + RECORD_HEADER <= committed:
                 w = a64[off >> 3]
                 kl = np.int64(w & np.uint64(0xFFFFFFFF))

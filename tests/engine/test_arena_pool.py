@@ -152,7 +152,9 @@ def test_concurrent_appends_from_processes(make_pool):
 
 
 def test_reader_in_other_process_sees_committed_records_only(make_pool):
-    pool = make_pool(arena_bytes=1 << 20, max_arenas=4)
+    # small arenas: the writer moves to a fresh arena (the older one still
+    # live) and recycles often, the setting where a lookup once went back
+    pool = make_pool(arena_bytes=64 << 10, max_arenas=4)
     keys = [b"key-%02d" % i for i in range(20)]
     q = CTX.Queue()
     reader = CTX.Process(target=_child_reader, args=(pool.descriptor(), keys, 1.5, q))
@@ -412,3 +414,60 @@ def test_generations_order_seqs_under_concurrent_seals(make_pool):
     assert sum(b[2] for b in bounds) == 3000
     for (lo1, hi1, _), (lo2, hi2, _) in zip(bounds, bounds[1:]):
         assert hi1 < lo2  # every seq of a sealed generation is below the next one's
+
+
+def _child_lookup_overlapping_append(desc, q) -> None:
+    """Runs with NUMBA_DISABLE_JIT=1: the lookup kernel is Python, so an append
+    can be slipped in between its reads.  The append lands right after the
+    lookup has read the active arena's ``committed`` and before it probes the
+    index: the slot then points past the committed offset the lookup read."""
+    from shaledb.kernels import arena as KK
+
+    pool = ArenaPool.attach(desc)
+    try:
+        wid = pool.register_writer()
+        seq_v2 = pool.next_seq()
+        pool.append(wid, *_pack([b"k"], [b"v2"]))  # the active arena (slot 1)
+        seen = pool.lookup(b"k")[1]  # seq_v2, from the active arena
+        hash_fn = KK._xxh64
+        calls = []
+
+        def hash_with_append(*args):  # the lookup hashes the key once per arena
+            calls.append(1)
+            if len(calls) == 2:  # slot 1: its committed offset is read already
+                KK._xxh64 = hash_fn
+                pool.append(wid, *_pack([b"k"], [b"v3"]))
+            return hash_fn(*args)
+
+        KK._xxh64 = hash_with_append
+        try:
+            got = pool.lookup(b"k")
+        finally:
+            KK._xxh64 = hash_fn
+        q.put((seq_v2, seen, got[1] if got else None, got[3] if got else None, len(calls)))
+    finally:
+        pool.close()
+
+
+def test_lookup_never_goes_back_when_an_append_overlaps_it(make_pool):
+    """Regression: a lookup that read an arena's ``committed`` before an append
+    and its index slot after it found no version there and fell back to an
+    older arena's (went back from seq v2 to v1)."""
+    pool = make_pool(max_arenas=2, initial_arenas=1)
+    wid = pool.register_writer()
+    pool.append(wid, *_pack([b"k"], [b"v1"]))  # slot 0
+    assert pool.seal() == 1  # slot 0 SEALED: v1 stays readable there
+    q = CTX.Queue()
+    old = os.environ.get("NUMBA_DISABLE_JIT")
+    os.environ["NUMBA_DISABLE_JIT"] = "1"  # the spawn child inherits it
+    try:
+        codes = _run_children(_child_lookup_overlapping_append, [(pool.descriptor(), q)])
+    finally:
+        if old is None:
+            del os.environ["NUMBA_DISABLE_JIT"]
+        else:
+            os.environ["NUMBA_DISABLE_JIT"] = old
+    assert codes == [0]
+    seq_v2, seen, got_seq, got_value, calls = q.get(timeout=WAIT)
+    assert seen == seq_v2 and calls >= 2
+    assert got_value == b"v3" and got_seq == seq_v2 + 1  # never v1 (seq_v2 - 1)

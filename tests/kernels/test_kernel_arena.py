@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import xxhash
@@ -107,6 +109,30 @@ def test_init_recycles_and_bumps_incarnation():
     assert (h["incarnation"], h["generation"], h["record_count"]) == (2, 4, 0)
     assert not A.arena_lookup(arena, b"a")[0]
     assert A.arena_record_offsets(arena).size == 0
+
+
+@pytest.mark.skipif(
+    os.environ.get("NUMBA_DISABLE_JIT", "0") in ("", "0"),
+    reason="needs the kernel body as Python (the NUMBA_DISABLE_JIT pass runs it)",
+)
+def test_lookup_overlapping_an_append_finds_the_key(monkeypatch):
+    """Regression: a lookup that read ``committed`` before an append and the
+    key's index slot after it (the slot then points past the ``committed`` it
+    read) used to report the key absent from the arena."""
+    arena = np.zeros(64 << 10, dtype=np.uint8)
+    A.arena_init(arena, 64)
+    A.arena_append(arena, *_pack([(b"k", b"v1", 1), (b"x", b"1", 1)]), 1)
+    hash_fn = A._xxh64
+
+    def hash_then_append(*args):  # runs after _lookup read committed
+        monkeypatch.setattr(A, "_xxh64", hash_fn)
+        assert A.arena_append(arena, *_pack([(b"k", b"v2", 1)]), 3) == 1
+        return hash_fn(*args)
+
+    monkeypatch.setattr(A, "_xxh64", hash_then_append)
+    found, kind, seq, vs, vl = A.arena_lookup(arena, b"k")
+    assert A._xxh64 is hash_fn  # the append did overlap the lookup
+    assert found and seq == 3 and bytes(arena[vs : vs + vl]) == b"v2"
 
 
 def test_bad_arguments():
