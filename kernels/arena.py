@@ -80,92 +80,14 @@ from numba.core import cgutils, config  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 from shaledb.kernels.layout import MAX_KEY_LEN, MAX_SEQ, RECORD_HEADER
 
-_P1 = np.uint64(0x9E3779B185EBCA87)
-_P2 = np.uint64(0xC2B2AE3D27D4EB4F)
-_P3 = np.uint64(0x165667B19E3779F9)
-_P4 = np.uint64(0x85EBCA77C2B2AE63)
-_P5 = np.uint64(0x27D4EB2F165667C5)
-
-
-@kernel
-def _rotl(x, r):
-    return (x << np.uint64(r)) | (x >> np.uint64(64 - r))
-
-
-@kernel
-def _read64(buf, p):
-    v = np.uint64(0)
-    for j in range(8):
-        v |= np.uint64(buf[p + j]) << np.uint64(8 * j)
-    return v
-
-
-@kernel
-def _round(acc, lane):
-    acc = acc + lane * _P2
-    return _rotl(acc, 31) * _P1
-
-
-@kernel
-def _private_xxh64(buf, start, length, seed):
-    """xxh64 of buf[start:start+length] (used until shaledb.kernels.hashing lands)."""
-    p = start
-    end = start + length
-    if length >= 32:
-        v1 = seed + _P1 + _P2
-        v2 = seed + _P2
-        v3 = seed
-        v4 = seed - _P1
-        while p + 32 <= end:
-            v1 = _round(v1, _read64(buf, p))
-            v2 = _round(v2, _read64(buf, p + 8))
-            v3 = _round(v3, _read64(buf, p + 16))
-            v4 = _round(v4, _read64(buf, p + 24))
-            p += 32
-        h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
-        for v in (v1, v2, v3, v4):
-            h = (h ^ _round(np.uint64(0), v)) * _P1 + _P4
-    else:
-        h = seed + _P5
-    h = h + np.uint64(length)
-    while p + 8 <= end:
-        h = h ^ _round(np.uint64(0), _read64(buf, p))
-        h = _rotl(h, 27) * _P1 + _P4
-        p += 8
-    if p + 4 <= end:
-        w = np.uint64(0)
-        for j in range(4):
-            w |= np.uint64(buf[p + j]) << np.uint64(8 * j)
-        h = h ^ (w * _P1)
-        h = _rotl(h, 23) * _P2 + _P3
-        p += 4
-    while p < end:
-        h = h ^ (np.uint64(buf[p]) * _P5)
-        h = _rotl(h, 11) * _P1
-        p += 1
-    h = h ^ (h >> np.uint64(33))
-    h = h * _P2
-    h = h ^ (h >> np.uint64(29))
-    h = h * _P3
-    h = h ^ (h >> np.uint64(32))
-    return h
-
-
 if config.DISABLE_JIT:  # numpy scalars warn on the wrap-around the hash relies on
     import xxhash
 
-    def _private_xxh64(buf, start, length, seed):  # noqa: F811
-        data = bytes(buf[start : start + length])
-        return np.uint64(xxhash.xxh64_intdigest(data, int(seed)))
+    def _xxh64(buf, start, length, seed):
+        return np.uint64(xxhash.xxh64_intdigest(bytes(buf[start : start + length]), int(seed)))
 
-
-if config.DISABLE_JIT:
-    _xxh64 = _private_xxh64  # the xxhash package: no numpy overflow warnings
 else:
-    try:  # KERNELS' shared hash, once it has landed
-        from shaledb.kernels.hashing import _xxh64  # type: ignore[attr-defined]
-    except ImportError:  # until then, the private copy above
-        _xxh64 = _private_xxh64
+    from shaledb.kernels.hashing import _xxh64
 
 if config.DISABLE_JIT:
 
