@@ -693,10 +693,15 @@ class ArenaPool:
         while one is in progress), so it never mixes a recycled arena of a
         generation with a still-live one.  Records of released generations
         are in L0; callers read L0 after the arenas."""
+        ctl = self.ctl
+        if not ctl[C_UNFLUSHED]:
+            # no arena holds a record (every append adds to the unflushed
+            # bytes, under the lock, before it returns; only a release of the
+            # arenas takes them off again)
+            return None
         karr = np.frombuffer(bytes(key), dtype=np.uint8)
         if karr.shape[0] == 0:
             return None
-        ctl = self.ctl
         best = None
         for attempt in range(200):
             r = int(ctl[C_RELEASES])

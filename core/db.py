@@ -242,6 +242,9 @@ class Db:
             from shaledb.kernels.warmup import warmup
 
             warmup()
+            from shaledb.kernels.read import _warmup as warm_read
+
+            warm_read()
         except Exception:  # noqa: BLE001 - only a head start; the kernels load on first use anyway
             pass
         deadline = time.monotonic() + self.options.open_timeout

@@ -212,11 +212,14 @@ class Reader:
     # -- point reads
 
     def _l0_plan(self):
-        """(manifest id, groups, manifest): the manifest's L0 SSTs newest first
+        """(manifest id, groups, manifest, max seq of every SST): the manifest's L0 SSTs newest first
         in groups of at most 64, each group ``(entries, filters, starts)``
-        with entries ``(bit, first key, last key, max_seq, reader)`` and the
-        group's bloom filters concatenated (an SST without one: an empty
-        slice, always probed).  Rebuilt when the manifest changes."""
+        with entries ``(bit, first key, last key, max_seq, reader, pinned)``
+        and the group's bloom filters concatenated (an SST without one, or a
+        pinned one, has an empty slice: always a candidate; ``filters`` is
+        None when every slice is empty).  SSTs up to half the block cache in
+        all are pinned (``SstReader.pin``: the whole SST in memory, one
+        kernel call per point read).  Rebuilt when the manifest changes."""
         want = self._manifest_id_of_mem()
         plan = self._plan
         if plan is not None and plan[0] == want and self._manifest_id == want:
@@ -224,18 +227,32 @@ class Reader:
         m = self.manifest()
         groups = []
         l0 = list(m.l0) if m is not None else []
+        cache = self._cache
+        budget = cache.capacity_bytes // 2 if cache is not None else 0
         for g in range(0, len(l0), 64):
             entries = []
             filters = []
             for j, ref in enumerate(l0[g : g + 64]):
                 r = self._sst(ref)
-                entries.append((1 << j, ref.first_key, ref.last_key, ref.max_seq, r))
+                pinned = None
+                if ref.size <= budget:  # small enough: the whole SST in memory
+                    pinned = r.pin()
+                    if pinned is not None:
+                        budget -= ref.size
+                        if len(l0) == 1:  # the only SST: its search costs about what a bloom probe saves
+                            pinned = pinned[:4] + (_NO_BLOOM,)
+                entries.append((1 << j, ref.first_key, ref.last_key, ref.max_seq, r, pinned))
                 f = r._bloom
-                filters.append(np.empty(0, dtype=np.uint8) if f is None else np.ascontiguousarray(f, dtype=np.uint8))
+                if f is None or pinned is not None:  # a pinned SST probes its own bloom
+                    filters.append(np.empty(0, dtype=np.uint8))
+                else:
+                    filters.append(np.ascontiguousarray(f, dtype=np.uint8))
             starts = np.zeros(len(filters) + 1, dtype=np.int64)
             np.cumsum([f.shape[0] for f in filters], out=starts[1:])
-            groups.append((tuple(entries), np.concatenate(filters), starts))
-        plan = (self._manifest_id, tuple(groups), m)
+            cat = np.concatenate(filters)
+            groups.append((tuple(entries), cat if cat.shape[0] else None, starts))
+        max_seq = max([0] + ([s.max_seq for s in m.all_ssts()] if m is not None else []))
+        plan = (self._manifest_id, tuple(groups), m, max_seq)
         self._plan = plan
         return plan
 
@@ -249,16 +266,33 @@ class Reader:
         if groups:
             karr = np.frombuffer(key, dtype=np.uint8)
             for entries, filters, starts in groups:
-                mask = int(_probe_mask(filters, starts, karr))
+                # (no filters: every SST of the group is pinned or has no bloom)
+                mask = -1 if filters is None else int(_probe_mask(filters, starts, karr))
                 if not mask:
                     continue
-                for bit, first, last, max_seq, reader in entries:
+                for bit, first, last, max_seq, reader, pinned in entries:
                     if mask & bit and first <= key <= last and (best is None or best[1] < max_seq):
-                        r = reader.find(key, karr)
-                        if r is not None and (best is None or r[1] > best[1]):
+                        if pinned is not None:
+                            data, boffs, ikeys, ioffs, bloom = pinned
+                            err, found, t, vp, vlen = _pinned_get(bloom, data, boffs, ikeys, ioffs, karr)
+                            if err:
+                                reader.find(key, karr)  # raises Corruption naming the block
+                            if not found:
+                                continue
+                            t = int(t)
+                            seq = t >> 8
+                            if best is None or seq > best[1]:
+                                kind = t & 0xFF
+                                best = (key, seq, kind, data[vp : vp + vlen].tobytes() if kind else None)
+                        else:
+                            r = reader.find(key, karr)
+                            if r is None or (best is not None and r[1] <= best[1]):
+                                continue
                             best = (key, r[1], r[0], r[2])
+                        if best[1] >= plan[3]:  # newer than every L0 and sorted run
+                            break
         m = plan[2]
-        if m is not None and m.sorted_runs:
+        if m is not None and m.sorted_runs and (best is None or best[1] < plan[3]):
             for run in m.sorted_runs:
                 ref = _find_in_run(run, key)
                 if ref is None or (best is not None and best[1] >= ref.max_seq):
@@ -301,6 +335,14 @@ class Reader:
 
 
 _CHUNK = 16384  # records emitted per batch of a scan
+
+
+def _pinned_get(*args):
+    global _pinned_get
+    from shaledb.kernels.read import _pinned_get as kern
+
+    _pinned_get = kern
+    return kern(*args)
 
 
 def _probe_mask(filters, starts, karr):
@@ -350,7 +392,9 @@ def _emit(buf, offs, prev):
     return zip(map(cut, map(slice, bl[0:-1:2], bl[1::2])), map(cut, map(slice, bl[1::2], bl[2::2])))
 
 
+_NO_BLOOM = np.empty(0, dtype=np.uint8)
 _NO_KEY = np.zeros(1, dtype=np.uint8)
+_NO_KEY.flags.writeable = False  # the same array type as keys from bytes
 
 
 def merge_visible(sources) -> Iterator[tuple[bytes, bytes]]:

@@ -55,6 +55,20 @@ READ_AHEAD_BYTES = 256 * 1024
 GET_GROUP_BLOCKS = 16
 
 
+class _Pinned(tuple):
+    """(data, block offsets, index keys, index key offsets, bloom) of a
+    pinned SST; ``nbytes`` for the block cache's accounting."""
+
+    __slots__ = ()
+
+    def __new__(cls, *parts):
+        return tuple.__new__(cls, parts)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(p.nbytes) for p in self)
+
+
 class SstReader:
     """A reader of one SST object.  Raises ObjectNotFound if it is missing."""
 
@@ -136,6 +150,40 @@ class SstReader:
         if cache is not None and fill_cache:
             cache.put(ck, raw)
         return raw
+
+    def pin(self):
+        """The whole data region in memory for :meth:`pinned_find`:
+        ``(data, block offsets, index keys, index key offsets, bloom)``,
+        fetched with one ranged GET and every block validated once.  None
+        for a compressed SST.  Shared through the block cache (key
+        ``(object key, "all")``) when there is one."""
+        if self.footer.compression != CompressionCodec.NONE:
+            return None
+        cache = self.block_cache
+        ck = (self.key, "all")
+        if cache is not None:
+            hit = cache.get(ck)
+            if hit is not None:
+                return hit
+        from shaledb.kernels.read import _check_blocks
+
+        boffs = np.ascontiguousarray(self._offsets, dtype=np.int64)
+        end = int(boffs[-1])
+        data = np.frombuffer(self._fetch(0, end, f"blocks 0..{len(boffs) - 2}"), dtype=np.uint8)
+        err, bad = _check_blocks(data, boffs)
+        if err:
+            from shaledb.kernels.block import _raise
+
+            _raise(int(err), f"{self.key}: block {int(bad)}")
+        klens = np.fromiter(map(len, self._keys), dtype=np.int64, count=len(self._keys))
+        ioffs = np.zeros(len(self._keys) + 1, dtype=np.int64)
+        np.cumsum(klens, out=ioffs[1:])
+        ikeys = np.frombuffer(b"".join(self._keys), dtype=np.uint8)
+        bloom = self._bloom if self._bloom is not None else np.empty(0, dtype=np.uint8)
+        pinned = _Pinned(data, boffs, ikeys, ioffs, np.ascontiguousarray(bloom, dtype=np.uint8))
+        if cache is not None:
+            cache.put(ck, pinned)
+        return pinned
 
     def _read_around(self, i: int) -> np.ndarray:
         """Block ``i`` for a point read that missed the cache: fetch the

@@ -3,6 +3,9 @@
 * ``_block_find(block, key)``: the first entry of a *validated* SST block
   (checksum and restart array checked when it was read) whose key is >= key:
   ``(error, found, trailer, value_pos, value_len)``.  No checksum per call.
+* ``_check_blocks(data, boffs)`` / ``_pinned_get(bloom, data, boffs, ikeys,
+  ioffs, key)``: a whole SST's data region held in memory, validated once,
+  then a point read in one call (bloom, index search, block search).
 * ``_probe_blooms(filters, starts, key, out)``: hash ``key`` once (XXH64,
   seed 0) and probe every filter ``filters[starts[i]:starts[i+1]]`` (an empty
   slice means "no filter": always a candidate); ``out[i]`` = may contain.
@@ -29,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.block import BLOCK_TAIL, _find, _ld32, _seek_restart
+from shaledb.kernels.block import BLOCK_TAIL, _check_block, _find, _ld32, _seek_restart
 from shaledb.kernels.bloom import _bloom_probe_hash
 from shaledb.kernels.hashing import _xxh64
 from shaledb.kernels.layout import RECORD_HEADER
@@ -48,6 +51,51 @@ def _block_find(block, key):
     if err != _OK:
         return err, False, np.uint64(0), 0, 0
     return _find(block, data_end, nr, ri, key)
+
+
+@kernel
+def _check_blocks(data, boffs):
+    """Validate every block ``data[boffs[i]:boffs[i+1]]`` (checksum and
+    restarts): (error, index of the first bad block) or (0, -1)."""
+    for i in range(boffs.shape[0] - 1):
+        err, _de, _nr = _check_block(data[boffs[i] : boffs[i + 1]])
+        if err != _OK:
+            return err, i
+    return _OK, -1
+
+
+@kernel
+def _pinned_get(bloom, data, boffs, ikeys, ioffs, key):
+    """A point read in a whole SST held in memory (blocks validated by
+    ``_check_blocks``): bloom (empty = none), index search, block search.
+    Returns (error, found, trailer, value position in data, value length)."""
+    if bloom.shape[0] and not _bloom_probe_hash(bloom, _xxh64(key, 0, key.shape[0], np.uint64(0))):
+        return _OK, False, np.uint64(0), 0, 0
+    lo = 0
+    hi = ioffs.shape[0] - 1
+    klen = key.shape[0]
+    while lo < hi:  # first index key >= key
+        mid = (lo + hi) // 2
+        a = ioffs[mid]
+        n = ioffs[mid + 1] - a
+        c = 0
+        for j in range(min(n, klen)):
+            x = ikeys[a + j]
+            y = key[j]
+            if x != y:
+                c = -1 if x < y else 1
+                break
+        if c == 0 and n != klen:
+            c = -1 if n < klen else 1
+        if c < 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo >= ioffs.shape[0] - 1:
+        return _OK, False, np.uint64(0), 0, 0
+    b0 = boffs[lo]
+    err, found, t, vp, vlen = _block_find(data[b0 : boffs[lo + 1]], key)
+    return err, found, t, b0 + vp, vlen
 
 
 @kernel
@@ -182,3 +230,39 @@ def _visible(buf, offs, prev, use_prev, dst, bounds):
             j += 1
         i = j
     return r
+
+
+def _warmup() -> None:
+    """Load (or compile) every kernel of this module with the argument types
+    the read path passes: read-only blocks and keys, writable outputs."""
+    import struct
+
+    from shaledb.kernels.block import encode_blocks
+    from shaledb.kernels.bloom import bloom_build
+
+    recs = [(b"a", 9, 1, b"x"), (b"b", 5, 1, b"v"), (b"b", 3, 0, b"")]
+    raw = b""
+    offs = []
+    for key, seq, kind, value in recs:
+        body = struct.pack("<IIQ", len(key), len(value), (seq << 8) | kind) + key + value
+        offs.append(len(raw))
+        raw += body + bytes(-len(body) % 8)
+    buf = np.frombuffer(raw, dtype=np.uint8).copy()
+    o = np.array(offs, dtype=np.int64)
+    key = np.frombuffer(b"b", dtype=np.uint8)
+    block = encode_blocks(buf, o).block(0).copy()
+    block.flags.writeable = False
+    _block_find(block, key)
+    filt = np.ascontiguousarray(bloom_build(buf, o), dtype=np.uint8)
+    starts = np.array([0, filt.shape[0]], dtype=np.int64)
+    _probe_mask(filt, starts, key)
+    n = o.shape[0]
+    for b in (buf, np.frombuffer(raw, dtype=np.uint8)):
+        _lower_bound(b, o, 0, n, key)
+        _upper_bound(b, o, 0, n, key)
+        nb = _run_bytes(b, o)
+        dst = np.empty(nb, dtype=np.uint8)
+        out_offs = np.empty(n, dtype=np.int64)
+        _gather(b, o, dst, 0, out_offs, 0)
+        bounds = np.empty(2 * n + 1, dtype=np.int64)
+        _visible(b, o, key, True, dst, bounds)

@@ -1,8 +1,11 @@
-"""The read path's fast paths: buffered writes, several L0 SSTs, read-around."""
+"""The read path's fast paths: buffered writes, several L0 SSTs (pinned or
+read block by block), read-around."""
 
 from __future__ import annotations
 
 import uuid
+
+import pytest
 
 import shaledb
 
@@ -26,8 +29,9 @@ def test_buffered_writes_read_back_without_drain():
         assert list(db.scan()) == [(b"a", b"3"), (b"b", b"x")]
 
 
-def test_gets_across_many_l0_ssts_newest_wins():
-    with shaledb.open(_url(), block_size=256) as db:
+@pytest.mark.parametrize("cache_bytes", [64 << 20, 4096, 0])  # pinned SSTs, cached blocks, no cache
+def test_gets_across_many_l0_ssts_newest_wins(cache_bytes):
+    with shaledb.open(_url(), block_size=256, block_cache_bytes=cache_bytes) as db:
         expect = {}
         for gen in range(5):
             for i in range(0, 300, gen + 1):
@@ -52,3 +56,13 @@ def test_gets_across_many_l0_ssts_newest_wins():
         assert list(db.scan(b"k00100", b"k00200")) == sorted(
             (k, v) for k, v in expect.items() if b"k00100" <= k < b"k00200"
         )
+
+
+@pytest.mark.parametrize("cache_bytes", [64 << 20, 0])
+def test_single_l0_hits_and_misses(cache_bytes):
+    with shaledb.open(_url(), block_size=256, block_cache_bytes=cache_bytes) as db:
+        db.put_many([b"k%05d" % i for i in range(0, 1000, 2)], [b"v%d" % i for i in range(0, 1000, 2)])
+        db.flush(memtable=True)
+        for i in range(1002):
+            assert db.get(b"k%05d" % i) == (b"v%d" % i if i % 2 == 0 and i < 1000 else None)
+        assert db.get(b"a") is None and db.get(b"z") is None and db.get(b"k00002\x00") is None
