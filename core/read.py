@@ -276,7 +276,9 @@ class Reader:
                             data, boffs, ikeys, ioffs, bloom = pinned
                             err, found, t, vp, vlen = _pinned_get(bloom, data, boffs, ikeys, ioffs, karr)
                             if err:
-                                reader.find(key, karr)  # raises Corruption naming the block
+                                from shaledb.kernels.block import _raise
+
+                                _raise(int(err), f"{reader.key}: the block holding {key!r}")
                             if not found:
                                 continue
                             t = int(t)

@@ -157,7 +157,7 @@ class SstReader:
         fetched with one ranged GET and every block validated once.  None
         for a compressed SST.  Shared through the block cache (key
         ``(object key, "all")``) when there is one."""
-        if self.footer.compression != CompressionCodec.NONE:
+        if self.footer.compression != CompressionCodec.NONE or self.footer.num_blocks < 1:
             return None
         cache = self.block_cache
         ck = (self.key, "all")
