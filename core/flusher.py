@@ -36,6 +36,7 @@ store writes happen on the worker thread.
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import struct
@@ -61,6 +62,17 @@ from shaledb.layout import sst_key
 from shaledb.options import Options
 
 __all__ = ["FlusherConfig", "Flusher", "flusher_process_main"]
+
+
+#: A snapshot's records are cut into WAL objects of about this size, so that
+#: encoding the next object (a helper thread) overlaps writing this one.
+_WAL_OBJECT_BYTES = 16 << 20
+#: Snapshots smaller than this are encoded inline (group-commit latency).
+_ASYNC_ENCODE_BYTES = 1 << 20
+
+#: A WAL upload at least this large means the writers are streaming: the next
+#: upload starts as soon as this one ends instead of at the next tick.
+_BUSY_WAL_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -94,9 +106,19 @@ class _PendingWal:
     ambiguous write recognises its own object."""
 
     wal_id: int
-    data: bytes
+    data: Any  # bytes-like (a read-only view of the encoded object); None until encoded
     max_gen: int
     done: bool = False
+    src: Any = None  # (buf, offs) still to encode
+    ready: Any = None  # threading.Event set once ``data`` (or ``error``) is there
+    error: BaseException | None = None
+
+    def encoded(self):
+        if self.ready is not None:
+            self.ready.wait()
+        if self.error is not None:
+            raise self.error
+        return self.data
 
 
 @dataclass
@@ -124,6 +146,10 @@ class Flusher:
         self._last_poll = time.monotonic()
         self._nudged = False
         self._q: "queue.Queue[_Request | None]" = queue.Queue()
+        # requests that arrived while an L0 build ran and must wait for it
+        # (close, seal, flush_memtable, abort); served first, in arrival order
+        self._deferred: "collections.deque[_Request]" = collections.deque()
+        self._wal_busy = False  # the last WAL upload was large: go again at once
         self._cond = threading.Condition()
         self._failed: BaseException | None = None
         self._stopped = threading.Event()
@@ -145,8 +171,8 @@ class Flusher:
         self.next_wal_id = fence_id + 1
         self._replay_after = fence_id
         replayed = sum(len(o) for _, o in runs)
-        if runs:
-            self._publish_l0(runs, gen_replay_after=fence_id)
+        if runs and self._publish_l0(runs, gen_replay_after=fence_id):
+            pass
         elif m.replay_after_wal_id < fence_id:
             self.mstore.publish_l0((), last_l0_seq=m.last_l0_seq, replay_after_wal_id=fence_id, next_wal_id=fence_id + 1)
         self.stats["replayed"] = replayed
@@ -241,13 +267,19 @@ class Flusher:
         next_tick = time.monotonic() + interval
         try:
             while True:
-                wait = max(0.0, next_tick - time.monotonic())
-                try:
-                    req = self._q.get(timeout=wait)
-                except queue.Empty:
-                    req = None
+                if self._deferred:
+                    req = self._deferred.popleft()
+                else:
+                    # never sleep while the WAL has a backlog: a large upload
+                    # means more records are probably waiting already
+                    wait = 0.0 if self._wal_busy else max(0.0, next_tick - time.monotonic())
+                    try:
+                        req = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
+                    except queue.Empty:
+                        req = None
                 if req is None:
                     next_tick = time.monotonic() + interval
+                    self._wal_busy = False
                     if self._failed is None:
                         try:
                             self._background_tick()
@@ -286,6 +318,10 @@ class Flusher:
             self._drain_queue()
 
     def _drain_queue(self) -> None:
+        while self._deferred:
+            req = self._deferred.popleft()
+            req.error = Closed("the flusher stopped")
+            req.done.set()
         while True:
             try:
                 req = self._q.get_nowait()
@@ -353,7 +389,7 @@ class Flusher:
         One snapshot suffices for ``flush()``: it is taken after the request
         arrived, so it holds every write made before the call.
         """
-        from shaledb.wal import encode_wal
+        from shaledb.wal import encode_wal_view
 
         for _ in range(2):
             fresh = self._pending is None
@@ -364,20 +400,33 @@ class Flusher:
                 parts, token, max_seq = snap
                 objs = []
                 wid = self.next_wal_id
+                total = 0
                 for gen, buf, offs in parts:
-                    objs.append(_PendingWal(wid, encode_wal(buf, offs), gen))
-                    wid += 1
+                    for lo, hi in _cut(offs, _WAL_OBJECT_BYTES):
+                        objs.append(_PendingWal(wid, None, gen, src=(buf, offs[lo:hi])))
+                        wid += 1
+                    total += int(offs[-1]) - int(offs[0])
+                self._encode(objs, total, encode_wal_view)
+                self._wal_busy = total >= _BUSY_WAL_BYTES
                 self._pending = _PendingSnapshot(objs, token, max_seq)
             p = self._pending
-            for obj in p.objects:
-                if obj.done:
-                    continue
-                self._write_wal_object(obj.wal_id, obj.data)
-                obj.done = True
-                obj.data = b""
-                self.next_wal_id = obj.wal_id + 1
-                self._wal_gens.append((obj.wal_id, obj.max_gen))
-                self.stats["wal_uploads"] += 1
+            try:
+                for obj in p.objects:
+                    if obj.done:
+                        continue
+                    self._write_wal_object(obj.wal_id, obj.encoded())
+                    obj.done = True
+                    obj.data = b""
+                    self.next_wal_id = obj.wal_id + 1
+                    self._wal_gens.append((obj.wal_id, obj.max_gen))
+                    self.stats["wal_uploads"] += 1
+            except BaseException:
+                # the encoder thread reads shared memory: let it finish before
+                # anyone may unmap the arenas
+                for obj in p.objects:
+                    if obj.ready is not None:
+                        obj.ready.wait()
+                raise
             self.fp.hit("after-wal-upload")
             self._pending = None
             self.pool.wal_committed(p.token)
@@ -385,6 +434,31 @@ class Flusher:
             if fresh:
                 return
             # that was an older snapshot retried: take a new one too
+
+    @staticmethod
+    def _encode(objs, total: int, encode) -> None:
+        """Encode the WAL objects of a snapshot (one copy of the records each,
+        checksummed in place).  A large snapshot is encoded in order on a
+        helper thread (kernels without the GIL) so the worker writes object
+        k while object k+1 is being encoded."""
+        if total < _ASYNC_ENCODE_BYTES or len(objs) == 1:
+            for o in objs:
+                buf, offs = o.src
+                o.data, o.src = encode(buf, offs), None
+            return
+        for o in objs:
+            o.ready = threading.Event()
+
+        def run():
+            for o in objs:
+                try:
+                    o.data = encode(*o.src)
+                except BaseException as exc:  # noqa: BLE001 - raised on the worker
+                    o.error = exc
+                o.src = None
+                o.ready.set()
+
+        threading.Thread(target=run, name="shaledb-wal-encode", daemon=True).start()
 
     def _wal_snapshot(self):
         """``(parts, token, max_seq)`` with one ``(generation, arena, offs)`` part
@@ -446,15 +520,16 @@ class Flusher:
 
     def _flush_sealed(self) -> None:
         for gen in self.pool.sealed_generations():
-            runs = gen.runs()
             if self.options.wal:
                 # L0 never leads the WAL: every record of this generation is uploaded.
                 self._upload_wal()
             replay_after = self._replay_point(gen.number)
             if hasattr(self.pool, "begin_flush"):
                 self.pool.begin_flush(gen)
-            if any(len(o) for _, o in runs):
-                self._publish_l0(runs, gen_replay_after=replay_after)
+            # gen.runs() (a scan of the sealed arenas) runs inside the L0 build,
+            # off the worker thread, not ahead of the WAL upload
+            if self._publish_l0(gen.runs, gen_replay_after=replay_after):
+                pass
             elif replay_after > self._replay_after:
                 m = self.mstore.current
                 self.mstore.publish_l0(
@@ -483,26 +558,36 @@ class Flusher:
         self._wal_gens = keep
         return point
 
-    def _publish_l0(self, runs, *, gen_replay_after: int) -> None:
+    def _publish_l0(self, runs, *, gen_replay_after: int) -> bool:
+        """Sort, dedupe and encode ``runs`` (a list of record runs, or a
+        callable returning one) into L0 SSTs, upload them and publish them in
+        one manifest update.  False (nothing written) when there are no records."""
         from shaledb.kernels.dedupe import dedupe_sorted
         from shaledb.kernels.sort import concat_runs, sort_records
         from shaledb.manifest import SstRef
         from shaledb.sst_writer import build_ssts
 
-        runs = [_trim(b, o) for b, o in runs if len(o)]
-        if len(runs) == 1:
-            buf, offs = runs[0]
-        else:
-            buf, offs = concat_runs(runs)
-        offs = sort_records(buf, offs)
-        offs = dedupe_sorted(buf, offs)
-        ssts = build_ssts(
-            buf,
-            offs,
-            target_bytes=self.options.l0_sst_bytes,
-            block_size=self.options.block_size,
-            bloom_bits_per_key=self.options.bloom_bits_per_key,
-        )
+        def build():
+            rs = [_trim(b, o) for b, o in (runs() if callable(runs) else runs) if len(o)]
+            if not rs:
+                return None
+            if len(rs) == 1:
+                buf, offs = rs[0]
+            else:
+                buf, offs = concat_runs(rs)
+            offs = sort_records(buf, offs)
+            offs = dedupe_sorted(buf, offs)
+            return build_ssts(
+                buf,
+                offs,
+                target_bytes=self.options.l0_sst_bytes,
+                block_size=self.options.block_size,
+                bloom_bits_per_key=self.options.bloom_bits_per_key,
+            )
+
+        ssts = self._build_serving_wal(build)
+        if ssts is None:
+            return False
         refs = []
         for sst_id, data, info in ssts:
             self.store.put(sst_key(sst_id), data)
@@ -520,6 +605,75 @@ class Flusher:
         self.stats["l0_ssts"] += len(refs)
         self._published()
         self.fp.hit("after-manifest")
+        return True
+
+    def _build_serving_wal(self, build):
+        """Run ``build()`` (the L0 sort/dedupe/encode: kernels without the GIL,
+        no store writes) on a helper thread while this, the worker thread,
+        keeps the WAL moving: periodic uploads, group-commit nudges and
+        ``flush_wal`` requests are served meanwhile, so a flush never waits
+        behind an L0 build.  Every store write stays on the worker thread.
+        Other requests wait (in order) until the build is done."""
+        if threading.current_thread() is not self._worker or not self.options.wal:
+            return build()
+        box: dict = {}
+        done = _Request("_built", ())
+
+        def run():
+            try:
+                box["result"] = build()
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the worker
+                box["error"] = exc
+            finally:
+                self._q.put(done)
+
+        t = threading.Thread(target=run, name="shaledb-l0-build", daemon=True)
+        t.start()
+        interval = self.options.flush_interval
+        next_tick = time.monotonic() + interval
+        while True:
+            wait = 0.0 if self._wal_busy else max(0.0, next_tick - time.monotonic())
+            try:
+                req = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
+            except queue.Empty:
+                req = None
+            if req is done:
+                break
+            if req is None:
+                next_tick = time.monotonic() + interval
+                self._wal_busy = False
+                if self._failed is None:
+                    try:
+                        self._upload_wal()
+                    except Exception as exc:  # noqa: BLE001 - retried next tick
+                        self._note_error(exc)
+                continue
+            if req.op == "tick":
+                with self._cond:
+                    self._nudged = False
+                if self._failed is None:
+                    try:
+                        self._upload_wal()
+                    except Exception as exc:  # noqa: BLE001 - retried next tick
+                        self._note_error(exc)
+                req.done.set()
+            elif req.op == "flush_wal":
+                try:
+                    if self._failed is not None:
+                        raise _copy_error(self._failed)
+                    self._upload_wal()
+                    req.result = self.durable_seq
+                except BaseException as exc:  # noqa: BLE001 - answered to the caller
+                    self._note_error(exc)
+                    req.error = exc if isinstance(exc, ShaleDBError) else Internal(f"{type(exc).__name__}: {exc}")
+                finally:
+                    req.done.set()
+            else:
+                self._deferred.append(req)
+        t.join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
 
     def _published(self) -> None:
         """Tell readers (through shared memory) that a newer manifest exists."""
@@ -553,6 +707,17 @@ class Flusher:
             if threading.current_thread() is not self._worker:
                 self._worker.join(10)
             self._stopped.set()
+
+
+def _cut(offs: np.ndarray, chunk: int) -> list[tuple[int, int]]:
+    """Index ranges of ``offs`` (ascending record offsets) of about ``chunk`` bytes each."""
+    n = len(offs)
+    span = int(offs[-1]) - int(offs[0])
+    if span < chunk:
+        return [(0, n)]
+    bounds = np.searchsorted(offs, int(offs[0]) + np.arange(chunk, span + 1, chunk, dtype=np.int64))
+    cuts = [0, *sorted({int(b) for b in bounds if 0 < b < n}), n]
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def _trim(buf: np.ndarray, offs: np.ndarray):

@@ -21,7 +21,8 @@ the records (0/0 seqs when there are none) and are checked on decode.
 A zero-byte object is a fence (written by a new writer at open); it holds no
 records.
 
-* ``encode_wal(buf, offs) -> bytes``: records ``offs`` of ``buf`` in that order.
+* ``encode_wal(buf, offs) -> bytes``: records ``offs`` of ``buf`` in that order;
+  ``encode_wal_view`` the same bytes as a view, built with one copy.
 * ``decode_wal(data, name) -> (buf, offs)``: a read-only view of the body and
   the record offsets; raises ``shaledb.Corruption`` naming ``name``.
 * ``is_fence(data) -> bool``; ``wal_info(data, name) -> WalInfo``.
@@ -36,9 +37,9 @@ import numpy as np
 import xxhash
 
 from shaledb.enums import WalFormatVersion
-from shaledb.errors import Corruption
+from shaledb.errors import Corruption, InvalidArgument
 
-__all__ = ["HEADER_SIZE", "MAGIC", "TRAILER_SIZE", "WalInfo", "decode_wal", "encode_wal", "is_fence", "wal_info"]
+__all__ = ["HEADER_SIZE", "MAGIC", "TRAILER_SIZE", "WalInfo", "decode_wal", "encode_wal", "encode_wal_view", "is_fence", "wal_info"]
 
 MAGIC = b"ShaleWAL"
 _HEADER = struct.Struct("<8sHHI")
@@ -68,13 +69,40 @@ def encode_wal(buf, offs) -> bytes:
     REQUIRES: the records are whole batches in sequence order (not checked).
     Raises InvalidArgument for a record outside ``buf`` or a bad key length/kind.
     """
-    from shaledb.kernels.block import gather_records
+    return encode_wal_view(buf, offs).tobytes()
 
-    body, _, min_seq, max_seq = gather_records(buf, offs)
-    count = int(np.asarray(offs).shape[0])
+
+def encode_wal_view(buf, offs) -> memoryview:
+    """:func:`encode_wal` as a read-only view of one freshly built buffer: the
+    records are copied once, straight into place after the header, and both
+    checksums are computed over that buffer (no further copies).  The same
+    bytes as ``encode_wal``."""
+    from shaledb.kernels.block import _as_offs, _as_u8, _gather, _gather_bound
+
+    b = _as_u8(buf, "buf")
+    o = _as_offs(offs)
+    bound = int(_gather_bound(b, o))
+    if bound < 0:
+        raise InvalidArgument("encode_wal: a record lies outside buf")
+    count = int(o.shape[0])
+    out = np.empty(HEADER_SIZE + bound + TRAILER_SIZE, dtype=np.uint8)
+    err, used, min_seq, max_seq = _gather(b, o, out[HEADER_SIZE : HEADER_SIZE + bound], np.empty(count, dtype=np.int64))
+    if int(err) != 0:
+        from shaledb.kernels.block import gather_records
+
+        gather_records(b, o)  # raises the precise InvalidArgument
+        raise InvalidArgument(f"encode_wal: invalid records (error {int(err)})")  # pragma: no cover
+    used = int(used)
+    if count == 0:
+        min_seq = max_seq = 0
+    mv = memoryview(out)
     header = _HEADER.pack(MAGIC, int(WalFormatVersion.V1), 0, 0)
-    tail = _TRAILER.pack(body.shape[0], count, min_seq, max_seq, xxhash.xxh64_intdigest(body))
-    return b"".join((header, body.tobytes(), tail, _U64.pack(xxhash.xxh64_intdigest(header + tail))))
+    mv[:HEADER_SIZE] = header
+    end = HEADER_SIZE + used
+    tail = _TRAILER.pack(used, count, int(min_seq), int(max_seq), xxhash.xxh64_intdigest(mv[HEADER_SIZE:end]))
+    mv[end : end + len(tail)] = tail
+    _U64.pack_into(mv, end + len(tail), xxhash.xxh64_intdigest(header + tail))
+    return mv[: end + TRAILER_SIZE].toreadonly()
 
 
 def wal_info(data, name: str) -> WalInfo:
