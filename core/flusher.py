@@ -12,8 +12,12 @@ of that process.  Everything it writes goes through ONE worker thread, in order:
 
 * WAL: every ``flush_interval``, on request, and at once when a durable write
   waits (group commit), the records appended to each arena since the last
-  upload become one WAL object ``wal/<id>.sst``, written create-only, ids
-  strictly increasing with no gaps.  A frozen pending object
+  upload become WAL objects ``wal/<id>.sst`` (one per arena, cut into pieces
+  of about 16 MiB), written create-only, in id order, ids strictly increasing
+  with no gaps.  Each object is built with one copy of its records (checksums
+  computed in place); for a large snapshot a helper thread encodes object k+1
+  while the worker writes object k.  After a large upload the next one starts
+  at once instead of at the next tick, so the WAL keeps up with a bulk load.  A frozen pending object
   (same bytes, same put-id) is retried until it lands, so an ambiguous write
   is recognised as our own (never as a fence).  Then the durable seq is
   published in shared memory.
@@ -22,6 +26,10 @@ of that process.  Everything it writes goes through ONE worker thread, in order:
   manifest update (``l0``, ``last_l0_seq``, ``replay_after_wal_id``).  Only
   then are its arenas returned to the pool.  With the WAL on, the generation's
   records are in the WAL before the manifest lists them (L0 never leads).
+* The CPU part of an L0 flush (sort, dedupe, block/bloom encode) runs on a
+  helper thread; meanwhile the worker keeps serving WAL uploads, group-commit
+  nudges and ``flush()`` (other requests wait for the build, in order), so a
+  flush never waits behind an L0 build.  Store writes stay on the worker.
 * ``flush()`` is a request answered by the worker after the upload it
   triggers: no other code path ever uploads (the lesson of SlateDB #235).
 * Fenced: a WAL create collides with another writer's object, or a manifest
