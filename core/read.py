@@ -252,7 +252,13 @@ class Reader:
             cat = np.concatenate(filters)
             groups.append((tuple(entries), cat if cat.shape[0] else None, starts))
         max_seq = max([0] + ([s.max_seq for s in m.all_ssts()] if m is not None else []))
-        plan = (self._manifest_id, tuple(groups), m, max_seq)
+        # the common case of one pinned L0 SST and nothing else: get() takes
+        # a shorter path (first key, last key, pinned arrays)
+        lone = None
+        if len(l0) == 1 and not m.sorted_runs and groups[0][0][0][5] is not None:
+            _bit, first, last, _ms, _r, pinned = groups[0][0][0]
+            lone = (first, last) + tuple(pinned)
+        plan = (self._manifest_id, tuple(groups), m, max_seq, lone)
         self._plan = plan
         return plan
 
@@ -262,6 +268,19 @@ class Reader:
         plan = self._plan
         if plan is None or plan[0] != self._manifest_id_of_mem() or self._manifest_id != plan[0]:
             plan = self._l0_plan()
+        lone = plan[4]
+        if lone is not None and best is None:  # one pinned L0 SST, nothing in the arenas
+            first, last, data, boffs, ikeys, ioffs, bloom = lone
+            if key < first or key > last:
+                return None
+            err, found, t, vp, vlen = _pinned_get(bloom, data, boffs, ikeys, ioffs, np.frombuffer(key, dtype=np.uint8))
+            if err:
+                from shaledb.kernels.block import _raise
+
+                _raise(int(err), f"{plan[1][0][0][0][4].key}: the block holding {key!r}")
+            if not found or not (int(t) & 0xFF):
+                return None
+            return data[vp : vp + vlen].tobytes()
         groups = plan[1]
         if groups:
             karr = np.frombuffer(key, dtype=np.uint8)
