@@ -244,10 +244,7 @@ class Db:
         try:
             from shaledb.kernels.warmup import warmup
 
-            warmup()
-            from shaledb.kernels.read import _warmup as warm_read
-
-            warm_read()
+            warmup()  # every kernel module, the read kernels included
         except Exception:  # noqa: BLE001 - only a head start; the kernels load on first use anyway
             pass
         deadline = time.monotonic() + self.options.open_timeout
@@ -324,8 +321,14 @@ class Db:
 
     # ----------------------------------------------------------------- writes
 
-    def put(self, key: bytes, value: bytes, *, await_durable: bool = True) -> int:
-        """Write ``key = value``; return the sequence number of the write."""
+    def put(self, key: bytes, value: bytes, *, await_durable: bool = True) -> int | None:
+        """Write ``key = value``; return the sequence number of the write.
+
+        With ``await_durable=False`` a small put is buffered in this process
+        (appended with the next batch, within 5 ms, or before any other call)
+        and returns ``None``: its sequence number is assigned when the buffer
+        is appended, so that sequence order stays append order.
+        """
         # the writer validates key and value and reads the pool status word;
         # _check_open's own checks are rate-limited
         if self._closed or self._closing_error is not None or _monotonic() >= self._next_check:
@@ -336,8 +339,9 @@ class Db:
             self._closing_error = exc
             raise
 
-    def delete(self, key: bytes, *, await_durable: bool = True) -> int:
-        """Delete ``key`` (write a tombstone); return its sequence number."""
+    def delete(self, key: bytes, *, await_durable: bool = True) -> int | None:
+        """Delete ``key`` (write a tombstone); return its sequence number
+        (``None`` when buffered, as for :meth:`put`)."""
         self._check_open()
         try:
             return self._mem.writer.delete(key, await_durable=await_durable)

@@ -20,7 +20,7 @@ import time
 
 __all__ = ["warmup"]
 
-_OPTIONAL_MODULES = ("block", "arena")
+_OPTIONAL_MODULES = ("block", "arena", "read")
 
 
 def _sample_run() -> tuple[bytes, list[int]]:
