@@ -458,6 +458,15 @@ class ManifestStore:
 
         deadline = self.clock.monotonic() + self.update_timeout
         cand = self._first_free_wal_id(self.current.replay_after_wal_id)
+        # Check the epoch between learning that every id below ``cand`` is
+        # taken and writing at ``cand``: a newer writer bumps the epoch before
+        # it places its fence, so if its fence is below ``cand`` we are fenced
+        # here, and if it places one later it lands at or above ``cand``.
+        # Without this check a slower concurrent opener could place its fence
+        # above the newer writer's, and the newer writer's first WAL write
+        # would collide with it and report a false fence.  The loop below
+        # keeps the same order (collision, refresh, next id).
+        self.refresh()
         while True:
             if create_only(
                 self.store,

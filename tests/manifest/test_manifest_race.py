@@ -149,3 +149,31 @@ def test_threads_race_repeatedly_on_memory(n):
         url = f"memory://race-{n}-{round_}-{random.random()}"
         results = run_threads(url, {}, n)
         check_outcome(open_store(url), results)
+
+
+def test_slower_opener_never_fences_above_the_newer_writer():
+    """A bumps its epoch, then C opens completely before A looks for a free WAL
+    id.  A must find itself fenced before it writes a fence, so that its fence
+    never lands above C's and C's first WAL write goes through."""
+    from shaledb.errors import ObjectNotFound
+    from shaledb.storage import MemoryStore
+    from shaledb.storage.wrappers import StoreWrapper
+
+    base = MemoryStore()
+    ManifestStore.open_writer(base).write_wal(2, b"old writer")  # some history
+    newer = {}
+
+    class OpenNewerWriterFirst(StoreWrapper):
+        def head(self, key):
+            if key.startswith("wal/") and not newer:
+                newer["c"] = ManifestStore.open_writer(base)  # C: epoch bump + fence
+            return self.inner.head(key)
+
+    with pytest.raises(Fenced):
+        ManifestStore.open_writer(OpenNewerWriterFirst(base))  # A
+    c = newer["c"]
+    c.write_wal(c.fence_wal_id + 1, b"c's first WAL object")  # no false fence
+    wal_ids = sorted(int(m.key[4:24]) for m in base.list("wal/"))
+    assert wal_ids == list(range(1, c.fence_wal_id + 2)), wal_ids
+    with pytest.raises(ObjectNotFound):
+        base.head(f"wal/{c.fence_wal_id + 2:020d}.sst")
