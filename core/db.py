@@ -38,7 +38,6 @@ __all__ = ["Db", "EngineWriter", "WriteBatch", "Writer", "open"]
 _open_dbs: "weakref.WeakSet[Db]" = weakref.WeakSet()
 
 #: a get searches at most this many buffered writes; a longer buffer is appended first
-_SEARCH_BUFFERED = 32
 
 
 def _close_all_at_exit() -> None:
@@ -384,12 +383,7 @@ class Db:
         w = self._writer
         bk = w._bk
         if bk:  # this process's buffered writes are the newest versions
-            if len(bk) > _SEARCH_BUFFERED:
-                w.drain()  # cheaper than searching a long buffer on every get
-            else:
-                hit = w.buffered_get(key)
-                if hit is not None:
-                    return hit[0]
+            w.drain()
         return self._rget(key)
 
     def scan(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:

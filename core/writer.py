@@ -458,20 +458,6 @@ class Writer:
     def has_buffered(self) -> bool:
         return bool(self._bk)
 
-    def buffered_get(self, key: bytes):
-        """The newest *buffered* write of ``key`` in this writer: ``None`` when
-        there is none, else ``(value,)`` (``(None,)`` for a delete).  A
-        buffered write gets a seq above every seq appended so far when it is
-        appended, so it is the newest version of its key."""
-        with self._lock:
-            bk = self._bk
-            if key not in bk:
-                return None
-            i = len(bk) - 1 - bk[::-1].index(key)
-            if self._bdel and i in self._bdel:
-                return (None,)
-            return (self._bv[i],)
-
     def lookup(self, key):
         """Drain, then the newest version of ``key`` in the arenas:
         ``(key, seq, kind, value|None)`` or None (see ArenaPool.lookup)."""
