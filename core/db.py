@@ -382,7 +382,7 @@ class Db:
             self._check_open()
         w = self._writer
         bk = w._bk
-        if bk:  # this process's buffered writes are the newest versions
+        if bk and key in bk:  # a buffered write of this key is its newest version
             w.drain()
         return self._rget(key)
 
