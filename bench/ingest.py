@@ -395,7 +395,7 @@ def render(report: dict) -> str:
         rows.append([e, f"{p['records']:,}", p.get("writers", 1), fmt_seconds(p["seconds"]), fmt_rate(p["records_per_s"]),
                      f"{p['mb_per_s']:.1f}" if p.get("mb_per_s") else "-", _req(p.get("requests")), _objs(p.get("store_after"))])
     out.append(format_table(["engine", "records", "writers", "time", "records/s", "MB/s", "requests", "objects/bytes after"],
-                            rows, "== prefill (await_durable off) =="))
+                            rows, "== prefill (await_durable off; requests and objects counted after the flush that follows at once) =="))
 
     rows = []
     for e in names:

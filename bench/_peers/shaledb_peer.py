@@ -181,6 +181,15 @@ class ShaleDBAdapter(Adapter):
             self.db.close()
             self.db = None
 
+    def reap(self) -> None:
+        """Join the writer processes of the last prefill (after the flush)."""
+        procs, self._to_reap = getattr(self, "_to_reap", []), []
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=10)
+
     def prefill(self, ds, n: int, batch: int, writers: int, bar) -> dict:
         if writers <= 1:
             db = self.db
@@ -219,8 +228,11 @@ class ShaleDBAdapter(Adapter):
             reports = self._collect(procs, results, writers, "ok", time.monotonic() + _WRITER_RUN_TIMEOUT,
                                     (counter, bar))
             elapsed = time.perf_counter() - t0
-            for p in procs:
-                p.join(timeout=60)
+            # Every writer reported its last put_many done: the flush phase
+            # starts now; the writer processes exit meanwhile and are joined
+            # after it (reap()), so their exit is neither timed nor a pause
+            # in which the flusher could catch up untimed.
+            self._to_reap = procs
             return {
                 "elapsed_s": elapsed,
                 "writers": writers,
