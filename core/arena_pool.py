@@ -638,27 +638,12 @@ class ArenaPool:
         a reserved-but-never-committed gap).  ``buf`` is a private copy when
         several arenas contribute, else a view of the arena.  After the upload
         lands call :meth:`wal_committed` with ``token``."""
-        with self.lock:
-            max_seq = int(self.ctl[C_NEXT_SEQ]) - 1
-            parts = []
-            for i, _st, gen in self.live_slots():
-                a = self.arena(i)
-                h = a[: K.HEADER_BYTES].view("<u8")
-                inc = int(h[K.H_INCARNATION])
-                end = int(h[K.H_COMMITTED])
-                b = self._slot(i)
-                start = int(self.ctl[b + S_WAL_END]) if int(self.ctl[b + S_WAL_INC]) == inc else 0
-                parts.append((i, a, inc, start, end, gen))
-        runs, token, max_gen = [], [], 0
-        for i, a, inc, start, end, gen in parts:
-            offs = K.arena_record_offsets(a, start, end)
-            token.append((i, inc, end))
-            if len(offs):
-                runs.append((a, offs))
-                max_gen = max(max_gen, gen)
-        if not runs:
-            self.wal_committed(token)
+        snap = self.wal_parts()
+        if snap is None:
             return None
+        parts, token, max_seq = snap
+        runs = [(a, offs) for _gen, a, offs in parts]
+        max_gen = max(gen for gen, _a, _offs in parts)
         if len(runs) == 1:
             buf, offs = runs[0]
         else:

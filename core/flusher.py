@@ -402,7 +402,7 @@ class Flusher:
         for _ in range(2):
             fresh = self._pending is None
             if fresh:
-                snap = self._wal_snapshot()
+                snap = self.pool.wal_parts()  # one part per arena, nothing copied
                 if snap is None:
                     return
                 parts, token, max_seq = snap
@@ -467,50 +467,6 @@ class Flusher:
                 o.ready.set()
 
         threading.Thread(target=run, name="shaledb-wal-encode", daemon=True).start()
-
-    def _wal_snapshot(self):
-        """``(parts, token, max_seq)`` with one ``(generation, arena, offs)`` part
-        per arena holding records not yet in the WAL; None if there are none.
-
-        A consistent cut under the pool lock (every seq <= max_seq is in these
-        ranges or in an earlier upload), like ``ArenaPool.wal_snapshot``, but
-        without concatenating arenas: each arena becomes its own WAL object,
-        so nothing is copied before encoding.
-        """
-        pool = self.pool
-        try:
-            from shaledb.arena_pool import C_NEXT_SEQ, S_WAL_END, S_WAL_INC
-            from shaledb.kernels import arena as K
-        except ImportError:  # pragma: no cover - a pool without the fast path
-            return self._wal_snapshot_generic()
-        with pool.lock:
-            max_seq = int(pool.ctl[C_NEXT_SEQ]) - 1
-            cut = []
-            for i, _st, gen in pool.live_slots():
-                a = pool.arena(i)
-                h = a[: K.HEADER_BYTES].view("<u8")
-                inc = int(h[K.H_INCARNATION])
-                end = int(h[K.H_COMMITTED])
-                b = pool._slot(i)
-                start = int(pool.ctl[b + S_WAL_END]) if int(pool.ctl[b + S_WAL_INC]) == inc else 0
-                cut.append((i, a, inc, start, end, gen))
-        parts, token = [], []
-        for i, a, inc, start, end, gen in cut:
-            offs = K.arena_record_offsets(a, start, end)
-            token.append((i, inc, end))
-            if len(offs):
-                parts.append((gen, a, offs))
-        if not parts:
-            pool.wal_committed(token)
-            return None
-        return parts, token, max_seq
-
-    def _wal_snapshot_generic(self):
-        snap = self.pool.wal_snapshot()
-        if snap is None:
-            return None
-        buf, offs, token, max_gen, max_seq = snap
-        return [(max_gen, buf, offs)], token, max_seq
 
     def _write_wal_object(self, wal_id: int, data: bytes) -> None:
         # Create-only; the manifest store reuses one put-id per WAL id, so an
