@@ -28,8 +28,8 @@ _LAZY = {
     "open": ("shaledb.db", "open"),
     "Db": ("shaledb.db", "Db"),
     "Options": ("shaledb.options", "Options"),
-    "WriteBatch": ("shaledb.writer", "WriteBatch"),
-    "Writer": ("shaledb.writer", "Writer"),
+    "WriteBatch": ("shaledb.memtable.writer", "WriteBatch"),
+    "Writer": ("shaledb.memtable.writer", "Writer"),
 }
 
 

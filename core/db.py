@@ -2,17 +2,17 @@
 
 A Db owns, for as long as it is open:
 
-* the arena pool (shared memory, ``shaledb.arena_pool``) into which this
+* the arena pool (shared memory, ``shaledb.memtable.arena_pool``) into which this
   process and every ``db.writer()`` handle append;
-* the flusher (``shaledb.flusher``): a process of its own (a fresh
-  interpreter, ``python -m shaledb.flusher``), or a thread of
+* the flusher (``shaledb.flush.flusher``): a process of its own (a fresh
+  interpreter, ``python -m shaledb.flush``), or a thread of
   this process for a ``memory://`` store (which only exists in this process);
-* the authenticated control channel to the flusher (``shaledb.control``);
+* the authenticated control channel to the flusher (``shaledb.flush.control``);
 * a read path: arenas (newest data), then the L0 SSTs of the manifest newest
   first, then sorted runs.  Versions are compared by sequence number, so the
   newest write wins wherever it sits; tombstones hide older versions.
 
-Writes are delegated to this process's writer (``shaledb.writer``).  The
+Writes are delegated to this process's writer (``shaledb.memtable.writer``).  The
 durability each call guarantees is in docs/durability.md.
 
 Thread safety: a Db may be shared by threads of one process.
@@ -28,10 +28,10 @@ import weakref
 from time import monotonic as _monotonic
 from typing import Any, Iterator
 
-from shaledb.control import ControlClient, new_control_address, remove_control_address
+from shaledb.flush.control import ControlClient, new_control_address, remove_control_address
 from shaledb.errors import Closed, Fenced, InvalidArgument, ShaleDBError, Unavailable
 from shaledb.options import MAX_KEY_BYTES, Options
-from shaledb.writer import WriteBatch, Writer  # noqa: F401 - re-exported
+from shaledb.memtable.writer import WriteBatch, Writer  # noqa: F401 - re-exported
 
 __all__ = ["Db", "EngineWriter", "WriteBatch", "Writer", "open"]
 
@@ -89,7 +89,7 @@ def _check_bound(name: str, key: Any) -> bytes | None:
 
 
 class _FlusherProcess:
-    """The flusher in a fresh interpreter (``python -m shaledb.flusher``).
+    """The flusher in a fresh interpreter (``python -m shaledb.flush``).
 
     Like multiprocessing's ``spawn`` start method (a new interpreter, nothing
     inherited but the environment and ``sys.path``), but the user's
@@ -110,7 +110,7 @@ class _FlusherProcess:
         ready_r, ready_w = os.pipe()
         try:
             self._popen = subprocess.Popen(
-                [sys.executable, "-m", "shaledb.flusher", str(cfg_r), str(ready_w)],
+                [sys.executable, "-m", "shaledb.flush", str(cfg_r), str(ready_w)],
                 pass_fds=(cfg_r, ready_w),
                 stdin=subprocess.DEVNULL,
             )
@@ -211,7 +211,7 @@ class Db:
                 self._start_process_flusher(url, store_options)
             self._control = ControlClient(self._control_addr, options.request_timeout)
             self._mem.start(self._info["last_seq"], self._control)
-            from shaledb.read import Reader
+            from shaledb.read.reader import Reader
 
             self._reader = Reader(self._store, options, self._mem)
             # bound methods of the hot paths
@@ -225,7 +225,7 @@ class Db:
         return self
 
     def _start_process_flusher(self, url: str, store_options: dict) -> None:
-        from shaledb.flusher import FlusherConfig
+        from shaledb.flush.flusher import FlusherConfig
 
         config = FlusherConfig(
             url=url,
@@ -271,7 +271,7 @@ class Db:
         self._info = msg[1]
 
     def _start_thread_flusher(self) -> None:
-        from shaledb.flusher import Flusher
+        from shaledb.flush.flusher import Flusher
 
         fl = Flusher(self._store, self.options, self._mem.flusher_view())
         self._info = fl.recover()
@@ -492,8 +492,8 @@ class Db:
 
 
 # ===========================================================================
-# Integration with the arena pool and the writer (shaledb.arena_pool,
-# shaledb.writer): the hooks through which writers reach the flusher.
+# Integration with the arena pool and the writer (shaledb.memtable.arena_pool,
+# shaledb.memtable.writer): the hooks through which writers reach the flusher.
 
 
 class EngineHooks:
@@ -606,7 +606,7 @@ class Memtable:
 
     @classmethod
     def create(cls, url: str, options: Options) -> "Memtable":
-        from shaledb.arena_pool import ArenaPool
+        from shaledb.memtable.arena_pool import ArenaPool
 
         self = cls()
         self.options = options
@@ -640,7 +640,7 @@ class Memtable:
     def new_writer_handle(self, pool=None):
         return EngineWriter(self.descriptor(), hooks=self._hooks, timeout=self.options.request_timeout, pool=pool)
 
-    # -- reads (shaledb.read.Reader)
+    # -- reads (shaledb.read.reader.Reader)
 
     def drain(self) -> None:
         if self.writer is not None and self.writer.has_buffered():
@@ -682,6 +682,6 @@ class Memtable:
 
 
 def attach_pool_view(desc: dict):
-    from shaledb.arena_pool import ArenaPool
+    from shaledb.memtable.arena_pool import ArenaPool
 
     return ArenaPool.attach(desc)

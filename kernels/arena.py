@@ -1,7 +1,7 @@
 """Arena kernels: the append-only shared-memory memtable (docs/format/arena.md).
 
 An arena is one fixed-size uint8 buffer (in production a numpy view of a
-shared-memory segment, see ``shaledb.shm``).  It holds a header, an
+shared-memory segment, see ``shaledb.memtable.shm``).  It holds a header, an
 open-addressing hash index and a log of records in the layout of
 ``shaledb.kernels.layout``.  Every integer is little-endian u64::
 
@@ -13,7 +13,7 @@ open-addressing hash index and a log of records in the layout of
     header, u64 at byte offset
       0  magic          ARENA_MAGIC ("SHLARENA")
       8  version        ARENA_VERSION
-     16  state          shaledb.enums.ArenaState, written by the arena pool
+     16  state          shaledb.format.enums.ArenaState, written by the arena pool
      24  generation     generation the arena belongs to (pool)
      32  committed      absolute byte offset one past the last committed record
      40  record_count   committed records

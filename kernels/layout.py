@@ -6,7 +6,7 @@ start.  All integers are little-endian; a record starts 8-byte aligned::
 
     +0   u32  key_len      1 .. MAX_KEY_LEN
     +4   u32  value_len    0 for tombstones
-    +8   u64  trailer      (seq << 8) | kind      kind: shaledb.enums.ValueKind
+    +8   u64  trailer      (seq << 8) | kind      kind: shaledb.format.enums.ValueKind
     +16  key bytes, then value bytes, then zero padding to a multiple of 8
 
 Ordering of records is (key ascending bytewise, trailer descending), so the

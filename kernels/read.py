@@ -24,7 +24,7 @@
   (padding included) of a run's records.
 
 Records are in the layout of shaledb.kernels.layout.  The wrappers in
-shaledb.read / shaledb.sst_reader keep the arguments well-formed.
+shaledb.read.reader / shaledb.sst.reader keep the arguments well-formed.
 """
 
 from __future__ import annotations

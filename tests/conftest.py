@@ -29,7 +29,7 @@ def _private_shm_dir() -> str:
     return path
 
 
-# Set before any test imports shaledb.shm (which reads it once per process).
+# Set before any test imports shaledb.memtable.shm (which reads it once per process).
 # A nested pytest run (the NUMBA_DISABLE_JIT pass) inherits its parent's directory.
 _OWN_SHM_DIR = "SHALEDB_SHM_DIR" not in os.environ
 if _OWN_SHM_DIR:

@@ -1,6 +1,6 @@
 """Persisted enum values are frozen: this test fails when one changes."""
 
-from shaledb.enums import ValueKind
+from shaledb.format.enums import ValueKind
 
 PINNED = {
     ValueKind: {"DELETE": 0, "PUT": 1},
@@ -13,7 +13,7 @@ def test_persisted_enums_are_pinned():
 
 
 # --- manifest enums (docs/format/manifest.md) -------------------------------
-from shaledb import enums as manifest_enums  # noqa: E402
+from shaledb.format import enums as manifest_enums  # noqa: E402
 
 MANIFEST_PINNED = {
     "ManifestFormat": {"V1": 1},
@@ -48,7 +48,7 @@ def test_manifest_enums_are_pinned():
 
 
 def test_arena_pool_enums_are_pinned():
-    from shaledb.enums import ArenaState, PoolStatus
+    from shaledb.format.enums import ArenaState, PoolStatus
 
     assert {m.name: int(m) for m in ArenaState} == {
         "FREE": 0, "ACTIVE": 1, "FULL": 2, "SEALED": 3, "FLUSHING": 4,
@@ -57,7 +57,7 @@ def test_arena_pool_enums_are_pinned():
 
 
 def test_sst_and_wal_enums_are_pinned():
-    from shaledb.enums import CompressionCodec, SstFormatVersion, WalFormatVersion
+    from shaledb.format.enums import CompressionCodec, SstFormatVersion, WalFormatVersion
 
     assert {m.name: int(m) for m in CompressionCodec} == {"NONE": 0, "ZSTD": 1}
     assert {m.name: int(m) for m in SstFormatVersion} == {"V1": 1}

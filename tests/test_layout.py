@@ -1,6 +1,6 @@
 import pytest
 
-from shaledb import layout
+from shaledb.format import keys as layout
 from shaledb.errors import InvalidArgument
 
 

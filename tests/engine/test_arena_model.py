@@ -14,8 +14,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from shaledb.arena_pool import ArenaPool
-from shaledb.writer import WriteBatch, Writer
+from shaledb.memtable.arena_pool import ArenaPool
+from shaledb.memtable.writer import WriteBatch, Writer
 
 KEYS = st.sampled_from([b"a", b"b", b"c", b"d", b"e" * 30, b"\x00", b"\xff\xff"])
 VALUES = st.binary(max_size=300)

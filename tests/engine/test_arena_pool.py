@@ -10,12 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from shaledb import shm
-from shaledb.arena_pool import NO_ARENA, NO_MEMORY, ArenaPool
-from shaledb.enums import ArenaState
+from shaledb.memtable import shm
+from shaledb.memtable.arena_pool import NO_ARENA, NO_MEMORY, ArenaPool
+from shaledb.format.enums import ArenaState
 from shaledb.errors import Closed, Fenced, InvalidArgument, Unavailable
 from shaledb.kernels import arena as K
-from shaledb.writer import Writer
+from shaledb.memtable.writer import Writer
 
 CTX = multiprocessing.get_context("spawn")
 WAIT = 60  # seconds any child may take

@@ -11,7 +11,7 @@ from multiprocessing.connection import Client
 import pytest
 
 import shaledb
-from shaledb.control import ControlClient, ControlServer, new_control_address, remove_control_address
+from shaledb.flush.control import ControlClient, ControlServer, new_control_address, remove_control_address
 from shaledb.failpoints import Failpoints, parse_failpoints
 from shaledb.options import Options
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import shaledb
-import shaledb.flusher as flusher_mod
-import shaledb.sst_writer as sst_writer_mod
+import shaledb.flush.flusher as flusher_mod
+import shaledb.sst.writer as sst_writer_mod
 from engine_util import memory_url, open_db, scan_all
-from shaledb.layout import parse_wal_key, wal_key
-from shaledb.wal import decode_wal, encode_wal, encode_wal_view
+from shaledb.format.keys import parse_wal_key, wal_key
+from shaledb.format.wal import decode_wal, encode_wal, encode_wal_view
 
 
 def _wal_objects(store) -> dict[int, bytes]:

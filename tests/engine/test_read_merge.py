@@ -1,4 +1,4 @@
-"""shaledb.read.merge_visible (the scan merge) against a dict model."""
+"""shaledb.read.reader.merge_visible (the scan merge) against a dict model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import shaledb.read as R
+import shaledb.read.reader as R
 
 
 def _run(entries):

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from shaledb.arena_pool import ArenaPool
+from shaledb.memtable.arena_pool import ArenaPool
 from shaledb.errors import Closed, InvalidArgument, Unavailable
-from shaledb.writer import MAX_KEY_BYTES, WriteBatch, Writer
+from shaledb.memtable.writer import MAX_KEY_BYTES, WriteBatch, Writer
 
 CTX = multiprocessing.get_context("spawn")
 WAIT = 60

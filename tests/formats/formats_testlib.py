@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 from reference.block import make_run, sort_key
 
-from shaledb.layout import new_sst_id
+from shaledb.format.keys import new_sst_id
 
 GOLDEN_DIR = pathlib.Path(__file__).resolve().parent.parent / "golden"
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from formats_testlib import golden_records, ids, model_get, run_arrays
 
-from shaledb.block_cache import BlockCache
+from shaledb.sst.block_cache import BlockCache
 from shaledb.errors import InvalidArgument
-from shaledb.layout import sst_key
-from shaledb.sst_reader import SstReader
-from shaledb.sst_writer import build_ssts
+from shaledb.format.keys import sst_key
+from shaledb.sst.reader import SstReader
+from shaledb.sst.writer import build_ssts
 
 
 def test_lru_by_bytes():

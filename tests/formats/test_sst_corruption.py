@@ -7,9 +7,9 @@ from formats_testlib import golden_records, ids, run_arrays
 from reference.block import read_run
 
 from shaledb.errors import Corruption
-from shaledb.sst_format import TRAILER_SIZE
-from shaledb.sst_reader import SstReader
-from shaledb.sst_writer import build_ssts
+from shaledb.sst.format import TRAILER_SIZE
+from shaledb.sst.reader import SstReader
+from shaledb.sst.writer import build_ssts
 from shaledb.storage import MemoryStore
 
 NAME = "compacted/damaged.sst"

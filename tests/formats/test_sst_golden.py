@@ -6,9 +6,9 @@ from __future__ import annotations
 from formats_testlib import GOLDEN_DIR, golden_records, ids, run_arrays
 from reference.block import read_run
 
-from shaledb.layout import sst_key
-from shaledb.sst_reader import SstReader
-from shaledb.sst_writer import build_ssts
+from shaledb.format.keys import sst_key
+from shaledb.sst.reader import SstReader
+from shaledb.sst.writer import build_ssts
 from shaledb.storage import MemoryStore
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from formats_testlib import golden_records, ids, run_arrays
 
-from shaledb.block_cache import BlockCache
+from shaledb.sst.block_cache import BlockCache
 from shaledb.errors import Corruption
 from shaledb.kernels.read import _pinned_get
-from shaledb.sst_reader import SstReader
-from shaledb.sst_writer import build_ssts
+from shaledb.sst.reader import SstReader
+from shaledb.sst.writer import build_ssts
 from shaledb.storage import MemoryStore
 
 NAME = "compacted/pinned.sst"

@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference.block import read_run, sort_key
 
-from shaledb.block_cache import BlockCache
-from shaledb.enums import CompressionCodec
+from shaledb.sst.block_cache import BlockCache
+from shaledb.format.enums import CompressionCodec
 from shaledb.errors import InvalidArgument
-from shaledb.layout import sst_key
-from shaledb.sst_reader import SstReader
-from shaledb.sst_writer import SstInfo, build_ssts
+from shaledb.format.keys import sst_key
+from shaledb.sst.reader import SstReader
+from shaledb.sst.writer import SstInfo, build_ssts
 from shaledb.storage import InstrumentedStore, LocalStore, MemoryStore
 
 MAX_SEQ = (1 << 56) - 1

@@ -6,16 +6,16 @@ import pytest
 from formats_testlib import golden_records, ids, model_get, run_arrays
 from reference.block import read_run
 
-from shaledb.block_cache import BlockCache
-from shaledb.layout import sst_key
-from shaledb.sst_reader import SstReader
-from shaledb.sst_writer import build_ssts
-from shaledb.wal import decode_wal, encode_wal
+from shaledb.sst.block_cache import BlockCache
+from shaledb.format.keys import sst_key
+from shaledb.sst.reader import SstReader
+from shaledb.sst.writer import build_ssts
+from shaledb.format.wal import decode_wal, encode_wal
 
 
 @pytest.mark.s3
 def test_sst_and_wal_round_trip_on_s3(moto_server, s3_bucket):
-    from shaledb.layout import wal_key
+    from shaledb.format.keys import wal_key
     from shaledb.storage import open_store
 
     store = open_store(f"s3://{s3_bucket}/db", endpoint_url=moto_server.endpoint_url)

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from reference.block import make_run, read_run
 
 from shaledb.errors import Corruption, InvalidArgument
-from shaledb.layout import wal_key
+from shaledb.format.keys import wal_key
 from shaledb.storage import MemoryStore
-from shaledb.wal import HEADER_SIZE, TRAILER_SIZE, decode_wal, encode_wal, is_fence, wal_info
+from shaledb.format.wal import HEADER_SIZE, TRAILER_SIZE, decode_wal, encode_wal, is_fence, wal_info
 
 MAX_SEQ = (1 << 56) - 1
 NAME = wal_key(7)
@@ -93,7 +93,7 @@ def test_consistent_checksums_over_bad_records_raise():
 
     import xxhash
 
-    from shaledb.wal import MAGIC
+    from shaledb.format.wal import MAGIC
 
     header = struct.pack("<8sHHI", MAGIC, 1, 0, 0)
     for body in (b"\x00" * 16, b"\x05\x00\x00\x00\xff\xff\xff\x7f" + b"\x00" * 8, b"\x01\x00\x00\x00" + b"\x00" * 4 + b"\x07" + b"\x00" * 15):

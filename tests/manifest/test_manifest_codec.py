@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shaledb.errors import Corruption, InvalidArgument
-from shaledb.layout import new_sst_id
-from shaledb.manifest import (
+from shaledb.format.keys import new_sst_id
+from shaledb.manifest.model import (
     MAGIC,
     MAX_SEQ,
     Checkpoint,

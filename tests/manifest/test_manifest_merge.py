@@ -13,9 +13,9 @@ from __future__ import annotations
 import random
 import threading
 
-from shaledb.layout import new_sst_id
-from shaledb.manifest import SortedRun, SstRef, decode_manifest
-from shaledb.manifest_store import ManifestStore, check_transition
+from shaledb.format.keys import new_sst_id
+from shaledb.manifest.model import SortedRun, SstRef, decode_manifest
+from shaledb.manifest.store import ManifestStore, check_transition
 from shaledb.storage import open_store
 
 N_SSTS = 24

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from shaledb.errors import Fenced
-from shaledb.layout import new_sst_id, parse_manifest_key, wal_key
-from shaledb.manifest import SortedRun, SstRef, decode_manifest
-from shaledb.manifest_store import ManifestStore, check_transition
+from shaledb.format.keys import new_sst_id, parse_manifest_key, wal_key
+from shaledb.manifest.model import SortedRun, SstRef, decode_manifest
+from shaledb.manifest.store import ManifestStore, check_transition
 from shaledb.storage import MemoryStore
 from shaledb.storage.wrappers import ApplyThenFail, FailNth, FaultyStore
 

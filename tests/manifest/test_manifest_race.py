@@ -20,9 +20,9 @@ import threading
 import pytest
 
 from shaledb.errors import Fenced
-from shaledb.layout import new_sst_id
-from shaledb.manifest import SstRef, decode_manifest
-from shaledb.manifest_store import ManifestStore, check_transition
+from shaledb.format.keys import new_sst_id
+from shaledb.manifest.model import SstRef, decode_manifest
+from shaledb.manifest.store import ManifestStore, check_transition
 from shaledb.storage import open_store
 
 WAIT = 60.0

@@ -11,9 +11,9 @@ import threading
 import pytest
 
 from shaledb.errors import Fenced, InvalidArgument
-from shaledb.layout import manifest_key, new_sst_id, wal_key
-from shaledb.manifest import Checkpoint, Manifest, SortedRun, SstRef, decode_manifest
-from shaledb.manifest_store import ManifestStore, check_transition
+from shaledb.format.keys import manifest_key, new_sst_id, wal_key
+from shaledb.manifest.model import Checkpoint, Manifest, SortedRun, SstRef, decode_manifest
+from shaledb.manifest.store import ManifestStore, check_transition
 from shaledb.storage import MemoryStore
 from shaledb.storage.wrappers import ApplyThenFail, Fault, FaultyStore, Gate
 

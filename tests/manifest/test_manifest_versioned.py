@@ -11,7 +11,7 @@ import pytest
 from shaledb.errors import Conflict, Corruption, Fenced, InvalidArgument, ObjectNotFound, Unavailable
 from shaledb.storage import MemoryStore
 from shaledb.storage.wrappers import ApplyThenFail, FailNth, FaultyStore, InstrumentedStore
-from shaledb.versioned import FenceableObject, VersionedObject, create_only
+from shaledb.manifest.versioned import FenceableObject, VersionedObject, create_only
 
 
 class JsonCodec:

@@ -1,8 +1,8 @@
-"""Build SST objects from a sorted record run (format: shaledb.sst_format,
+"""Build SST objects from a sorted record run (format: shaledb.sst.format,
 docs/format/sst.md).
 
 Grammar of the object this module writes (all little-endian, checksums XXH64
-seed 0; the details of every region are in ``shaledb.sst_format``)::
+seed 0; the details of every region are in ``shaledb.sst.format``)::
 
     sst     := data_block{n} [bloom] index footer trailer
     bloom   := filter_bytes xxh64:u64
@@ -30,10 +30,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from shaledb.enums import CompressionCodec, SstFormatVersion
+from shaledb.format.enums import CompressionCodec, SstFormatVersion
 from shaledb.errors import InvalidArgument
-from shaledb.layout import new_sst_id
-from shaledb.sst_format import (
+from shaledb.format.keys import new_sst_id
+from shaledb.sst.format import (
     Footer,
     SstInfo,
     Trailer,

@@ -172,7 +172,7 @@ class Reader:
         self._cache = None
         if options.block_cache_bytes > 0:
             try:
-                from shaledb.block_cache import BlockCache
+                from shaledb.sst.block_cache import BlockCache
 
                 self._cache = BlockCache(options.block_cache_bytes)
             except ImportError:  # pragma: no cover - until BLOCKS lands it
@@ -201,8 +201,8 @@ class Reader:
     def _sst(self, ref):
         r = self._ssts.get(ref.sst_id)
         if r is None:
-            from shaledb.layout import sst_key
-            from shaledb.sst_reader import SstReader
+            from shaledb.format.keys import sst_key
+            from shaledb.sst.reader import SstReader
 
             r = SstReader(self.store, sst_key(ref.sst_id), block_cache=self._cache, size=ref.size)
             with self._lock:
@@ -520,8 +520,8 @@ def _find_in_run(run, key):
 
 def _read_latest_manifest(store, hint_id: int):
     """(manifest, id) of the newest manifest; (None, 0) for an empty root."""
-    from shaledb.layout import MANIFEST_PREFIX, manifest_key, parse_manifest_key
-    from shaledb.manifest import decode_manifest
+    from shaledb.format.keys import MANIFEST_PREFIX, manifest_key, parse_manifest_key
+    from shaledb.manifest.model import decode_manifest
     from shaledb.errors import ObjectNotFound
 
     mid = hint_id

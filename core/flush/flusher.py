@@ -1,7 +1,7 @@
 """The flusher: the only code that writes to the object store for one open Db.
 
 It runs in its own process, a fresh interpreter started as ``python -m
-shaledb.flusher`` (like the ``spawn`` start method, but the user's
+shaledb.flush`` (like the ``spawn`` start method, but the user's
 ``__main__`` is never re-imported; see ``shaledb.db._FlusherProcess``), or,
 for a ``memory://`` store that lives inside the user's process, as a thread
 of that process.  Everything it writes goes through ONE worker thread, in order::
@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from shaledb.control import ControlAddress, ControlServer
+from shaledb.flush.control import ControlAddress, ControlServer
 from shaledb.errors import (
     Closed,
     Fenced,
@@ -66,7 +66,7 @@ from shaledb.errors import (
     Unavailable,
 )
 from shaledb.failpoints import Failpoints
-from shaledb.layout import sst_key
+from shaledb.format.keys import sst_key
 from shaledb.options import Options
 
 __all__ = ["FlusherConfig", "Flusher", "flusher_process_main"]
@@ -169,8 +169,8 @@ class Flusher:
 
     def recover(self) -> dict:
         """Fence older writers, replay the WAL into L0.  Returns open info."""
-        from shaledb.manifest_store import ManifestStore
-        from shaledb.recovery import read_wal_runs
+        from shaledb.manifest.store import ManifestStore
+        from shaledb.flush.recovery import read_wal_runs
 
         self.mstore = ManifestStore(self.store, update_timeout=self.options.request_timeout)
         fence_id = self.mstore.create_or_open_writer()
@@ -397,7 +397,7 @@ class Flusher:
         One snapshot suffices for ``flush()``: it is taken after the request
         arrived, so it holds every write made before the call.
         """
-        from shaledb.wal import encode_wal_view
+        from shaledb.format.wal import encode_wal_view
 
         for _ in range(2):
             fresh = self._pending is None
@@ -528,8 +528,8 @@ class Flusher:
         one manifest update.  False (nothing written) when there are no records."""
         from shaledb.kernels.dedupe import dedupe_sorted
         from shaledb.kernels.sort import concat_runs, sort_records
-        from shaledb.manifest import SstRef
-        from shaledb.sst_writer import build_ssts
+        from shaledb.manifest.model import SstRef
+        from shaledb.sst.writer import build_ssts
 
         def build():
             rs = [_trim(b, o) for b, o in (runs() if callable(runs) else runs) if len(o)]
@@ -744,8 +744,8 @@ def _attach_pool(desc):
     return attach_pool_view(desc)
 
 
-def _main(argv: list[str]) -> None:
-    """``python -m shaledb.flusher <config fd> <ready fd>``: read the parent's
+def main(argv: list[str]) -> None:
+    """``python -m shaledb.flush <config fd> <ready fd>``: read the parent's
     sys.path and the pickled FlusherConfig, then run the flusher."""
     import pickle
     import sys
@@ -758,8 +758,3 @@ def _main(argv: list[str]) -> None:
         config = pickle.load(f)
     flusher_process_main(config, ready)
 
-
-if __name__ == "__main__":
-    import sys
-
-    _main(sys.argv[1:])

@@ -1,4 +1,4 @@
-"""Read SST objects (format: shaledb.sst_format, docs/format/sst.md).
+"""Read SST objects (format: shaledb.sst.format, docs/format/sst.md).
 
 ``SstReader(store, key, size=...)`` opens an SST with one ranged GET of its
 last ``TAIL_BYTES`` (trailer, footer, and usually the index and bloom block
@@ -27,9 +27,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from shaledb.enums import CompressionCodec
+from shaledb.format.enums import CompressionCodec
 from shaledb.errors import Corruption, InvalidArgument
-from shaledb.sst_format import (
+from shaledb.sst.format import (
     TRAILER_SIZE,
     SstInfo,
     decode_bloom,

@@ -3,8 +3,8 @@
 A manifest object lives at ``manifest/<20-digit id>.manifest`` (see
 docs/format/bucket.md); its id is the object's name and is not repeated in the
 bytes.  This module is a pure codec: no I/O.  Versioning, fencing and the
-update protocol live in :mod:`shaledb.versioned` and
-:mod:`shaledb.manifest_store`.
+update protocol live in :mod:`shaledb.manifest.versioned` and
+:mod:`shaledb.manifest.store`.
 
 Byte grammar (format V1; all fixed-width integers little-endian; see
 docs/format/manifest.md for the field table)::
@@ -26,7 +26,7 @@ docs/format/manifest.md for the field table)::
 Fields appear in non-decreasing tag order; a singular field exactly once,
 a repeated field as a contiguous group.  Tags are the IntEnums
 ``ManifestField`` (top level), ``ManifestSstField``, ``ManifestRunField``
-and ``ManifestCheckpointField`` in :mod:`shaledb.enums`.  A decoder skips
+and ``ManifestCheckpointField`` in :mod:`shaledb.format.enums`.  A decoder skips
 fields with tags it does not know; top-level ones are kept verbatim in
 :attr:`Manifest.extensions` and written back, so an older writer carries a
 newer writer's additions forward.  A field that an older writer must not
@@ -54,7 +54,7 @@ from typing import Iterable, Iterator
 
 import xxhash
 
-from shaledb.enums import (
+from shaledb.format.enums import (
     ManifestCheckpointField,
     ManifestField,
     ManifestFormat,
@@ -153,7 +153,7 @@ class SstRef:
 
     @classmethod
     def from_info(cls, info) -> "SstRef":
-        """From anything with the SstInfo attributes (``shaledb.sst_writer.SstInfo``)."""
+        """From anything with the SstInfo attributes (``shaledb.sst.writer.SstInfo``)."""
         return cls(
             sst_id=info.sst_id,
             first_key=bytes(info.first_key),

@@ -1,7 +1,7 @@
 """The manifest store: fenced, versioned manifests of one database root.
 
-This module plugs the manifest (:mod:`shaledb.manifest`) into the generic
-versioned object (:mod:`shaledb.versioned`): the codec, the epoch fields and
+This module plugs the manifest (:mod:`shaledb.manifest.model`) into the generic
+versioned object (:mod:`shaledb.manifest.versioned`): the codec, the epoch fields and
 the invariants checked before every write.  One :class:`ManifestStore` is a
 handle in one of three roles:
 
@@ -54,9 +54,9 @@ import threading
 from typing import Callable, Iterable, Sequence
 
 from shaledb.errors import Fenced, InvalidArgument, ObjectNotFound, Unavailable
-from shaledb.layout import MANIFEST_PREFIX, manifest_key, new_sst_id, parse_manifest_key, wal_key
-from shaledb.manifest import Checkpoint, Manifest, SortedRun, SstRef, decode_manifest, encode_manifest
-from shaledb.versioned import Clock, FenceableObject, SystemClock, Version, VersionedObject, create_only
+from shaledb.format.keys import MANIFEST_PREFIX, manifest_key, new_sst_id, parse_manifest_key, wal_key
+from shaledb.manifest.model import Checkpoint, Manifest, SortedRun, SstRef, decode_manifest, encode_manifest
+from shaledb.manifest.versioned import Clock, FenceableObject, SystemClock, Version, VersionedObject, create_only
 
 __all__ = ["ManifestStore", "check_transition"]
 

@@ -15,7 +15,7 @@ order they were appended (sequence order).  All integers little-endian::
 
 ``body_xxh64`` is XXH64 (seed 0) of the body; the last ``xxh64`` covers the
 header and the first 40 trailer bytes.  ``version`` is a
-``shaledb.enums.WalFormatVersion``.  ``count``/``min_seq``/``max_seq`` describe
+``shaledb.format.enums.WalFormatVersion``.  ``count``/``min_seq``/``max_seq`` describe
 the records (0/0 seqs when there are none) and are checked on decode.
 
 A zero-byte object is a fence (written by a new writer at open); it holds no
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
-from shaledb.enums import WalFormatVersion
+from shaledb.format.enums import WalFormatVersion
 from shaledb.errors import Corruption, InvalidArgument
 
 __all__ = ["HEADER_SIZE", "MAGIC", "TRAILER_SIZE", "WalInfo", "decode_wal", "encode_wal", "encode_wal_view", "is_fence", "wal_info"]

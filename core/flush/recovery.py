@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from shaledb.errors import Corruption, ObjectNotFound
-from shaledb.layout import wal_key
+from shaledb.format.keys import wal_key
 
 __all__ = ["read_wal_runs"]
 
@@ -39,7 +39,7 @@ def read_wal_runs(store, first_id: int, end_id: int, skip_upto_seq: int):
     earlier writers and are skipped.  A missing id in the range means the WAL
     was truncated under us: Corruption.
     """
-    from shaledb.wal import decode_wal
+    from shaledb.format.wal import decode_wal
 
     runs = []
     objects = 0

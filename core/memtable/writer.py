@@ -4,7 +4,7 @@ A :class:`Writer` is the handle through which one process writes: the Db's
 own writer in the user's process, and ``db.writer()`` handles sent (pickled)
 to other processes.  Each Writer registers its own writer id with the pool
 and appends to an arena of its own; sequence numbers are handed out per
-batch by the pool (``shaledb.arena_pool``).
+batch by the pool (``shaledb.memtable.arena_pool``).
 
 Validation happens before anything is written: keys are non-empty
 ``bytes``/``bytearray`` of at most ``MAX_KEY_BYTES`` (64 KiB); values are
@@ -72,7 +72,7 @@ from shaledb.errors import Closed, InvalidArgument, ShaleDBError, Unavailable
 from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_HEADER
 
 if TYPE_CHECKING:  # the pool (and numba) load at a writer's first use, not at import
-    from shaledb.arena_pool import ArenaPool
+    from shaledb.memtable.arena_pool import ArenaPool
 
 __all__ = ["MAX_KEY_BYTES", "MAX_VALUE_BYTES", "WriteBatch", "Writer", "WriterHooks"]
 
@@ -310,7 +310,7 @@ class Writer:
         if self._wid == 0:
             with self._lock:
                 if self._wid == 0:
-                    from shaledb.arena_pool import C_STATUS, ArenaPool
+                    from shaledb.memtable.arena_pool import C_STATUS, ArenaPool
 
                     if self._pool is None:
                         self._pool = ArenaPool.attach(self._desc)
@@ -573,7 +573,7 @@ class Writer:
                 deadline = now + self._timeout
                 self._hooks.request_seal(pool)
             elif now > deadline:
-                from shaledb.arena_pool import NO_MEMORY
+                from shaledb.memtable.arena_pool import NO_MEMORY
 
                 why = "unflushed bytes above max_unflushed_bytes" if seq == NO_MEMORY else "no free arena"
                 raise Unavailable(

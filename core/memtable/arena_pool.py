@@ -4,7 +4,7 @@ the generations, and everything the writers and the flusher share.
 One pool per open database.  The Db process creates it (:meth:`ArenaPool.create`,
 the owner), writer and flusher processes attach to it by its picklable
 :meth:`ArenaPool.descriptor` (:meth:`ArenaPool.attach`).  Segments
-(``shaledb.shm``)::
+(``shaledb.memtable.shm``)::
 
     shaledb-<dbtag>-live-0    liveness flock (shared by every attached process)
     shaledb-<dbtag>-lock-0    the pool lock (flock, exclusive)
@@ -51,7 +51,7 @@ Arena life cycle::
     ACTIVE|FULL --seal--> SEALED(gen) --begin_flush--> FLUSHING --release--> FREE
     (an ACTIVE/FULL arena with no records goes straight back to FREE at seal)
 
-Writer side (``shaledb.writer`` uses these):
+Writer side (``shaledb.memtable.writer`` uses these):
     register_writer() -> writer_id;  append(writer_id, keys, ko, values, vo, kinds)
     -> (n, last_seq_or_code, sealed_gen);  detach_writer(writer_id);  check_status()
     max_batch_bytes / max_batch_records
@@ -87,8 +87,8 @@ import weakref
 from dataclasses import dataclass
 import numpy as np
 
-from shaledb import shm
-from shaledb.enums import ArenaState, PoolStatus
+from shaledb.memtable import shm
+from shaledb.format.enums import ArenaState, PoolStatus
 from shaledb.errors import Closed, Fenced, InvalidArgument, Unavailable
 from shaledb.kernels import arena as K
 

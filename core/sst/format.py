@@ -48,14 +48,14 @@ Footer::
     first_key_len:u32  first_key  last_key_len:u32  last_key  xxh64:u64
 
 ``bloom_len`` is 0 when there is no bloom block (then ``bloom_offset ==
-data_end``).  ``compression`` is a ``shaledb.enums.CompressionCodec``.
+data_end``).  ``compression`` is a ``shaledb.format.enums.CompressionCodec``.
 
 Trailer (fixed 32 bytes at the end)::
 
     footer_offset:u64  footer_len:u32  format_version:u16  reserved:u16 (0)
     magic:8 bytes "ShaleSST"  xxh64:u64 (over the 24 bytes before it)
 
-``format_version`` is a ``shaledb.enums.SstFormatVersion``.  The regions are
+``format_version`` is a ``shaledb.format.enums.SstFormatVersion``.  The regions are
 contiguous: ``data_end <= bloom_offset``, ``bloom_offset + bloom_len ==
 index_offset``, ``index_offset + index_len == footer_offset`` and
 ``footer_offset + footer_len == size - 32``.
@@ -69,7 +69,7 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
-from shaledb.enums import CompressionCodec, SstFormatVersion
+from shaledb.format.enums import CompressionCodec, SstFormatVersion
 from shaledb.errors import Corruption, InvalidArgument
 
 __all__ = [

@@ -8,7 +8,7 @@ key travel inside the picklable writer handle (:class:`ControlAddress`).
 
 Requests are small tuples ``(op, *args)``; replies are ``("ok", value)`` or
 ``("err", kind, message)`` where ``kind`` names a class of the shaledb error
-tree, re-raised on the client side.  Ops (served by shaledb.flusher):
+tree, re-raised on the client side.  Ops (served by shaledb.flush.flusher):
 
 ``flush_wal``                 upload everything appended so far; answer when durable
 ``flush_memtable``            seal the generation, publish it to L0; answer when done
