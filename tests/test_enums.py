@@ -26,6 +26,8 @@ MANIFEST_PINNED = {
         "L0_SST": 6,
         "SORTED_RUN": 7,
         "CHECKPOINT": 8,
+        "WRITER_SST_WATERMARK": 9,
+        "COMPACTOR_SST_WATERMARK": 10,
     },
     "ManifestSstField": {
         "SST_ID": 1,
@@ -38,6 +40,7 @@ MANIFEST_PINNED = {
     },
     "ManifestRunField": {"RUN_ID": 1, "SST": 2},
     "ManifestCheckpointField": {"ID": 1, "MANIFEST_ID": 2, "EXPIRES_AT_MS": 3, "NAME": 4},
+    "ManifestWatermarkField": {"EPOCH": 1, "SST_ID": 2},
 }
 
 

@@ -38,6 +38,8 @@ class ManifestField(IntEnum):
     L0_SST = 6  # repeated, newest first; payload is a ManifestSstField message
     SORTED_RUN = 7  # repeated, highest run id first; ManifestRunField message
     CHECKPOINT = 8  # repeated; ManifestCheckpointField message
+    WRITER_SST_WATERMARK = 9  # optional; ManifestWatermarkField message (docs/gc.md)
+    COMPACTOR_SST_WATERMARK = 10  # optional; ManifestWatermarkField message
 
 
 class ManifestSstField(IntEnum):
@@ -68,12 +70,20 @@ class ManifestCheckpointField(IntEnum):
     NAME = 4  # UTF-8, may be empty
 
 
+class ManifestWatermarkField(IntEnum):
+    """Tags inside one SST low watermark (writer's or compactor's)."""
+
+    EPOCH = 1  # the writer/compactor epoch that set it
+    SST_ID = 2  # 16-byte ULID: every SST that epoch may still publish is >= it
+
+
 __all__ += [
     "ManifestCheckpointField",
     "ManifestField",
     "ManifestFormat",
     "ManifestRunField",
     "ManifestSstField",
+    "ManifestWatermarkField",
 ]
 
 

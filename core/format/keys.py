@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 
 from shaledb.errors import InvalidArgument
@@ -80,11 +81,19 @@ def parse_sst_key(key: str) -> str | None:
     return m.group(1) if m else None
 
 
+_ulid_lock = threading.Lock()
+_last_ulid = 0
+
+
 def new_sst_id(now_ms: int | None = None, rand: bytes | None = None) -> str:
     """A new ULID: 48-bit millisecond time then 80 random bits, Crockford base32.
 
     ``now_ms`` and ``rand`` (10 bytes) may be injected for reproducible tests.
+    Without injected parts the ids are strictly increasing within a process
+    (even within one millisecond or when the wall clock steps back): GC's
+    SST watermark rule relies on it (docs/gc.md).
     """
+    injected = now_ms is not None or rand is not None
     if now_ms is None:
         now_ms = time.time_ns() // 1_000_000
     if rand is None:
@@ -92,4 +101,9 @@ def new_sst_id(now_ms: int | None = None, rand: bytes | None = None) -> str:
     if len(rand) != 10 or not 0 <= now_ms < 1 << 48:
         raise InvalidArgument("ULID needs a 48-bit time and 10 random bytes")
     value = (now_ms << 80) | int.from_bytes(rand, "big")
+    if not injected:
+        global _last_ulid
+        with _ulid_lock:
+            value = max(value, _last_ulid + 1)
+            _last_ulid = value
     return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in range(25, -1, -1))

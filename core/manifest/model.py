@@ -23,10 +23,10 @@ docs/format/manifest.md for the field table)::
     uvarint := LEB128, 7 bits a byte, low group first, at most 10 bytes,
                canonical (no redundant trailing 0x80/0x00 groups), < 2**64
 
-Fields appear in non-decreasing tag order; a singular field exactly once,
-a repeated field as a contiguous group.  Tags are the IntEnums
+Fields appear in non-decreasing tag order; a singular field exactly once
+(an optional one at most once), a repeated field as a contiguous group.  Tags are the IntEnums
 ``ManifestField`` (top level), ``ManifestSstField``, ``ManifestRunField``
-and ``ManifestCheckpointField`` in :mod:`shaledb.format.enums`.  A decoder skips
+``ManifestCheckpointField`` and ``ManifestWatermarkField`` in :mod:`shaledb.format.enums`.  A decoder skips
 fields with tags it does not know; top-level ones are kept verbatim in
 :attr:`Manifest.extensions` and written back, so an older writer carries a
 newer writer's additions forward.  A field that an older writer must not
@@ -60,6 +60,7 @@ from shaledb.format.enums import (
     ManifestFormat,
     ManifestRunField,
     ManifestSstField,
+    ManifestWatermarkField,
 )
 from shaledb.errors import Corruption, InvalidArgument
 
@@ -70,6 +71,7 @@ __all__ = [
     "Manifest",
     "SortedRun",
     "SstRef",
+    "SstWatermark",
     "decode_manifest",
     "encode_manifest",
 ]
@@ -210,6 +212,23 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class SstWatermark:
+    """A publishing role's promise to GC (docs/gc.md): every SST that the
+    writer (or compactor) of ``epoch`` may still publish has an id >= ``sst_id``.
+
+    Only meaningful while ``epoch`` is that role's current epoch: a fenced
+    epoch can publish nothing, so a newer epoch's watermark supersedes it.
+    """
+
+    epoch: int
+    sst_id: str
+
+    def __post_init__(self) -> None:
+        _check_uint("watermark epoch", self.epoch)
+        _check_ulid("watermark sst_id", self.sst_id)
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     """A full snapshot of the durable state of one database.
 
@@ -221,6 +240,9 @@ class Manifest:
     * ``last_l0_seq``: highest seq in L0 and below; replay skips seq <= it.
     * ``l0``: L0 SSTs, newest first.  ``sorted_runs``: highest run id first
       (that is read precedence).  ``checkpoints``: in creation order.
+    * ``writer_sst_watermark`` / ``compactor_sst_watermark``: optional
+      :class:`SstWatermark` of each publishing role (None: never set, e.g. a
+      manifest written before the field existed).
     * ``extensions``: top-level fields of a newer format revision that this
       version does not understand, ``(tag, payload)`` in tag order, carried
       through unchanged.
@@ -236,6 +258,8 @@ class Manifest:
     checkpoints: tuple[Checkpoint, ...] = ()
     extensions: tuple[tuple[int, bytes], ...] = ()
     format_version: int = ManifestFormat.V1
+    writer_sst_watermark: SstWatermark | None = None
+    compactor_sst_watermark: SstWatermark | None = None
 
     def __post_init__(self) -> None:
         if self.format_version not in ManifestFormat.__members__.values():
@@ -268,6 +292,10 @@ class Manifest:
         run_ids = [r.run_id for r in self.sorted_runs]
         if any(a <= b for a, b in zip(run_ids, run_ids[1:])):
             raise InvalidArgument(f"sorted runs must be in strictly descending run id order, got {run_ids}")
+        for f in ("writer_sst_watermark", "compactor_sst_watermark"):
+            wm = getattr(self, f)
+            if wm is not None and not isinstance(wm, SstWatermark):
+                raise InvalidArgument(f"Manifest.{f} must be an SstWatermark or None")
         cp_ids = [c.id for c in self.checkpoints]
         if len(set(cp_ids)) != len(cp_ids):
             raise InvalidArgument("checkpoint ids must be unique")
@@ -353,6 +381,13 @@ def _encode_checkpoint(c: Checkpoint) -> bytes:
     return bytes(out)
 
 
+def _encode_watermark(w: SstWatermark) -> bytes:
+    out = bytearray()
+    _field(out, ManifestWatermarkField.EPOCH, _uvarint_bytes(w.epoch))
+    _field(out, ManifestWatermarkField.SST_ID, ulid_to_bytes(w.sst_id))
+    return bytes(out)
+
+
 def encode_manifest(m: Manifest) -> bytes:
     """The V1 bytes of ``m`` (deterministic: equal manifests, equal bytes)."""
     if not isinstance(m, Manifest):
@@ -367,6 +402,12 @@ def encode_manifest(m: Manifest) -> bytes:
     known += [(ManifestField.L0_SST, _encode_sst(s)) for s in m.l0]
     known += [(ManifestField.SORTED_RUN, _encode_run(r)) for r in m.sorted_runs]
     known += [(ManifestField.CHECKPOINT, _encode_checkpoint(c)) for c in m.checkpoints]
+    # optional fields are omitted when unset: a manifest without them has
+    # the same bytes as before they existed
+    if m.writer_sst_watermark is not None:
+        known.append((ManifestField.WRITER_SST_WATERMARK, _encode_watermark(m.writer_sst_watermark)))
+    if m.compactor_sst_watermark is not None:
+        known.append((ManifestField.COMPACTOR_SST_WATERMARK, _encode_watermark(m.compactor_sst_watermark)))
     # stable sort: repeated fields keep their order, extensions slot in by tag
     fields = sorted(known + [(int(t), p) for t, p in m.extensions], key=lambda f: f[0])
     body = bytearray()
@@ -429,7 +470,9 @@ def _fields(buf: memoryview, pos: int, end: int, base: int) -> Iterator[tuple[in
 class _Message:
     """Collects the fields of one message, enforcing singular/repeated rules."""
 
-    def __init__(self, buf: memoryview, start: int, end: int, base: int, singular, repeated, what: str):
+    def __init__(
+        self, buf: memoryview, start: int, end: int, base: int, singular, repeated, what: str, optional=()
+    ):
         self.single: dict[int, tuple[int, int]] = {}
         self.multi: dict[int, list[tuple[int, int]]] = {t: [] for t in repeated}
         self.unknown: list[tuple[int, bytes]] = []
@@ -444,7 +487,9 @@ class _Message:
                 self.multi[tag].append((a, b))
             else:
                 self.unknown.append((tag, bytes(buf[a:b])))
-        missing = [singular(t).name for t in singular.__members__.values() if t not in self.single]
+        missing = [
+            singular(t).name for t in singular.__members__.values() if t not in self.single and t not in optional
+        ]
         if missing:
             raise _Bad(f"{what}: missing field(s) {', '.join(missing)}")
 
@@ -483,10 +528,12 @@ class _TagSet:
 
 
 _SST_SINGULAR = _TagSet(ManifestSstField)
+_WM_SINGULAR = _TagSet(ManifestWatermarkField)
 _RUN_SINGULAR = _TagSet(ManifestRunField, [ManifestRunField.SST])
 _CP_SINGULAR = _TagSet(ManifestCheckpointField)
 _TOP_REPEATED = (ManifestField.L0_SST, ManifestField.SORTED_RUN, ManifestField.CHECKPOINT)
 _TOP_SINGULAR = _TagSet(ManifestField, _TOP_REPEATED)
+_TOP_OPTIONAL = (ManifestField.WRITER_SST_WATERMARK, ManifestField.COMPACTOR_SST_WATERMARK)
 
 
 def _decode_sst(buf: memoryview, a: int, b: int, what: str) -> SstRef:
@@ -508,6 +555,14 @@ def _decode_run(buf: memoryview, a: int, b: int, what: str) -> SortedRun:
         _decode_sst(buf, x, y, f"{what} SST #{i}") for i, (x, y) in enumerate(msg.multi[ManifestRunField.SST])
     )
     return SortedRun(run_id=msg.uint(ManifestRunField.RUN_ID), ssts=ssts)
+
+
+def _decode_watermark(msg: "_Message", tag: int, what: str) -> SstWatermark | None:
+    if tag not in msg.single:
+        return None
+    a, b = msg.single[tag]
+    w = _Message(msg.buf, a, b, 0, _WM_SINGULAR, (), what)
+    return SstWatermark(epoch=w.uint(ManifestWatermarkField.EPOCH), sst_id=w.ulid(ManifestWatermarkField.SST_ID))
 
 
 def _decode_checkpoint(buf: memoryview, a: int, b: int, what: str) -> Checkpoint:
@@ -556,7 +611,7 @@ def _decode(buf: memoryview) -> Manifest:
     if stored != actual:
         raise _Bad(f"checksum mismatch (stored {stored:016x}, computed {actual:016x})")
     start, end = _HEADER.size, n - _CHECKSUM.size
-    msg = _Message(buf, start, end, 0, _TOP_SINGULAR, _TOP_REPEATED, "manifest")
+    msg = _Message(buf, start, end, 0, _TOP_SINGULAR, _TOP_REPEATED, "manifest", _TOP_OPTIONAL)
     l0 = tuple(_decode_sst(buf, a, b, f"L0 SST #{i}") for i, (a, b) in enumerate(msg.multi[ManifestField.L0_SST]))
     runs = tuple(
         _decode_run(buf, a, b, f"sorted run #{i}") for i, (a, b) in enumerate(msg.multi[ManifestField.SORTED_RUN])
@@ -576,4 +631,6 @@ def _decode(buf: memoryview) -> Manifest:
         sorted_runs=runs,
         checkpoints=cps,
         extensions=tuple(msg.unknown),
+        writer_sst_watermark=_decode_watermark(msg, ManifestField.WRITER_SST_WATERMARK, "writer watermark"),
+        compactor_sst_watermark=_decode_watermark(msg, ManifestField.COMPACTOR_SST_WATERMARK, "compactor watermark"),
     )

@@ -142,7 +142,7 @@ def manifests(draw):
             unique_by=lambda c: c.id,
         )
     )
-    ext_tags = sorted(draw(st.sets(st.integers(9, 2**20), max_size=3)))
+    ext_tags = sorted(draw(st.sets(st.integers(11, 2**20), max_size=3)))
     return Manifest(
         writer_epoch=draw(st.integers(0, 2**64 - 1)),
         compactor_epoch=draw(st.integers(0, 2**64 - 1)),
