@@ -55,7 +55,15 @@ from typing import Callable, Iterable, Sequence
 
 from shaledb.errors import Fenced, InvalidArgument, ObjectNotFound, Unavailable
 from shaledb.format.keys import MANIFEST_PREFIX, manifest_key, new_sst_id, parse_manifest_key, wal_key
-from shaledb.manifest.model import Checkpoint, Manifest, SortedRun, SstRef, decode_manifest, encode_manifest
+from shaledb.manifest.model import (
+    Checkpoint,
+    Manifest,
+    SortedRun,
+    SstRef,
+    SstWatermark,
+    decode_manifest,
+    encode_manifest,
+)
 from shaledb.manifest.versioned import Clock, FenceableObject, SystemClock, Version, VersionedObject, create_only
 
 __all__ = ["ManifestStore", "check_transition"]
@@ -133,18 +141,32 @@ def check_transition(
         if cid not in old_cps and cp.manifest_id > new_id:
             raise bad(f"checkpoint {cid} pins manifest {cp.manifest_id}, beyond {new_id}")
 
+    # SST low watermarks (docs/gc.md): within one epoch a watermark never goes back
+    for f, ef in (("writer_sst_watermark", "writer_epoch"), ("compactor_sst_watermark", "compactor_epoch")):
+        ow, nw = getattr(old, f), getattr(new, f)
+        if ow is not None and nw is None:
+            raise bad(f"{f} disappears")
+        if ow is not None and nw.epoch == ow.epoch and nw.sst_id < ow.sst_id:
+            raise bad(f"{f} goes back within epoch {ow.epoch}")
+        if nw is not None and nw.epoch > getattr(new, ef):
+            raise bad(f"{f} carries epoch {nw.epoch}, beyond {ef} {getattr(new, ef)}")
+
     # ownership
     if role == WRITER:
         if new.sorted_runs != old.sorted_runs:
             raise bad("a writer may not change sorted runs")
         if new.compactor_epoch != old.compactor_epoch:
             raise bad("a writer may not change the compactor epoch")
+        if new.compactor_sst_watermark != old.compactor_sst_watermark:
+            raise bad("a writer may not change the compactor's SST watermark")
         if kept != old_l0:
             raise bad("a writer may not remove L0 SSTs")
     elif role == COMPACTOR:
         for f in _WRITER_FIELDS:
             if getattr(new, f) != getattr(old, f):
                 raise bad(f"a compactor may not change {f}")
+        if new.writer_sst_watermark != old.writer_sst_watermark:
+            raise bad("a compactor may not change the writer's SST watermark")
         if added:
             raise bad("a compactor may not add L0 SSTs")
         if kept != old_l0[: len(kept)]:
@@ -152,6 +174,19 @@ def check_transition(
     else:
         if new.replace(checkpoints=old.checkpoints) != old:
             raise bad("a reader may only change checkpoints")
+
+
+def _raise_watermark(cur: SstWatermark | None, epoch: int, to: str | None) -> SstWatermark:
+    """The watermark of ``epoch`` raised to ``to`` (default: a fresh ULID).
+
+    REQUIRES: ``to`` is not below the watermark ``epoch`` already promised
+    (InvalidArgument: a caller that lowers it broke its earlier promise).
+    """
+    sid = new_sst_id() if to is None else to
+    wm = SstWatermark(epoch, sid)  # validates the ULID
+    if cur is not None and cur.epoch == epoch and sid < cur.sst_id:
+        raise InvalidArgument(f"SST watermark {sid} is below the one already promised ({cur.sst_id})")
+    return wm
 
 
 class ManifestStore:
@@ -277,12 +312,20 @@ class ManifestStore:
         last_l0_seq: int,
         replay_after_wal_id: int,
         next_wal_id: int | None = None,
+        sst_watermark: str | None = None,
     ) -> Manifest:
         """Writer: add ``ssts`` (newest first) in front of L0 and advance the replay point.
 
         Also raises ``last_l0_seq`` and ``replay_after_wal_id`` (never
         lowers them) and ``next_wal_id`` (to at least ``replay_after_wal_id +
         1``).  Idempotent: SSTs already in the manifest are not added again.
+
+        Raises the writer's SST watermark (docs/gc.md) to ``sst_watermark``,
+        or by default to a fresh ULID minted now.  REQUIRES: every SST id
+        this writer will still publish is >= that value; the default holds
+        when no other L0 build of this process has minted ids it has not
+        published yet (the flusher builds one generation at a time).  With
+        overlapping builds, pass the smallest id still unpublished.
         """
         self._require(WRITER)
         refs = tuple(s if isinstance(s, SstRef) else SstRef.from_info(s) for s in ssts)
@@ -292,11 +335,16 @@ class ManifestStore:
             add = tuple(s for s in refs if s.sst_id not in present)
             replay = max(m.replay_after_wal_id, replay_after_wal_id)
             nxt = max(m.next_wal_id, next_wal_id or 0, replay + 1)
-            return m.replace(
+            new = m.replace(
                 l0=add + m.l0,
                 last_l0_seq=max(m.last_l0_seq, last_l0_seq),
                 replay_after_wal_id=replay,
                 next_wal_id=nxt,
+            )
+            if new == m:
+                return m  # idempotent: a repeated publish writes nothing
+            return new.replace(
+                writer_sst_watermark=_raise_watermark(m.writer_sst_watermark, self.epoch, sst_watermark)
             )
 
         return self.update(fn)
@@ -312,10 +360,17 @@ class ManifestStore:
         removed_l0: Iterable[str] = (),
         removed_runs: Iterable[int] = (),
         new_runs: Sequence[SortedRun] = (),
+        sst_watermark: str | None = None,
     ) -> Manifest:
         """Compactor: drop the compacted L0 SSTs and runs, add the output runs.
 
         Idempotent: applying the same compaction twice changes nothing.
+        ``sst_watermark`` (docs/gc.md): the smallest SST id any of this
+        compactor's running jobs has minted and not yet published, or a
+        fresh ``new_sst_id()`` when none has; it raises the compactor's
+        watermark so GC can collect what compactions retired.  None keeps
+        the watermark where it is (always safe; GC then keeps every
+        unreferenced SST minted since it was last raised).
         """
         self._require(COMPACTOR)
         rm_l0 = frozenset(removed_l0)
@@ -332,7 +387,12 @@ class ManifestStore:
                     continue
                 runs.append(r)
             runs.sort(key=lambda r: -r.run_id)
-            return m.replace(l0=tuple(s for s in m.l0 if s.sst_id not in rm_l0), sorted_runs=tuple(runs))
+            new = m.replace(l0=tuple(s for s in m.l0 if s.sst_id not in rm_l0), sorted_runs=tuple(runs))
+            if new == m or sst_watermark is None:
+                return new  # idempotent: a repeated compaction writes nothing
+            return new.replace(
+                compactor_sst_watermark=_raise_watermark(m.compactor_sst_watermark, self.epoch, sst_watermark)
+            )
 
         return self.update(fn)
 
@@ -377,7 +437,8 @@ class ManifestStore:
             self.store,
             _Codec(),
             epoch_of=lambda m: m.writer_epoch,
-            with_epoch=lambda m, e: m.replace(writer_epoch=e),
+            # the epoch bump also sets our SST watermark: every SST we mint comes later
+            with_epoch=lambda m, e: m.replace(writer_epoch=e, writer_sst_watermark=SstWatermark(e, new_sst_id())),
             role=WRITER,
             **self._opts,
         )
@@ -400,7 +461,7 @@ class ManifestStore:
             self.store,
             _Codec(),
             epoch_of=lambda m: m.compactor_epoch,
-            with_epoch=lambda m, e: m.replace(compactor_epoch=e),
+            with_epoch=lambda m, e: m.replace(compactor_epoch=e, compactor_sst_watermark=SstWatermark(e, new_sst_id())),
             role=COMPACTOR,
             **self._opts,
         )

@@ -53,7 +53,8 @@ def test_open_writer_on_empty_root(store):
     w = ManifestStore.open_writer(store)
     assert w.role == "writer" and w.epoch == 1 and w.fence_wal_id == 1
     assert w.manifest_id == 2  # 1 = new database, 2 = epoch bump
-    assert w.current == Manifest(writer_epoch=1)
+    assert w.current.replace(writer_sst_watermark=None) == Manifest(writer_epoch=1)
+    assert w.current.writer_sst_watermark.epoch == 1  # set with the epoch bump (docs/gc.md)
     assert store.get(wal_key(1)) == b""
     assert decode_manifest(store.get(manifest_key(1)), "m") == Manifest()
     w2 = ManifestStore.open_writer(store)
