@@ -58,6 +58,8 @@ def _root_url(url_or_path: Any) -> str:
         raise InvalidArgument("the database root must be a str path or url, not bytes")
     if not isinstance(url_or_path, str) or not url_or_path:
         raise InvalidArgument(f"the database root must be a non-empty path or url, got {url_or_path!r}")
+    if "\x00" in url_or_path:
+        raise InvalidArgument(f"the database root {url_or_path!r} contains a NUL byte; remove it")
     if "://" in url_or_path:
         return url_or_path
     path = os.path.abspath(url_or_path)
@@ -402,6 +404,7 @@ class Db:
         if not isinstance(memtable, bool):
             raise InvalidArgument("flush(memtable=...) takes a bool")
         op = "flush_memtable" if memtable else "flush_wal"
+        self._check_open()
         self._mem.before_flush()
         seq = self._call(op)
         self._reader.invalidate()
@@ -423,7 +426,9 @@ class Db:
                 return
             error = None
             try:
-                if self._control is not None and self._flusher_alive():
+                if self._control is not None and not self._flusher_alive():
+                    error = self._dead_flusher_loss()
+                elif self._control is not None:
                     if self._closing_error is None and not self._mem.fenced():
                         # Our writer drains; every writer handle gets Closed from
                         # now on, so nothing is appended after the final seal.
@@ -436,7 +441,9 @@ class Db:
                 if isinstance(exc, Unavailable) and self._proc is not None:
                     self._proc.join(2)
                     if not self._proc.is_alive():
-                        error = Unavailable(f"{exc} (flusher exit code {self._proc.exitcode})")
+                        # the flusher died under the close: fine only if
+                        # every write had already become durable
+                        error = self._dead_flusher_loss()
                 try:
                     self._control.call("abort", timeout=10)
                 except ShaleDBError:
@@ -447,6 +454,30 @@ class Db:
                 self._teardown(kill=error is not None)
             if error is not None and not isinstance(error, Fenced):
                 raise error
+
+    def _dead_flusher_loss(self) -> ShaleDBError | None:
+        """close() found the flusher process dead: Unavailable if any write
+        made through this Db might not be durable, else None.
+
+        The records are still in the arenas but nobody will upload them;
+        ShaleDB does not restart the flusher (docs/durability.md).
+        """
+        if self._closing_error is not None or self._mem.fenced():
+            return None
+        unappended = False
+        try:
+            self._mem.drain()  # this process's buffered writes join the arenas
+        except ShaleDBError:
+            unappended = True
+        self._mem.stop_writers()
+        pool = self._mem.pool
+        last, durable = pool.next_seq() - 1, pool.durable_seq()
+        if last <= durable and not unappended:
+            return None
+        return Unavailable(
+            f"the flusher process died (exit code {self._proc.exitcode}) before writes up to seq {last} "
+            f"became durable (durable up to seq {durable}); they are lost unless they reached the WAL"
+        )
 
     def _teardown(self, kill: bool) -> None:
         if self._mem is not None:
@@ -528,7 +559,10 @@ class EngineHooks:
             return
         if pool.durable_seq() >= seq:
             return
-        pool.check_status()
+        try:
+            pool.check_status()
+        except Unavailable:
+            pass  # the flusher failed: its answer below names the cause
         self._c().call("await_durable", seq, timeout, timeout=timeout + 5)
 
     def request_seal(self, pool) -> None:

@@ -75,7 +75,8 @@ class Options:
     #: The flusher re-reads the manifest this often to notice a newer
     #: writer (fencing) even when nothing is being written.
     manifest_poll_interval: float = 1.0
-    #: Test seam: a picklable callable ``store -> store`` applied to the store
+    #: Test seam: a picklable callable ``store -> store`` (module-level: a
+    #: lambda is refused with InvalidArgument) applied to the store
     #: in every process of the database (flusher included), e.g. to inject
     #: latency or faults with shaledb.storage.wrappers.FaultyStore.
     store_wrapper: Callable[[Any], Any] | None = None
@@ -121,6 +122,17 @@ class Options:
             raise InvalidArgument("Options.store_options must be a mapping")
         if self.store_wrapper is not None and not callable(self.store_wrapper):
             raise InvalidArgument("Options.store_wrapper must be callable or None")
+        if self.store_wrapper is not None:
+            # it travels to the flusher process (and to writer processes)
+            import pickle
+
+            try:
+                pickle.dumps(self.store_wrapper)
+            except Exception as exc:  # noqa: BLE001 - any pickling failure
+                raise InvalidArgument(
+                    "Options.store_wrapper must be picklable: use a module-level function or an instance "
+                    f"of a module-level class, not a lambda or a nested function ({type(exc).__name__}: {exc})"
+                ) from None
         # Parse now so that a typo fails at open, not at the failpoint.
         from shaledb.failpoints import parse_failpoints
 

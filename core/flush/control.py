@@ -37,7 +37,19 @@ from typing import Any, Callable
 import shaledb.errors as errors
 from shaledb.errors import Closed, InvalidArgument, ShaleDBError, Unavailable
 
-__all__ = ["ControlAddress", "ControlClient", "ControlServer", "new_control_address"]
+__all__ = [
+    "ControlAddress",
+    "ControlClient",
+    "ControlServer",
+    "new_control_address",
+    "remove_control_address",
+    "remove_stale_control_dirs",
+]
+
+#: Control directories are ``<tmp>/shaledb-ctl-<owner pid>-<random>``: the pid
+#: of the process that opened the Db, so a later open can tell a dead owner's
+#: directory (left behind by a SIGKILL) from a live one.
+_CTL_PREFIX = "shaledb-ctl-"
 
 
 @dataclass(frozen=True)
@@ -52,14 +64,78 @@ class ControlAddress:
 
 
 def new_control_address() -> ControlAddress:
-    """A fresh socket path in a private directory, and a random key."""
-    d = tempfile.mkdtemp(prefix="shaledb-ctl-")
+    """A fresh socket path in a private directory named after this process,
+    and a random key.  Removes stale directories of dead owners first."""
+    remove_stale_control_dirs()
+    d = tempfile.mkdtemp(prefix=f"{_CTL_PREFIX}{os.getpid()}-")
     os.chmod(d, 0o700)
     return ControlAddress(os.path.join(d, "flusher.sock"), os.urandom(32))
 
 
 def remove_control_address(addr: ControlAddress) -> None:
     shutil.rmtree(os.path.dirname(addr.path), ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_control_dirs(tmpdir: str | None = None) -> list[str]:
+    """Remove this user's control directories whose owner process is dead.
+
+    A directory is stale when the pid in its name is no longer running.  A
+    directory without a pid (older naming) is stale when nothing listens on
+    its socket.  Returns the directories removed.  Never raises.
+    """
+    base = tmpdir if tmpdir is not None else tempfile.gettempdir()
+    removed = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return removed
+    uid = os.getuid()
+    for e in entries:
+        if not e.name.startswith(_CTL_PREFIX):
+            continue
+        try:
+            if not e.is_dir(follow_symlinks=False) or e.stat(follow_symlinks=False).st_uid != uid:
+                continue
+        except OSError:
+            continue
+        head = e.name[len(_CTL_PREFIX):].split("-", 1)[0]
+        if head.isdigit() and "-" in e.name[len(_CTL_PREFIX):]:
+            stale = not _pid_alive(int(head))
+        else:
+            stale = not _listening(os.path.join(e.path, "flusher.sock"))
+        if stale:
+            shutil.rmtree(e.path, ignore_errors=True)
+            removed.append(e.path)
+    return removed
+
+
+def _listening(path: str) -> bool:
+    """True if a process accepts connections on the unix socket ``path``."""
+    if not os.path.exists(path):
+        # a directory being set up has no socket yet: keep it unless old
+        try:
+            import time
+
+            return time.time() - os.stat(os.path.dirname(path)).st_mtime < 600
+        except OSError:
+            return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1.0)
+            s.connect(path)
+        return True
+    except OSError:
+        return False
 
 
 def _error_reply(exc: BaseException) -> tuple:

@@ -35,8 +35,10 @@ of that process.  Everything it writes goes through ONE worker thread, in order:
 * Fenced: a WAL create collides with another writer's object, or a manifest
   update sees a newer epoch.  From then on every request raises Fenced, and
   nothing more is written.
-* If the user's process dies, the flusher makes a last WAL upload, unlinks
-  the database's shared memory and exits.
+* If the user's process dies, at any stage (open and replay included), the
+  flusher writes nothing more: it unlinks the database's shared memory and
+  control directory and exits (:class:`_ParentWatch`).  Writes not yet
+  acknowledged durable are lost, as with any crash of the user's process.
 
 Thread safety: :class:`Flusher` methods are called from control threads; all
 store writes happen on the worker thread.
@@ -47,6 +49,7 @@ from __future__ import annotations
 import collections
 import os
 import queue
+import signal
 import struct
 import threading
 import time
@@ -56,18 +59,22 @@ from typing import Any
 
 import numpy as np
 
-from shaledb.flush.control import ControlAddress, ControlServer
+from shaledb.flush.control import ControlAddress, ControlServer, remove_control_address
 from shaledb.errors import (
     Closed,
     Fenced,
     Internal,
     InvalidArgument,
+    ObjectNotFound,
+    PreconditionFailed,
     ShaleDBError,
+    StorageError,
     Unavailable,
 )
 from shaledb.failpoints import Failpoints
 from shaledb.format.keys import sst_key
 from shaledb.options import Options
+from shaledb.storage.wrappers import StoreWrapper
 
 __all__ = ["FlusherConfig", "Flusher", "flusher_process_main"]
 
@@ -345,6 +352,13 @@ class Flusher:
         if isinstance(exc, Fenced) and self._failed is None:
             self._failed = exc
             self.pool.publish_fenced()
+            with self._cond:
+                self._cond.notify_all()
+        elif _permanent(exc) and self._failed is None:
+            # ENOSPC, permission denied, bucket gone: retrying cannot help.
+            # Every waiting and later call fails with it (status()["failed"]).
+            self._failed = exc
+            self.pool.publish_failed()
             with self._cond:
                 self._cond.notify_all()
         elif not isinstance(exc, ShaleDBError):
@@ -645,21 +659,10 @@ class Flusher:
 
     # ---- shutdown
 
-    def wait_stopped(self, poll: float = 0.2, parent_pid: int | None = None) -> None:
-        """Block until a close request finished, or the parent process died."""
+    def wait_stopped(self, poll: float = 0.2) -> None:
+        """Block until a close or abort request stopped the worker.  (A dead
+        parent is handled by the process's parent watch, which exits.)"""
         while not self._stopped.wait(poll):
-            if parent_pid is not None and os.getppid() != parent_pid:
-                self._parent_died()
-                return
-
-    def _parent_died(self) -> None:
-        # The user's process is gone: make what was appended durable, then stop.
-        try:
-            if self.options.wal and self._failed is None:
-                req = _Request("flush_wal", ())
-                self._q.put(req)
-                req.done.wait(self.options.request_timeout)
-        except BaseException:  # noqa: BLE001 - best effort on the way out
             pass
 
     def stop(self) -> None:
@@ -694,19 +697,141 @@ def _trim(buf: np.ndarray, offs: np.ndarray):
     return buf[lo:hi], (offs - lo).astype(np.int64, copy=False)
 
 
+def _permanent(exc: BaseException) -> bool:
+    """A store error that no retry can fix (not Unavailable, not a lost
+    condition or a missing object, which the manifest store interprets)."""
+    return isinstance(exc, StorageError) and not isinstance(exc, (ObjectNotFound, PreconditionFailed))
+
+
 def _copy_error(exc: BaseException) -> BaseException:
     return type(exc)(str(exc)) if isinstance(exc, ShaleDBError) else Internal(str(exc))
 
 
+class _ParentWatch:
+    """Stops the flusher process, without one more store write, once the
+    process that started it is gone.
+
+    Three guards, so no stage (open, fence, replay, steady state) escapes:
+
+    * the Linux parent-death signal (``prctl(PR_SET_PDEATHSIG)``), set first
+      thing; it fires when the parent *thread* exits, so the handler acts only
+      if ``os.getppid()`` really changed (a Db opened from a short-lived thread
+      keeps its flusher);
+    * a watchdog thread that polls ``os.getppid()`` (covers platforms without
+      prctl, and a parent thread that exited before the parent process);
+    * :meth:`guard` wraps the flusher's store: every put, conditional put and
+      delete checks the parent first and never writes for an orphan.
+
+    On parent death: unlink the Db's shared memory and control directory,
+    then ``os._exit`` (other threads, a WAL upload included, stop at once).
+    """
+
+    SIGNAL = signal.SIGUSR1
+
+    def __init__(self, config: "FlusherConfig"):
+        self.parent_pid = config.parent_pid
+        self.dbtag = config.pool.get("dbtag") if isinstance(config.pool, dict) else None
+        self.control = config.control
+        self._exiting = threading.Lock()
+
+    def orphaned(self) -> bool:
+        return os.getppid() != self.parent_pid
+
+    def install(self) -> None:
+        if _set_parent_death_signal(self.SIGNAL):
+            signal.signal(self.SIGNAL, self._on_signal)
+        self.check()  # the parent may have died before prctl took effect
+        threading.Thread(target=self._poll, name="shaledb-parent-watch", daemon=True).start()
+
+    def _on_signal(self, signum, frame) -> None:
+        self.check()
+
+    def _poll(self) -> None:
+        while True:
+            time.sleep(0.1)
+            self.check()
+
+    def check(self) -> None:
+        """Exit the process at once if the parent is gone."""
+        if self.orphaned():
+            self.exit()
+
+    def exit(self) -> None:
+        if not self._exiting.acquire(blocking=False):
+            time.sleep(3600)  # another thread is cleaning up and exiting
+        try:
+            if self.dbtag:
+                from shaledb.memtable.shm import cleanup_segments
+
+                cleanup_segments(self.dbtag)
+            remove_control_address(self.control)
+        finally:
+            os._exit(0)
+
+    def guard(self, store):
+        return _OrphanGuardStore(store, self)
+
+
+def _set_parent_death_signal(sig: int) -> bool:
+    """``prctl(PR_SET_PDEATHSIG, sig)``; False where unsupported (not Linux)."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class _OrphanGuardStore(StoreWrapper):
+    """The flusher process's store: checks that the parent lives before every
+    write (put, conditional put, delete); an orphan exits instead of writing."""
+
+    def __init__(self, inner, watch: _ParentWatch):
+        super().__init__(inner)
+        self._watch = watch
+
+    def __reduce__(self):  # never leaves the flusher process
+        raise TypeError("the flusher's guarded store is not picklable")
+
+    def put(self, *a, **k):
+        self._watch.check()
+        return self.inner.put(*a, **k)
+
+    def put_if_absent(self, *a, **k):
+        self._watch.check()
+        return self.inner.put_if_absent(*a, **k)
+
+    def put_if_match(self, *a, **k):
+        self._watch.check()
+        return self.inner.put_if_match(*a, **k)
+
+    def delete(self, *a, **k):
+        self._watch.check()
+        return self.inner.delete(*a, **k)
+
+
 def flusher_process_main(config: FlusherConfig, ready_conn) -> None:
-    """Body of the flusher process (see ``shaledb.db._FlusherProcess``)."""
+    """Body of the flusher process (see ``shaledb.db._FlusherProcess``).
+
+    REQUIRES: the main thread of a process started by ``config.parent_pid``.
+    """
     flusher = None
+    watch = _ParentWatch(config) if config.watch_parent else None
+    if watch is not None:
+        watch.install()
     try:
         from shaledb.storage import open_store
 
         from shaledb.db import wrap_store
 
-        store = wrap_store(open_store(config.url, **config.store_options), config.options)
+        raw = open_store(config.url, **config.store_options)
+        store = wrap_store(watch.guard(raw) if watch is not None else raw, config.options)
         pool_view = _attach_pool(config.pool)
         flusher = Flusher(store, config.options, pool_view)
         info = flusher.recover()
@@ -714,6 +839,8 @@ def flusher_process_main(config: FlusherConfig, ready_conn) -> None:
         info["pid"] = os.getpid()
         ready_conn.send(("ready", info))
     except BaseException as exc:  # noqa: BLE001 - reported to the opener
+        if watch is not None:
+            watch.check()  # an orphan reports nothing: it cleans up and exits
         try:
             kind = type(exc).__name__ if isinstance(exc, ShaleDBError) else "Internal"
             msg = str(exc) if isinstance(exc, ShaleDBError) else f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
@@ -721,8 +848,6 @@ def flusher_process_main(config: FlusherConfig, ready_conn) -> None:
         except Exception:  # noqa: BLE001
             pass
         return
-    finally:
-        pass
     try:
         try:  # load every kernel now rather than on the first WAL upload / L0 flush
             from shaledb.kernels.warmup import warmup
@@ -730,11 +855,9 @@ def flusher_process_main(config: FlusherConfig, ready_conn) -> None:
             warmup()
         except Exception:  # noqa: BLE001 - they load on first use anyway
             pass
-        flusher.wait_stopped(parent_pid=config.parent_pid if config.watch_parent else None)
+        flusher.wait_stopped()
     finally:
         flusher.stop()
-        if os.getppid() != config.parent_pid:
-            flusher.pool.cleanup_orphaned()
         ready_conn.close()
 
 
