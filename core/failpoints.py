@@ -27,6 +27,8 @@ to the object store, except ``mid-append``):
 ``mid-append``         a writer holds the pool lock, has reserved the seqs
                        of its batch and written part of its bytes, but has
                        not committed it (``shaledb.db.EngineWriter``)
+``gc-mid-delete``      GC (``shaledb.gc.collect``) has deleted its first
+                       object and not the rest
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ FAILPOINT_NAMES = frozenset(
         "after-sst-upload",
         "after-manifest",
         "mid-append",
+        "gc-mid-delete",
     }
 )
 
