@@ -80,6 +80,11 @@ class Options:
     #: in every process of the database (flusher included), e.g. to inject
     #: latency or faults with shaledb.storage.wrappers.FaultyStore.
     store_wrapper: Callable[[Any], Any] | None = None
+    #: Garbage collection (docs/gc.md): seconds between GC passes.
+    gc_interval: float = 600.0
+    #: An unreferenced object stays at least this long (seconds, >= 0) after
+    #: it could first go: readers mid-scan on an older manifest are safe.
+    gc_min_age: float = 300.0
 
     def __post_init__(self) -> None:
         def _int(name: str, lo: int, hi: int | None = None) -> None:
@@ -110,6 +115,10 @@ class Options:
         _seconds("open_timeout", 0.0)
         _seconds("close_timeout", 0.0)
         _seconds("manifest_poll_interval", 0.0)
+        _seconds("gc_interval", 0.0)
+        v = self.gc_min_age
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            raise InvalidArgument(f"Options.gc_min_age must be a finite number of seconds >= 0, got {v!r}")
         if not isinstance(self.wal, bool):
             raise InvalidArgument(f"Options.wal must be a bool, got {self.wal!r}")
         if self.initial_arenas > self.max_arenas:
