@@ -29,7 +29,16 @@ from time import monotonic as _monotonic
 from typing import Any, Iterator
 
 from shaledb.flush.control import ControlClient, new_control_address, remove_control_address
-from shaledb.errors import Closed, Fenced, InvalidArgument, ShaleDBError, Unavailable
+from shaledb.errors import (
+    Closed,
+    Fenced,
+    InvalidArgument,
+    ObjectNotFound,
+    PreconditionFailed,
+    ShaleDBError,
+    StorageError,
+    Unavailable,
+)
 from shaledb.options import MAX_KEY_BYTES, Options
 from shaledb.memtable.writer import WriteBatch, Writer  # noqa: F401 - re-exported
 
@@ -295,11 +304,36 @@ class Db:
         if self._mem is not None and self._mem.fenced():
             self._closing_error = Fenced("a newer writer opened this database; this Db is fenced")
             raise Fenced(str(self._closing_error))
+        if self._mem is not None and self._mem.failed():
+            self._closing_error = self._flusher_failure()
+            raise type(self._closing_error)(str(self._closing_error))
         if self._proc is not None and not self._proc.is_alive():
             self._next_check = 0.0
             raise Unavailable(
                 f"the flusher process died (exit code {self._proc.exitcode}); close this Db and open it again"
             )
+
+    def _fail(self, exc: ShaleDBError) -> None:
+        """Fenced, or a store error no retry fixes (the flusher failed): every
+        later call raises it.  REQUIRES: ``exc`` came from a write or flush."""
+        if isinstance(exc, Fenced) or not isinstance(exc, (ObjectNotFound, PreconditionFailed)):
+            if self._closing_error is None:
+                self._closing_error = exc
+
+    def _flusher_failure(self) -> ShaleDBError:
+        """The error that failed the flusher (e.g. a StorageError naming a
+        full disk), as the flusher reports it; Unavailable if it cannot say."""
+        import shaledb.errors as errors
+
+        try:
+            text = self._control.call("status", timeout=10)["failed"] or ""
+        except ShaleDBError:
+            text = ""
+        kind, _, msg = text.partition(": ")
+        cls = getattr(errors, kind, None)
+        if isinstance(cls, type) and issubclass(cls, ShaleDBError) and msg:
+            return cls(msg)
+        return Unavailable("the database's flusher failed; close this Db and reopen it")
 
     def _flusher_alive(self) -> bool:
         if self._proc is not None:
@@ -310,8 +344,8 @@ class Db:
         self._check_open()
         try:
             return self._control.call(op, *args, timeout=timeout)
-        except Fenced as exc:
-            self._closing_error = exc
+        except (Fenced, StorageError) as exc:
+            self._fail(exc)
             raise
         except Unavailable:
             if not self._flusher_alive():
@@ -336,8 +370,8 @@ class Db:
             self._check_open()
         try:
             return self._put(key, value, await_durable=await_durable)
-        except Fenced as exc:
-            self._closing_error = exc
+        except (Fenced, StorageError) as exc:
+            self._fail(exc)
             raise
 
     def delete(self, key: bytes, *, await_durable: bool = True) -> int | None:
@@ -346,8 +380,8 @@ class Db:
         self._check_open()
         try:
             return self._mem.writer.delete(key, await_durable=await_durable)
-        except Fenced as exc:
-            self._closing_error = exc
+        except (Fenced, StorageError) as exc:
+            self._fail(exc)
             raise
 
     def write(self, batch, *, await_durable: bool = True) -> int:
@@ -355,8 +389,8 @@ class Db:
         self._check_open()
         try:
             return self._mem.writer.write(batch, await_durable=await_durable)
-        except Fenced as exc:
-            self._closing_error = exc
+        except (Fenced, StorageError) as exc:
+            self._fail(exc)
             raise
 
     def put_many(self, keys, values, *, await_durable: bool = True) -> int:
@@ -365,8 +399,8 @@ class Db:
         self._check_open()
         try:
             return self._mem.writer.put_many(keys, values, await_durable=await_durable)
-        except Fenced as exc:
-            self._closing_error = exc
+        except (Fenced, StorageError) as exc:
+            self._fail(exc)
             raise
 
     def writer(self):
@@ -411,8 +445,18 @@ class Db:
         return seq
 
     def status(self) -> dict:
-        """Counters from the flusher (for tools and tests)."""
-        return self._call("status")
+        """Counters from the flusher (for tools and tests).  Answers for a
+        failed or fenced Db too (``failed`` says why); Closed after close."""
+        if self._closed:
+            raise Closed("the database is closed")
+        try:
+            return self._control.call("status")
+        except Unavailable:
+            if not self._flusher_alive():
+                raise Unavailable(
+                    f"the flusher process died (exit code {self._proc.exitcode}); close this Db and reopen"
+                ) from None
+            raise
 
     # ------------------------------------------------------------------ close
 
@@ -436,6 +480,9 @@ class Db:
                         self._control.call("close", timeout=self.options.close_timeout)
                     else:
                         self._control.call("abort", timeout=10)
+                        if not isinstance(self._closing_error, (Fenced, type(None))):
+                            # the flusher failed: writes may not be durable
+                            error = type(self._closing_error)(str(self._closing_error))
             except ShaleDBError as exc:
                 error = exc
                 if isinstance(exc, Unavailable) and self._proc is not None:
@@ -691,6 +738,11 @@ class Memtable:
 
     def fenced(self) -> bool:
         return self.pool.fenced()
+
+    def failed(self) -> bool:
+        from shaledb.format.enums import PoolStatus
+
+        return self.pool.status() == PoolStatus.FAILED
 
     def before_flush(self) -> None:
         self.drain()

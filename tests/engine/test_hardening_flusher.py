@@ -261,6 +261,8 @@ def test_full_disk_fails_durable_calls_at_once(tmp_path):
         assert "No space left on device" in db.status()["failed"]
         with pytest.raises(shaledb.StorageError, match="No space left on device"):
             db.flush()
+        with pytest.raises(shaledb.StorageError, match="No space left on device"):
+            db.put(b"k2", b"v", await_durable=False)  # nothing more can become durable
     finally:
         with pytest.raises(shaledb.StorageError, match="No space left on device"):
             db.close()
@@ -303,3 +305,24 @@ def test_open_removes_control_dirs_of_dead_processes(tmp_path):
         for d in (stale, live):
             if os.path.isdir(d):
                 os.rmdir(d)
+
+
+def test_db_opened_from_a_thread_that_ends_keeps_its_flusher(tmp_path):
+    """The parent-death signal fires when the opening *thread* exits; the
+    flusher must tell that apart from the death of the process."""
+    import threading
+
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("db", open_db(str(tmp_path / "db"))))
+    t.start()
+    t.join(120)
+    db = box["db"]
+    try:
+        pid = db.status()["pid"]
+        db.put(b"k", b"v")  # durable: the flusher uploads the WAL
+        assert db.status()["pid"] == pid
+        db.flush(memtable=True)
+    finally:
+        db.close()
+    with open_db(str(tmp_path / "db")) as db2:
+        assert db2.get(b"k") == b"v"
