@@ -29,6 +29,7 @@ from time import monotonic as _monotonic
 from typing import Any, Iterator
 
 from shaledb.flush.control import ControlClient, new_control_address, remove_control_address
+from shaledb.flush.flusher import wrap_store
 from shaledb.errors import (
     Closed,
     Fenced,
@@ -160,15 +161,6 @@ class _FlusherProcess:
             self._popen.kill()
         except ProcessLookupError:
             pass
-
-
-def wrap_store(store, options: Options):
-    """The store as the engine uses it: the test wrapper, then retries."""
-    from shaledb.storage.wrappers import RetryingStore
-
-    if options.store_wrapper is not None:
-        store = options.store_wrapper(store)
-    return RetryingStore(store, deadline=min(30.0, options.request_timeout))
 
 
 def open(url_or_path: Any, options: Options | None = None, **overrides: Any) -> "Db":  # noqa: A001
@@ -765,9 +757,3 @@ class Memtable:
 
     def destroy(self) -> None:
         self.pool.destroy()
-
-
-def attach_pool_view(desc: dict):
-    from shaledb.memtable.arena_pool import ArenaPool
-
-    return ArenaPool.attach(desc)

@@ -19,6 +19,10 @@ Actions:
 Names (where they sit in the flusher, which is the only process that writes
 to the object store, except ``mid-append``):
 
+``open-before-fence``  the flusher is opening: nothing written yet, the
+                       writer epoch not yet bumped
+``open-before-replay`` the epoch is bumped and the WAL fence written; the
+                       WAL not yet replayed into L0
 ``after-wal-upload``   a WAL object landed; the durable seq is not yet
                        published, so no caller has been acknowledged
 ``after-sst-upload``   L0 SSTs landed; the manifest does not list them yet
@@ -51,6 +55,8 @@ FAILPOINT_NAMES = frozenset(
         "after-sst-upload",
         "after-manifest",
         "mid-append",
+        "open-before-fence",
+        "open-before-replay",
         "gc-mid-delete",
     }
 )

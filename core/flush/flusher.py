@@ -76,7 +76,7 @@ from shaledb.format.keys import sst_key
 from shaledb.options import Options
 from shaledb.storage.wrappers import StoreWrapper
 
-__all__ = ["FlusherConfig", "Flusher", "flusher_process_main"]
+__all__ = ["FlusherConfig", "Flusher", "flusher_process_main", "wrap_store"]
 
 
 #: A snapshot's records are cut into WAL objects of about this size, so that
@@ -180,7 +180,9 @@ class Flusher:
         from shaledb.flush.recovery import read_wal_runs
 
         self.mstore = ManifestStore(self.store, update_timeout=self.options.request_timeout)
+        self.fp.hit("open-before-fence")
         fence_id = self.mstore.create_or_open_writer()
+        self.fp.hit("open-before-replay")
         m = self.mstore.current
         runs, nobj, _ = read_wal_runs(self.store, m.replay_after_wal_id + 1, fence_id, m.last_l0_seq)
         self.next_wal_id = fence_id + 1
@@ -828,8 +830,6 @@ def flusher_process_main(config: FlusherConfig, ready_conn) -> None:
     try:
         from shaledb.storage import open_store
 
-        from shaledb.db import wrap_store
-
         raw = open_store(config.url, **config.store_options)
         store = wrap_store(watch.guard(raw) if watch is not None else raw, config.options)
         pool_view = _attach_pool(config.pool)
@@ -862,9 +862,20 @@ def flusher_process_main(config: FlusherConfig, ready_conn) -> None:
 
 
 def _attach_pool(desc):
-    from shaledb.db import attach_pool_view
+    from shaledb.memtable.arena_pool import ArenaPool
 
-    return attach_pool_view(desc)
+    return ArenaPool.attach(desc)
+
+
+def wrap_store(store, options: Options):
+    """The store as the engine uses it in every process: the test wrapper
+    (``Options.store_wrapper``), then retries of Unavailable bounded by
+    ``min(30 s, request_timeout)``."""
+    from shaledb.storage.wrappers import RetryingStore
+
+    if options.store_wrapper is not None:
+        store = options.store_wrapper(store)
+    return RetryingStore(store, deadline=min(30.0, options.request_timeout))
 
 
 def main(argv: list[str]) -> None:

@@ -326,3 +326,16 @@ def test_db_opened_from_a_thread_that_ends_keeps_its_flusher(tmp_path):
         db.close()
     with open_db(str(tmp_path / "db")) as db2:
         assert db2.get(b"k") == b"v"
+
+
+@pytest.mark.parametrize("point", ["open-before-fence", "open-before-replay"])
+def test_flusher_killed_during_open_fails_open_cleanly(tmp_path, point):
+    root = str(tmp_path / "db")
+    with open_db(root) as db:
+        db.put(b"a", b"1", await_durable=False)
+        db.flush()  # in the WAL only: the next open replays it
+    with pytest.raises(shaledb.Unavailable, match="exited during open"):
+        open_db(root, failpoints=f"{point}=kill")
+    assert _ctl_dirs_of(os.getpid()) == []
+    with open_db(root) as db:
+        assert db.get(b"a") == b"1"
