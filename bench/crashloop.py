@@ -661,6 +661,8 @@ def run(cfg: LoopConfig) -> dict:
     for t in cfg.targets:
         if t not in TARGETS:
             raise ValueError(f"unknown kill target {t!r}; choose from {', '.join(TARGETS)}")
+    if cfg.workdir:
+        os.makedirs(cfg.workdir, exist_ok=True)
     rundir = tempfile.mkdtemp(prefix="shaledb-crashloop-", dir=cfg.workdir)
     shm_parent = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else rundir
     shm_base = tempfile.mkdtemp(prefix="shcl-", dir=shm_parent)
