@@ -354,6 +354,19 @@ def _marked_pids(tag: str) -> list[int]:
     return out
 
 
+def _role_from_cmdline(pid: int) -> str:
+    """A name for a process the logs did not report (yet)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except OSError:
+        cmd = b""
+    for needle, role in ((b"shaledb.flush", "flusher"), (b"resource_tracker", "tracker"), (b"spawn_main", "writer")):
+        if needle in cmd:
+            return f"{role}:{pid}"
+    return f"pid{pid}"
+
+
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -489,8 +502,10 @@ def _run_iteration(cfg: LoopConfig, i: int, rundir: str, shm_base: str, root_of)
                     fired = True
                     if target == "all":
                         role_of = {pid: role for role, pid in pids.items()}
-                        victims = {role_of.get(p, f"pid{p}"): p for p in _marked_pids(tag)}
+                        victims = {role_of.get(p) or _role_from_cmdline(p): p for p in _marked_pids(tag)}
                         victims["user"] = user.pid
+                    elif target == "user":
+                        victims = {"user": user.pid}
                     elif target == "writer":
                         victims = {kill_writer: pids[kill_writer]} if kill_writer in pids else {}
                     else:
