@@ -24,7 +24,7 @@ import time
 import pytest
 
 import shaledb
-from engine_util import SPAWN, kill, open_db, reap, scan_all
+from engine_util import SPAWN, kill, open_db, reap, s3_opts, s3_url, scan_all
 from shaledb.storage.wrappers import StoreWrapper
 
 
@@ -99,18 +99,22 @@ class _KillParentAtFirstWrite:
         return _KillParentStore(store, self.gate_dir)
 
 
-def _open_and_hang(root: str, gate_dir: str) -> None:
-    db = open_db(root, store_wrapper=_KillParentAtFirstWrite(gate_dir))
+def _open_and_hang(root: str, gate_dir: str, extra: dict) -> None:
+    db = open_db(root, store_wrapper=_KillParentAtFirstWrite(gate_dir), **extra)
     db.close()  # not reached: the flusher kills this process during open
 
 
-def test_user_killed_during_open_orphan_never_fences_successor(tmp_path):
-    root = str(tmp_path / "db")
-    with open_db(root) as db:  # an existing database: the orphan's open would bump the epoch
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_user_killed_during_open_orphan_never_fences_successor(tmp_path, request, backend):
+    if backend == "s3":
+        root, extra = s3_url(request.getfixturevalue("s3_bucket")), s3_opts(request.getfixturevalue("moto_server"))
+    else:
+        root, extra = str(tmp_path / "db"), {}
+    with open_db(root, **extra) as db:  # an existing database: the orphan's open would bump the epoch
         db.put(b"before", b"1")
     gate = tmp_path / "gate"
     gate.mkdir()
-    p = SPAWN.Process(target=_open_and_hang, args=(root, str(gate)))
+    p = SPAWN.Process(target=_open_and_hang, args=(root, str(gate), extra))
     p.start()
     try:
         p.join(60)
@@ -120,7 +124,7 @@ def test_user_killed_during_open_orphan_never_fences_successor(tmp_path):
         reap([p], 10)
     orphan = int((gate / "flusher.pid").read_text())
     try:
-        with open_db(root) as db:  # the healthy successor
+        with open_db(root, **extra) as db:  # the healthy successor
             (gate / "go").write_text("")  # the orphan may now try its write
             for i in range(20):
                 db.put(b"s%03d" % i, b"x")
