@@ -28,6 +28,9 @@ to the object store, except ``mid-append``):
 ``after-sst-upload``   L0 SSTs landed; the manifest does not list them yet
 ``after-manifest``     the manifest lists the new L0; the sealed arenas are
                        not yet released to the pool
+``mid-arena-create``   a process holds the pool lock and has created and
+                       formatted a new arena segment, but not yet counted
+                       it (``shaledb.memtable.arena_pool``)
 ``mid-append``         a writer holds the pool lock, has reserved the seqs
                        of its batch and written part of its bytes, but has
                        not committed it (``shaledb.db.EngineWriter``)
@@ -55,6 +58,7 @@ FAILPOINT_NAMES = frozenset(
         "after-sst-upload",
         "after-manifest",
         "mid-append",
+        "mid-arena-create",
         "open-before-fence",
         "open-before-replay",
         "gc-mid-delete",

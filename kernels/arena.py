@@ -78,7 +78,8 @@ from shaledb.kernels._jit import kernel  # first: it settles numba's cache direc
 from numba import types  # noqa: E402,I001
 from numba.core import cgutils, config  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
-from shaledb.kernels.layout import MAX_KEY_LEN, MAX_SEQ, RECORD_HEADER
+from shaledb.errors import InvalidArgument, Unavailable  # noqa: E402
+from shaledb.kernels.layout import MAX_KEY_LEN, MAX_SEQ, RECORD_HEADER  # noqa: E402
 
 if config.DISABLE_JIT:  # numpy scalars warn on the wrap-around the hash relies on
     import xxhash
@@ -114,8 +115,14 @@ __all__ = [
     "arena_lookup",
     "arena_record_offsets",
     "default_index_slots",
+    "index_slots_for",
     "max_batch_bytes",
 ]
+
+
+class _InvalidType(InvalidArgument, TypeError):
+    """An argument of the wrong type: an InvalidArgument that is also a
+    TypeError, as the wrappers raised before."""
 
 ARENA_MAGIC = int.from_bytes(b"SHLARENA", "little")
 ARENA_VERSION = 1
@@ -396,11 +403,11 @@ def _fill_offsets(arena, start, out):
 # ------------------------------------------------------------------ wrappers
 def _check_arena(arena) -> np.ndarray:
     if not isinstance(arena, np.ndarray) or arena.dtype != np.uint8 or arena.ndim != 1:
-        raise TypeError("arena must be a 1-d uint8 numpy array")
+        raise _InvalidType("arena must be a 1-d uint8 numpy array")
     if not arena.flags.c_contiguous:
-        raise ValueError("arena must be contiguous")
+        raise InvalidArgument("arena must be contiguous")
     if arena.ctypes.data % 8:
-        raise ValueError("arena must be 8-byte aligned")
+        raise InvalidArgument("arena must be 8-byte aligned")
     return arena
 
 
@@ -420,6 +427,15 @@ def default_index_slots(capacity: int) -> int:
     return slots
 
 
+def index_slots_for(n_records: int) -> int:
+    """The fewest index slots (a power of two >= 64) that index ``n_records``
+    new keys while staying at most 3/4 full."""
+    slots = _MIN_SLOTS
+    while 4 * int(n_records) > 3 * slots:
+        slots *= 2
+    return slots
+
+
 def arena_init(arena: np.ndarray, index_slots: int | None = None, generation: int = 0) -> None:
     """Format ``arena`` empty (also used to recycle it); bumps the incarnation.
 
@@ -428,12 +444,12 @@ def arena_init(arena: np.ndarray, index_slots: int | None = None, generation: in
     _check_arena(arena)
     cap = (arena.shape[0] // 8) * 8
     if cap > _MAX_ARENA:
-        raise ValueError(f"arena larger than {_MAX_ARENA} bytes")
+        raise InvalidArgument(f"arena larger than {_MAX_ARENA} bytes")
     slots = default_index_slots(cap) if index_slots is None else int(index_slots)
     if slots < 1 or slots & (slots - 1):
-        raise ValueError("index_slots must be a power of two")
+        raise InvalidArgument("index_slots must be a power of two")
     if HEADER_BYTES + 8 * slots + 64 > cap:
-        raise ValueError(f"arena of {cap} bytes too small for {slots} index slots")
+        raise InvalidArgument(f"arena of {cap} bytes too small for {slots} index slots")
     h = _hdr(arena) if arena.shape[0] >= HEADER_BYTES else None
     incarnation = 1
     if h is not None and int(h[H_MAGIC]) == ARENA_MAGIC:
@@ -450,26 +466,26 @@ def _check_batch(keys, key_offs, values, value_offs, kinds):
         ("kinds", kinds, np.uint8),
     ):
         if not isinstance(a, np.ndarray) or a.dtype != dt or a.ndim != 1:
-            raise TypeError(f"{name} must be a 1-d {np.dtype(dt).name} array")
+            raise _InvalidType(f"{name} must be a 1-d {np.dtype(dt).name} array")
         if not a.flags.c_contiguous:
-            raise ValueError(f"{name} must be contiguous")
+            raise InvalidArgument(f"{name} must be contiguous")
     n = kinds.shape[0]
     if key_offs.shape[0] != n + 1 or value_offs.shape[0] != n + 1:
-        raise ValueError("key_offs and value_offs must have len(kinds) + 1 entries")
+        raise InvalidArgument("key_offs and value_offs must have len(kinds) + 1 entries")
     if n == 0:
         return
     kl = np.diff(key_offs)
     vl = np.diff(value_offs)
     if key_offs[0] < 0 or key_offs[-1] > keys.shape[0] or kl.min() < 1:
-        raise ValueError("key offsets out of range or a key is empty")
+        raise InvalidArgument("key offsets out of range or a key is empty")
     if kl.max() > MAX_KEY_LEN:
-        raise ValueError(f"a key is longer than {MAX_KEY_LEN} bytes")
+        raise InvalidArgument(f"a key is longer than {MAX_KEY_LEN} bytes")
     if value_offs[0] < 0 or value_offs[-1] > values.shape[0] or vl.min() < 0:
-        raise ValueError("value offsets out of range")
+        raise InvalidArgument("value offsets out of range")
     if vl.max() > 0xFFFFFFFF:
-        raise ValueError("a value is longer than 2**32 - 1 bytes")
+        raise InvalidArgument("a value is longer than 2**32 - 1 bytes")
     if kinds.max() > 1:
-        raise ValueError("kinds must be ValueKind values (0 delete, 1 put)")
+        raise InvalidArgument("kinds must be ValueKind values (0 delete, 1 put)")
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -483,7 +499,7 @@ def _ro(a: np.ndarray) -> np.ndarray:
 def _check_header(arena):
     h = _hdr(arena)
     if int(h[H_MAGIC]) != ARENA_MAGIC:
-        raise ValueError("not an initialised arena (bad magic)")
+        raise InvalidArgument("not an initialised arena (bad magic)")
     return h
 
 
@@ -499,7 +515,7 @@ def arena_append(arena, keys, key_offs, values, value_offs, kinds, base_seq) -> 
     _check_batch(keys, key_offs, values, value_offs, kinds)
     base = int(base_seq)
     if base < 0 or base + kinds.shape[0] - 1 > MAX_SEQ:
-        raise ValueError("sequence numbers must fit in 56 bits")
+        raise InvalidArgument("sequence numbers must fit in 56 bits")
     n, _ = _append(
         arena, _ro(keys), _ro(key_offs), _ro(values), _ro(value_offs), _ro(kinds),
         np.uint64(base), _NO_COUNTER, False,
@@ -520,7 +536,10 @@ def arena_append_counted(arena, keys, key_offs, values, value_offs, kinds, count
     cheap checks are made here.
     """
     if counter[0] + np.uint64(kinds.shape[0]) > np.uint64(MAX_SEQ + 1):
-        raise ValueError("sequence numbers exhausted")
+        raise Unavailable(
+            "sequence numbers exhausted: this database has used all 2**56 - 1 of them; "
+            "no write can be accepted"
+        )
     n, base = _append(
         arena, _ro(keys), _ro(key_offs), _ro(values), _ro(value_offs), _ro(kinds),
         np.uint64(0), counter, True,
@@ -571,7 +590,7 @@ def arena_record_offsets(arena: np.ndarray, start: int = 0, end: int | None = No
     start = max(int(start), log_off)
     end = committed if end is None else min(int(end), committed)
     if start % 8:
-        raise ValueError("start must be a record boundary")
+        raise InvalidArgument("start must be a record boundary")
     if end <= start:
         return np.empty(0, dtype=np.int64)
     n = _count_records(arena, np.int64(start), np.int64(end))

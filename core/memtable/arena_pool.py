@@ -179,27 +179,44 @@ class ArenaPool:
             self._ctl_seg = shm.Segment.attach(shm.segment_name(self.dbtag, "ctl"))
         except FileNotFoundError:
             live.close()
-            raise Closed(f"the database's shared memory ({self.dbtag}) is gone") from None
+            raise Closed(_GONE.format(self.dbtag)) from None
         self.ctl = self._ctl_seg.array("<u8")
         if int(self.ctl[C_MAGIC]) != POOL_MAGIC:
+            live.close()
             raise Unavailable(f"shared memory {self.dbtag} is not an arena pool")
         self.counter = self.ctl[C_NEXT_SEQ : C_NEXT_SEQ + 1]
         self.engine_words = self.ctl[ENGINE_WORDS]
         self.arena_bytes = int(self.ctl[C_ARENA_BYTES])
         self.max_arenas = int(self.ctl[C_MAX_ARENAS])
         self.index_slots = int(self.ctl[C_INDEX_SLOTS])
-        self.lock = _PoolLock(shm._path(shm.segment_name(self.dbtag, "lock")), create=False)
+        try:
+            self.lock = _PoolLock(shm._path(shm.segment_name(self.dbtag, "lock")), create=False)
+        except FileNotFoundError:
+            live.close()
+            raise Closed(_GONE.format(self.dbtag)) from None
+        self._fp = None  # failpoints, read at the first arena creation
         self._segs: dict[int, shm.Segment] = {}
         self._arenas: dict[int, np.ndarray] = {}
         self._hdrs: dict[int, np.ndarray] = {}
         self._states = self.ctl[SLOT0 + S_STATE :: SLOT_WORDS]  # per-arena state column
         self._owned: dict[int, int] = {}  # writer_id -> slot, this process
         cap = (self.arena_bytes // 8) * 8
-        #: record bytes (padding included) one batch may take: an empty arena
+        #: record bytes (padding included) a batch of many records may take:
+        #: an empty arena of the default geometry (header and index excluded)
         self.max_batch_bytes = cap - K.HEADER_BYTES - 8 * self.index_slots
+        #: record bytes one record (or a batch of <= SMALL_BATCH_RECORDS) may
+        #: take: an empty arena re-formatted with the smallest index
+        self.max_record_bytes = self.batch_capacity(1)
         #: records one batch may hold (the index stays <= 3/4 full)
         self.max_batch_records = self.index_slots * 3 // 4
         _pools.add(self)
+
+    def batch_capacity(self, n_records: int) -> int:
+        """Record bytes (16-byte headers and padding included) that a batch of
+        ``n_records`` may take: an empty arena whose index is just large
+        enough for them (``arena_bytes - 128 - 8 * slots``)."""
+        slots = min(self.index_slots, K.index_slots_for(n_records))
+        return (self.arena_bytes // 8) * 8 - K.HEADER_BYTES - 8 * slots
 
     def _after_fork_in_child(self) -> None:
         """A forked child must not share the parent's lock file description
@@ -277,7 +294,7 @@ class ArenaPool:
         try:
             live = shm.LiveLock(desc["dbtag"])
         except Unavailable:
-            raise Closed(f"the database's shared memory ({desc['dbtag']}) is gone") from None
+            raise Closed(_GONE.format(desc["dbtag"])) from None
         return cls(desc, False, live)
 
     def close(self) -> None:
@@ -310,7 +327,10 @@ class ArenaPool:
         """The uint8 view of arena ``i`` (mapped on first use in this process)."""
         a = self._arenas.get(i)
         if a is None:
-            seg = shm.Segment.attach(shm.segment_name(self.dbtag, "arena", i))
+            try:
+                seg = shm.Segment.attach(shm.segment_name(self.dbtag, "arena", i))
+            except FileNotFoundError:
+                raise Closed(_GONE.format(self.dbtag)) from None
             self._segs[i] = seg
             a = self._arenas[i] = seg.array()
         return a
@@ -333,26 +353,67 @@ class ArenaPool:
         h[K.H_WRITER_ID] = writer
         h[K.H_STATE] = state
 
+    def _failpoints(self):
+        fp = self._fp
+        if fp is None:
+            from shaledb.failpoints import Failpoints
+
+            fp = self._fp = Failpoints(self.desc.get("failpoints", ""))
+        return fp
+
     def _create_arena_locked(self) -> int:
+        """Create arena ``C_CREATED`` and count it.  Idempotent: the segment
+        file is made before the counter moves, so a process killed in between
+        leaves a file of that name that no live process has mapped (readers
+        only map arenas below the counter); it is replaced here.  A gone
+        database (its segments removed) raises Closed and creates nothing.
+
+        REQUIRES: the pool lock is held."""
         n = int(self.ctl[C_CREATED])
         if n >= self.max_arenas:
             return -1
+        if self._live.gone():
+            raise Closed(_GONE.format(self.dbtag))
         seg = shm.Segment.create(
-            shm.segment_name(self.dbtag, "arena", n), self.arena_bytes, prefault=self.desc.get("prefault", True)
+            shm.segment_name(self.dbtag, "arena", n),
+            self.arena_bytes,
+            prefault=self.desc.get("prefault", True),
+            replace=True,
         )
-        a = seg.array()
-        K.arena_init(a, self.index_slots)
-        self._segs[n] = seg
-        self._arenas[n] = a
-        self._set(n, _FREE, 0, 0)
+        try:
+            a = seg.array()
+            K.arena_init(a, self.index_slots)
+            self._segs[n] = seg
+            self._arenas[n] = a
+            self._set(n, _FREE, 0, 0)
+            self._failpoints().hit("mid-arena-create")
+        except BaseException:
+            self._segs.pop(n, None)
+            self._arenas.pop(n, None)
+            a = None
+            seg.close()
+            seg.unlink()
+            raise
         self.ctl[C_CREATED] = n + 1
         return n
+
+    def _reformat_locked(self, i: int, slots: int, state: int, gen: int, writer: int) -> None:
+        """Re-format the EMPTY arena ``i`` with ``slots`` index slots (bumps
+        its incarnation; readers discard what they read across it).
+        REQUIRES: the pool lock; arena ``i`` holds no committed record."""
+        K.arena_init(self.arena(i), slots)
+        self._hdrs.pop(i, None)
+        self._set(i, state, gen, writer)
 
     def _acquire_locked(self, writer_id: int) -> int:
         gen = int(self.ctl[C_GENERATION])
         for i in range(int(self.ctl[C_CREATED])):
             if int(self.ctl[self._slot(i) + S_STATE]) == _FREE:
-                self._set(i, _ACTIVE, gen, writer_id)
+                h = self.arena(i)[: K.HEADER_BYTES].view("<u8")
+                if int(h[K.H_INDEX_SLOTS]) != self.index_slots:  # held one big record
+                    self._reformat_locked(i, self.index_slots, _ACTIVE, gen, writer_id)
+                else:
+                    self._set(i, _ACTIVE, gen, writer_id)
                 return i
         i = self._create_arena_locked()
         if i >= 0:
@@ -374,12 +435,16 @@ class ArenaPool:
         return PoolStatus(int(self.ctl[C_STATUS]))
 
     def check_status(self) -> None:
-        """Raise Closed / Fenced / Unavailable unless the pool is open."""
+        """Raise Closed / Fenced / Unavailable unless the pool is open.
+        Closed also when the database is gone (its shared memory removed:
+        its process died and the flusher cleaned up)."""
         if self.ctl is None:
             raise Closed("this handle is closed")
         st = int(self.ctl[C_STATUS])
         if st:
             _raise_status(st)
+        if self._live.gone():
+            raise Closed(_GONE.format(self.dbtag))
 
     def _publish_status(self, st: PoolStatus) -> None:
         if self.ctl is not None and int(self.ctl[C_STATUS]) == 0:
@@ -480,6 +545,8 @@ class ArenaPool:
             st = int(ctl[C_STATUS])
             if st:
                 _raise_status(st)
+            if self._live.gone():  # one fstat: never append to a dead database
+                raise Closed(_GONE.format(self.dbtag))
             unflushed = int(ctl[C_UNFLUSHED])
             if nbytes and unflushed and unflushed + nbytes > int(ctl[C_MAX_UNFLUSHED]):
                 return 0, NO_MEMORY, 0
@@ -493,7 +560,7 @@ class ArenaPool:
                     or int(ctl[b + S_GEN]) != gen
                 ):
                     i = -1
-            for _attempt in range(2):
+            for _attempt in range(3):
                 if i < 0:
                     i = self._acquire_locked(writer_id)
                     if i < 0:
@@ -517,15 +584,18 @@ class ArenaPool:
                         sealed = self._seal_locked() or 0
                     return n, base + n - 1, sealed
                 if before == int(h[K.H_LOG_OFF]):
-                    raise InvalidArgument(
-                        f"a batch of {n_rec} records does not fit into one arena "
-                        f"({self.max_batch_bytes} record bytes); split it or raise arena_bytes"
-                    )
+                    # an empty arena: give it the smallest index this batch needs
+                    # (a few big records), once; else the batch can never fit
+                    slots = min(self.index_slots, K.index_slots_for(n_rec))
+                    if int(h[K.H_INDEX_SLOTS]) != slots:
+                        self._reformat_locked(i, slots, _ACTIVE, gen, writer_id)
+                        continue
+                    raise InvalidArgument(_too_big(self, n_rec, key_offs, value_offs))
                 # full: it stays in the generation; the writer moves to a fresh arena
                 self._set(i, _FULL, gen, 0)
                 self._owned.pop(writer_id, None)
                 i = -1
-            return 0, NO_ARENA, 0  # pragma: no cover - a fresh arena always fits
+            return 0, NO_ARENA, 0  # pragma: no cover - a fresh, fitted arena always fits
 
     def has_room(self, nbytes: int) -> bool:
         """Backpressure test (no lock): may ``nbytes`` more be appended now?"""
@@ -761,6 +831,24 @@ class ArenaPool:
         from shaledb.kernels.sort import sort_records
 
         return [(buf, sort_records(buf, offs)) for buf, offs in self.live_runs()]
+
+
+_GONE = (
+    "the database is gone (its shared memory {} was removed: it was closed, or its "
+    "process died); open it again"
+)
+
+
+def _too_big(pool: "ArenaPool", n_rec: int, key_offs, value_offs) -> str:
+    need = int(((K.RECORD_HEADER + np.diff(key_offs) + np.diff(value_offs) + 7) & ~np.int64(7)).sum())
+    cap = pool.batch_capacity(n_rec)
+    what = "a record" if n_rec == 1 else f"a batch of {n_rec} records"
+    return (
+        f"{what} of {need} bytes (16-byte record headers and 8-byte padding included) does not "
+        f"fit into one arena: an arena of arena_bytes={pool.arena_bytes} holds at most {cap} "
+        f"record bytes for {n_rec} record(s) (the rest is its header and hash index); "
+        f"raise Options.arena_bytes" + ("" if n_rec == 1 else " or split the batch")
+    )
 
 
 def _raise_status(st: int) -> None:

@@ -174,6 +174,13 @@ class LiveLock:
             self.close()
             raise Unavailable(f"the shared memory of database {dbtag} is gone")
 
+    def gone(self) -> bool:
+        """True once the ``live-0`` file was unlinked: the database's segments
+        were removed (closed, or cleaned up after its owner died)."""
+        if self._fd < 0:
+            return True
+        return os.fstat(self._fd).st_nlink == 0
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)  # drops the flock
@@ -189,8 +196,22 @@ class Segment:
         self.buf = mm
 
     @classmethod
-    def create(cls, name: str, size: int, prefault: bool = True) -> "Segment":
+    def create(cls, name: str, size: int, prefault: bool = True, replace: bool = False) -> "Segment":
+        """Create and map a new segment of ``size`` bytes.
+
+        ``replace=True``: a segment of that name left by a process that died
+        while creating it is unlinked first and a fresh one made in its
+        place (mappings of the old one, if any, stay valid and private).
+        REQUIRES (replace): the caller holds the lock that serialises
+        creation of ``name`` and knows no live process uses the old one.
+        Without ``replace`` an existing name raises FileExistsError.
+        """
         path = _path(name)
+        if replace:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
             try:

@@ -9,9 +9,16 @@ batch by the pool (``shaledb.memtable.arena_pool``).
 Validation happens before anything is written: keys are non-empty
 ``bytes``/``bytearray`` of at most ``MAX_KEY_BYTES`` (64 KiB); values are
 ``bytes``/``bytearray`` of at most ``MAX_VALUE_BYTES`` (256 MiB) *and* every
-record (16-byte header + key + value) must fit into one empty arena
-(``Writer.max_record_bytes``).  Anything else raises
+record (16-byte header + key + value, padded to 8) must fit into one empty
+arena: ``Writer.max_record_bytes`` = ``arena_bytes - 128 - 512`` (an arena
+holding a few big records is given a 64-slot index; batches of many records
+get the default index of about 1/8 of the arena, see
+``ArenaPool.batch_capacity``).  Anything else raises
 :class:`~shaledb.InvalidArgument`.
+
+A handle whose database is gone (closed, or its process died and its shared
+memory was removed) raises :class:`~shaledb.Closed` from every call, never an
+OS error.
 
 Batching and atomicity:
 
@@ -317,7 +324,7 @@ class Writer:
                         self._own_pool = True
                     self._status = self._pool.ctl[C_STATUS : C_STATUS + 1]
                     self._wid = self._pool.register_writer()
-                    self.max_record_bytes = self._pool.max_batch_bytes
+                    self.max_record_bytes = self._pool.max_record_bytes
         return self._pool
 
     @property
@@ -398,10 +405,12 @@ class Writer:
         vd, vo = _pack_list([op[2] for op in ops], "values")
         sizes = _record_bytes(ko, vo)
         total = int(sizes.sum())
-        if total > pool.max_batch_bytes or len(ops) > pool.max_batch_records:
+        if len(ops) > pool.max_batch_records or total > pool.batch_capacity(len(ops)):
             raise InvalidArgument(
-                f"a write batch of {len(ops)} records / {total} bytes does not fit one arena "
-                f"({pool.max_batch_records} records / {pool.max_batch_bytes} bytes); use put_many"
+                f"a write batch of {len(ops)} records / {total} record bytes does not fit one arena: "
+                f"arena_bytes={pool.arena_bytes} holds at most {pool.max_batch_records} records and "
+                f"{pool.batch_capacity(len(ops))} record bytes for {len(ops)} records; use put_many "
+                f"or raise Options.arena_bytes"
             )
         with self._lock:
             self._drain_locked()
@@ -429,10 +438,15 @@ class Writer:
         if vlen.max() > MAX_VALUE_BYTES:
             raise InvalidArgument(f"every value must be at most {MAX_VALUE_BYTES} bytes")
         sizes = (RECORD_HEADER + klen + vlen + 7) & ~np.int64(7)
-        if sizes.max() > pool.max_batch_bytes:
-            raise InvalidArgument(f"a record of {int(sizes.max())} bytes does not fit one arena")
+        if sizes.max() > pool.max_record_bytes:
+            raise InvalidArgument(
+                f"a record of {int(sizes.max())} bytes (16-byte header + key + value, padded to 8) "
+                f"does not fit one arena: arena_bytes={pool.arena_bytes} holds records of at most "
+                f"{pool.max_record_bytes} bytes; raise Options.arena_bytes"
+            )
         kinds = np.ones(n, dtype=np.uint8)
-        limit = max(pool.max_batch_bytes // 8, int(sizes.max()))
+        # a record larger than the limit travels alone (its arena gets a small index)
+        limit = pool.max_batch_bytes // 8
         max_records = max(1, pool.max_batch_records // 8)
         csum = np.cumsum(sizes)
         seq = 0
@@ -467,6 +481,7 @@ class Writer:
     def flush(self, memtable: bool = False) -> int:
         """Drain, then ask the engine (``hooks.flush``) for a flush."""
         pool = self._attach()
+        pool.check_status()  # Closed (also: the database is gone) / Fenced / Unavailable
         self.drain()
         return self._hooks.flush(pool, memtable)
 
