@@ -60,7 +60,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-__all__ = ["CHECKS", "TARGETS", "IterationResult", "LoopConfig", "main", "run", "value_for"]
+__all__ = ["CHECKS", "ENGINE_OPTIONS", "TARGETS", "IterationResult", "LoopConfig", "main", "run", "value_for", "verify_reopen"]
 
 TARGETS = ("user", "flusher", "writer", "all")
 
@@ -252,7 +252,7 @@ def _user_main(cfg: dict) -> int:
     return 0
 
 
-def _verify_main(cfg: dict, out_path: str) -> int:
+def verify_reopen(cfg: dict, out_path: str) -> int:
     """Reopen the database; report every expected key that reads back wrong."""
     import shaledb
 
@@ -751,7 +751,7 @@ def main(argv=None) -> int:
         if mode == "user":
             return _user_main(ccfg)
         if mode == "verify":
-            return _verify_main(ccfg, rest[0])
+            return verify_reopen(ccfg, rest[0])
         ap.error(f"unknown child mode {mode!r}")
     targets = tuple(t.strip() for t in a.targets.split(",") if t.strip())
     cfg = LoopConfig(iterations=a.iterations, store=a.store, targets=targets, seed=a.seed, start=a.start,
