@@ -54,7 +54,21 @@ Arena life cycle::
 Writer side (``shaledb.memtable.writer`` uses these):
     register_writer() -> writer_id;  append(writer_id, keys, ko, values, vo, kinds)
     -> (n, last_seq_or_code, sealed_gen);  detach_writer(writer_id);  check_status()
-    max_batch_bytes / max_batch_records
+    check_gone();  max_batch_bytes / max_record_bytes / batch_capacity(n) /
+    max_batch_records
+
+A gone database (its ``live-0`` file unlinked: closed, or cleaned up by the
+flusher after its owner died) is noticed by one ``fstat`` of the live lock's
+descriptor: appends, arena creation, ``check_status`` and ``check_gone``
+raise Closed, and an arena that can no longer be mapped raises Closed; no
+OS error reaches a writer, and nothing new is created for a gone database.
+
+Arena creation is idempotent under the pool lock: the segment is made before
+``created`` advances, so a creator killed in between (failpoint
+``mid-arena-create``) leaves a file nobody maps; the next creation replaces
+it.  An empty arena that cannot take a batch of a few big records is
+re-formatted with the smallest index the batch needs (``batch_capacity``);
+arenas get the default index back when handed out FREE or recycled.
 Flusher side:
     wal_snapshot() -> (buf, offs, token, max_gen, max_seq) | None
     wal_parts() -> ([(generation, arena, offs), ...], token, max_seq) | None
@@ -443,6 +457,14 @@ class ArenaPool:
         st = int(self.ctl[C_STATUS])
         if st:
             _raise_status(st)
+        if self._live.gone():
+            raise Closed(_GONE.format(self.dbtag))
+
+    def check_gone(self) -> None:
+        """Raise Closed if this handle is closed or the database is gone (its
+        shared memory removed); the status word is not looked at."""
+        if self.ctl is None:
+            raise Closed("this handle is closed")
         if self._live.gone():
             raise Closed(_GONE.format(self.dbtag))
 

@@ -481,7 +481,7 @@ class Writer:
     def flush(self, memtable: bool = False) -> int:
         """Drain, then ask the engine (``hooks.flush``) for a flush."""
         pool = self._attach()
-        pool.check_status()  # Closed (also: the database is gone) / Fenced / Unavailable
+        pool.check_gone()  # a gone database: Closed (the status word is the engine's)
         self.drain()
         return self._hooks.flush(pool, memtable)
 
