@@ -64,7 +64,12 @@ Public wrappers (validate and allocate; kernels ``_*`` are private):
   arena_lookup(arena, key) -> (found, kind, seq, value_start, value_len)
   arena_record_offsets(arena, start=0, end=None) -> int64 offs
   arena_committed(arena) -> int; arena_header(arena) -> dict
-  default_index_slots(capacity) -> int; max_batch_bytes(arena) -> int
+  default_index_slots(capacity) -> int; index_slots_for(n_records) -> int
+  max_batch_bytes(arena) -> int
+
+Errors: bad arguments raise :class:`~shaledb.InvalidArgument` (a wrong type
+also is a TypeError); an exhausted sequence counter raises
+:class:`~shaledb.Unavailable` (no write can be accepted any more).
 """
 
 from __future__ import annotations
