@@ -1,0 +1,34 @@
+"""``python -m shaledb.compact URL [--workers N] [--interval S]``: run the
+compactor of the database at URL until SIGTERM/SIGINT or a fence
+(:func:`shaledb.compact.run`).  Store options come from the environment
+(e.g. ``AWS_ENDPOINT_URL``)."""
+
+import argparse
+import sys
+
+from shaledb.compact import run
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m shaledb.compact")
+    ap.add_argument("url")
+    ap.add_argument("--workers", type=int, default=None, help="compaction worker processes")
+    ap.add_argument("--interval", type=float, default=None, help="seconds between polls")
+    ap.add_argument("--sst-target-bytes", type=int, default=None)
+    ap.add_argument("--l0-threshold", type=int, default=None)
+    a = ap.parse_args(argv)
+    opts = {}
+    for name, val in (
+        ("compaction_workers", a.workers),
+        ("compaction_interval", a.interval),
+        ("sst_target_bytes", a.sst_target_bytes),
+        ("l0_compaction_threshold", a.l0_threshold),
+    ):
+        if val is not None:
+            opts[name] = val
+    run(a.url, **opts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

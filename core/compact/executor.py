@@ -1,0 +1,333 @@
+"""Run one compaction job: a streaming k-way merge over SST blocks
+(docs/compaction.md).
+
+Each source (an L0 SST, or a sorted run read SST after SST) is a stream of
+record chunks from ``SstReader.iter_range`` (one ranged GET of up to
+``read_ahead_bytes`` each).  A merge round takes, from every source, the
+buffered records whose key is below the *bound* (the smallest last buffered
+key among the sources that are not exhausted): every version of such a key
+is buffered, because each source is key-ordered.  The round merges them
+(``kernels.merge.merge_runs``, sources in recency order so that ties favour
+the newer), keeps the survivors (``kernels.dedupe.dedupe_sorted`` with
+``retain_seq``; tombstones at or below ``retain_seq`` also go when the job is
+``bottom``), and appends them to the pending output; a source holding the
+bound loads its next chunk.  Pending output becomes one SST (bloom filter
+included) as soon as it reaches ``sst_target_bytes``, uploaded at once to
+``compacted/<ulid>.sst``.  Memory: about sources x read-ahead plus one
+output SST; a run is never held whole.
+
+Retention (``retain_seq``): None keeps only the newest version of each key;
+an int (the oldest live snapshot or checkpoint seq) also keeps every
+version above it and the newest at or below it.
+
+Subcompactions: a job is cut at source SST boundaries into key ranges of
+similar input size, merged in parallel worker processes (a "spawn" pool:
+never a fork of a process with numba threads) and the outputs concatenated.
+A store that lives in one process (``memory://``) runs the ranges here.
+
+Thread safety: ``execute`` keeps no state between calls.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from shaledb.compact.scheduler import CompactionJob, job_ssts
+from shaledb.errors import InvalidArgument
+from shaledb.format.keys import sst_key
+from shaledb.manifest.model import Manifest, SortedRun, SstRef
+
+__all__ = ["JobResult", "execute", "merge_range", "split_ranges"]
+
+_NO_CUT = 1 << 62
+KIND_DELETE = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """What one job produced: ``run`` is None when nothing survived."""
+
+    job: CompactionJob
+    run: SortedRun | None
+    bytes_in: int
+    bytes_out: int
+    new_ssts: tuple[str, ...]
+    seconds: float
+    subcompactions: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class MergeParams:
+    """Settings of one merge (picklable: travels to worker processes)."""
+
+    retain_seq: int | None = None
+    bottom: bool = False
+    sst_target_bytes: int = 64 << 20
+    block_size: int = 4096
+    bloom_bits_per_key: int = 10
+    read_ahead_bytes: int = 256 << 10
+    compression: str | None = None
+
+
+def _key_at(buf: np.ndarray, off: int) -> bytes:
+    off = int(off)
+    klen = int.from_bytes(buf[off : off + 4].tobytes(), "little")
+    return buf[off + 16 : off + 16 + klen].tobytes()
+
+
+class _Source:
+    """One key-ordered stream of record chunks with its unread records."""
+
+    def __init__(self, chunks):
+        self._chunks = chunks
+        self.buf = np.empty(0, dtype=np.uint8)
+        self.offs = np.empty(0, dtype=np.int64)
+        self.pos = 0
+        self.done = False
+        self.load()
+
+    def load(self) -> None:
+        """Append the next chunk to the unread records (or mark the stream done)."""
+        from shaledb.kernels.sort import concat_runs
+
+        nxt = next(self._chunks, None)
+        if nxt is None:
+            self.done = True
+            return
+        if self.pos < len(self.offs):
+            self.buf, self.offs = concat_runs([(self.buf, self.offs[self.pos :]), nxt])
+        else:
+            self.buf, self.offs = nxt
+        self.pos = 0
+
+    @property
+    def empty(self) -> bool:
+        return self.pos >= len(self.offs)
+
+    def last_key(self) -> bytes:
+        return _key_at(self.buf, self.offs[-1])
+
+    def cut(self, bound: bytes | None) -> int:
+        """Index past the unread records with key < ``bound`` (None: all)."""
+        if bound is None:
+            return len(self.offs)
+        return bisect.bisect_left(range(len(self.offs)), bound, lo=self.pos, key=lambda i: _key_at(self.buf, self.offs[i]))
+
+
+def _chunks(store, ssts: Sequence[SstRef], start, end, read_ahead: int):
+    from shaledb.sst.reader import SstReader
+
+    for ref in ssts:
+        if end is not None and ref.first_key >= end:
+            return
+        if start is not None and ref.last_key < start:
+            continue
+        reader = SstReader(store, sst_key(ref.sst_id), size=ref.size, read_ahead_bytes=read_ahead)
+        yield from reader.iter_range(start, end)
+
+
+def _survivors(buf, offs, params: MergeParams):
+    """Offsets of ``offs`` (sorted) that the output keeps."""
+    from shaledb.kernels.dedupe import dedupe_sorted
+    from shaledb.kernels.layout import MAX_SEQ
+
+    keep = dedupe_sorted(buf, offs, params.retain_seq)
+    if params.bottom and len(keep):
+        trailers = buf[keep[:, None] + np.arange(8, 16)].view("<u8").ravel()
+        limit = MAX_SEQ if params.retain_seq is None else params.retain_seq
+        drop = ((trailers & 0xFF) == KIND_DELETE) & ((trailers >> 8) <= limit)
+        keep = keep[~drop]
+    return keep
+
+
+def merge_range(
+    store,
+    sources: Sequence[Sequence[SstRef]],
+    start: bytes | None,
+    end: bytes | None,
+    params: MergeParams,
+    *,
+    on_sst: Callable[[str], None] | None = None,
+) -> list[SstRef]:
+    """Merge the records with ``start <= key < end`` of ``sources`` (recency
+    order, each key-ordered SSTs) into SSTs uploaded to ``store``; returns
+    their refs in key order.  ``on_sst(sst_id)`` runs after each upload."""
+    from shaledb.kernels.block import gather_records
+    from shaledb.kernels.merge import merge_runs
+    from shaledb.kernels.sort import concat_runs
+    from shaledb.sst.writer import build_ssts
+
+    srcs = [_Source(_chunks(store, s, start, end, params.read_ahead_bytes)) for s in sources]
+    out: list[SstRef] = []
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+    pending_bytes = 0
+
+    def emit() -> None:
+        nonlocal pending, pending_bytes
+        if not pending:
+            return
+        buf, offs = concat_runs(pending) if len(pending) > 1 else pending[0]
+        pending, pending_bytes = [], 0
+        for sst_id, data, info in build_ssts(
+            buf,
+            offs,
+            target_bytes=_NO_CUT,
+            block_size=params.block_size,
+            bloom_bits_per_key=params.bloom_bits_per_key,
+            compression=params.compression,
+        ):
+            store.put(sst_key(sst_id), data)
+            out.append(SstRef.from_info(info))
+            if on_sst is not None:
+                on_sst(sst_id)
+
+    while True:
+        for s in srcs:
+            while s.empty and not s.done:
+                s.load()
+        live = [s for s in srcs if not s.empty]
+        if not live:
+            break
+        waiting = [s for s in live if not s.done]
+        bound = min(s.last_key() for s in waiting) if waiting else None
+        runs = []
+        for s in live:
+            c = s.cut(bound)
+            if c > s.pos:
+                runs.append((s.buf, s.offs[s.pos : c]))
+                s.pos = c
+        if runs:
+            buf, offs = concat_runs(runs)
+            bounds = np.zeros(len(runs) + 1, dtype=np.int64)
+            np.cumsum([len(o) for _, o in runs], out=bounds[1:])
+            merged = merge_runs(buf, bounds, offs)
+            keep = _survivors(buf, merged, params)
+            if len(keep):
+                obuf, ooffs, _, _ = gather_records(buf, keep)
+                pending.append((obuf, ooffs))
+                pending_bytes += len(obuf)
+                if pending_bytes >= params.sst_target_bytes:
+                    emit()
+        for s in waiting:  # the holders of the bound read on
+            if not s.empty and s.last_key() == bound:
+                s.load()
+    emit()
+    return out
+
+
+def split_ranges(sources: Sequence[Sequence[SstRef]], parts: int) -> list[tuple[bytes | None, bytes | None]]:
+    """Cut the key space of ``sources`` into at most ``parts`` ranges
+    ``[start, end)`` at SST first keys, of similar input size."""
+    refs = sorted((r for s in sources for r in s), key=lambda r: r.first_key)
+    if parts <= 1 or len(refs) < 2:
+        return [(None, None)]
+    total = sum(r.size for r in refs)
+    cuts: list[bytes] = []
+    acc = 0
+    for r in refs:
+        if acc >= total * (len(cuts) + 1) / parts and r.first_key != refs[0].first_key:
+            if not cuts or r.first_key > cuts[-1]:
+                cuts.append(r.first_key)
+                if len(cuts) == parts - 1:
+                    break
+        acc += r.size
+    bounds: list[bytes | None] = [None, *cuts, None]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _merge_task(store, sources, start, end, params):
+    """Worker-process entry of one subcompaction."""
+    return merge_range(store, sources, start, end, params)
+
+
+def _picklable(store) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(store)
+        return True
+    except Exception:  # noqa: BLE001 - a store that lives in one process
+        return False
+
+
+def execute(
+    store,
+    manifest: Manifest,
+    job: CompactionJob,
+    params: MergeParams | None = None,
+    *,
+    workers: int = 1,
+    pool: Executor | None = None,
+    min_subcompaction_bytes: int | None = None,
+    on_sst: Callable[[str], None] | None = None,
+    failpoints=None,
+) -> JobResult:
+    """Run ``job`` against the sources it names in ``manifest``.
+
+    ``params.bottom`` is taken from the job.  With ``workers > 1`` and a
+    job of at least ``min_subcompaction_bytes`` (default: two output SSTs),
+    key ranges run in ``pool`` (a process pool; a temporary "spawn" pool
+    when None).  ``on_sst(sst_id)`` is told of every SST uploaded (from
+    workers: when their range finishes).  ``failpoints`` passes
+    ``compact-mid-merge`` after the first range or SST is done.
+    REQUIRES: the job's sources are in ``manifest``.
+    """
+    import dataclasses
+
+    t0 = time.perf_counter()
+    params = dataclasses.replace(params or MergeParams(), bottom=job.bottom)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InvalidArgument(f"workers must be an int >= 1, got {workers!r}")
+    sources = job_ssts(manifest, job)
+    bytes_in = sum(r.size for s in sources for r in s)
+    if job.trivial_move:
+        refs = sorted((r for s in sources for r in s), key=lambda r: r.first_key)
+        run = SortedRun(job.dest_run_id, tuple(refs))
+        return JobResult(job, run, 0, 0, (), time.perf_counter() - t0, 0)
+
+    fired = False
+
+    def done_one(sst_id: str) -> None:
+        nonlocal fired
+        if on_sst is not None:
+            on_sst(sst_id)
+        if failpoints is not None and not fired:
+            fired = True
+            failpoints.hit("compact-mid-merge")
+
+    threshold = 2 * params.sst_target_bytes if min_subcompaction_bytes is None else min_subcompaction_bytes
+    ranges = [(None, None)]
+    if workers > 1 and bytes_in >= threshold and _picklable(store):
+        ranges = split_ranges(sources, workers)
+    if len(ranges) == 1:
+        refs = merge_range(store, sources, None, None, params, on_sst=done_one)
+    else:
+        own = pool is None
+        if own:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            futs = [pool.submit(_merge_task, store, sources, a, b, params) for a, b in ranges]
+            parts = []
+            for f in futs:
+                part = f.result()
+                for r in part:
+                    done_one(r.sst_id)
+                parts.append(part)
+        finally:
+            if own:
+                pool.shutdown(wait=True, cancel_futures=True)
+        refs = [r for p in parts for r in p]
+    run = SortedRun(job.dest_run_id, tuple(refs)) if refs else None
+    return JobResult(
+        job, run, bytes_in, sum(r.size for r in refs), tuple(r.sst_id for r in refs), time.perf_counter() - t0,
+        len(ranges),
+    )
