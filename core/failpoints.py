@@ -36,6 +36,12 @@ to the object store, except ``mid-append``):
                        not committed it (``shaledb.db.EngineWriter``)
 ``gc-mid-delete``      GC (``shaledb.gc.collect``) has deleted its first
                        object and not the rest
+``compact-mid-merge``  the compactor uploaded the first output SST (or
+                       range) of a job, not the rest (``shaledb.compact``)
+``compact-after-upload`` every output SST of a job landed; the manifest
+                       does not list them yet
+``compact-after-manifest`` the manifest lists the job's output; the
+                       compactor's bookkeeping is not yet cleaned up
 """
 
 from __future__ import annotations
@@ -62,6 +68,9 @@ FAILPOINT_NAMES = frozenset(
         "open-before-fence",
         "open-before-replay",
         "gc-mid-delete",
+        "compact-mid-merge",
+        "compact-after-upload",
+        "compact-after-manifest",
     }
 )
 

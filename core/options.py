@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -85,6 +86,20 @@ class Options:
     #: An unreferenced object stays at least this long (seconds, >= 0) after
     #: it could first go: readers mid-scan on an older manifest are safe.
     gc_min_age: float = 300.0
+    #: Compaction (docs/compaction.md): ``shaledb.open`` starts the compactor
+    #: process.
+    compactor: bool = False
+    #: Worker processes of one compaction (key-range subcompactions);
+    #: default: cores - 1, at least 1.
+    compaction_workers: int = field(default_factory=lambda: max(1, (os.cpu_count() or 1) - 1))
+    #: L0 SSTs that trigger a compaction of L0 into a new sorted run.
+    l0_compaction_threshold: int = 4
+    #: Writers wait for the compactor while L0 holds this many SSTs.
+    l0_max_ssts: int = 8
+    #: Target size of an SST written by compaction.
+    sst_target_bytes: int = 64 * MiB
+    #: The compactor polls the manifest for work this often.
+    compaction_interval: float = 1.0
 
     def __post_init__(self) -> None:
         def _int(name: str, lo: int, hi: int | None = None) -> None:
@@ -119,6 +134,15 @@ class Options:
         v = self.gc_min_age
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
             raise InvalidArgument(f"Options.gc_min_age must be a finite number of seconds >= 0, got {v!r}")
+        _int("compaction_workers", 1, 1024)
+        _int("l0_compaction_threshold", 1)
+        _int("l0_max_ssts", 1)
+        _int("sst_target_bytes", 4 * KiB)
+        _seconds("compaction_interval", 0.0)
+        if not isinstance(self.compactor, bool):
+            raise InvalidArgument(f"Options.compactor must be a bool, got {self.compactor!r}")
+        if self.l0_max_ssts < self.l0_compaction_threshold:
+            raise InvalidArgument("Options.l0_max_ssts must be >= l0_compaction_threshold")
         if not isinstance(self.wal, bool):
             raise InvalidArgument(f"Options.wal must be a bool, got {self.wal!r}")
         if self.initial_arenas > self.max_arenas:
