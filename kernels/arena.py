@@ -56,7 +56,9 @@ Capacity: an append is whole-batch-or-nothing.  It fits when the log has
 room for every record and the index would stay at most 3/4 full even if
 every key were new.
 
-Public wrappers (validate and allocate; kernels ``_*`` are private):
+Public wrappers (validate and allocate; kernels ``_*`` are private, and
+``lookup_record``, ``count_records``, ``fill_record_offsets`` are their
+unchecked public names for callers that validated once):
   arena_init(arena, index_slots=None, generation=0) -> None
   arena_append(arena, keys, key_offs, values, value_offs, kinds, base_seq) -> n
   arena_append_counted(arena, keys, key_offs, values, value_offs, kinds,
@@ -119,8 +121,11 @@ __all__ = [
     "arena_init",
     "arena_lookup",
     "arena_record_offsets",
+    "count_records",
     "default_index_slots",
+    "fill_record_offsets",
     "index_slots_for",
+    "lookup_record",
     "max_batch_bytes",
 ]
 
@@ -403,6 +408,18 @@ def _fill_offsets(arena, start, out):
         vl = np.int64(w >> np.uint64(32))
         pos = (pos + RECORD_HEADER + kl + vl + 7) & ~np.int64(7)
     return pos
+
+
+# Unchecked kernels for hot callers that validated once (the arena pool's
+# lookup and live-run copy).  Same signatures as the kernels above:
+#   lookup_record(arena, key) -> (record_off or -1, kind, seq, value_start, value_len)
+#   count_records(buf, start, end) -> n;  fill_record_offsets(buf, start, out) -> end
+# REQUIRES: ``arena`` an initialised arena (``buf`` a copy of whole records,
+# 8-byte aligned); ``key`` a read-only 1-d uint8 array; ``start``/``end``
+# np.int64 record boundaries; ``out`` an int64 array of ``count_records`` slots.
+lookup_record = _lookup
+count_records = _count_records
+fill_record_offsets = _fill_offsets
 
 
 # ------------------------------------------------------------------ wrappers

@@ -116,7 +116,7 @@ C_INDEX_SLOTS, C_NEXT_SEQ, C_DURABLE, C_GENERATION = 4, 5, 6, 7
 C_STATUS, C_UNFLUSHED, C_MAX_UNFLUSHED, C_CREATED = 8, 9, 10, 11
 C_NEXT_WRITER, C_RELEASES, C_GEN_BYTES, C_SEAL_BYTES = 12, 13, 14, 15
 C_MANIFEST_ID = 16
-ENGINE_WORDS = slice(17, 32)
+# words 17..31 are reserved (zero)
 SLOT0, SLOT_WORDS = 32, 8
 S_STATE, S_GEN, S_WRITER, S_BYTES, S_WAL_END, S_WAL_INC = 0, 1, 2, 3, 4, 5
 
@@ -199,12 +199,11 @@ class ArenaPool:
             live.close()
             raise Unavailable(f"shared memory {self.dbtag} is not an arena pool")
         self.counter = self.ctl[C_NEXT_SEQ : C_NEXT_SEQ + 1]
-        self.engine_words = self.ctl[ENGINE_WORDS]
         self.arena_bytes = int(self.ctl[C_ARENA_BYTES])
         self.max_arenas = int(self.ctl[C_MAX_ARENAS])
         self.index_slots = int(self.ctl[C_INDEX_SLOTS])
         try:
-            self.lock = _PoolLock(shm._path(shm.segment_name(self.dbtag, "lock")), create=False)
+            self.lock = _PoolLock(shm.segment_path(shm.segment_name(self.dbtag, "lock")), create=False)
         except FileNotFoundError:
             live.close()
             raise Closed(_GONE.format(self.dbtag)) from None
@@ -239,7 +238,7 @@ class ArenaPool:
         if self._closed:
             return
         old_lock, old_live = self.lock, self._live
-        self.lock = _PoolLock(shm._path(shm.segment_name(self.dbtag, "lock")), create=False)
+        self.lock = _PoolLock(shm.segment_path(shm.segment_name(self.dbtag, "lock")), create=False)
         self._live = shm.LiveLock(self.dbtag)
         old_lock.close()
         old_live.close()
@@ -259,11 +258,15 @@ class ArenaPool:
         seal_bytes: int = 0,
         index_slots: int | None = None,
         prefault: bool = True,
+        failpoints: str = "",
     ) -> "ArenaPool":
         """Create the pool of one open of ``root`` (the owner's call).  Removes
         the segments of dead earlier opens of the same root first.
         ``seal_bytes`` > 0: a writer seals the generation itself once it holds
-        that many bytes (0: only :meth:`seal` calls do)."""
+        that many bytes (0: only :meth:`seal` calls do).  ``failpoints``: a
+        spec (``shaledb.failpoints``) that travels in the descriptor, so every
+        process attached to the pool arms ``mid-append`` and
+        ``mid-arena-create`` alike (``SHALEDB_FAILPOINTS`` is read too)."""
         if arena_bytes < 64 << 10 or arena_bytes % 8:
             raise InvalidArgument("arena_bytes must be a multiple of 8 and >= 64 KiB")
         if not 1 <= initial_arenas <= max_arenas <= 100_000:
@@ -273,7 +276,7 @@ class ArenaPool:
         dbtag = shm.new_dbtag(root)
         live = shm.LiveLock(dbtag, create=True)
         try:
-            _PoolLock(shm._path(shm.segment_name(dbtag, "lock")), create=True).close()
+            _PoolLock(shm.segment_path(shm.segment_name(dbtag, "lock")), create=True).close()
             seg = shm.Segment.create(shm.segment_name(dbtag, "ctl"), 8 * (SLOT0 + SLOT_WORDS * max_arenas))
             ctl = seg.array("<u8")
             ctl[C_VERSION] = POOL_VERSION
@@ -288,7 +291,10 @@ class ArenaPool:
             ctl[C_MAGIC] = POOL_MAGIC
             del ctl
             seg.close()
-            pool = cls({"dbtag": dbtag, "root": root, "prefault": prefault}, True, live)
+            desc = {"dbtag": dbtag, "root": root, "prefault": prefault}
+            if failpoints:
+                desc["failpoints"] = failpoints
+            pool = cls(desc, True, live)
             with pool.lock:
                 for _ in range(initial_arenas):
                     pool._create_arena_locked()
@@ -319,7 +325,7 @@ class ArenaPool:
         self._arenas.clear()
         self._hdrs.clear()
         self._states = None
-        self.ctl = self.counter = self.engine_words = None
+        self.ctl = self.counter = None
         for seg in self._segs.values():
             seg.close()
         self._segs.clear()
@@ -556,6 +562,7 @@ class ArenaPool:
         REQUIRES: arguments valid for ``arena_append`` (the writer checks).
         """
         n_rec = kinds.shape[0]
+        fp = self._fp if self._fp is not None else self._failpoints()
         if n_rec > self.max_batch_records:
             raise InvalidArgument(
                 f"a batch of {n_rec} records exceeds the {self.max_batch_records} one arena can index"
@@ -592,6 +599,8 @@ class ArenaPool:
                 a = self.arena(i)
                 h = a[: K.HEADER_BYTES].view("<u8")
                 before = int(h[K.H_COMMITTED])
+                if fp and _attempt == 0:
+                    fp.hit("mid-append", when_firing=lambda: self._half_append_locked(a, before, n_rec, len(keys)))
                 n, base = K.arena_append_counted(a, keys, key_offs, values, value_offs, kinds, self.counter)
                 if n:
                     used = int(h[K.H_COMMITTED]) - before
@@ -619,10 +628,22 @@ class ArenaPool:
                 i = -1
             return 0, NO_ARENA, 0  # pragma: no cover - a fresh, fitted arena always fits
 
-    def has_room(self, nbytes: int) -> bool:
-        """Backpressure test (no lock): may ``nbytes`` more be appended now?"""
-        u = int(self.ctl[C_UNFLUSHED])
-        return u == 0 or u + nbytes <= int(self.ctl[C_MAX_UNFLUSHED])
+    def _half_append_locked(self, a: np.ndarray, committed: int, n_rec: int, nbytes: int) -> None:
+        """The ``mid-append`` failpoint's moment: the seqs of the batch are
+        reserved (a gap if the append never completes) and some of its bytes
+        are written beyond the committed offset, nothing committed.  A
+        SIGKILL here is the worst moment for a writer to die; an ``error``
+        leaves this state behind and raises; a ``sleep`` carries on (the real
+        append overwrites the bytes, after the gap).
+        REQUIRES: the pool lock; ``a`` is the appender's ACTIVE arena."""
+        self.counter[0] = self.counter[0] + np.uint64(n_rec)
+        end = min(a.shape[0], committed + min(nbytes, 64))
+        a[committed:end] = 0xAB
+
+    def arena_of(self, writer_id: int) -> int:
+        """The arena ``writer_id`` appended to last from this process (-1 if
+        none); it may have been sealed since.  For tests and tools."""
+        return self._owned.get(writer_id, -1)
 
     # -------------------------------------------------------------- sealing
     def seal(self) -> int | None:
@@ -754,10 +775,10 @@ class ArenaPool:
                     self.ctl[b + S_WAL_END] = end
                     self.ctl[b + S_WAL_INC] = inc
 
-    commit = wal_committed
-
     def durable_candidate(self, token, max_seq: int) -> int:
-        """The durable watermark once a snapshot's upload landed: its max_seq."""
+        """Deprecated: the durable watermark once a snapshot's upload landed is
+        its ``max_seq`` (``token`` is ignored).  Kept only until the flusher
+        uses ``max_seq`` directly; delete then."""
         return max_seq
 
     # ---------------------------------------------------------------- reads
@@ -804,7 +825,7 @@ class ArenaPool:
             if h is None:
                 h = self._hdrs[i] = a[: K.HEADER_BYTES].view("<u8")
             inc = h[K.H_INCARNATION]
-            off, kind, seq, vs, vl = K._lookup(a, karr)
+            off, kind, seq, vs, vl = K.lookup_record(a, karr)
             if off < 0 or seq <= best_seq:
                 continue
             value = a[vs : vs + vl].tobytes() if kind else None
@@ -842,9 +863,9 @@ class ArenaPool:
             buf = a[start:end].copy()
             if int(h[K.H_INCARNATION]) != inc or int(self.ctl[self._slot(i) + S_STATE]) == _FREE:
                 continue
-            n = K._count_records(buf, np.int64(0), np.int64(buf.shape[0]))
+            n = K.count_records(buf, np.int64(0), np.int64(buf.shape[0]))
             offs = np.empty(n, dtype=np.int64)
-            K._fill_offsets(buf, np.int64(0), offs)
+            K.fill_record_offsets(buf, np.int64(0), offs)
             out.append((buf, offs))
         return out
 

@@ -55,6 +55,7 @@ __all__ = [
     "new_dbtag",
     "root_tag",
     "segment_name",
+    "segment_path",
     "shm_dir",
 ]
 
@@ -93,7 +94,8 @@ def segment_name(dbtag: str, kind: str, n: int = 0) -> str:
     return f"{PREFIX}{dbtag}-{kind}-{n}"
 
 
-def _path(name: str) -> str:
+def segment_path(name: str) -> str:
+    """The file of segment ``name`` (it may not exist)."""
     return os.path.join(shm_dir(), name)
 
 
@@ -111,7 +113,7 @@ def cleanup_segments(dbtag: str) -> list[str]:
     removed = []
     for n in _names(dbtag):
         try:
-            os.unlink(_path(n))
+            os.unlink(segment_path(n))
             removed.append(n)
         except FileNotFoundError:
             pass
@@ -134,7 +136,7 @@ def list_dbtags(root: str) -> list[str]:
 
 def _is_live(dbtag: str) -> bool:
     try:
-        fd = os.open(_path(segment_name(dbtag, "live")), os.O_RDWR)
+        fd = os.open(segment_path(segment_name(dbtag, "live")), os.O_RDWR)
     except FileNotFoundError:
         return False
     try:
@@ -163,7 +165,7 @@ class LiveLock:
     database's segments.  ``create=True`` makes the file (the owner, first)."""
 
     def __init__(self, dbtag: str, create: bool = False):
-        path = _path(segment_name(dbtag, "live"))
+        path = segment_path(segment_name(dbtag, "live"))
         flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
         try:
             self._fd = os.open(path, flags, 0o600)
@@ -206,7 +208,7 @@ class Segment:
         creation of ``name`` and knows no live process uses the old one.
         Without ``replace`` an existing name raises FileExistsError.
         """
-        path = _path(name)
+        path = segment_path(name)
         if replace:
             try:
                 os.unlink(path)
@@ -232,13 +234,18 @@ class Segment:
     @classmethod
     def attach(cls, name: str) -> "Segment":
         """Map an existing segment.  FileNotFoundError if it does not exist."""
-        fd = os.open(_path(name), os.O_RDWR)
+        fd = os.open(segment_path(name), os.O_RDWR)
         try:
             size = os.fstat(fd).st_size
             mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
         finally:
             os.close(fd)
         return cls(name, mm, size)
+
+    @property
+    def path(self) -> str:
+        """The file backing this segment."""
+        return segment_path(self.name)
 
     def array(self, dtype="u1"):
         import numpy as np
@@ -254,6 +261,6 @@ class Segment:
 
     def unlink(self) -> None:
         try:
-            os.unlink(_path(self.name))
+            os.unlink(segment_path(self.name))
         except FileNotFoundError:
             pass

@@ -76,18 +76,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from shaledb.errors import Closed, InvalidArgument, ShaleDBError, Unavailable
-from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_HEADER
+from shaledb.kernels.layout import KIND_DELETE, KIND_PUT, RECORD_ALIGN, RECORD_HEADER
+from shaledb.options import MAX_KEY_BYTES, MAX_VALUE_BYTES
 
 if TYPE_CHECKING:  # the pool (and numba) load at a writer's first use, not at import
     from shaledb.memtable.arena_pool import ArenaPool
 
-__all__ = ["MAX_KEY_BYTES", "MAX_VALUE_BYTES", "WriteBatch", "Writer", "WriterHooks"]
+__all__ = ["WriteBatch", "Writer", "WriterHooks", "check_bound", "check_key", "check_value"]
 
-MAX_KEY_BYTES = MAX_KEY_LEN  # 64 KiB
-MAX_VALUE_BYTES = 256 << 20
-
-_PUT, _DEL = 1, 0
-_BYTES_LIKE = (bytes, bytearray)
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 _buffering_writers: "weakref.WeakSet[Writer]" = weakref.WeakSet()
@@ -124,7 +121,11 @@ def _bad_type(what: str, x) -> InvalidArgument:
     return InvalidArgument(f"{what} must be bytes, got {type(x).__name__}")
 
 
+# The one validation of user keys, values and scan bounds: every entry point
+# (Db and Writer, reads and writes) calls these, so all accept the same types.
 def check_key(key) -> bytes:
+    """``key`` as bytes.  Accepts bytes, bytearray, memoryview of 1 to
+    MAX_KEY_BYTES bytes; anything else raises InvalidArgument."""
     if type(key) is not bytes:
         if not isinstance(key, _BYTES_LIKE):
             raise _bad_type("keys", key)
@@ -137,6 +138,8 @@ def check_key(key) -> bytes:
 
 
 def check_value(value) -> bytes:
+    """``value`` as bytes.  Accepts bytes, bytearray, memoryview of at most
+    MAX_VALUE_BYTES bytes (empty is fine); anything else raises InvalidArgument."""
     if type(value) is not bytes:
         if not isinstance(value, _BYTES_LIKE):
             raise _bad_type("values", value)
@@ -144,6 +147,16 @@ def check_value(value) -> bytes:
     if len(value) > MAX_VALUE_BYTES:
         raise InvalidArgument(f"value of {len(value)} bytes is longer than {MAX_VALUE_BYTES}")
     return value
+
+
+def check_bound(name: str, bound) -> bytes | None:
+    """A scan bound (``name`` is "start" or "end") as bytes, or None (open).
+    Accepts the key types; any length, since a bound need not be a key."""
+    if bound is None or type(bound) is bytes:
+        return bound
+    if not isinstance(bound, _BYTES_LIKE):
+        raise InvalidArgument(f"scan {name} must be bytes or None, got {type(bound).__name__}")
+    return bytes(bound)
 
 
 class WriteBatch:
@@ -156,11 +169,11 @@ class WriteBatch:
         self._ops: list[tuple[int, bytes, bytes]] = []
 
     def put(self, key, value) -> "WriteBatch":
-        self._ops.append((_PUT, check_key(key), check_value(value)))
+        self._ops.append((KIND_PUT, check_key(key), check_value(value)))
         return self
 
     def delete(self, key) -> "WriteBatch":
-        self._ops.append((_DEL, check_key(key), b""))
+        self._ops.append((KIND_DELETE, check_key(key), b""))
         return self
 
     def clear(self) -> None:
@@ -211,9 +224,11 @@ def _pack_list(items, what: str) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(items, (bytes, bytearray, str, memoryview)) or not hasattr(items, "__iter__"):
         raise InvalidArgument(f"{what} must be a sequence of bytes or a (uint8 data, int64 offsets) pair")
     items = list(items)
-    for x in items:
-        if type(x) is not bytes and not isinstance(x, _BYTES_LIKE):
-            raise InvalidArgument(f"{what} must hold bytes, got {type(x).__name__}")
+    for j, x in enumerate(items):
+        if type(x) is not bytes:
+            if not isinstance(x, _BYTES_LIKE):
+                raise InvalidArgument(f"{what} must hold bytes, got {type(x).__name__}")
+            items[j] = bytes(x)  # a memoryview's len() counts items, not bytes
     data = b"".join(items)
     lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
     return np.frombuffer(data, dtype=np.uint8), _offsets(lengths)
@@ -235,7 +250,8 @@ def _as_packed(x, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _record_bytes(ko: np.ndarray, vo: np.ndarray) -> np.ndarray:
-    return (RECORD_HEADER + np.diff(ko) + np.diff(vo) + 7) & ~np.int64(7)
+    """Bytes each record takes in an arena (header, key, value, padding)."""
+    return (RECORD_HEADER + np.diff(ko) + np.diff(vo) + (RECORD_ALIGN - 1)) & ~np.int64(RECORD_ALIGN - 1)
 
 
 class Writer:
@@ -373,7 +389,7 @@ class Writer:
         if type(value) is not bytes or len(value) > MAX_VALUE_BYTES:
             value = check_value(value)
         if await_durable or not self._fast or self._status[0]:
-            return self._buffer(key, value, _PUT, await_durable)
+            return self._buffer(key, value, KIND_PUT, await_durable)
         with self._lock:  # the hot path: ~10 bytecodes
             bk = self._bk
             bk.append(key)
@@ -390,7 +406,7 @@ class Writer:
         """Write a tombstone for ``key``.  Seq or None, as :meth:`put`."""
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
             key = check_key(key)
-        return self._buffer(key, b"", _DEL, await_durable)
+        return self._buffer(key, b"", KIND_DELETE, await_durable)
 
     def write(self, batch: WriteBatch, *, await_durable: bool = True) -> int:
         """Apply ``batch`` atomically; return the seq of its last operation."""
@@ -437,14 +453,14 @@ class Writer:
             raise InvalidArgument(f"every key must be 1..{MAX_KEY_BYTES} bytes")
         if vlen.max() > MAX_VALUE_BYTES:
             raise InvalidArgument(f"every value must be at most {MAX_VALUE_BYTES} bytes")
-        sizes = (RECORD_HEADER + klen + vlen + 7) & ~np.int64(7)
+        sizes = _record_bytes(ko, vo)
         if sizes.max() > pool.max_record_bytes:
             raise InvalidArgument(
                 f"a record of {int(sizes.max())} bytes (16-byte header + key + value, padded to 8) "
                 f"does not fit one arena: arena_bytes={pool.arena_bytes} holds records of at most "
                 f"{pool.max_record_bytes} bytes; raise Options.arena_bytes"
             )
-        kinds = np.ones(n, dtype=np.uint8)
+        kinds = np.full(n, KIND_PUT, dtype=np.uint8)
         # a record larger than the limit travels alone (its arena gets a small index)
         limit = pool.max_batch_bytes // 8
         max_records = max(1, pool.max_batch_records // 8)
@@ -470,7 +486,17 @@ class Writer:
             return self._drain_locked()
 
     def has_buffered(self) -> bool:
+        """Whether puts/deletes wait in this writer's buffer (not appended)."""
         return bool(self._bk)
+
+    def has_buffered_key(self, key: bytes) -> bool:
+        """Whether a buffered (not yet appended) put/delete of ``key`` waits
+        here: its newest version then is in the buffer, so a read of ``key``
+        in this process must :meth:`drain` first.  No lock: a racing append
+        only makes the answer stale in the safe direction (drain is cheap).
+        REQUIRES: ``key`` is bytes (checked by :func:`check_key`)."""
+        bk = self._bk
+        return bool(bk) and key in bk
 
     def lookup(self, key):
         """Drain, then the newest version of ``key`` in the arenas:
@@ -502,7 +528,7 @@ class Writer:
                 raise err
             if not self._bk:
                 self._bfirst = time.monotonic()
-            if kind == _DEL:
+            if kind == KIND_DELETE:
                 self._bdel.append(len(self._bk))
             self._bk.append(key)
             self._bv.append(value)
@@ -553,9 +579,9 @@ class Writer:
         vd = np.frombuffer(b"".join(values), dtype=np.uint8)
         ko = _offsets(np.fromiter(map(len, keys), dtype=np.int64, count=n))
         vo = _offsets(np.fromiter(map(len, values), dtype=np.int64, count=n))
-        kd_kinds = np.ones(n, dtype=np.uint8)
+        kd_kinds = np.full(n, KIND_PUT, dtype=np.uint8)
         if dels:
-            kd_kinds[dels] = _DEL
+            kd_kinds[dels] = KIND_DELETE
         sizes = _record_bytes(ko, vo)
         pool = self._pool
         if int(sizes.sum()) <= pool.max_batch_bytes and n <= pool.max_batch_records:
@@ -600,3 +626,9 @@ class Writer:
 
     def _await(self, seq: int) -> None:
         self._hooks.await_durable(self._pool, seq, self._timeout)
+
+    def has_buffered_key(self, key: bytes) -> bool:
+        """True if a buffered (not yet appended) write is for ``key``: a read
+        of ``key`` in this process must :meth:`drain` first."""
+        bk = self._bk
+        return bool(bk) and key in bk

@@ -12,7 +12,8 @@ import pytest
 
 from shaledb.memtable.arena_pool import ArenaPool
 from shaledb.errors import Closed, InvalidArgument, Unavailable
-from shaledb.memtable.writer import MAX_KEY_BYTES, WriteBatch, Writer
+from shaledb.memtable.writer import WriteBatch, Writer
+from shaledb.options import MAX_KEY_BYTES
 
 CTX = multiprocessing.get_context("spawn")
 WAIT = 60
