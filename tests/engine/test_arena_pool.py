@@ -13,7 +13,7 @@ import pytest
 from shaledb.memtable import shm
 from shaledb.memtable.arena_pool import NO_ARENA, NO_MEMORY, ArenaPool
 from shaledb.format.enums import ArenaState
-from shaledb.errors import Closed, Fenced, InvalidArgument, Unavailable
+from shaledb.errors import Closed, Fenced, Internal, InvalidArgument, Unavailable
 from shaledb.kernels import arena as K
 from shaledb.memtable.writer import Writer
 
@@ -471,3 +471,67 @@ def test_lookup_never_goes_back_when_an_append_overlaps_it(make_pool):
     seq_v2, seen, got_seq, got_value, calls = q.get(timeout=WAIT)
     assert seen == seq_v2 and calls >= 2
     assert got_value == b"v3" and got_seq == seq_v2 + 1  # never v1 (seq_v2 - 1)
+
+
+# ------------------------------------------------- the mid-append failpoint
+def _child_dies_mid_append(desc) -> None:
+    w = Writer(desc, buffer_puts=False)
+    for i in range(3):
+        w.put(b"m%d" % i, b"v", await_durable=False)
+
+
+def test_mid_append_error_leaves_reserved_seqs_and_uncommitted_bytes(make_pool):
+    """The pool stages the failpoint's moment itself: lock held, the batch's
+    seqs reserved, some bytes beyond the committed offset, nothing committed.
+    An injected error leaves exactly that (and frees the lock)."""
+    pool = make_pool(failpoints="mid-append=error@2")
+    w = Writer(pool.descriptor(), pool=pool, buffer_puts=False)
+    try:
+        assert w.put(b"a", b"1", await_durable=False) == 1
+        a = pool.arena(pool.arena_of(w.writer_id))
+        committed = K.arena_committed(a)
+        with pytest.raises(Internal):
+            w.put_many([b"bbbbbbbb", b"cccccccc"], [b"2", b"3"], await_durable=False)
+        assert pool.next_seq() == 4  # seqs 2 and 3 reserved: a gap, never a duplicate
+        assert K.arena_committed(a) == committed
+        assert bytes(a[committed : committed + 16]) == b"\xab" * 16
+        assert pool.lookup(b"bbbbbbbb") is None and pool.lookup(b"cccccccc") is None
+        assert K.arena_record_offsets(a).shape[0] == 1
+        # the lock is free again: another handle (its failpoint count at 1) appends
+        other = ArenaPool.attach(pool.descriptor())
+        w2 = Writer(other.descriptor(), pool=other, buffer_puts=False)
+        try:
+            assert w2.put(b"d", b"4", await_durable=False) == 4
+        finally:
+            w2.close()
+            other.close()
+        assert pool.lookup(b"d")[1:] == (4, 1, b"4")
+        assert pool.lookup(b"a")[1:] == (1, 1, b"1")
+    finally:
+        w.close()
+
+
+def test_writer_killed_mid_append(make_pool):
+    """SIGKILL at mid-append (armed through the descriptor, in the child
+    only): the lock is dropped by the kernel, the batch never appears, its
+    seq stays a gap, and the other writers carry on."""
+    pool = make_pool()
+    desc = dict(pool.descriptor(), failpoints="mid-append=kill@2")
+    assert _run_children(_child_dies_mid_append, [(desc,)]) == [-signal.SIGKILL]
+    assert pool.lookup(b"m0")[1:] == (1, 1, b"v")
+    assert pool.lookup(b"m1") is None and pool.lookup(b"m2") is None
+    assert pool.next_seq() == 3
+    w = Writer(pool.descriptor(), pool=pool, buffer_puts=False)
+    try:
+        assert w.put(b"z", b"1", await_durable=False) == 3
+    finally:
+        w.close()
+    assert sorted(k for a, o in pool.live_runs() for k in _keys(a, o)) == [b"m0", b"z"]
+
+
+def _keys(buf, offs):
+    out = []
+    for off in offs:
+        kl = int(buf[off : off + 4].view("<u4")[0])
+        out.append(bytes(buf[off + 16 : off + 16 + kl]))
+    return out

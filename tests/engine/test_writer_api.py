@@ -12,7 +12,7 @@ import pytest
 
 from shaledb.memtable.arena_pool import ArenaPool
 from shaledb.errors import Closed, InvalidArgument, Unavailable
-from shaledb.memtable.writer import WriteBatch, Writer
+from shaledb.memtable.writer import WriteBatch, Writer, check_bound, check_key, check_value
 from shaledb.options import MAX_KEY_BYTES
 
 CTX = multiprocessing.get_context("spawn")
@@ -279,3 +279,96 @@ def test_writer_inherited_by_fork_gets_its_own_lock_and_arena(pool):
     seqs = [int(buf[o + 8 : o + 16].view("<u8")[0]) >> 8 for buf, offs in runs for o in offs]
     assert len(seqs) == 601 and len(set(seqs)) == 601
     w.close()
+
+
+# ------------------------------------------ one validation for every entry point
+KEY_TYPES = [bytes, bytearray, memoryview]
+
+
+@pytest.mark.parametrize("kind", KEY_TYPES, ids=lambda t: t.__name__)
+def test_every_entry_point_accepts_the_same_key_types(pool, writer, kind):
+    """put, delete, the read path's lookup, put_many, WriteBatch and scan
+    bounds all validate through check_key / check_value / check_bound, so
+    they take bytes, bytearray and memoryview alike (and store bytes)."""
+
+    def k(s: bytes):
+        return kind(s) if kind is not memoryview else memoryview(b"#" + s + b"#")[1:-1]
+
+    assert check_key(k(b"key")) == b"key" and type(check_key(k(b"key"))) is bytes
+    assert check_value(k(b"val")) == b"val" and type(check_value(k(b"val"))) is bytes
+    assert check_value(k(b"")) == b""
+    assert check_bound("start", k(b"a")) == b"a" and type(check_bound("end", k(b"z"))) is bytes
+    assert check_bound("start", None) is None
+    writer.put(k(b"p"), k(b"1"), await_durable=False)
+    writer.delete(k(b"d"), await_durable=False)
+    writer.put_many([k(b"m1"), k(b"m2")], [k(b"x"), k(b"yy")], await_durable=False)
+    writer.write(WriteBatch().put(k(b"b"), k(b"2")).delete(k(b"p")), await_durable=False)
+    assert writer.lookup(k(b"m2"))[::2] == (b"m2", 1)
+    assert writer.lookup(k(b"m2"))[3] == b"yy"
+    assert writer.lookup(k(b"b"))[3] == b"2"
+    assert writer.lookup(k(b"p"))[2:] == (0, None)  # deleted by the batch
+    assert writer.lookup(k(b"d"))[2:] == (0, None)
+    assert pool.next_seq() == 7
+
+
+def test_memoryview_values_are_stored_as_their_bytes(pool, writer):
+    """A memoryview of wider items counts bytes, not items, on every path."""
+    mv = memoryview(np.arange(3, dtype=np.uint16))
+    writer.put(b"one", mv, await_durable=False)
+    writer.put_many([memoryview(np.frombuffer(b"many", dtype=np.uint16))], [mv], await_durable=False)
+    assert _value(pool, b"one") == b"\x00\x00\x01\x00\x02\x00"
+    writer.drain()
+    assert _value(pool, b"many") == b"\x00\x00\x01\x00\x02\x00"
+
+
+def _bad_key_variants():
+    too_long = b"x" * (MAX_KEY_BYTES + 1)
+    out = [("str", "key")]
+    for t in KEY_TYPES:
+        out.append((f"empty {t.__name__}", t(b"")))
+        out.append((f"too long {t.__name__}", t(too_long)))
+    return out
+
+
+@pytest.mark.parametrize("key", [v for _, v in _bad_key_variants()], ids=[n for n, _ in _bad_key_variants()])
+def test_every_entry_point_rejects_the_same_keys(pool, writer, key):
+    """The same keys fail everywhere, with the same message where the key
+    goes through check_key alone (put, delete, lookup, WriteBatch)."""
+    with pytest.raises(InvalidArgument) as first:
+        check_key(key)
+    for call in (
+        lambda: writer.put(key, b"v", await_durable=False),
+        lambda: writer.put(key, b"v"),
+        lambda: writer.delete(key, await_durable=False),
+        lambda: writer.lookup(key),
+        lambda: WriteBatch().put(key, b"v"),
+        lambda: WriteBatch().delete(key),
+    ):
+        with pytest.raises(InvalidArgument) as e:
+            call()
+        assert str(e.value) == str(first.value)
+    with pytest.raises(InvalidArgument):
+        writer.put_many([b"ok", key], [b"1", b"2"], await_durable=False)
+    if isinstance(key, str):  # values refuse str the same way
+        with pytest.raises(InvalidArgument, match="values must be bytes, got str"):
+            check_value(key)
+    _nothing_written(pool)
+
+
+@pytest.mark.parametrize("bound", ["a", 5, [b"a"], object()], ids=repr)
+def test_scan_bounds_reject_what_keys_reject_by_type(bound):
+    """Bounds take the key types (any length: a bound need not be a key)."""
+    for name in ("start", "end"):
+        with pytest.raises(InvalidArgument, match=f"scan {name} must be bytes or None"):
+            check_bound(name, bound)
+    assert check_bound("start", b"") == b""
+    assert check_bound("end", memoryview(b"x" * (MAX_KEY_BYTES + 1))) == b"x" * (MAX_KEY_BYTES + 1)
+
+
+def test_has_buffered_key(pool, writer):
+    writer.put(b"k1", b"v", await_durable=False)
+    writer.delete(b"k2", await_durable=False)
+    assert writer.has_buffered_key(b"k1") and writer.has_buffered_key(b"k2")
+    assert not writer.has_buffered_key(b"k3")
+    writer.drain()
+    assert not writer.has_buffered_key(b"k1") and not writer.has_buffered()
