@@ -215,6 +215,7 @@ def _race(root, target_updates, db_kw):
         db.close()
         comp.close()
     assert errors == []
+    print("writer publishes", flushes, "compactor updates", comp.stats)
     assert comp.stats["manifest_updates"] > 0 and flushes > 0
     assert flushes + comp.stats["manifest_updates"] >= target_updates
     check(root, model, **db_kw)
