@@ -151,3 +151,39 @@ def test_two_workers_give_the_same_run_as_one(tmp_path):
     check_run(store, two, want)
     assert one.subcompactions == 1 and two.subcompactions == 2
     assert not set(one.new_ssts) & set(two.new_ssts)
+
+
+class _RangeRecorder:
+    """A store proxy recording the length of every ranged GET."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.gets = []
+
+    def get_range(self, key, start, end):
+        self.gets.append(end - start)
+        return self.inner.get_range(key, start, end)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_merge_streams_in_read_ahead_chunks():
+    """A run much larger than the read-ahead is merged without ever being
+    fetched whole: every data GET is at most one read-ahead (or one block)."""
+    from shaledb.sst.reader import TAIL_BYTES
+
+    store = MemoryStore()
+    big = [(b"k%06d" % i, i + 1, 1, b"x" * 200) for i in range(3000)]
+    run_refs = write_ssts(store, big, target_bytes=400_000, block_size=4096)
+    newer = write_ssts(store, [(b"k%06d" % i, 10_000 + i, 1, b"y") for i in range(0, 3000, 7)])
+    m = manifest_of(l0=[newer], runs=[(0, run_refs)])
+    assert max(r.size for r in run_refs) > 2 * TAIL_BYTES
+    rec = _RangeRecorder(store)
+    job = CompactionJob(tuple(s.sst_id for s in m.l0), (0,), 1, bottom=True)
+    res = execute(rec, m, job, MergeParams(read_ahead_bytes=16 << 10, sst_target_bytes=64 << 10))
+    assert max(rec.gets) <= TAIL_BYTES < min(r.size for r in run_refs[:-1])  # never a whole SST
+    big_gets = [g for g in rec.gets if g > (16 << 10) + 4096]  # only the SST tails (footer, index)
+    assert len(big_gets) <= 2 * (len(run_refs) + 1)
+    assert sum(rec.gets) > sum(r.size for r in run_refs) // 2
+    check_run(store, res, expected(big + [(b"k%06d" % i, 10_000 + i, 1, b"y") for i in range(0, 3000, 7)], bottom=True))
