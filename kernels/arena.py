@@ -3,7 +3,7 @@
 An arena is one fixed-size uint8 buffer (in production a numpy view of a
 shared-memory segment, see ``shaledb.memtable.shm``).  It holds a header, an
 open-addressing hash index and a log of records in the layout of
-``shaledb.kernels.layout``.  Every integer is little-endian u64::
+``shaledb.format.record``.  Every integer is little-endian u64::
 
     0                HEADER_BYTES      log_off                         capacity
     +----------------+-----------------+------------------------------+
@@ -86,7 +86,15 @@ from numba import types  # noqa: E402,I001
 from numba.core import cgutils, config  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 from shaledb.errors import InvalidArgument, Unavailable  # noqa: E402
-from shaledb.kernels.layout import MAX_KEY_LEN, MAX_SEQ, RECORD_HEADER  # noqa: E402
+from shaledb.format.record import (  # noqa: E402
+    KIND_BITS,
+    KIND_MASK,
+    MAX_KEY_BYTES,
+    MAX_KIND,
+    MAX_SEQ,
+    RECORD_ALIGN,
+    RECORD_HEADER,
+)
 
 if config.DISABLE_JIT:  # numpy scalars warn on the wrap-around the hash relies on
     import xxhash
@@ -105,6 +113,7 @@ if config.DISABLE_JIT:
 else:
     from shaledb.kernels.hashing import _prefetch
 
+_PAD = RECORD_ALIGN - 1  # records are padded to RECORD_ALIGN
 _AHEAD = 8  # index slots prefetched ahead while inserting a batch
 
 if sys.byteorder != "little":  # pragma: no cover
@@ -273,7 +282,7 @@ def _append(arena, keys, key_offs, values, value_offs, kinds, base_seq, counter,
     for i in range(n):
         kl = key_offs[i + 1] - key_offs[i]
         vl = value_offs[i + 1] - value_offs[i]
-        need += (RECORD_HEADER + kl + vl + 7) & ~np.int64(7)
+        need += (RECORD_HEADER + kl + vl + _PAD) & ~np.int64(_PAD)
     if committed + need > capacity or (used + n) * 4 > slots * 3:
         return 0, base_seq
     if use_counter:
@@ -288,13 +297,13 @@ def _append(arena, keys, key_offs, values, value_offs, kinds, base_seq, counter,
         vl = value_offs[i + 1] - vs
         seq = base_seq + np.uint64(i)
         a64[pos >> 3] = np.uint64(kl) | (np.uint64(vl) << np.uint64(32))
-        a64[(pos >> 3) + 1] = (seq << np.uint64(8)) | np.uint64(kinds[i])
+        a64[(pos >> 3) + 1] = (seq << np.uint64(KIND_BITS)) | np.uint64(kinds[i])
         p = pos + RECORD_HEADER
         _memcpy(arena, p, keys, ks, kl)
         p += kl
         _memcpy(arena, p, values, vs, vl)
         p += vl
-        end = (p + 7) & ~np.int64(7)
+        end = (p + _PAD) & ~np.int64(_PAD)
         for j in range(p, end):
             arena[j] = 0
         pos = end
@@ -322,7 +331,7 @@ def _append(arena, keys, key_offs, values, value_offs, kinds, base_seq, counter,
         kl = key_offs[i + 1] - key_offs[i]
         vl = value_offs[i + 1] - value_offs[i]
         new_keys += _index_insert(arena, a64, rec, kl, hashes[i])
-        rec += (RECORD_HEADER + kl + vl + 7) & ~np.int64(7)
+        rec += (RECORD_HEADER + kl + vl + _PAD) & ~np.int64(_PAD)
     a64[H_INDEX_USED] = np.uint64(used + new_keys)
     return n, base_seq
 
@@ -374,8 +383,8 @@ def _lookup(arena, key):
                 if kl == key_len and end <= committed:
                     if _keys_equal(arena, off + RECORD_HEADER, key, 0, key_len):
                         t = a64[(off >> 3) + 1]
-                        kind = np.int64(t & np.uint64(0xFF))
-                        return off, kind, t >> np.uint64(8), off + RECORD_HEADER + kl, vl
+                        kind = np.int64(t & np.uint64(KIND_MASK))
+                        return off, kind, t >> np.uint64(KIND_BITS), off + RECORD_HEADER + kl, vl
         i = (i + 1) & (slots - 1)
     return -1, 0, np.uint64(0), 0, 0
 
@@ -389,7 +398,7 @@ def _count_records(arena, start, end):
         w = a64[pos >> 3]
         kl = np.int64(w & np.uint64(0xFFFFFFFF))
         vl = np.int64(w >> np.uint64(32))
-        nxt = (pos + RECORD_HEADER + kl + vl + 7) & ~np.int64(7)
+        nxt = (pos + RECORD_HEADER + kl + vl + _PAD) & ~np.int64(_PAD)
         if nxt > end:
             break
         n += 1
@@ -406,7 +415,7 @@ def _fill_offsets(arena, start, out):
         w = a64[pos >> 3]
         kl = np.int64(w & np.uint64(0xFFFFFFFF))
         vl = np.int64(w >> np.uint64(32))
-        pos = (pos + RECORD_HEADER + kl + vl + 7) & ~np.int64(7)
+        pos = (pos + RECORD_HEADER + kl + vl + _PAD) & ~np.int64(_PAD)
     return pos
 
 
@@ -500,13 +509,13 @@ def _check_batch(keys, key_offs, values, value_offs, kinds):
     vl = np.diff(value_offs)
     if key_offs[0] < 0 or key_offs[-1] > keys.shape[0] or kl.min() < 1:
         raise InvalidArgument("key offsets out of range or a key is empty")
-    if kl.max() > MAX_KEY_LEN:
-        raise InvalidArgument(f"a key is longer than {MAX_KEY_LEN} bytes")
+    if kl.max() > MAX_KEY_BYTES:
+        raise InvalidArgument(f"a key is longer than {MAX_KEY_BYTES} bytes")
     if value_offs[0] < 0 or value_offs[-1] > values.shape[0] or vl.min() < 0:
         raise InvalidArgument("value offsets out of range")
     if vl.max() > 0xFFFFFFFF:
         raise InvalidArgument("a value is longer than 2**32 - 1 bytes")
-    if kinds.max() > 1:
+    if kinds.max() > MAX_KIND:
         raise InvalidArgument("kinds must be ValueKind values (0 delete, 1 put)")
 
 

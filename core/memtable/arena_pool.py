@@ -103,6 +103,7 @@ import numpy as np
 
 from shaledb.memtable import shm
 from shaledb.format.enums import ArenaState, PoolStatus
+from shaledb.format.record import RECORD_ALIGN, RECORD_HEADER
 from shaledb.errors import Closed, Fenced, InvalidArgument, Unavailable
 from shaledb.kernels import arena as K
 
@@ -883,7 +884,8 @@ _GONE = (
 
 
 def _too_big(pool: "ArenaPool", n_rec: int, key_offs, value_offs) -> str:
-    need = int(((K.RECORD_HEADER + np.diff(key_offs) + np.diff(value_offs) + 7) & ~np.int64(7)).sum())
+    pad = RECORD_ALIGN - 1
+    need = int(((RECORD_HEADER + np.diff(key_offs) + np.diff(value_offs) + pad) & ~np.int64(pad)).sum())
     cap = pool.batch_capacity(n_rec)
     what = "a record" if n_rec == 1 else f"a batch of {n_rec} records"
     return (

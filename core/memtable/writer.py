@@ -76,8 +76,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from shaledb.errors import Closed, InvalidArgument, ShaleDBError, Unavailable
-from shaledb.kernels.layout import KIND_DELETE, KIND_PUT, RECORD_ALIGN, RECORD_HEADER
-from shaledb.options import MAX_KEY_BYTES, MAX_VALUE_BYTES
+from shaledb.format.record import (
+    KIND_DELETE,
+    KIND_PUT,
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    RECORD_ALIGN,
+    RECORD_HEADER,
+)
 
 if TYPE_CHECKING:  # the pool (and numba) load at a writer's first use, not at import
     from shaledb.memtable.arena_pool import ArenaPool
@@ -626,9 +632,3 @@ class Writer:
 
     def _await(self, seq: int) -> None:
         self._hooks.await_durable(self._pool, seq, self._timeout)
-
-    def has_buffered_key(self, key: bytes) -> bool:
-        """True if a buffered (not yet appended) write is for ``key``: a read
-        of ``key`` in this process must :meth:`drain` first."""
-        bk = self._bk
-        return bool(bk) and key in bk

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from reference.arena import ref_append, ref_init, ref_lookup, ref_record_offsets
 
 from shaledb.kernels import arena as A
-from shaledb.kernels.layout import MAX_SEQ
+from shaledb.format.record import MAX_SEQ
 
 pytestmark = pytest.mark.nojit
 
