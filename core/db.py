@@ -1,19 +1,10 @@
 """``shaledb.open`` and :class:`Db`: the user's handle on one database.
 
-A Db owns, for as long as it is open:
-
-* the arena pool (shared memory, ``shaledb.memtable.arena_pool``) into which this
-  process and every ``db.writer()`` handle append;
-* the flusher (``shaledb.flush.flusher``): a process of its own (a fresh
-  interpreter, ``python -m shaledb.flush``), or a thread of
-  this process for a ``memory://`` store (which only exists in this process);
-* the authenticated control channel to the flusher (``shaledb.flush.control``);
-* a read path: arenas (newest data), then the L0 SSTs of the manifest newest
-  first, then sorted runs.  Versions are compared by sequence number, so the
-  newest write wins wherever it sits; tombstones hide older versions.
-
-Writes are delegated to this process's writer (``shaledb.memtable.writer``).  The
-durability each call guarantees is in docs/durability.md.
+A Db owns, while open: the arena pool (``shaledb.memtable``) its writers append
+to, the flusher (``shaledb.flush``; a process, or a thread for ``memory://``),
+the control channel to it, and a read path (``shaledb.read``).  Writes go
+through this process's writer; the durability each call guarantees is in
+docs/durability.md, the architecture in docs/architecture.md.
 
 Thread safety: a Db may be shared by threads of one process.
 """
@@ -28,8 +19,6 @@ import weakref
 from time import monotonic as _monotonic
 from typing import Any, Iterator
 
-from shaledb.flush.control import ControlClient, new_control_address, remove_control_address
-from shaledb.flush.flusher import wrap_store
 from shaledb.errors import (
     Closed,
     Fenced,
@@ -40,14 +29,16 @@ from shaledb.errors import (
     StorageError,
     Unavailable,
 )
-from shaledb.options import MAX_KEY_BYTES, Options
-from shaledb.memtable.writer import WriteBatch, Writer  # noqa: F401 - re-exported
+from shaledb.flush.control import ControlClient, new_control_address, remove_control_address
+from shaledb.flush.hooks import FlusherHooks
+from shaledb.flush.requests import Request
+from shaledb.format.enums import PoolStatus
+from shaledb.memtable.writer import MAX_KEY_BYTES, WriteBatch, Writer, check_bound, check_key  # noqa: F401 - re-exported
+from shaledb.options import Options, wrap_store
 
-__all__ = ["Db", "EngineWriter", "WriteBatch", "Writer", "open"]
+__all__ = ["Db", "WriteBatch", "Writer", "open"]
 
 _open_dbs: "weakref.WeakSet[Db]" = weakref.WeakSet()
-
-#: a get searches at most this many buffered writes; a longer buffer is appended first
 
 
 def _close_all_at_exit() -> None:
@@ -76,91 +67,6 @@ def _root_url(url_or_path: Any) -> str:
     if os.path.exists(path) and not os.path.isdir(path):
         raise InvalidArgument(f"the database root {path!r} exists and is not a directory")
     return path
-
-
-def _check_key(key: Any) -> bytes:
-    if isinstance(key, (bytearray, memoryview)):
-        key = bytes(key)
-    if not isinstance(key, bytes):
-        raise InvalidArgument(f"keys must be bytes, got {type(key).__name__}")
-    if not key:
-        raise InvalidArgument("keys must not be empty")
-    if len(key) > MAX_KEY_BYTES:
-        raise InvalidArgument(f"key of {len(key)} bytes is longer than {MAX_KEY_BYTES}")
-    return key
-
-
-def _check_bound(name: str, key: Any) -> bytes | None:
-    if key is None:
-        return None
-    if isinstance(key, (bytearray, memoryview)):
-        key = bytes(key)
-    if not isinstance(key, bytes):
-        raise InvalidArgument(f"scan {name} must be bytes or None, got {type(key).__name__}")
-    return key
-
-
-class _FlusherProcess:
-    """The flusher in a fresh interpreter (``python -m shaledb.flush``).
-
-    Like multiprocessing's ``spawn`` start method (a new interpreter, nothing
-    inherited but the environment and ``sys.path``), but the user's
-    ``__main__`` is never re-imported: scripts without an
-    ``if __name__ == "__main__"`` guard, ``python -`` and notebooks can open
-    databases.  The config goes down one pipe (pickled); the ready message
-    comes back on another (a ``multiprocessing.connection.Connection``).
-    Offers the ``multiprocessing.Process`` methods the Db uses.
-    """
-
-    def __init__(self, config) -> None:
-        import pickle
-        import subprocess
-        import sys
-        from multiprocessing.connection import Connection
-
-        cfg_r, cfg_w = os.pipe()
-        ready_r, ready_w = os.pipe()
-        try:
-            self._popen = subprocess.Popen(
-                [sys.executable, "-m", "shaledb.flush", str(cfg_r), str(ready_w)],
-                pass_fds=(cfg_r, ready_w),
-                stdin=subprocess.DEVNULL,
-            )
-        except BaseException:
-            for fd in (cfg_r, cfg_w, ready_r, ready_w):
-                os.close(fd)
-            raise
-        os.close(cfg_r)
-        os.close(ready_w)
-        self.conn = Connection(ready_r, writable=False)
-        self.pid = self._popen.pid
-        try:
-            with os.fdopen(cfg_w, "wb") as f:
-                pickle.dump(list(sys.path), f)
-                pickle.dump(config, f)
-        except (BrokenPipeError, OSError):
-            pass  # the child died at start; is_alive() says so
-
-    def is_alive(self) -> bool:
-        return self._popen.poll() is None
-
-    @property
-    def exitcode(self) -> int | None:
-        return self._popen.poll()
-
-    def join(self, timeout: float | None = None) -> None:
-        import subprocess
-
-        try:
-            self._popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def kill(self) -> None:
-        try:
-            self._popen.kill()
-        except ProcessLookupError:
-            pass
 
 
 def open(url_or_path: Any, options: Options | None = None, **overrides: Any) -> "Db":  # noqa: A001
@@ -198,7 +104,9 @@ class Db:
         self._thread_flusher = None
         self._control_addr = None
         self._control = None
-        self._mem = None
+        self._pool = None  # this process's handle on the arena pool
+        self._hooks = None
+        self._writers_stopped = False
         self._store = None
         self._reader = None
         self._writer = None
@@ -207,18 +115,21 @@ class Db:
             self._store = wrap_store(open_store(url, **store_options), options)
             in_process = url.startswith("memory://")
             self._control_addr = new_control_address()
-            self._mem = Memtable.create(url, options)
+            self._pool = _create_pool(url, options)
             if in_process:
                 self._start_thread_flusher()
             else:
                 self._start_process_flusher(url, store_options)
             self._control = ControlClient(self._control_addr, options.request_timeout)
-            self._mem.start(self._info["last_seq"], self._control)
+            last_seq = self._info["last_seq"]
+            self._pool.set_next_seq(last_seq + 1)
+            self._pool.publish_durable(last_seq)
+            self._hooks = FlusherHooks(self._control_addr, options)
+            self._writer = self._new_writer(shared_pool=True)
             from shaledb.read.reader import Reader
 
-            self._reader = Reader(self._store, options, self._mem)
+            self._reader = Reader(self._store, options, self._pool)
             # bound methods of the hot paths
-            self._writer = self._mem.writer
             self._put = self._writer.put
             self._rget = self._reader.get
         except BaseException:
@@ -228,17 +139,17 @@ class Db:
         return self
 
     def _start_process_flusher(self, url: str, store_options: dict) -> None:
-        from shaledb.flush.flusher import FlusherConfig
+        from shaledb.flush.process import FlusherConfig, FlusherProcess
 
         config = FlusherConfig(
             url=url,
             store_options=store_options,
             options=self.options,
             control=self._control_addr,
-            pool=self._mem.descriptor(),
+            pool=self._pool.descriptor(),
             parent_pid=os.getpid(),
         )
-        proc = _FlusherProcess(config)
+        proc = FlusherProcess(config)
         self._proc = proc
         self._ready_conn = proc.conn
         # While the flusher starts (a second interpreter), load this process's
@@ -276,7 +187,7 @@ class Db:
     def _start_thread_flusher(self) -> None:
         from shaledb.flush.flusher import Flusher
 
-        fl = Flusher(self._store, self.options, self._mem.flusher_view())
+        fl = Flusher(self._store, self.options, self._pool)
         self._info = fl.recover()
         fl.start(self._control_addr)
         self._thread_flusher = fl
@@ -293,10 +204,10 @@ class Db:
             return
         # At most every few ms (the checks cost more than a buffered put):
         self._next_check = now + 0.01
-        if self._mem is not None and self._mem.fenced():
+        if self._pool is not None and self._pool.fenced():
             self._closing_error = Fenced("a newer writer opened this database; this Db is fenced")
             raise Fenced(str(self._closing_error))
-        if self._mem is not None and self._mem.failed():
+        if self._pool is not None and self._pool.status() == PoolStatus.FAILED:
             self._closing_error = self._flusher_failure()
             raise type(self._closing_error)(str(self._closing_error))
         if self._proc is not None and not self._proc.is_alive():
@@ -318,7 +229,7 @@ class Db:
         import shaledb.errors as errors
 
         try:
-            text = self._control.call("status", timeout=10)["failed"] or ""
+            text = self._control.call(Request.STATUS, timeout=10)["failed"] or ""
         except ShaleDBError:
             text = ""
         kind, _, msg = text.partition(": ")
@@ -327,12 +238,47 @@ class Db:
             return cls(msg)
         return Unavailable("the database's flusher failed; close this Db and reopen it")
 
+    def _new_writer(self, shared_pool: bool = False) -> Writer:
+        """A writer of this Db's pool: this process's own (``shared_pool``:
+        it uses the Db's pool handle), or a picklable ``db.writer()`` handle
+        (it attaches on first use, in whichever process it lands)."""
+        return Writer(
+            self._pool.descriptor(),
+            hooks=self._hooks,
+            timeout=self.options.request_timeout,
+            pool=self._pool if shared_pool else None,
+        )
+
+    def _drain(self) -> None:
+        """Append this process's buffered writes, so that reads see them."""
+        w = self._writer
+        if w is not None and not self._writers_stopped and w.has_buffered():
+            w.drain()
+
+    def _stop_writers(self) -> None:
+        """Close this process's writer (appending what it buffered) and turn
+        every writer handle's next call into Closed.  Idempotent."""
+        if self._writers_stopped:
+            return
+        self._writers_stopped = True
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except ShaleDBError:
+                pass
+        try:
+            self._pool.publish_closed()
+        except Exception:  # noqa: BLE001 - already detached
+            pass
+        if self._hooks is not None:
+            self._hooks.close()
+
     def _flusher_alive(self) -> bool:
         if self._proc is not None:
             return self._proc.is_alive()
         return True
 
-    def _call(self, op: str, *args: Any, timeout: float | None = None) -> Any:
+    def _call(self, op: Request, *args: Any, timeout: float | None = None) -> Any:
         self._check_open()
         try:
             return self._control.call(op, *args, timeout=timeout)
@@ -371,7 +317,7 @@ class Db:
         (``None`` when buffered, as for :meth:`put`)."""
         self._check_open()
         try:
-            return self._mem.writer.delete(key, await_durable=await_durable)
+            return self._writer.delete(key, await_durable=await_durable)
         except (Fenced, StorageError) as exc:
             self._fail(exc)
             raise
@@ -380,7 +326,7 @@ class Db:
         """Apply a :class:`~shaledb.WriteBatch` atomically; return the last seq."""
         self._check_open()
         try:
-            return self._mem.writer.write(batch, await_durable=await_durable)
+            return self._writer.write(batch, await_durable=await_durable)
         except (Fenced, StorageError) as exc:
             self._fail(exc)
             raise
@@ -390,7 +336,7 @@ class Db:
         offsets)`` pairs for keys and values.  Return the last seq."""
         self._check_open()
         try:
-            return self._mem.writer.put_many(keys, values, await_durable=await_durable)
+            return self._writer.put_many(keys, values, await_durable=await_durable)
         except (Fenced, StorageError) as exc:
             self._fail(exc)
             raise
@@ -398,28 +344,27 @@ class Db:
     def writer(self):
         """A picklable handle that lets another process append and flush."""
         self._check_open()
-        return self._mem.new_writer_handle()
+        return self._new_writer()
 
     # ------------------------------------------------------------------ reads
 
     def get(self, key: bytes) -> bytes | None:
         """The newest value of ``key``, or None if absent or deleted."""
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_BYTES:
-            key = _check_key(key)
+            key = check_key(key)
         if self._closed or self._closing_error is not None or _monotonic() >= self._next_check:
             self._check_open()
         w = self._writer
-        bk = w._bk
-        if bk and key in bk:  # a buffered write of this key is its newest version
+        if w.has_buffered_key(key):  # a buffered write of this key is its newest version
             w.drain()
         return self._rget(key)
 
     def scan(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """``(key, value)`` pairs with ``start <= key < end`` in key order (lazy)."""
-        start = _check_bound("start", start)
-        end = _check_bound("end", end)
+        start = check_bound("start", start)
+        end = check_bound("end", end)
         self._check_open()
-        self._mem.drain()
+        self._drain()
         return self._reader.scan(start, end)
 
     # ------------------------------------------------------------- durability
@@ -429,9 +374,9 @@ class Db:
         ``memtable=True`` or ``wal=False``, in L0).  Returns the durable seq."""
         if not isinstance(memtable, bool):
             raise InvalidArgument("flush(memtable=...) takes a bool")
-        op = "flush_memtable" if memtable else "flush_wal"
+        op = Request.FLUSH_MEMTABLE if memtable else Request.FLUSH_WAL
         self._check_open()
-        self._mem.before_flush()
+        self._drain()
         seq = self._call(op)
         self._reader.invalidate()
         return seq
@@ -442,7 +387,7 @@ class Db:
         if self._closed:
             raise Closed("the database is closed")
         try:
-            return self._control.call("status")
+            return self._control.call(Request.STATUS)
         except Unavailable:
             if not self._flusher_alive():
                 raise Unavailable(
@@ -465,13 +410,13 @@ class Db:
                 if self._control is not None and not self._flusher_alive():
                     error = self._dead_flusher_loss()
                 elif self._control is not None:
-                    if self._closing_error is None and not self._mem.fenced():
+                    if self._closing_error is None and not self._pool.fenced():
                         # Our writer drains; every writer handle gets Closed from
                         # now on, so nothing is appended after the final seal.
-                        self._mem.stop_writers()
-                        self._control.call("close", timeout=self.options.close_timeout)
+                        self._stop_writers()
+                        self._control.call(Request.CLOSE, timeout=self.options.close_timeout)
                     else:
-                        self._control.call("abort", timeout=10)
+                        self._control.call(Request.ABORT, timeout=10)
                         if not isinstance(self._closing_error, (Fenced, type(None))):
                             # the flusher failed: writes may not be durable
                             error = type(self._closing_error)(str(self._closing_error))
@@ -484,7 +429,7 @@ class Db:
                         # every write had already become durable
                         error = self._dead_flusher_loss()
                 try:
-                    self._control.call("abort", timeout=10)
+                    self._control.call(Request.ABORT, timeout=10)
                 except ShaleDBError:
                     pass
             finally:
@@ -501,15 +446,15 @@ class Db:
         The records are still in the arenas but nobody will upload them;
         ShaleDB does not restart the flusher (docs/durability.md).
         """
-        if self._closing_error is not None or self._mem.fenced():
+        if self._closing_error is not None or self._pool.fenced():
             return None
         unappended = False
         try:
-            self._mem.drain()  # this process's buffered writes join the arenas
+            self._drain()  # this process's buffered writes join the arenas
         except ShaleDBError:
             unappended = True
-        self._mem.stop_writers()
-        pool = self._mem.pool
+        self._stop_writers()
+        pool = self._pool
         last, durable = pool.next_seq() - 1, pool.durable_seq()
         if last <= durable and not unappended:
             return None
@@ -519,8 +464,8 @@ class Db:
         )
 
     def _teardown(self, kill: bool) -> None:
-        if self._mem is not None:
-            self._mem.stop_writers()
+        if self._pool is not None:
+            self._stop_writers()
         if self._control is not None:
             self._control.close()
         if self._thread_flusher is not None:
@@ -539,9 +484,9 @@ class Db:
                 pass
         if self._reader is not None:
             self._reader.close()
-        if self._mem is not None:
-            self._mem.destroy()
-            self._mem = None
+        if self._pool is not None:
+            self._pool.destroy()
+            self._pool = None
         if self._control_addr is not None:
             remove_control_address(self._control_addr)
         if self._store is not None:
@@ -561,199 +506,16 @@ class Db:
         return f"<shaledb.Db {self.url!r} {state}>"
 
 
-# ===========================================================================
-# Integration with the arena pool and the writer (shaledb.memtable.arena_pool,
-# shaledb.memtable.writer): the hooks through which writers reach the flusher.
+def _create_pool(url: str, options: Options):
+    """A new arena pool for the database at ``url``, sized by ``options``."""
+    from shaledb.memtable.arena_pool import ArenaPool
 
-
-class EngineHooks:
-    """Writer hooks that talk to the flusher over the control channel.
-
-    Picklable (address, key and options only); each process connects on
-    first use.  Liveness checks while a writer waits are rate-limited.
-    """
-
-    def __init__(self, addr, options: Options):
-        self.addr = addr
-        self.options = options
-        self._client: ControlClient | None = None
-        self._last_alive = 0.0
-
-    def __getstate__(self):
-        return {"addr": self.addr, "options": self.options}
-
-    def __setstate__(self, st):
-        self.__init__(st["addr"], st["options"])
-
-    def _c(self) -> ControlClient:
-        if self._client is None:
-            self._client = ControlClient(self.addr, self.options.request_timeout)
-        return self._client
-
-    def await_durable(self, pool, seq: int, timeout: float) -> None:
-        if not self.options.wal:
-            # no WAL: a write is durable once its generation is in L0
-            if pool.durable_seq() < seq:
-                self._c().call("flush_memtable", timeout=timeout + 5)
-            return
-        if pool.durable_seq() >= seq:
-            return
-        try:
-            pool.check_status()
-        except Unavailable:
-            pass  # the flusher failed: its answer below names the cause
-        self._c().call("await_durable", seq, timeout, timeout=timeout + 5)
-
-    def request_seal(self, pool) -> None:
-        self._c().call("seal")
-
-    def sealed(self, pool, gen: int) -> None:
-        pass  # the flusher finds sealed generations every flush_interval
-
-    def check_alive(self, pool) -> None:
-        pool.check_status()
-        now = time.monotonic()
-        if now - self._last_alive > 0.5:
-            self._last_alive = now
-            self._c().call("ping", timeout=min(10.0, self.options.request_timeout))
-
-    def flush(self, pool, memtable: bool) -> int:
-        return self._c().call("flush_memtable" if memtable else "flush_wal")
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-
-class EngineWriter(Writer):
-    """The pool's writer plus the ``mid-append`` failpoint.
-
-    When it fires, the writer is caught inside an append: it holds the pool
-    lock, has reserved the seqs of its batch from the shared counter and has
-    written part of the records beyond its arena's committed offset, without
-    committing.  A SIGKILL there is the worst moment for a writer to die.
-    """
-
-    _fp = None
-
-    def _append_chunk(self, kd, ko, vd, vo, kinds, nbytes):
-        fp = self._fp
-        if fp is None:
-            from shaledb.failpoints import Failpoints
-
-            opts = getattr(self._hooks, "options", None)
-            fp = self._fp = Failpoints(opts.failpoints if opts is not None else "")
-        if fp:
-            held = []
-            try:
-                fp.hit("mid-append", when_firing=lambda: self._half_append(kd, kinds, held))
-            finally:
-                if held:  # an "error" or "sleep" action: leave the append undone
-                    held[0].__exit__(None, None, None)
-        return super()._append_chunk(kd, ko, vd, vo, kinds, nbytes)
-
-    def _half_append(self, kd, kinds, held) -> None:
-        from shaledb.kernels import arena as K
-
-        pool = self._pool
-        pool.lock.__enter__()
-        held.append(pool.lock)
-        pool.counter[0] = pool.counter[0] + _np_uint64(kinds.shape[0])  # seqs reserved
-        i = pool._owned.get(self._wid, -1)
-        if i >= 0:  # some bytes of the batch beyond the committed offset
-            a = pool.arena(i)
-            start = int(a[: K.HEADER_BYTES].view("<u8")[K.H_COMMITTED])
-            end = min(a.shape[0], start + min(len(kd), 64))
-            a[start:end] = 0xAB
-
-
-def _np_uint64(n: int):
-    import numpy
-
-    return numpy.uint64(n)
-
-
-class Memtable:
-    """The Db process's side of the arena pool: creation, reads, cleanup."""
-
-    @classmethod
-    def create(cls, url: str, options: Options) -> "Memtable":
-        from shaledb.memtable.arena_pool import ArenaPool
-
-        self = cls()
-        self.options = options
-        self.pool = ArenaPool.create(
-            url,
-            arena_bytes=options.arena_bytes,
-            max_arenas=options.max_arenas,
-            initial_arenas=options.initial_arenas,
-            max_unflushed_bytes=options.max_unflushed_bytes,
-            seal_bytes=options.l0_sst_bytes,
-        )
-        self.writer = None
-        self._hooks = None
-        # the read path calls these per get: bind the pool's methods directly
-        self.lookup = self.pool.lookup
-        self.manifest_id = self.pool.manifest_id
-        return self
-
-    def descriptor(self) -> dict:
-        return self.pool.descriptor()
-
-    def flusher_view(self):
-        return self.pool
-
-    def start(self, last_seq: int, control: ControlClient) -> None:
-        self.pool.set_next_seq(last_seq + 1)
-        self.pool.publish_durable(last_seq)
-        self._hooks = EngineHooks(control.addr, self.options)
-        self.writer = self.new_writer_handle(pool=self.pool)
-
-    def new_writer_handle(self, pool=None):
-        return EngineWriter(self.descriptor(), hooks=self._hooks, timeout=self.options.request_timeout, pool=pool)
-
-    # -- reads (shaledb.read.reader.Reader)
-
-    def drain(self) -> None:
-        if self.writer is not None and self.writer.has_buffered():
-            self.writer.drain()
-
-    def lookup(self, key: bytes):
-        return self.pool.lookup(key)
-
-    def sorted_runs_snapshot(self):
-        return self.pool.sorted_runs_snapshot()
-
-    def manifest_id(self) -> int:
-        return self.pool.manifest_id()
-
-    def fenced(self) -> bool:
-        return self.pool.fenced()
-
-    def failed(self) -> bool:
-        from shaledb.format.enums import PoolStatus
-
-        return self.pool.status() == PoolStatus.FAILED
-
-    def before_flush(self) -> None:
-        self.drain()
-
-    # -- shutdown
-
-    def stop_writers(self) -> None:
-        w, self.writer = self.writer, None
-        if w is not None:
-            try:
-                w.close()
-            except ShaleDBError:
-                pass
-        try:
-            self.pool.publish_closed()
-        except Exception:  # noqa: BLE001 - already detached
-            pass
-        if self._hooks is not None:
-            self._hooks.close()
-
-    def destroy(self) -> None:
-        self.pool.destroy()
+    return ArenaPool.create(
+        url,
+        arena_bytes=options.arena_bytes,
+        max_arenas=options.max_arenas,
+        initial_arenas=options.initial_arenas,
+        max_unflushed_bytes=options.max_unflushed_bytes,
+        seal_bytes=options.l0_sst_bytes,
+        failpoints=options.failpoints,
+    )

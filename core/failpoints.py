@@ -17,7 +17,7 @@ Actions:
 ``@n`` fires only from the n-th time the point is reached (1-based; default 1).
 
 Names (where they sit in the flusher, which is the only process that writes
-to the object store, except ``mid-append``):
+to the object store, except ``mid-append`` and ``mid-arena-create``):
 
 ``open-before-fence``  the flusher is opening: nothing written yet, the
                        writer epoch not yet bumped
@@ -33,7 +33,7 @@ to the object store, except ``mid-append``):
                        it (``shaledb.memtable.arena_pool``)
 ``mid-append``         a writer holds the pool lock, has reserved the seqs
                        of its batch and written part of its bytes, but has
-                       not committed it (``shaledb.db.EngineWriter``)
+                       not committed it (``shaledb.memtable.arena_pool``)
 ``gc-mid-delete``      GC (``shaledb.gc.collect``) has deleted its first
                        object and not the rest
 ``compact-mid-merge``  the compactor uploaded the first output SST (or

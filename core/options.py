@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 from shaledb.errors import InvalidArgument
 
-__all__ = ["Options", "MAX_KEY_BYTES", "MAX_VALUE_BYTES"]
+__all__ = ["Options", "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "wrap_store"]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -29,6 +29,19 @@ GiB = 1024 * MiB
 MAX_KEY_BYTES = 64 * KiB
 #: Largest value, in bytes.  A record must also fit in one arena.
 MAX_VALUE_BYTES = 256 * MiB
+
+
+def wrap_store(store, options: "Options"):
+    """``store`` as the engine uses it in every process of a database (user,
+    flusher, compactor): ``options.store_wrapper`` (a test seam) applied
+    first, then the engine's one retry layer, retrying Unavailable within
+    ``min(30 s, request_timeout)`` per operation (``storage.wrappers.RetryingStore``).
+    """
+    from shaledb.storage.wrappers import RetryingStore
+
+    if options.store_wrapper is not None:
+        store = options.store_wrapper(store)
+    return RetryingStore(store, deadline=min(30.0, options.request_timeout))
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 """``python -m shaledb.flush <config fd> <ready fd>``: the flusher process.
 
-Started by :func:`shaledb.open`; see :func:`shaledb.flush.flusher.main`.
+Started by :func:`shaledb.open` (``shaledb.flush.process.FlusherProcess``);
+see :func:`shaledb.flush.process.main`.
 """
 
 import sys
 
-from shaledb.flush.flusher import main
+from shaledb.flush.process import main
 
 main(sys.argv[1:])

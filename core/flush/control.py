@@ -1,25 +1,16 @@
 """The authenticated control channel between writers and the flusher.
 
-The flusher listens on a unix socket inside a fresh private directory
-(mode 0700) with ``multiprocessing.connection`` and a random 32-byte authkey:
-a client must prove it knows the key (HMAC challenge) before any request is
-read, and no other local user can even reach the socket.  The address and
-key travel inside the picklable writer handle (:class:`ControlAddress`).
+The flusher listens on a unix socket in a fresh private directory (mode 0700)
+with ``multiprocessing.connection`` and a random 32-byte authkey: a client
+must prove it knows the key (HMAC challenge) before any request is read.  The
+address and key travel inside the picklable writer handle (:class:`ControlAddress`).
 
-Requests are small tuples ``(op, *args)``; replies are ``("ok", value)`` or
-``("err", kind, message)`` where ``kind`` names a class of the shaledb error
-tree, re-raised on the client side.  Ops (served by shaledb.flush.flusher):
-
-``flush_wal``                 upload everything appended so far; answer when durable
-``flush_memtable``            seal the generation, publish it to L0; answer when done
-``await_durable seq``         answer once ``seq`` is durable
-``seal``                      seal the current generation (answer at once)
-``status``                    a dict of counters
-``close``                     final flush to L0, then the flusher stops
-
-Every client call has a timeout.  A peer that hangs up (the flusher died)
-raises :class:`~shaledb.Unavailable` at once, a late answer raises it when
-the timeout passes; after either the connection is dropped, never reused.
+Requests are tuples ``(op, *args)`` with ``op`` an int (a
+``shaledb.flush.requests.Request``, which lists the ops); replies are
+``("ok", value)`` or ``("err", kind, message)``, ``kind`` naming a class of the
+shaledb error tree, re-raised on the client side.  Every client call has a
+timeout; a peer that hangs up (the flusher died) raises Unavailable at once, a
+late answer when the timeout passes, and the connection is then dropped.
 """
 
 from __future__ import annotations
@@ -138,6 +129,12 @@ def _listening(path: str) -> bool:
         return False
 
 
+def _label(op: int) -> str:
+    """``op`` as messages name it (``flush_wal``)."""
+    name = getattr(op, "name", None)
+    return name.lower() if isinstance(name, str) else str(op)
+
+
 def _error_reply(exc: BaseException) -> tuple:
     if isinstance(exc, ShaleDBError):
         return ("err", type(exc).__name__, str(exc))
@@ -159,12 +156,12 @@ def _raise_reply(reply: Any) -> Any:
 class ControlServer:
     """Accepts authenticated connections; each is served by its own thread.
 
-    ``handler(op, args)`` runs on the connection's thread and may block (a
+    ``handler(op, args)`` (``op`` a plain int) runs on the connection's thread and may block (a
     flush request waits for the flusher's worker); its return value is the
     reply, an exception becomes an error reply.
     """
 
-    def __init__(self, addr: ControlAddress, handler: Callable[[str, tuple], Any]):
+    def __init__(self, addr: ControlAddress, handler: Callable[[int, tuple], Any]):
         self.addr = addr
         self._handler = handler
         self._listener = Listener(addr.path, family="AF_UNIX", authkey=addr.authkey)
@@ -203,7 +200,7 @@ class ControlServer:
                     return
                 with self._lock:
                     self._busy += 1
-                if not isinstance(req, tuple) or not req or not isinstance(req[0], str):
+                if not isinstance(req, tuple) or not req or type(req[0]) is not int:
                     reply = ("err", "InvalidArgument", f"malformed request {req!r}")
                 else:
                     try:
@@ -298,19 +295,21 @@ class ControlClient:
             except OSError:
                 pass
 
-    def call(self, op: str, *args: Any, timeout: float | None = None) -> Any:
-        """Send one request and wait (at most ``timeout``) for its answer."""
+    def call(self, op: int, *args: Any, timeout: float | None = None) -> Any:
+        """Send one request (``op`` an IntEnum member, e.g. a ``Request``) and
+        wait (at most ``timeout``) for its answer."""
         timeout = self.timeout if timeout is None else timeout
         conn = self._conn()
+        label = _label(op)
         try:
-            conn.send((op, *args))
+            conn.send((int(op), *args))
             if not conn.poll(timeout):
                 self._drop()
-                raise Unavailable(f"the flusher did not answer {op!r} within {timeout:g} s")
+                raise Unavailable(f"the flusher did not answer {label!r} within {timeout:g} s")
             reply = conn.recv()
         except (EOFError, ConnectionError, BrokenPipeError, OSError) as exc:
             self._drop()
-            raise Unavailable(f"the flusher process is gone ({op!r} got {type(exc).__name__})") from None
+            raise Unavailable(f"the flusher process is gone ({label!r} got {type(exc).__name__})") from None
         return _raise_reply(reply)
 
     def close(self) -> None:

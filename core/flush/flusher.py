@@ -1,44 +1,19 @@
 """The flusher: the only code that writes to the object store for one open Db.
 
-It runs in its own process, a fresh interpreter started as ``python -m
-shaledb.flush`` (like the ``spawn`` start method, but the user's
-``__main__`` is never re-imported; see ``shaledb.db._FlusherProcess``), or,
-for a ``memory://`` store that lives inside the user's process, as a thread
-of that process.  Everything it writes goes through ONE worker thread, in order::
+ONE worker thread performs every store write, in order; control threads only
+queue requests (``shaledb.flush.requests.Request``) and wait for answers.  The
+worker uploads the WAL (every ``flush_interval``, on request, and at once for a
+waiting durable write), turns sealed generations into L0 SSTs published by one
+fenced manifest update, and polls the manifest for fencing.  It runs in the
+flusher process (``shaledb.flush.process``), or as a thread of the user's
+process for a ``memory://`` store.
 
-    control threads ──request──▶ queue ──▶ worker thread ──▶ object store
-         ▲                                   │  WAL upload every flush_interval
-         └────────── answer when done ◀──────┘  seal → L0 SSTs → manifest
-
-* WAL: every ``flush_interval``, on request, and at once when a durable write
-  waits (group commit), the records appended to each arena since the last
-  upload become WAL objects ``wal/<id>.sst`` (one per arena, cut into pieces
-  of about 16 MiB), written create-only, in id order, ids strictly increasing
-  with no gaps.  Each object is built with one copy of its records (checksums
-  computed in place); for a large snapshot a helper thread encodes object k+1
-  while the worker writes object k.  After a large upload the next one starts
-  at once instead of at the next tick, so the WAL keeps up with a bulk load.  A frozen pending object
-  (same bytes, same put-id) is retried until it lands, so an ambiguous write
-  is recognised as our own (never as a fence).  Then the durable seq is
-  published in shared memory.
-* L0: a sealed generation is sorted, deduplicated and encoded by the kernels
-  into SSTs, uploaded under unique names, and published with one fenced
-  manifest update (``l0``, ``last_l0_seq``, ``replay_after_wal_id``).  Only
-  then are its arenas returned to the pool.  With the WAL on, the generation's
-  records are in the WAL before the manifest lists them (L0 never leads).
-* The CPU part of an L0 flush (sort, dedupe, block/bloom encode) runs on a
-  helper thread; meanwhile the worker keeps serving WAL uploads, group-commit
-  nudges and ``flush()`` (other requests wait for the build, in order), so a
-  flush never waits behind an L0 build.  Store writes stay on the worker.
-* ``flush()`` is a request answered by the worker after the upload it
-  triggers: no other code path ever uploads (the lesson of SlateDB #235).
-* Fenced: a WAL create collides with another writer's object, or a manifest
-  update sees a newer epoch.  From then on every request raises Fenced, and
-  nothing more is written.
-* If the user's process dies, at any stage (open and replay included), the
-  flusher writes nothing more: it unlinks the database's shared memory and
-  control directory and exits (:class:`_ParentWatch`).  Writes not yet
-  acknowledged durable are lost, as with any crash of the user's process.
+Invariants: WAL ids are written create-only, in order, without gaps, and a
+pending object keeps its bytes and put-id until it lands (an ambiguous write is
+recognised as ours, never as a fence); L0 never leads the WAL; arenas return to
+the pool only after the manifest lists their SSTs; once fenced or failed
+(a store error no retry fixes) nothing more is written.  The long story:
+docs/architecture.md ("The flusher").
 
 Thread safety: :class:`Flusher` methods are called from control threads; all
 store writes happen on the worker thread.
@@ -49,7 +24,6 @@ from __future__ import annotations
 import collections
 import os
 import queue
-import signal
 import struct
 import threading
 import time
@@ -59,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from shaledb.flush.control import ControlAddress, ControlServer, remove_control_address
+from shaledb.flush.control import ControlAddress, ControlServer
+from shaledb.flush.requests import QUEUED, SERVED_DURING_BUILD, Request
 from shaledb.errors import (
     Closed,
     Fenced,
@@ -74,9 +49,8 @@ from shaledb.errors import (
 from shaledb.failpoints import Failpoints
 from shaledb.format.keys import sst_key
 from shaledb.options import Options
-from shaledb.storage.wrappers import StoreWrapper
 
-__all__ = ["FlusherConfig", "Flusher", "flusher_process_main", "wrap_store"]
+__all__ = ["Flusher"]
 
 
 #: A snapshot's records are cut into WAL objects of about this size, so that
@@ -90,23 +64,12 @@ _ASYNC_ENCODE_BYTES = 1 << 20
 _BUSY_WAL_BYTES = 4 << 20
 
 
-@dataclass(frozen=True)
-class FlusherConfig:
-    """Everything the flusher needs; picklable (sent down a pipe to its process)."""
+class _Queued:
+    """A request in the worker's queue, answered through ``done``."""
 
-    url: str
-    store_options: dict
-    options: Options
-    control: ControlAddress
-    pool: Any  # the arena pool's picklable attach descriptor
-    parent_pid: int
-    watch_parent: bool = True
-
-
-class _Request:
     __slots__ = ("op", "args", "done", "result", "error")
 
-    def __init__(self, op: str, args: tuple):
+    def __init__(self, op: Request, args: tuple):
         self.op = op
         self.args = args
         self.done = threading.Event()
@@ -147,10 +110,12 @@ class Flusher:
     """The flusher's state and worker.  Construct, :meth:`start`, then
     :meth:`wait_stopped`."""
 
-    def __init__(self, store, options: Options, pool_view, *, failpoints: Failpoints | None = None):
+    def __init__(self, store, options: Options, pool, *, failpoints: Failpoints | None = None):
+        """``pool``: this process's handle on the Db's arena pool
+        (``shaledb.memtable.arena_pool.ArenaPool``)."""
         self.store = store
         self.options = options
-        self.pool = pool_view
+        self.pool = pool
         self.fp = failpoints if failpoints is not None else Failpoints(options.failpoints)
         self.mstore = None
         self.next_wal_id = 0
@@ -160,16 +125,23 @@ class Flusher:
         self._replay_after = 0
         self._last_poll = time.monotonic()
         self._nudged = False
-        self._q: "queue.Queue[_Request | None]" = queue.Queue()
+        self._q: "queue.Queue[_Queued]" = queue.Queue()
         # requests that arrived while an L0 build ran and must wait for it
         # (close, seal, flush_memtable, abort); served first, in arrival order
-        self._deferred: "collections.deque[_Request]" = collections.deque()
+        self._deferred: "collections.deque[_Queued]" = collections.deque()
         self._wal_busy = False  # the last WAL upload was large: go again at once
         self._cond = threading.Condition()
         self._failed: BaseException | None = None
         self._stopped = threading.Event()
         self._worker: threading.Thread | None = None
         self._server: ControlServer | None = None
+        # what the worker does for each queued request (see _answer)
+        self._work = {
+            Request.FLUSH_WAL: self._flush_wal,
+            Request.FLUSH_MEMTABLE: self._flush_memtable,
+            Request.SEAL: self._seal,
+            Request.CLOSE: self._flush_memtable,
+        }
         self.stats = {"wal_uploads": 0, "l0_ssts": 0, "l0_flushes": 0, "manifest_updates": 0, "replayed": 0}
 
     # ---- startup
@@ -214,27 +186,33 @@ class Flusher:
 
     # ---- requests (control threads)
 
-    def handle(self, op: str, args: tuple) -> Any:
-        if op == "status":
+    def handle(self, op: int, args: tuple) -> Any:
+        """Serve one control-channel request (on the caller's thread)."""
+        try:
+            op = Request(op)
+        except ValueError:
+            raise InvalidArgument(f"unknown flusher request {op!r}") from None
+        if op is Request.STATUS:
             return self.status()
-        if op == "await_durable":
+        if op is Request.AWAIT_DURABLE:
             seq = int(args[0])
             if self.durable_seq < seq and self._failed is None:
                 self._nudge()  # group commit: upload now, not at the next tick
             return self._await_durable(seq, float(args[1]) if len(args) > 1 else self.options.request_timeout)
-        if op not in ("flush_wal", "flush_memtable", "seal", "close", "ping", "abort"):
-            raise InvalidArgument(f"unknown flusher request {op!r}")
-        if op != "abort":
-            self._check_usable(op)
-        elif self._stopped.is_set():
+        if op is Request.ABORT:
+            if self._stopped.is_set():
+                return True
+        else:
+            self._check_usable()
+        if op is Request.PING:
             return True
-        if op == "ping":
-            return True
-        req = _Request(op, args)
+        if op not in QUEUED:
+            raise InvalidArgument(f"{op.name} is not a request a client may send")
+        req = _Queued(op, args)
         self._q.put(req)
-        timeout = self.options.close_timeout if op == "close" else self.options.request_timeout
+        timeout = self.options.close_timeout if op is Request.CLOSE else self.options.request_timeout
         if not req.done.wait(timeout):
-            raise Unavailable(f"the flusher did not finish {op!r} within {timeout:g} s")
+            raise Unavailable(f"the flusher did not finish {op.name.lower()!r} within {timeout:g} s")
         if req.error is not None:
             raise req.error
         return req.result
@@ -244,9 +222,9 @@ class Flusher:
             if self._nudged:
                 return
             self._nudged = True
-        self._q.put(_Request("tick", ()))
+        self._q.put(_Queued(Request.TICK, ()))
 
-    def _check_usable(self, op: str = "") -> None:
+    def _check_usable(self) -> None:
         if self._failed is not None:
             raise _copy_error(self._failed)
         if self._stopped.is_set():
@@ -280,59 +258,90 @@ class Flusher:
     # ---- worker
 
     def _loop(self) -> None:
-        interval = self.options.flush_interval
-        next_tick = time.monotonic() + interval
         try:
-            while True:
-                if self._deferred:
-                    req = self._deferred.popleft()
-                else:
-                    # never sleep while the WAL has a backlog: a large upload
-                    # means more records are probably waiting already
-                    wait = 0.0 if self._wal_busy else max(0.0, next_tick - time.monotonic())
-                    try:
-                        req = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
-                    except queue.Empty:
-                        req = None
-                if req is None:
-                    next_tick = time.monotonic() + interval
-                    self._wal_busy = False
-                    if self._failed is None:
-                        try:
-                            self._background_tick()
-                        except Exception as exc:  # noqa: BLE001 - retried next tick
-                            self._note_error(exc)
-                    continue
-                if req.op == "tick":  # a durable write is waiting: upload the WAL now
-                    with self._cond:
-                        self._nudged = False
-                    if self._failed is None and self.options.wal:
-                        try:
-                            self._upload_wal()
-                        except Exception as exc:  # noqa: BLE001 - retried next tick
-                            self._note_error(exc)
-                    req.done.set()
-                    continue
-                if req.op == "abort":  # stop without flushing (fenced or failed Db)
-                    req.result = True
-                    req.done.set()
-                    return
-                try:
-                    if self._failed is not None:
-                        raise _copy_error(self._failed)
-                    req.result = self._run(req)
-                except BaseException as exc:  # noqa: BLE001 - answered to the caller
-                    self._note_error(exc)
-                    req.error = exc if isinstance(exc, ShaleDBError) else Internal(f"{type(exc).__name__}: {exc}")
-                finally:
-                    req.done.set()
-                if req.op == "close" and req.error is None:
-                    return
+            self._serve(building=False)
         finally:
             self._stopped.set()
             with self._cond:
                 self._cond.notify_all()
             self._drain_queue()
+
+    def _serve(self, *, building: bool) -> None:
+        """The worker's request loop: serve queued requests, and do the
+        periodic work every ``flush_interval`` (at once while the WAL has a
+        backlog).
+
+        At top level (``building`` False) every request is served, deferred
+        ones first; returns after ABORT or a successful CLOSE.  While an L0
+        build runs on a helper thread (``building``), only the WAL moves
+        (periodic uploads, TICK, FLUSH_WAL); other requests are deferred, in
+        order; returns when the build reports BUILT.
+        REQUIRES: the worker thread.
+        """
+        interval = self.options.flush_interval
+        next_tick = time.monotonic() + interval
+        while True:
+            req = self._next_request(next_tick, building)
+            if req is None:  # the periodic work
+                next_tick = time.monotonic() + interval
+                self._wal_busy = False
+                if self._failed is None:
+                    try:
+                        if building:
+                            self._upload_wal()
+                        else:
+                            self._background_tick()
+                    except Exception as exc:  # noqa: BLE001 - retried next tick
+                        self._note_error(exc)
+                continue
+            op = req.op
+            if op is Request.BUILT:
+                return
+            if building and op not in SERVED_DURING_BUILD:
+                self._deferred.append(req)
+                continue
+            if op is Request.TICK:  # a durable write is waiting: upload the WAL now
+                with self._cond:
+                    self._nudged = False
+                if self._failed is None and self.options.wal:
+                    try:
+                        self._upload_wal()
+                    except Exception as exc:  # noqa: BLE001 - retried next tick
+                        self._note_error(exc)
+                req.done.set()
+                continue
+            if op is Request.ABORT:  # stop without flushing (fenced or failed Db)
+                req.result = True
+                req.done.set()
+                return
+            self._answer(req)
+            if op is Request.CLOSE and req.error is None:
+                return
+
+    def _next_request(self, next_tick: float, building: bool) -> "_Queued | None":
+        """The next request to serve, or None when the periodic work is due.
+        Deferred requests come first, except during a build."""
+        if self._deferred and not building:
+            return self._deferred.popleft()
+        # never sleep while the WAL has a backlog: a large upload
+        # means more records are probably waiting already
+        wait = 0.0 if self._wal_busy else max(0.0, next_tick - time.monotonic())
+        try:
+            return self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _answer(self, req: _Queued) -> None:
+        """Do the work of ``req`` and answer it (its result or its error)."""
+        try:
+            if self._failed is not None:
+                raise _copy_error(self._failed)
+            req.result = self._work[req.op]()
+        except BaseException as exc:  # noqa: BLE001 - answered to the caller
+            self._note_error(exc)
+            req.error = exc if isinstance(exc, ShaleDBError) else Internal(f"{type(exc).__name__}: {exc}")
+        finally:
+            req.done.set()
 
     def _drain_queue(self) -> None:
         while self._deferred:
@@ -344,9 +353,8 @@ class Flusher:
                 req = self._q.get_nowait()
             except queue.Empty:
                 return
-            if req is not None:
-                req.error = Closed("the flusher stopped")
-                req.done.set()
+            req.error = Closed("the flusher stopped")
+            req.done.set()
 
     def _note_error(self, exc: BaseException) -> None:
         self.stats["errors"] = self.stats.get("errors", 0) + 1
@@ -366,21 +374,15 @@ class Flusher:
         elif not isinstance(exc, ShaleDBError):
             traceback.print_exception(exc)
 
-    def _run(self, req: _Request) -> Any:
-        if req.op == "flush_wal":
-            if not self.options.wal:
-                return self._flush_memtable()
-            self._upload_wal()
-            return self.durable_seq
-        if req.op == "flush_memtable":
+    def _flush_wal(self) -> int:
+        if not self.options.wal:
             return self._flush_memtable()
-        if req.op == "seal":
-            self.pool.seal()
-            return True
-        if req.op == "close":
-            seq = self._flush_memtable()
-            return seq
-        raise InvalidArgument(req.op)
+        self._upload_wal()
+        return self.durable_seq
+
+    def _seal(self) -> bool:
+        self.pool.seal()
+        return True
 
     def _background_tick(self) -> None:
         now = time.monotonic()
@@ -597,7 +599,6 @@ class Flusher:
         if threading.current_thread() is not self._worker or not self.options.wal:
             return build()
         box: dict = {}
-        done = _Request("_built", ())
 
         def run():
             try:
@@ -605,51 +606,11 @@ class Flusher:
             except BaseException as exc:  # noqa: BLE001 - re-raised on the worker
                 box["error"] = exc
             finally:
-                self._q.put(done)
+                self._q.put(_Queued(Request.BUILT, ()))
 
         t = threading.Thread(target=run, name="shaledb-l0-build", daemon=True)
         t.start()
-        interval = self.options.flush_interval
-        next_tick = time.monotonic() + interval
-        while True:
-            wait = 0.0 if self._wal_busy else max(0.0, next_tick - time.monotonic())
-            try:
-                req = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
-            except queue.Empty:
-                req = None
-            if req is done:
-                break
-            if req is None:
-                next_tick = time.monotonic() + interval
-                self._wal_busy = False
-                if self._failed is None:
-                    try:
-                        self._upload_wal()
-                    except Exception as exc:  # noqa: BLE001 - retried next tick
-                        self._note_error(exc)
-                continue
-            if req.op == "tick":
-                with self._cond:
-                    self._nudged = False
-                if self._failed is None:
-                    try:
-                        self._upload_wal()
-                    except Exception as exc:  # noqa: BLE001 - retried next tick
-                        self._note_error(exc)
-                req.done.set()
-            elif req.op == "flush_wal":
-                try:
-                    if self._failed is not None:
-                        raise _copy_error(self._failed)
-                    self._upload_wal()
-                    req.result = self.durable_seq
-                except BaseException as exc:  # noqa: BLE001 - answered to the caller
-                    self._note_error(exc)
-                    req.error = exc if isinstance(exc, ShaleDBError) else Internal(f"{type(exc).__name__}: {exc}")
-                finally:
-                    req.done.set()
-            else:
-                self._deferred.append(req)
+        self._serve(building=True)
         t.join()
         if "error" in box:
             raise box["error"]
@@ -672,7 +633,7 @@ class Flusher:
             self._server.close()
             self._server = None
         if self._worker is not None and self._worker.is_alive():
-            self._q.put(_Request("abort", ()))  # the worker stops without flushing
+            self._q.put(_Queued(Request.ABORT, ()))  # the worker stops without flushing
             if threading.current_thread() is not self._worker:
                 self._worker.join(10)
             self._stopped.set()
@@ -707,188 +668,3 @@ def _permanent(exc: BaseException) -> bool:
 
 def _copy_error(exc: BaseException) -> BaseException:
     return type(exc)(str(exc)) if isinstance(exc, ShaleDBError) else Internal(str(exc))
-
-
-class _ParentWatch:
-    """Stops the flusher process, without one more store write, once the
-    process that started it is gone.
-
-    Three guards, so no stage (open, fence, replay, steady state) escapes:
-
-    * the Linux parent-death signal (``prctl(PR_SET_PDEATHSIG)``), set first
-      thing; it fires when the parent *thread* exits, so the handler acts only
-      if ``os.getppid()`` really changed (a Db opened from a short-lived thread
-      keeps its flusher);
-    * a watchdog thread that polls ``os.getppid()`` (covers platforms without
-      prctl, and a parent thread that exited before the parent process);
-    * :meth:`guard` wraps the flusher's store: every put, conditional put and
-      delete checks the parent first and never writes for an orphan.
-
-    On parent death: unlink the Db's shared memory and control directory,
-    then ``os._exit`` (other threads, a WAL upload included, stop at once).
-    """
-
-    SIGNAL = signal.SIGUSR1
-
-    def __init__(self, config: "FlusherConfig"):
-        self.parent_pid = config.parent_pid
-        self.dbtag = config.pool.get("dbtag") if isinstance(config.pool, dict) else None
-        self.control = config.control
-        self._exiting = threading.Lock()
-
-    def orphaned(self) -> bool:
-        return os.getppid() != self.parent_pid
-
-    def install(self) -> None:
-        if _set_parent_death_signal(self.SIGNAL):
-            signal.signal(self.SIGNAL, self._on_signal)
-        self.check()  # the parent may have died before prctl took effect
-        threading.Thread(target=self._poll, name="shaledb-parent-watch", daemon=True).start()
-
-    def _on_signal(self, signum, frame) -> None:
-        self.check()
-
-    def _poll(self) -> None:
-        while True:
-            time.sleep(0.1)
-            self.check()
-
-    def check(self) -> None:
-        """Exit the process at once if the parent is gone."""
-        if self.orphaned():
-            self.exit()
-
-    def exit(self) -> None:
-        if not self._exiting.acquire(blocking=False):
-            time.sleep(3600)  # another thread is cleaning up and exiting
-        try:
-            if self.dbtag:
-                from shaledb.memtable.shm import cleanup_segments
-
-                cleanup_segments(self.dbtag)
-            remove_control_address(self.control)
-        finally:
-            os._exit(0)
-
-    def guard(self, store):
-        return _OrphanGuardStore(store, self)
-
-
-def _set_parent_death_signal(sig: int) -> bool:
-    """``prctl(PR_SET_PDEATHSIG, sig)``; False where unsupported (not Linux)."""
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-class _OrphanGuardStore(StoreWrapper):
-    """The flusher process's store: checks that the parent lives before every
-    write (put, conditional put, delete); an orphan exits instead of writing."""
-
-    def __init__(self, inner, watch: _ParentWatch):
-        super().__init__(inner)
-        self._watch = watch
-
-    def __reduce__(self):  # never leaves the flusher process
-        raise TypeError("the flusher's guarded store is not picklable")
-
-    def put(self, *a, **k):
-        self._watch.check()
-        return self.inner.put(*a, **k)
-
-    def put_if_absent(self, *a, **k):
-        self._watch.check()
-        return self.inner.put_if_absent(*a, **k)
-
-    def put_if_match(self, *a, **k):
-        self._watch.check()
-        return self.inner.put_if_match(*a, **k)
-
-    def delete(self, *a, **k):
-        self._watch.check()
-        return self.inner.delete(*a, **k)
-
-
-def flusher_process_main(config: FlusherConfig, ready_conn) -> None:
-    """Body of the flusher process (see ``shaledb.db._FlusherProcess``).
-
-    REQUIRES: the main thread of a process started by ``config.parent_pid``.
-    """
-    flusher = None
-    watch = _ParentWatch(config) if config.watch_parent else None
-    if watch is not None:
-        watch.install()
-    try:
-        from shaledb.storage import open_store
-
-        raw = open_store(config.url, **config.store_options)
-        store = wrap_store(watch.guard(raw) if watch is not None else raw, config.options)
-        pool_view = _attach_pool(config.pool)
-        flusher = Flusher(store, config.options, pool_view)
-        info = flusher.recover()
-        flusher.start(config.control)
-        info["pid"] = os.getpid()
-        ready_conn.send(("ready", info))
-    except BaseException as exc:  # noqa: BLE001 - reported to the opener
-        if watch is not None:
-            watch.check()  # an orphan reports nothing: it cleans up and exits
-        try:
-            kind = type(exc).__name__ if isinstance(exc, ShaleDBError) else "Internal"
-            msg = str(exc) if isinstance(exc, ShaleDBError) else f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-            ready_conn.send(("error", kind, msg))
-        except Exception:  # noqa: BLE001
-            pass
-        return
-    try:
-        try:  # load every kernel now rather than on the first WAL upload / L0 flush
-            from shaledb.kernels.warmup import warmup
-
-            warmup()
-        except Exception:  # noqa: BLE001 - they load on first use anyway
-            pass
-        flusher.wait_stopped()
-    finally:
-        flusher.stop()
-        ready_conn.close()
-
-
-def _attach_pool(desc):
-    from shaledb.memtable.arena_pool import ArenaPool
-
-    return ArenaPool.attach(desc)
-
-
-def wrap_store(store, options: Options):
-    """The store as the engine uses it in every process: the test wrapper
-    (``Options.store_wrapper``), then retries of Unavailable bounded by
-    ``min(30 s, request_timeout)``."""
-    from shaledb.storage.wrappers import RetryingStore
-
-    if options.store_wrapper is not None:
-        store = options.store_wrapper(store)
-    return RetryingStore(store, deadline=min(30.0, options.request_timeout))
-
-
-def main(argv: list[str]) -> None:
-    """``python -m shaledb.flush <config fd> <ready fd>``: read the parent's
-    sys.path and the pickled FlusherConfig, then run the flusher."""
-    import pickle
-    import sys
-    from multiprocessing.connection import Connection
-
-    cfg_fd, ready_fd = int(argv[0]), int(argv[1])
-    ready = Connection(ready_fd, readable=False)
-    with os.fdopen(cfg_fd, "rb") as f:
-        sys.path[:] = pickle.load(f)
-        config = pickle.load(f)
-    flusher_process_main(config, ready)
-

@@ -6,6 +6,7 @@ import os
 import pickle
 import threading
 import time
+from enum import IntEnum
 from multiprocessing.connection import Client
 
 import pytest
@@ -55,13 +56,22 @@ def test_failpoints_parse_and_fire(monkeypatch):
         Failpoints("").hit("mid-append")
 
 
+class Op(IntEnum):
+    """The ops of this test's server (the channel carries any int op)."""
+
+    ECHO = 1
+    SLOW = 2
+    FENCED = 3
+    OTHER = 4
+
+
 def _handler(op, args):
-    if op == "echo":
+    if op == Op.ECHO:
         return args
-    if op == "slow":
+    if op == Op.SLOW:
         time.sleep(args[0])
         return "late"
-    if op == "fenced":
+    if op == Op.FENCED:
         raise shaledb.Fenced("a newer writer owns the database")
     raise ValueError("boom")
 
@@ -71,18 +81,18 @@ def test_control_roundtrip_errors_and_timeouts():
     server = ControlServer(addr, _handler)
     client = ControlClient(addr, timeout=5)
     try:
-        assert client.call("echo", 1, b"x") == (1, b"x")
+        assert client.call(Op.ECHO, 1, b"x") == (1, b"x")
         with pytest.raises(shaledb.Fenced, match="newer writer"):
-            client.call("fenced")
+            client.call(Op.FENCED)
         with pytest.raises(shaledb.Internal, match="ValueError: boom"):
-            client.call("other")
+            client.call(Op.OTHER)
         with pytest.raises(shaledb.Unavailable, match="did not answer"):
-            client.call("slow", 1.0, timeout=0.1)
-        assert client.call("echo", 2) == (2,)  # a fresh connection after the timeout
+            client.call(Op.SLOW, 1.0, timeout=0.1)
+        assert client.call(Op.ECHO, 2) == (2,)  # a fresh connection after the timeout
         # the handle pickles without live connections, and works in a new thread
         c2 = pickle.loads(pickle.dumps(client))
         out = []
-        t = threading.Thread(target=lambda: out.append(c2.call("echo", 3)))
+        t = threading.Thread(target=lambda: out.append(c2.call(Op.ECHO, 3)))
         t.start()
         t.join(5)
         assert out == [(3,)]
@@ -90,7 +100,7 @@ def test_control_roundtrip_errors_and_timeouts():
         # a client without the key is refused
         with pytest.raises(Exception):
             Client(addr.path, family="AF_UNIX", authkey=os.urandom(32))
-        assert client.call("echo", 4) == (4,)
+        assert client.call(Op.ECHO, 4) == (4,)
         assert oct(os.stat(os.path.dirname(addr.path)).st_mode & 0o777) == "0o700"
     finally:
         client.close()
@@ -103,15 +113,46 @@ def test_control_peer_gone_is_unavailable():
     server = ControlServer(addr, _handler)
     client = ControlClient(addr, timeout=5)
     try:
-        assert client.call("echo") == ()
+        assert client.call(Op.ECHO) == ()
         server.close()
         t0 = time.monotonic()
         with pytest.raises(shaledb.Unavailable):
-            client.call("echo")
+            client.call(Op.ECHO)
         with pytest.raises(shaledb.Unavailable):
-            client.call("echo")
+            client.call(Op.ECHO)
         assert time.monotonic() - t0 < 5
     finally:
         client.close()
         server.close()
         remove_control_address(addr)
+
+
+def test_control_refuses_a_request_without_an_int_op():
+    addr = new_control_address()
+    server = ControlServer(addr, _handler)
+    try:
+        conn = Client(addr.path, family="AF_UNIX", authkey=addr.authkey)
+        try:
+            conn.send(("echo", 1))
+            assert conn.poll(5)
+            reply = conn.recv()
+        finally:
+            conn.close()
+        assert reply[:2] == ("err", "InvalidArgument") and "malformed request" in reply[2]
+    finally:
+        server.close()
+        remove_control_address(addr)
+
+
+def test_flusher_serves_only_client_requests():
+    from shaledb.flush.flusher import Flusher
+    from shaledb.flush.requests import QUEUED, Request
+
+    fl = Flusher(None, Options(), None)  # never started: nothing is served
+    with pytest.raises(shaledb.InvalidArgument, match="unknown flusher request 99"):
+        fl.handle(99, ())
+    for internal in (Request.TICK, Request.BUILT):
+        assert internal not in QUEUED
+        with pytest.raises(shaledb.InvalidArgument, match=internal.name):
+            fl.handle(int(internal), ())
+    assert fl.handle(int(Request.PING), ()) is True

@@ -73,7 +73,7 @@ def _write_until_killed(handle, n: int, vsize: int) -> None:
 def test_writer_killed_mid_arena_create_db_goes_on(tmp_path):
     root = str(tmp_path / "db")
     db = open_db(root, arena_bytes=256 << 10, initial_arenas=1, max_arenas=32)
-    pool = db._mem.pool
+    pool = db._pool
     dbtag = pool.dbtag
     try:
         db.put(b"first", b"1")  # the Db's own writer holds arena 0
@@ -157,7 +157,7 @@ def test_stale_arena_segment_of_any_size_is_replaced(tmp_path):
 def _owner(root: str, conn) -> None:
     """Open a Db, hand out a writer handle, then idle until killed."""
     db = open_db(root, arena_bytes=256 << 10, initial_arenas=2)
-    conn.send((pickle.dumps(db.writer()), db._mem.pool.dbtag, db._proc.pid))
+    conn.send((pickle.dumps(db.writer()), db._pool.dbtag, db._proc.pid))
     conn.poll(WAIT * 2)  # the test SIGKILLs this process
     db.close()
 
@@ -240,7 +240,7 @@ def test_big_record_fits_and_error_names_sizes(tmp_path):
     arena = 1 << 20
     db = open_db(str(tmp_path / "db"), arena_bytes=arena, initial_arenas=1)
     try:
-        w = db._mem.writer
+        w = db._writer
         cap = w.pool.max_record_bytes
         assert cap == arena - K.HEADER_BYTES - 8 * 64
         # 15/16 of the arena: above the default geometry's 7/8 (the index share)
@@ -316,7 +316,7 @@ def test_arena_kernel_errors_are_shaledb_errors():
 def test_sequence_exhaustion_reaches_the_user_as_shaledb_error(tmp_path):
     db = open_db(str(tmp_path / "db"), initial_arenas=1)
     try:
-        pool = db._mem.pool
+        pool = db._pool
         with pool.lock:
             pool.ctl[5] = K.MAX_SEQ  # C_NEXT_SEQ: one seq left
         with pytest.raises(ShaleDBError, match="exhausted"):
