@@ -1,60 +1,16 @@
 """Arena kernels: the append-only shared-memory memtable (docs/format/arena.md).
 
-An arena is one fixed-size uint8 buffer (in production a numpy view of a
-shared-memory segment, see ``shaledb.memtable.shm``).  It holds a header, an
-open-addressing hash index and a log of records in the layout of
-``shaledb.format.record``.  Every integer is little-endian u64::
+An arena is one fixed-size, 8-byte aligned uint8 buffer: a 128-byte header
+(``H_*`` u64 words), an open-addressing hash index (slots point at the newest
+record of their key) and a log of records in the ``shaledb.format.record``
+layout, addressed by absolute offsets, so ``(arena, offs)`` is a record run.
 
-    0                HEADER_BYTES      log_off                         capacity
-    +----------------+-----------------+------------------------------+
-    | header (128 B) | index: slots*u64| record log (append only) ... |
-    +----------------+-----------------+------------------------------+
-
-    header, u64 at byte offset
-      0  magic          ARENA_MAGIC ("SHLARENA")
-      8  version        ARENA_VERSION
-     16  state          shaledb.format.enums.ArenaState, written by the arena pool
-     24  generation     generation the arena belongs to (pool)
-     32  committed      absolute byte offset one past the last committed record
-     40  record_count   committed records
-     48  index_off      = HEADER_BYTES
-     56  index_slots    power of two
-     64  log_off        = index_off + 8 * index_slots
-     72  capacity       bytes of the arena in use (multiple of 8)
-     80  incarnation    +1 at every arena_init: a reader that sees it change
-                        during a lookup discards the result (arena recycled)
-     88  min_seq        smallest seq committed (MAX_SEQ+1 when empty)
-     96  max_seq        largest seq committed (0 when empty)
-    104  index_used     occupied index slots (= distinct keys)
-    112  writer_id      owning writer (pool)
-    120  reserved
-
-    index slot (u64): 0 = empty, else (hash >> 32) << 32 | (record_off >> 3) + 1
-    hash = xxh64(key, seed=0); first probe slot = hash & (slots - 1); linear
-    probing; the slot points at the NEWEST record of its key.
-
-Record offsets are absolute offsets into the arena buffer, so ``(arena,
-offs)`` is a record run that the sort/dedupe/encode kernels take as is.
-
-Publication order of one append (one writer at a time per arena, enforced
-by the pool lock): (1) every record of the batch is copied into the log
-beyond ``committed``; (2) a store fence; (3) ``min_seq``, ``max_seq``,
-``record_count`` and then ``committed`` are published; (4) a store fence;
-(5) the index slots are updated to point at the new records.  The index is
-updated *after* the commit on purpose: an index slot therefore only ever
-points at a committed, fully written record, and a concurrent reader in
-another process sees, per key, either the previous committed version or the
-new one, never half a record and never a "hole" where an older version
-used to be found.  The lookup keeps its side of that bargain: it reads
-``committed`` before probing, so a slot it finds may point past the value it
-read (an append committed and re-pointed the slot in between); it then reads
-``committed`` again (it covers the record now) rather than skipping the
-slot, which would hide the key in this arena and let the pool fall back to
-an older version in another arena.
-
-Capacity: an append is whole-batch-or-nothing.  It fits when the log has
-room for every record and the index would stay at most 3/4 full even if
-every key were new.
+Invariants: an append is whole-batch-or-nothing (room for every record and
+the index at most 3/4 full); records are written, then ``committed`` is
+published, then the index is re-pointed, with fences between, so an index
+slot only ever points at a committed record and a reader never sees half a
+record; a lookup that finds a slot past the ``committed`` it read re-reads
+``committed`` rather than skip it.  ``incarnation`` grows at every format.
 
 Public wrappers (validate and allocate; kernels ``_*`` are private, and
 ``lookup_record``, ``count_records``, ``fill_record_offsets`` are their
@@ -69,9 +25,9 @@ unchecked public names for callers that validated once):
   default_index_slots(capacity) -> int; index_slots_for(n_records) -> int
   max_batch_bytes(arena) -> int
 
-Errors: bad arguments raise :class:`~shaledb.InvalidArgument` (a wrong type
-also is a TypeError); an exhausted sequence counter raises
-:class:`~shaledb.Unavailable` (no write can be accepted any more).
+REQUIRES: one appender per arena at a time (the pool lock).  Errors: bad
+arguments raise :class:`~shaledb.InvalidArgument` (a wrong type also is a
+TypeError); an exhausted sequence counter raises :class:`~shaledb.Unavailable`.
 """
 
 from __future__ import annotations

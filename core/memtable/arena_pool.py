@@ -1,94 +1,26 @@
 """The arena pool: fixed-size shared-memory arenas, the sequence counter,
-the generations, and everything the writers and the flusher share.
+the generations, and everything writers and the flusher share.
 
-One pool per open database.  The Db process creates it (:meth:`ArenaPool.create`,
-the owner), writer and flusher processes attach to it by its picklable
-:meth:`ArenaPool.descriptor` (:meth:`ArenaPool.attach`).  Segments
-(``shaledb.memtable.shm``)::
+The Db process creates the pool (:meth:`ArenaPool.create`, the owner);
+writer and flusher processes attach by its picklable descriptor.  Segments:
+``live-0`` (liveness flock), ``lock-0`` (the pool lock), ``ctl-0`` (control
+words, ``C_*`` below), ``arena-<i>`` (``shaledb.kernels.arena``).
 
-    shaledb-<dbtag>-live-0    liveness flock (shared by every attached process)
-    shaledb-<dbtag>-lock-0    the pool lock (flock, exclusive)
-    shaledb-<dbtag>-ctl-0     control words, below
-    shaledb-<dbtag>-arena-<i> arena i (format: shaledb.kernels.arena), 0 <= i < max_arenas
+Invariants:
+* Every record of a sealed generation has a smaller seq than every record of
+  any later generation: an append reserves its seqs and re-checks that its
+  arena is ACTIVE in the current generation in one hold of the pool lock, and
+  sealing bumps the generation under that lock.
+* A writer killed mid-append leaves a gap of reserved seqs (never a
+  duplicate) and bytes beyond ``committed`` (never read).
+* A WAL snapshot taken under the lock is a consistent cut.
+* ``releases`` is a seqlock: lookups never mix a recycled arena with a live one.
 
-Control segment: u64 words, little-endian::
-
-     0 magic "SHLPOOL1"     1 version           2 arena_bytes      3 max_arenas
-     4 index_slots          5 next_seq          6 durable_seq      7 generation
-     8 status (PoolStatus)  9 unflushed_bytes  10 max_unflushed   11 arenas created
-    12 next_writer_id      13 releases         14 generation_bytes 15 seal_bytes
-    16 manifest_id (engine) 17..31 reserved for the engine (``engine_words``)
-    32 + 8*i: arena i: state (ArenaState), generation, writer_id, bytes,
-              wal_end, wal_incarnation, reserved, reserved
-
-``next_seq`` is the next sequence number to hand out; ``durable_seq`` the
-durable watermark (every seq <= it is durable), published by the flusher;
-``unflushed_bytes`` the record bytes in arenas not yet returned to the pool;
-``generation_bytes`` those of the current generation.  ``wal_end`` is where
-the last WAL upload of arena i ended (valid while ``wal_incarnation``
-equals the arena header's incarnation).
-
-The pool lock (a threading.Lock inside the process plus ``flock`` across
-processes; the kernel drops it when a holder is killed) is taken once per
-batch append, per seal, per arena hand-out and release, and for the
-flusher's WAL snapshot; never per record.
-
-**Invariant: every record of a sealed generation has a smaller seq than every
-record of any later generation.**  Kept because (1) an append reserves its
-seqs from ``next_seq`` (inside the append kernel, before anything commits)
-in the same hold of the pool lock in which it re-checks that its arena is
-ACTIVE and belongs to the current generation, and (2) sealing bumps the
-generation under that same lock.  Lock holds are totally ordered, so the
-seqs of generation G were all reserved before the seal hold of G and those
-of G+1 after it.  A writer killed mid-append leaves a gap of reserved seqs
-(never a duplicate) and uncommitted bytes beyond ``committed`` (never read).
-A WAL snapshot taken under the lock is a consistent cut: every seq below
-``next_seq`` at that moment is committed in the snapshot's ranges.
-
-Arena life cycle::
-
-    FREE --append (writer w)--> ACTIVE(w, gen) --full / writer detached--> FULL(gen)
-    ACTIVE|FULL --seal--> SEALED(gen) --begin_flush--> FLUSHING --release--> FREE
-    (an ACTIVE/FULL arena with no records goes straight back to FREE at seal)
-
-Writer side (``shaledb.memtable.writer`` uses these):
-    register_writer() -> writer_id;  append(writer_id, keys, ko, values, vo, kinds)
-    -> (n, last_seq_or_code, sealed_gen);  detach_writer(writer_id);  check_status()
-    check_gone();  max_batch_bytes / max_record_bytes / batch_capacity(n) /
-    max_batch_records
-
-A gone database (its ``live-0`` file unlinked: closed, or cleaned up by the
-flusher after its owner died) is noticed by one ``fstat`` of the live lock's
-descriptor: appends, arena creation, ``check_status`` and ``check_gone``
-raise Closed, and an arena that can no longer be mapped raises Closed; no
-OS error reaches a writer, and nothing new is created for a gone database.
-
-Arena creation is idempotent under the pool lock: the segment is made before
-``created`` advances, so a creator killed in between (failpoint
-``mid-arena-create``) leaves a file nobody maps; the next creation replaces
-it.  An empty arena that cannot take a batch of a few big records is
-re-formatted with the smallest index the batch needs (``batch_capacity``);
-arenas get the default index back when handed out FREE or recycled.
-Flusher side:
-    wal_snapshot() -> (buf, offs, token, max_gen, max_seq) | None
-    wal_parts() -> ([(generation, arena, offs), ...], token, max_seq) | None
-    wal_committed(token) (alias commit);  durable_candidate(token, max_seq)
-    publish_durable(seq); publish_fenced(); publish_closed(); publish_failed()
-    publish_manifest_id(mid); active_bytes(); seal() -> gen | None; has_sealed()
-    sealed_generations() -> [SealedGeneration(number, slots, .runs())]
-    begin_flush(gen); release(gen); cleanup_orphaned()
-Db side:
-    set_next_seq(seq) (recovery: last_seq + 1); next_seq(); durable_seq(); status()
-    lookup(key) -> (key, seq, kind, value|None) | None;  sorted_runs_snapshot();
-    live_runs() -> [(private copy buf, offs)];  releases();  close(); destroy()
-
-``releases`` is a seqlock (odd while a release re-formats arenas): lookup and
-live_runs retry a pass that a release overlapped, so they never combine a
-recycled arena of a generation with a still-live one.
-
-Thread safety: an ArenaPool may be shared by the threads of one process.  A
-child created by ``fork`` reopens the lock files (an inherited flock would not
-exclude parent and child) and is never the owner.
+The pool lock (thread lock + ``flock``) is taken once per batch append, seal,
+arena hand-out, release and WAL snapshot, never per record.  A gone database
+raises Closed, never an OS error.  Thread-safe; a forked child reopens the
+locks and is never the owner.  Layout, life cycle, the surface by process and
+the ``mid-append`` failpoint: docs/format/arena.md.
 """
 
 from __future__ import annotations

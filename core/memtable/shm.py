@@ -1,36 +1,15 @@
 """Named shared-memory segments for one open database.
 
-A segment is a plain file in ``/dev/shm`` (tmpfs), created with
-``os.open(O_CREAT | O_EXCL, 0o600)`` and mapped with ``mmap.mmap``.  Unlike
-``multiprocessing.shared_memory`` this never registers the segment with
-Python's ``resource_tracker``, so no process unlinks (or warns about) a
-segment it did not create; the owner unlinks every segment of its database
-explicitly (:func:`cleanup_segments`).  Mode 0o600: no other local user can
-attach.  Where ``/dev/shm`` is missing or not writable, segments live in a
-private per-user directory under the system temp folder instead (still
-shared between processes, backed by the page cache).
+A segment is a file in ``/dev/shm`` (or a private per-user fallback
+directory) named ``shaledb-<dbtag>-<kind>-<n>``, created ``O_EXCL`` with mode
+0600 and mapped with ``mmap``; it is never registered with Python's
+``resource_tracker``, so only its owner unlinks it (:func:`cleanup_segments`).
 
-Names::
-
-    shaledb-<dbtag>-<kind>-<n>      dbtag = <roottag>.<nonce>
-    roottag = 12 hex digits of blake2b(database root url)
-    nonce   = 8 hex digits, new for every open
-
-The ``roottag`` makes leftovers of a crashed run of the same database easy
-to find; the ``nonce`` keeps two opens of the same root (a fenced old writer
-and its successor) apart.  Every process attached to a dbtag holds a shared
-``flock`` on its ``live-0`` file for as long as it is attached; on the next
-open of the root, :func:`cleanup_stale` removes every dbtag of that root
-whose ``live-0`` lock nobody holds (its processes are all gone; the kernel
-drops flocks of killed processes) or that has no ``live-0`` file at all.
-
-Kinds used by ShaleDB: ``live`` (liveness lock file), ``lock`` (the pool's
-append lock file), ``ctl`` (the pool's control words), ``arena`` (arenas).
-
-Pre-faulting: :meth:`Segment.create` reserves the pages with
-``posix_fallocate`` (a full /dev/shm is an error at creation, not a SIGBUS
-later) and maps with ``MAP_POPULATE``, so the creator pays the page faults
-at open, not on the append path.
+Invariants: every process attached to a dbtag holds a shared ``flock`` on its
+``live-0`` file; :func:`cleanup_stale` removes only dbtags whose live lock
+nobody holds.  :meth:`Segment.create` reserves the pages up front (a full
+``/dev/shm`` is an error at creation, never a SIGBUS later).  Names and
+pre-faulting: docs/format/arena.md, "Segments".
 
 Thread safety: a :class:`Segment` may be read and written by threads; open
 and close it from one thread.

@@ -1,64 +1,16 @@
 """The writer side: validate writes and append them to the arena pool.
 
-A :class:`Writer` is the handle through which one process writes: the Db's
-own writer in the user's process, and ``db.writer()`` handles sent (pickled)
-to other processes.  Each Writer registers its own writer id with the pool
-and appends to an arena of its own; sequence numbers are handed out per
-batch by the pool (``shaledb.memtable.arena_pool``).
+A :class:`Writer` is one process's write handle (the Db's own, or a pickled
+``db.writer()`` in another process); each has a writer id and an arena of its
+own.  :func:`check_key`, :func:`check_value` and :func:`check_bound` are the
+one validation of keys, values and scan bounds for every entry point (bytes,
+bytearray and memoryview alike; limits from ``shaledb.format.record``).
 
-Validation happens before anything is written: keys are non-empty
-``bytes``/``bytearray`` of at most ``MAX_KEY_BYTES`` (64 KiB); values are
-``bytes``/``bytearray`` of at most ``MAX_VALUE_BYTES`` (256 MiB) *and* every
-record (16-byte header + key + value, padded to 8) must fit into one empty
-arena: ``Writer.max_record_bytes`` = ``arena_bytes - 128 - 512`` (an arena
-holding a few big records is given a 64-slot index; batches of many records
-get the default index of about 1/8 of the arena, see
-``ArenaPool.batch_capacity``).  Anything else raises
-:class:`~shaledb.InvalidArgument`.
-
-A handle whose database is gone (closed, or its process died and its shared
-memory was removed) raises :class:`~shaledb.Closed` from every call, never an
-OS error.
-
-Batching and atomicity:
-
-* ``write(batch)`` is atomic: the whole :class:`WriteBatch` lands in one
-  arena with consecutive seqs, in one append (so it must fit one arena).
-* ``put_many(keys, values)`` is split into chunks of at most 1/8 of an arena;
-  each chunk is atomic, the call as a whole is not.
-* ``put``/``delete`` with ``await_durable=False`` are *buffered* in the
-  writer (so one process reaches ~1M puts/s): they return ``None`` instead of
-  a seq, and are appended as one batch when the buffer holds
-  ``buffer_records`` records or ``buffer_bytes`` bytes, after ``linger``
-  seconds (a background thread), or before any other call of this writer
-  (``put`` with ``await_durable=True``, ``write``, ``put_many``, ``flush``,
-  ``drain``, ``lookup``, ``close``).  Order within a writer is kept.
-  ``buffer_puts=False`` turns buffering off (every call returns its seq).
-  A read in this process must call :meth:`Writer.drain` first (or use
-  :meth:`Writer.lookup`) to see buffered writes.  At process exit (also
-  of a ``multiprocessing`` child) what is still buffered is appended, best
-  effort; a killed process loses it (it was never acknowledged).  If the
-  append of buffered writes fails (closed, fenced, backpressure timeout),
-  they are dropped and the error is raised by the call that triggered the
-  append, or (for the linger thread) by the writer's next call.
-
-Backpressure: when the pool's unflushed bytes would exceed
-``max_unflushed_bytes``, or no arena is free, the writer asks for a seal
-(``hooks.request_seal``) and waits, polling with a short sleep, for at most
-``timeout`` seconds, then raises :class:`~shaledb.Unavailable`.  The pool's
-status word turns every call into Closed / Fenced / Unavailable.
-
-Engine hooks (:class:`WriterHooks`, picklable; subclass and override):
-
-* ``await_durable(pool, seq, timeout)``: return once ``seq`` is durable.
-  Default: poll ``pool.durable_seq()`` (published by the flusher), raising
-  Unavailable after ``timeout`` and Closed/Fenced per the pool status.
-* ``request_seal(pool)``: backpressure wants the memtable flushed.  Default:
-  ``pool.seal()`` (the flusher finds sealed generations by polling).
-* ``sealed(pool, gen)``: an append sealed generation ``gen`` (the pool's
-  ``seal_bytes``).  Default: nothing.
-* ``check_alive(pool)``: called while waiting; raise if the flusher is gone.
-* ``flush(pool, memtable)``: ``Writer.flush``; default raises Unavailable.
+Invariants: nothing is written before a call is validated; ``write(batch)``
+is atomic (one append into one arena); order within a writer is kept,
+buffered puts included; every error is a ShaleDBError (a gone database:
+Closed).  Buffering, backpressure and the engine hooks
+(:class:`WriterHooks`): docs/format/arena.md, "Writers".
 
 Thread safety: a Writer may be shared by the threads of one process.
 """
