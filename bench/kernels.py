@@ -34,8 +34,9 @@ import time
 import numpy as np
 
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.hashing import _load_u32, _xxh64, xxh64
-from shaledb.kernels.layout import RECORD_HEADER
+from shaledb.format.record import RECORD_HEADER
+from shaledb.kernels.hashing import xxh64, xxh64_range
+from shaledb.kernels.record import key_len
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VALUE_LEN = 100
@@ -66,7 +67,7 @@ def _fill_records(buf, offs, keys, key_offs, trailers, value_len):
 def _hash_keys(buf, offs, out):
     for i in range(offs.shape[0]):
         o = offs[i]
-        out[i] = _xxh64(buf, o + RECORD_HEADER, np.int64(_load_u32(buf, o)), np.uint64(0))
+        out[i] = xxh64_range(buf, o + RECORD_HEADER, key_len(buf, o), np.uint64(0))
 
 
 class Dataset:

@@ -1,9 +1,10 @@
 """ShaleDB numba kernels: numpy arrays in, numpy arrays out.
 
-Records share one layout (``shaledb.kernels.layout``, docs/format/record.md);
+Records share one layout (``shaledb.format.record``, docs/format/record.md);
 a record run is ``(buf: uint8[:], offs: int64[:])``.  The public wrappers are
 re-exported here lazily, so ``import shaledb.kernels`` does not import numba;
-inside the package, import from the submodules.
+inside the package, import from the submodules: ``mem`` (load/store
+primitives), ``record`` (record accessors), ``hashing``, then the kernels.
 
 Kernels run without the GIL and keep no state: wrappers validate their inputs,
 allocate their outputs and may be called from several threads at once.

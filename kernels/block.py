@@ -1,6 +1,6 @@
 """SST data blocks: encode, verify, decode and seek (docs/format/block.md).
 
-A block holds a key-ordered slice of records (kernels/layout.py), keys
+A block holds a key-ordered slice of records (shaledb.format.record), keys
 prefix-compressed against the previous key, with a restart point (full key)
 every ``restart_interval`` entries.  All integers are little-endian::
 
@@ -22,7 +22,7 @@ finished block past ``block_size``; then the block is closed and the entry
 starts a new one.  So a block is at most ``block_size`` bytes, except a
 block of one entry that is larger on its own.
 
-Public wrappers (they validate and allocate; the ``_``-kernels are private):
+Public wrappers (they validate and allocate):
 
 * ``encode_blocks(buf, offs, block_size=4096, restart_interval=16)
   -> EncodedBlocks(data, block_starts, first_idx, last_idx)``
@@ -37,7 +37,13 @@ Public wrappers (they validate and allocate; the ``_``-kernels are private):
 * ``block_get(block, key) -> (kind, seq, value | None) | None``: the first
   (newest) entry whose key equals ``key``.
 * Helpers for the SST and WAL codecs: ``index_separators``,
-  ``seq_range``, ``gather_records``, ``scan_records``.
+  ``seq_range``, ``gather_records``, ``scan_records``, ``as_offs``,
+  ``raise_corruption``.
+
+Kernels other modules call (REQUIRES: arguments already validated):
+``check_block``, ``seek_restart``, ``find_entry`` (the read path's point
+lookup), ``gather`` / ``gather_bound`` (the one record-copy kernel: SST, WAL
+and scan merges all use it).
 
 Every decoding function raises :class:`shaledb.Corruption` on a malformed
 block (bad checksum, bad restart array, entry running past the data, bad
@@ -49,29 +55,44 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from shaledb.errors import Corruption, Internal, InvalidArgument
+from shaledb.format.record import (
+    KIND_BITS,
+    KIND_DELETE,
+    KIND_MASK,
+    MAX_KEY_BYTES,
+    MAX_KIND,
+    RECORD_ALIGN,
+    RECORD_HEADER,
+    TRAILER_OFF,
+    VALUE_LEN_OFF,
+)
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.hashing import _load_u32, _load_u64, _prefetch, _store_u32, _store_u64, _xxh64, readonly
-from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_ALIGN, RECORD_HEADER
+from shaledb.kernels.hashing import xxh64_range
+from shaledb.kernels.mem import as_u8, load_u32, load_u64, memcpy, prefetch, readonly, store_u32, store_u64
 
 __all__ = [
+    "BLOCK_TAIL",
     "EncodedBlocks",
+    "as_offs",
     "block_checksum_ok",
     "block_get",
+    "check_block",
     "decode_block",
     "decode_block_range",
     "decode_blocks_range",
     "encode_blocks",
+    "find_entry",
+    "gather",
+    "gather_bound",
     "gather_records",
     "index_separators",
+    "raise_corruption",
     "scan_records",
     "seek_block",
+    "seek_restart",
     "seq_range",
 ]
 
@@ -81,7 +102,7 @@ BLOCK_TAIL = 12  # num_restarts u32 + checksum u64
 _MAX_ENTRY_OVERHEAD = 5 + 5 + 5 + 8  # three varints + trailer
 _AHEAD = 16  # records prefetched ahead by the encoder (it reads them in key order)
 
-# Error codes returned by the kernels (negative); see _raise().
+# Error codes returned by the kernels (negative); see raise_corruption().
 _OK = 0
 E_SHORT = -1
 E_CHECKSUM = -2
@@ -107,54 +128,28 @@ _MESSAGES = {
 # ---------------------------------------------------------------- primitives
 
 
-@intrinsic
-def _memcpy(typingctx, dst, dst_off, src, src_off, n):
-    """memcpy(dst + dst_off, src + src_off, n) on 1-D uint8 arrays.
-
-    REQUIRES: the ranges are in bounds and do not overlap (callers check).
-    """
-    sig = types.void(dst, types.intp, src, types.intp, types.intp)
-
-    def codegen(context, builder, signature, args):
-        d, doff, s, soff, nbytes = args
-        darr = context.make_array(signature.args[0])(context, builder, d)
-        sarr = context.make_array(signature.args[2])(context, builder, s)
-        dptr = builder.gep(darr.data, [doff])
-        sptr = builder.gep(sarr.data, [soff])
-        cgutils.raw_memcpy(builder, dptr, sptr, nbytes, 1)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-if numba.config.DISABLE_JIT:  # kernels run as plain Python: copy with slices
-
-    def _memcpy(dst, dst_off, src, src_off, n):  # noqa: F811
-        dst[dst_off : dst_off + n] = src[src_off : src_off + n]
-
-
 # Fixed-width little-endian loads and stores: one unaligned access each
-# (kernels/hashing.py).
+# (kernels/mem.py).
 
 
 @kernel
 def _ld32(a, p):
-    return np.int64(_load_u32(a, p))
+    return np.int64(load_u32(a, p))
 
 
 @kernel
 def _ld64(a, p):
-    return _load_u64(a, p)
+    return load_u64(a, p)
 
 
 @kernel
 def _st32(a, p, v):
-    _store_u32(a, p, v)
+    store_u32(a, p, v)
 
 
 @kernel
 def _st64(a, p, v):
-    _store_u64(a, p, v)
+    store_u64(a, p, v)
 
 
 @kernel
@@ -220,6 +215,19 @@ def _common_prefix(a, ap, alen, b, bp, blen):
     return i
 
 
+@kernel
+def _record_lens(buf, r, blen):
+    """(key_len, value_len) of the record at ``r``, or (-1, 0) when it lies
+    outside ``buf[:blen]`` or its key length is not 1..MAX_KEY_BYTES."""
+    if r < 0 or r + RECORD_HEADER > blen:
+        return np.int64(-1), np.int64(0)
+    k = _ld32(buf, r)
+    v = _ld32(buf, r + VALUE_LEN_OFF)
+    if k < 1 or k > MAX_KEY_BYTES or r + RECORD_HEADER + k + v > blen:
+        return np.int64(-1), np.int64(0)
+    return k, v
+
+
 # ------------------------------------------------------------------ encoding
 
 
@@ -229,12 +237,8 @@ def _encode_bound(buf, offs):
     total = np.int64(0)
     blen = buf.shape[0]
     for i in range(offs.shape[0]):
-        r = offs[i]
-        if r < 0 or r + RECORD_HEADER > blen:
-            return E_RECORD, np.int64(0)
-        k = _ld32(buf, r)
-        v = _ld32(buf, r + 4)
-        if k < 1 or k > MAX_KEY_LEN or r + RECORD_HEADER + k + v > blen:
+        k, v = _record_lens(buf, offs[i], blen)
+        if k < 0:
             return E_RECORD, np.int64(0)
         total += k + v + _MAX_ENTRY_OVERHEAD + 4 + BLOCK_TAIL
     return _OK, total
@@ -243,12 +247,12 @@ def _encode_bound(buf, offs):
 @kernel
 def _finish_block(out, pos, blk_start, restarts, nrestart):
     for j in range(nrestart):
-        _store_u32(out, pos, restarts[j])
+        store_u32(out, pos, restarts[j])
         pos += 4
-    _store_u32(out, pos, nrestart)
+    store_u32(out, pos, nrestart)
     pos += 4
-    h = _xxh64(out, blk_start, pos - blk_start, np.uint64(0))
-    _store_u64(out, pos, h)
+    h = xxh64_range(out, blk_start, pos - blk_start, np.uint64(0))
+    store_u64(out, pos, h)
     return pos + 8
 
 
@@ -257,10 +261,10 @@ def _prefetch_record(buf, r, blen):
     """Prefetch the cache lines of the record at ``r`` past its first one
     (whose header must already be cached; bogus offsets are skipped)."""
     if r >= 0 and r + RECORD_HEADER <= blen:
-        end = r + RECORD_HEADER + np.int64(_load_u32(buf, r)) + np.int64(_load_u32(buf, r + 4))
+        end = r + RECORD_HEADER + _ld32(buf, r) + _ld32(buf, r + VALUE_LEN_OFF)
         q = (r | 63) + 1
         while q < end:
-            _prefetch(buf, q)
+            prefetch(buf, q)
             q += 64
 
 
@@ -286,16 +290,13 @@ def _encode(buf, offs, block_size, restart_interval, out, block_starts, first_id
     cap = out.shape[0]
     last = n - 1
     for i in range(n):
-        _prefetch(buf, offs[min(i + _AHEAD, last)])
+        prefetch(buf, offs[min(i + _AHEAD, last)])
         _prefetch_record(buf, offs[min(i + _AHEAD // 2, last)], blen)
         r = offs[i]
-        if r < 0 or r + RECORD_HEADER > blen:
+        k, v = _record_lens(buf, r, blen)
+        if k < 0:
             return E_RECORD, 0, np.int64(0)
-        k = np.int64(_load_u32(buf, r))
-        v = np.int64(_load_u32(buf, r + 4))
-        if k < 1 or k > MAX_KEY_LEN or r + RECORD_HEADER + k + v > blen:
-            return E_RECORD, 0, np.int64(0)
-        t = _load_u64(buf, r + 8)
+        t = load_u64(buf, r + TRAILER_OFF)
         kp = r + RECORD_HEADER
         cp = 0
         if prev_r >= 0:
@@ -340,10 +341,10 @@ def _encode(buf, offs, block_size, restart_interval, out, block_starts, first_id
             pos = _put_varint(out, pos, shared)
             pos = _put_varint(out, pos, unshared)
             pos = _put_varint(out, pos, v)
-        _store_u64(out, pos, t)
+        store_u64(out, pos, t)
         pos += 8
         # key[shared:] and the value are adjacent in the record: one copy
-        _memcpy(out, pos, buf, kp + shared, unshared + v)
+        memcpy(out, pos, buf, kp + shared, unshared + v)
         pos += unshared + v
         blk_entries += 1
         prev_r = r
@@ -374,19 +375,8 @@ class EncodedBlocks(NamedTuple):
         return self.data[self.block_starts[i] : self.block_starts[i + 1]]
 
 
-def _as_u8(data, name: str) -> np.ndarray:
-    """A read-only contiguous uint8 view of ``data``: the kernels only read
-    their inputs, and one array type means one compiled signature each."""
-    if isinstance(data, np.ndarray):
-        if data.dtype != np.uint8 or data.ndim != 1:
-            raise InvalidArgument(f"{name} must be a 1-D uint8 array")
-        return readonly(np.ascontiguousarray(data))
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return readonly(np.frombuffer(data, dtype=np.uint8))
-    raise InvalidArgument(f"{name} must be bytes-like or a uint8 array, not {type(data).__name__}")
-
-
-def _as_offs(offs) -> np.ndarray:
+def as_offs(offs) -> np.ndarray:
+    """``offs`` as a read-only contiguous 1-D int64 array; any other dtype is InvalidArgument."""
     offs = np.ascontiguousarray(offs)
     if offs.dtype != np.int64 or offs.ndim != 1:
         raise InvalidArgument("offs must be a 1-D int64 array")
@@ -397,11 +387,7 @@ def _as_key(key) -> np.ndarray:
     """A read-only uint8 view of ``key`` (one array type for the kernels)."""
     if not isinstance(key, (bytes, bytearray, memoryview, np.ndarray)):
         raise InvalidArgument(f"key must be bytes, not {type(key).__name__}")
-    a = _as_u8(key, "key")
-    if a.flags.writeable:
-        a = a.view()
-        a.flags.writeable = False
-    return a
+    return as_u8(key, "key")
 
 
 def encode_blocks(buf, offs, block_size: int = 4096, restart_interval: int = 16) -> EncodedBlocks:
@@ -410,8 +396,8 @@ def encode_blocks(buf, offs, block_size: int = 4096, restart_interval: int = 16)
     REQUIRES: ``offs`` sorted; raises InvalidArgument when it is not, or when a
     record lies outside ``buf``.
     """
-    buf = _as_u8(buf, "buf")
-    offs = _as_offs(offs)
+    buf = as_u8(buf, "buf")
+    offs = as_offs(offs)
     if not MIN_BLOCK_SIZE <= int(block_size) <= MAX_BLOCK_SIZE:
         raise InvalidArgument(f"block_size must be in [{MIN_BLOCK_SIZE}, {MAX_BLOCK_SIZE}]")
     if not 1 <= int(restart_interval) <= 1 << 16:
@@ -447,12 +433,12 @@ def encode_blocks(buf, offs, block_size: int = 4096, restart_interval: int = 16)
 
 
 @kernel
-def _check_block(block):
+def check_block(block):
     """(error, data_end, num_restarts) after checksum and restart checks."""
     n = block.shape[0]
     if n < BLOCK_TAIL + 4 + 11:
         return E_SHORT, np.int64(0), np.int64(0)
-    if _xxh64(block, 0, n - 8, np.uint64(0)) != _ld64(block, n - 8):
+    if xxh64_range(block, 0, n - 8, np.uint64(0)) != _ld64(block, n - 8):
         return E_CHECKSUM, np.int64(0), np.int64(0)
     nr = _ld32(block, n - BLOCK_TAIL)
     if nr < 1 or nr > (n - BLOCK_TAIL) // 4:
@@ -483,13 +469,13 @@ def _entry_head(block, p, data_end):
     p += 8
     if unshared > data_end - p or vlen > data_end - p - unshared:
         return E_ENTRY, 0, 0, 0, np.uint64(0), 0
-    if (t & np.uint64(0xFF)) > np.uint64(1):
+    if (t & np.uint64(KIND_MASK)) > np.uint64(MAX_KIND):
         return E_KIND, 0, 0, 0, np.uint64(0), 0
     return _OK, shared, unshared, vlen, t, p
 
 
 @kernel
-def _seek_restart(block, data_end, nr, key):
+def seek_restart(block, data_end, nr, key):
     """(error, index of the last restart whose key < key, or 0)."""
     lo = 0
     hi = nr - 1
@@ -500,7 +486,7 @@ def _seek_restart(block, data_end, nr, key):
         err, shared, unshared, vlen, t, kp = _entry_head(block, p, data_end)
         if err != _OK:
             return err, 0
-        if shared != 0 or unshared < 1 or unshared > MAX_KEY_LEN:
+        if shared != 0 or unshared < 1 or unshared > MAX_KEY_BYTES:
             return E_KEYLEN, 0
         if _compare(block, kp, unshared, key, 0, key.shape[0]) < 0:
             lo = mid
@@ -517,7 +503,7 @@ def _scan(block, data_end, nr, ri, lo_key, use_lo, hi_key, use_hi, out, out_offs
     Returns (error, n_emitted, bytes_used, stopped_at_hi); E_OUTPUT with the
     bytes needed so far when ``out`` is too small.
     """
-    scratch = np.empty(min(data_end, MAX_KEY_LEN) + 1, dtype=np.uint8)
+    scratch = np.empty(min(data_end, MAX_KEY_BYTES) + 1, dtype=np.uint8)
     p = _ld32(block, data_end + 4 * ri)
     next_ri = ri
     next_restart = p
@@ -540,13 +526,13 @@ def _scan(block, data_end, nr, ri, lo_key, use_lo, hi_key, use_hi, out, out_offs
         if (is_restart and shared != 0) or shared > klen:
             return E_KEYLEN, 0, np.int64(0), False
         newk = shared + unshared
-        if newk < 1 or newk > MAX_KEY_LEN or newk > scratch.shape[0]:
+        if newk < 1 or newk > MAX_KEY_BYTES or newk > scratch.shape[0]:
             return E_KEYLEN, 0, np.int64(0), False
         vp = kp + unshared
         p = vp + vlen
         if p > next_restart:
             return E_ENTRY, 0, np.int64(0), False
-        _memcpy(scratch, shared, block, kp, unshared)
+        memcpy(scratch, shared, block, kp, unshared)
         klen = newk
         if use_lo and _compare(scratch, 0, klen, lo_key, 0, lo_key.shape[0]) < 0:
             continue
@@ -559,8 +545,8 @@ def _scan(block, data_end, nr, ri, lo_key, use_lo, hi_key, use_hi, out, out_offs
         _st32(out, op, klen)
         _st32(out, op + 4, vlen)
         _st64(out, op + 8, t)
-        _memcpy(out, op + RECORD_HEADER, scratch, 0, klen)
-        _memcpy(out, op + RECORD_HEADER + klen, block, vp, vlen)
+        memcpy(out, op + RECORD_HEADER, scratch, 0, klen)
+        memcpy(out, op + RECORD_HEADER + klen, block, vp, vlen)
         for z in range(op + rec, op + size):
             out[z] = 0
         out_offs[nout] = op
@@ -572,13 +558,13 @@ def _scan(block, data_end, nr, ri, lo_key, use_lo, hi_key, use_hi, out, out_offs
 
 
 @kernel
-def _find(block, data_end, nr, ri, key):
+def find_entry(block, data_end, nr, ri, key):
     """First entry >= key, scanning from restart ``ri``.
 
     Returns (error, found, trailer, value_pos, value_len); found means the
     entry's key equals ``key``.
     """
-    scratch = np.empty(min(data_end, MAX_KEY_LEN) + 1, dtype=np.uint8)
+    scratch = np.empty(min(data_end, MAX_KEY_BYTES) + 1, dtype=np.uint8)
     p = _ld32(block, data_end + 4 * ri)
     next_ri = ri
     next_restart = p
@@ -597,13 +583,13 @@ def _find(block, data_end, nr, ri, key):
         if (is_restart and shared != 0) or shared > klen:
             return E_KEYLEN, False, np.uint64(0), 0, 0
         newk = shared + unshared
-        if newk < 1 or newk > MAX_KEY_LEN or newk > scratch.shape[0]:
+        if newk < 1 or newk > MAX_KEY_BYTES or newk > scratch.shape[0]:
             return E_KEYLEN, False, np.uint64(0), 0, 0
         vp = kp + unshared
         p = vp + vlen
         if p > next_restart:
             return E_ENTRY, False, np.uint64(0), 0, 0
-        _memcpy(scratch, shared, block, kp, unshared)
+        memcpy(scratch, shared, block, kp, unshared)
         klen = newk
         c = _compare(scratch, 0, klen, key, 0, key.shape[0])
         if c >= 0:
@@ -613,7 +599,8 @@ def _find(block, data_end, nr, ri, key):
     return _OK, False, np.uint64(0), 0, 0
 
 
-def _raise(err: int, what: str):
+def raise_corruption(err: int, what: str):
+    """Raise Corruption for the kernel error code ``err`` of the block named ``what``."""
     raise Corruption(f"{what}: {_MESSAGES.get(err, f'error {err}')}")
 
 
@@ -622,17 +609,17 @@ _EMPTY_KEY.flags.writeable = False
 
 
 def _checked(block, what):
-    block = _as_u8(block, "block")
-    err, data_end, nr = _check_block(block)
+    block = as_u8(block, "block")
+    err, data_end, nr = check_block(block)
     if err != _OK:
-        _raise(err, what)
+        raise_corruption(err, what)
     return block, int(data_end), int(nr)
 
 
 def block_checksum_ok(block) -> bool:
     """True when ``block``'s trailing xxh64 matches its contents."""
-    block = _as_u8(block, "block")
-    return int(_check_block(block)[0]) != E_CHECKSUM and block.shape[0] >= BLOCK_TAIL + 4 + 11
+    block = as_u8(block, "block")
+    return int(check_block(block)[0]) != E_CHECKSUM and block.shape[0] >= BLOCK_TAIL + 4 + 11
 
 
 def _run_scan(block, data_end, nr, ri, lo, hi, what):
@@ -649,7 +636,7 @@ def _run_scan(block, data_end, nr, ri, lo, hi, what):
             cap = max(2 * cap, 2 * int(used))
             continue
         if err != _OK:
-            _raise(err, what)
+            raise_corruption(err, what)
         return out[:used], out_offs[:n]
 
 
@@ -667,9 +654,9 @@ def decode_block_range(block, start=None, end=None, *, what: str = "block") -> t
     block, data_end, nr = _checked(block, what)
     ri = 0
     if start is not None:
-        err, ri = _seek_restart(block, data_end, nr, _as_key(start))
+        err, ri = seek_restart(block, data_end, nr, _as_key(start))
         if err != _OK:
-            _raise(err, what)
+            raise_corruption(err, what)
     return _run_scan(block, data_end, nr, int(ri), start, end, what)
 
 
@@ -682,12 +669,12 @@ def _scan_blocks(data, starts, lo_key, use_lo, hi_key, use_hi, out, out_offs):
     op = np.int64(0)
     for b in range(starts.shape[0] - 1):
         block = data[starts[b] : starts[b + 1]]
-        err, data_end, nr = _check_block(block)
+        err, data_end, nr = check_block(block)
         if err != _OK:
             return err, b, 0, np.int64(0)
         ri = 0
         if use_lo and b == 0:
-            err, ri = _seek_restart(block, data_end, nr, lo_key)
+            err, ri = seek_restart(block, data_end, nr, lo_key)
             if err != _OK:
                 return err, b, 0, np.int64(0)
         err, n, used, stopped = _scan(
@@ -712,8 +699,8 @@ def decode_blocks_range(data, starts, start=None, end=None, *, what: str = "bloc
 
     A Corruption message reads ``"{what} {first_block + i}: ..."`` for the
     failing block ``i``.  Decoding stops at the first block that reaches ``end``."""
-    data = _as_u8(data, "data")
-    starts = _as_offs(starts)
+    data = as_u8(data, "data")
+    starts = as_offs(starts)
     if starts.shape[0] < 1 or starts[0] < 0 or starts[-1] > data.shape[0] or np.any(np.diff(starts) < 0):
         raise InvalidArgument("decode_blocks_range: bad block starts")
     use_lo = start is not None
@@ -729,7 +716,7 @@ def decode_blocks_range(data, starts, start=None, end=None, *, what: str = "bloc
             cap = max(2 * cap, 2 * int(used))
             continue
         if err != _OK:
-            _raise(err, f"{what} {first_block + int(bad)}")
+            raise_corruption(err, f"{what} {first_block + int(bad)}")
         return out[:used], out_offs[:n]
 
 
@@ -749,19 +736,19 @@ def block_get(block, key, *, what: str = "block"):
     A tombstone gives ``(0, seq, None)``."""
     block, data_end, nr = _checked(block, what)
     k = _as_key(key)
-    err, ri = _seek_restart(block, data_end, nr, k)
+    err, ri = seek_restart(block, data_end, nr, k)
     if err != _OK:
-        _raise(err, what)
-    err, found, trailer, vp, vlen = _find(block, data_end, nr, ri, k)
+        raise_corruption(err, what)
+    err, found, trailer, vp, vlen = find_entry(block, data_end, nr, ri, k)
     if err != _OK:
-        _raise(err, what)
+        raise_corruption(err, what)
     if not found:
         return None
     trailer = int(trailer)
-    kind = trailer & 0xFF
-    if kind == 0:
-        return kind, trailer >> 8, None
-    return kind, trailer >> 8, block[vp : vp + vlen].tobytes()
+    kind = trailer & KIND_MASK
+    if kind == KIND_DELETE:
+        return kind, trailer >> KIND_BITS, None
+    return kind, trailer >> KIND_BITS, block[vp : vp + vlen].tobytes()
 
 
 # ------------------------------------------------- helpers for SST and WAL
@@ -788,7 +775,7 @@ def _separators(buf, offs, first_idx, last_idx, b0, b1, out, out_offs):
             if cp < alen and blen > cp + 1:
                 slen = cp + 1
                 sp = bp
-        _memcpy(out, op, src, sp, slen)
+        memcpy(out, op, src, sp, slen)
         op += slen
     out_offs[b1 - b0] = op
     return op
@@ -800,8 +787,8 @@ def index_separators(buf, offs, blocks: EncodedBlocks, b0: int, b1: int) -> tupl
     Key ``i`` is ``>=`` every key of block ``b0+i`` and ``<`` every key of the
     next block; the last one is the last key of block ``b1-1``.
     """
-    buf = _as_u8(buf, "buf")
-    offs = _as_offs(offs)
+    buf = as_u8(buf, "buf")
+    offs = as_offs(offs)
     if not 0 <= b0 < b1 <= blocks.num_blocks:
         raise InvalidArgument("bad block range")
     out_offs = np.empty(b1 - b0 + 1, dtype=np.int64)
@@ -823,7 +810,7 @@ def _seq_range(buf, offs, lo, hi):
     mn = np.uint64(0xFFFFFFFFFFFFFFFF)
     mx = np.uint64(0)
     for i in range(lo, hi):
-        s = _ld64(buf, offs[i] + 8) >> np.uint64(8)
+        s = _ld64(buf, offs[i] + TRAILER_OFF) >> np.uint64(KIND_BITS)
         if s < mn:
             mn = s
         if s > mx:
@@ -833,8 +820,8 @@ def _seq_range(buf, offs, lo, hi):
 
 def seq_range(buf, offs, lo: int = 0, hi: int | None = None) -> tuple[int, int]:
     """(min_seq, max_seq) of records ``offs[lo:hi]`` (REQUIRES: in bounds, non-empty)."""
-    buf = _as_u8(buf, "buf")
-    offs = _as_offs(offs)
+    buf = as_u8(buf, "buf")
+    offs = as_offs(offs)
     hi = offs.shape[0] if hi is None else hi
     if not 0 <= lo < hi <= offs.shape[0]:
         raise InvalidArgument("seq_range needs a non-empty range of offs")
@@ -843,49 +830,54 @@ def seq_range(buf, offs, lo: int = 0, hi: int | None = None) -> tuple[int, int]:
 
 
 @kernel
-def _gather(buf, offs, out, out_offs):
-    """Copy records compactly (padding zeroed).  Returns (error, bytes, min_seq, max_seq)."""
-    op = np.int64(0)
-    blen = buf.shape[0]
+def gather(src, offs, dst, dpos, out_offs, k):
+    """Copy the records ``offs`` of ``src`` back to back into ``dst`` from
+    ``dpos`` on (padding zeroed; ``dpos`` 8-byte aligned), their new offsets to
+    ``out_offs[k:]``.  Every record is checked (bounds, key length, kind).
+
+    Returns (error, end position, min_seq, max_seq); E_OUTPUT when ``dst`` is
+    too small (``gather_bound`` or the run's exact size always fits).
+    """
+    op = dpos
+    blen = src.shape[0]
     mn = np.uint64(0xFFFFFFFFFFFFFFFF)
     mx = np.uint64(0)
     for i in range(offs.shape[0]):
         r = offs[i]
-        if r < 0 or r + RECORD_HEADER > blen:
-            return E_RECORD, np.int64(0), mn, mx
-        k = _ld32(buf, r)
-        v = _ld32(buf, r + 4)
-        rec = RECORD_HEADER + k + v
-        if k < 1 or k > MAX_KEY_LEN or r + rec > blen:
-            return E_RECORD, np.int64(0), mn, mx
-        t = _ld64(buf, r + 8)
-        if (t & np.uint64(0xFF)) > np.uint64(1):
-            return E_KIND, np.int64(0), mn, mx
-        s = t >> np.uint64(8)
+        kl, vl = _record_lens(src, r, blen)
+        if kl < 0:
+            return E_RECORD, op, mn, mx
+        t = _ld64(src, r + TRAILER_OFF)
+        if (t & np.uint64(KIND_MASK)) > np.uint64(MAX_KIND):
+            return E_KIND, op, mn, mx
+        s = t >> np.uint64(KIND_BITS)
         if s < mn:
             mn = s
         if s > mx:
             mx = s
+        rec = RECORD_HEADER + kl + vl
         size = (rec + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
-        if op + size > out.shape[0]:
-            return E_OUTPUT, np.int64(0), mn, mx
-        _memcpy(out, op, buf, r, rec)
+        if op + size > dst.shape[0]:
+            return E_OUTPUT, op, mn, mx
+        memcpy(dst, op, src, r, rec)
         for z in range(op + rec, op + size):
-            out[z] = 0
-        out_offs[i] = op
+            dst[z] = 0
+        out_offs[k + i] = op
         op += size
     return _OK, op, mn, mx
 
 
 @kernel
-def _gather_bound(buf, offs):
+def gather_bound(buf, offs):
+    """Bytes that ``gather`` may need for ``offs`` (an upper bound), or -1
+    when a record header lies outside ``buf``."""
     total = np.int64(0)
     blen = buf.shape[0]
     for i in range(offs.shape[0]):
         r = offs[i]
         if r < 0 or r + RECORD_HEADER > blen:
             return np.int64(-1)
-        total += RECORD_HEADER + RECORD_ALIGN + _ld32(buf, r) + _ld32(buf, r + 4)
+        total += RECORD_HEADER + RECORD_ALIGN + _ld32(buf, r) + _ld32(buf, r + VALUE_LEN_OFF)
     return total
 
 
@@ -895,14 +887,14 @@ def gather_records(buf, offs) -> tuple[np.ndarray, np.ndarray, int, int]:
     Returns ``(out_buf, out_offs, min_seq, max_seq)``; seqs are 0/0 when empty.
     Raises InvalidArgument on a record outside ``buf``, a bad key length or kind.
     """
-    buf = _as_u8(buf, "buf")
-    offs = _as_offs(offs)
-    bound = int(_gather_bound(buf, offs))
+    buf = as_u8(buf, "buf")
+    offs = as_offs(offs)
+    bound = int(gather_bound(buf, offs))
     if bound < 0:
         raise InvalidArgument("gather_records: a record lies outside buf")
     out = np.empty(bound, dtype=np.uint8)
     out_offs = np.empty(offs.shape[0], dtype=np.int64)
-    err, used, mn, mx = _gather(buf, offs, out, out_offs)
+    err, used, mn, mx = gather(buf, offs, out, 0, out_offs, 0)
     if err != _OK:
         raise InvalidArgument(f"gather_records: {_MESSAGES.get(int(err), err)}")
     if offs.shape[0] == 0:
@@ -922,17 +914,17 @@ def _scan_records(body, out_offs):
         if p + RECORD_HEADER > n or cnt >= out_offs.shape[0]:
             return E_ENTRY, 0, mn, mx
         k = _ld32(body, p)
-        v = _ld32(body, p + 4)
-        if k < 1 or k > MAX_KEY_LEN:
+        v = _ld32(body, p + VALUE_LEN_OFF)
+        if k < 1 or k > MAX_KEY_BYTES:
             return E_KEYLEN, 0, mn, mx
         rec = RECORD_HEADER + k + v
         size = (rec + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
         if size > n - p:
             return E_ENTRY, 0, mn, mx
-        t = _ld64(body, p + 8)
-        if (t & np.uint64(0xFF)) > np.uint64(1):
+        t = _ld64(body, p + TRAILER_OFF)
+        if (t & np.uint64(KIND_MASK)) > np.uint64(MAX_KIND):
             return E_KIND, 0, mn, mx
-        s = t >> np.uint64(8)
+        s = t >> np.uint64(KIND_BITS)
         if s < mn:
             mn = s
         if s > mx:
@@ -946,7 +938,7 @@ def _scan_records(body, out_offs):
 def scan_records(body, *, what: str = "records") -> tuple[np.ndarray, int, int]:
     """Offsets of the records packed back to back in ``body`` (record layout,
     padded), with (min_seq, max_seq).  Corruption when they do not parse."""
-    body = _as_u8(body, "body")
+    body = as_u8(body, "body")
     out_offs = np.empty(body.shape[0] // (RECORD_HEADER + RECORD_ALIGN) + 1, dtype=np.int64)
     err, n, mn, mx = _scan_records(body, out_offs)
     if err != _OK:
@@ -962,19 +954,11 @@ def scan_records(body, *, what: str = "records") -> tuple[np.ndarray, int, int]:
 def _warmup() -> None:
     """Compile every kernel of this module for the array types used in
     production (writable and read-only inputs)."""
-    from shaledb.kernels.layout import pack_trailer, record_size
+    from shaledb.format.record import encode_record
 
-    keys = [b"a", b"ab", b"b"]
-    buf = np.zeros(sum(record_size(len(k), 3) for k in keys), dtype=np.uint8)
-    offs = np.empty(len(keys), dtype=np.int64)
-    p = 0
-    for i, k in enumerate(keys):
-        offs[i] = p
-        buf[p : p + 4] = np.frombuffer(len(k).to_bytes(4, "little"), np.uint8)
-        buf[p + 4 : p + 8] = np.frombuffer((3).to_bytes(4, "little"), np.uint8)
-        buf[p + 8 : p + 16] = np.frombuffer(pack_trailer(5, 1).to_bytes(8, "little"), np.uint8)
-        buf[p + 16 : p + 16 + len(k)] = np.frombuffer(k, np.uint8)
-        p += record_size(len(k), 3)
+    raw = b"".join(encode_record(k, b"val", 5, 1) for k in (b"a", b"ab", b"b"))
+    buf = np.frombuffer(bytearray(raw), dtype=np.uint8)
+    offs = np.array([0, 24, 48], dtype=np.int64)
     ro = buf.copy()
     ro.flags.writeable = False
     for b in (buf, ro):
@@ -997,3 +981,17 @@ def _warmup() -> None:
     body = gather_records(buf, offs)[0]
     scan_records(body)
     scan_records(np.frombuffer(body.tobytes(), dtype=np.uint8))
+
+
+# kept until core switches to the public names (check_block, raise_corruption,
+# as_offs, mem.as_u8, gather, gather_bound); nothing new may use them
+_check_block = check_block
+_raise = raise_corruption
+_as_offs = as_offs
+_as_u8 = as_u8
+_gather_bound = gather_bound
+
+
+def _gather(buf, offs, out, out_offs):
+    """``gather(buf, offs, out, 0, out_offs, 0)``: kept until shaledb.format.wal switches."""
+    return gather(buf, offs, out, 0, out_offs, 0)

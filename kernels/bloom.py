@@ -18,7 +18,7 @@ probe ``i`` (0 <= i < k) uses ``x = (a + i*d) mod 2**32`` and bit
 (clamped to 1..30) and ``m = max(64, ceil(n * bits_per_key / 64) * 64)`` for n
 records (duplicate keys included).  ``bloom_may_contain(filter, key)`` never
 answers False for a key that was added.  Other kernels probe a filter with
-``_bloom_probe(filt, buf, start, length)`` or ``_bloom_probe_hash(filt, h)``.
+``bloom_probe(filt, buf, start, length)`` or ``bloom_probe_hash(filt, h)``.
 """
 
 from __future__ import annotations
@@ -28,12 +28,20 @@ import math
 import numpy as np
 
 from shaledb.errors import Corruption, InvalidArgument
+from shaledb.format.record import RECORD_HEADER
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.hashing import _load_u32, _load_u64, _prefetch, _xxh64, as_u8
-from shaledb.kernels.layout import RECORD_HEADER
-from shaledb.kernels.sort import _record_ok, check_run, raise_bad_record
+from shaledb.kernels.hashing import xxh64_range
+from shaledb.kernels.mem import as_u8, load_u64, prefetch
+from shaledb.kernels.record import check_run, key_len, raise_bad_record, record_ok
 
-__all__ = ["bloom_build", "bloom_may_contain", "bloom_num_probes"]
+__all__ = [
+    "bloom_build",
+    "bloom_may_contain",
+    "bloom_num_probes",
+    "bloom_probe",
+    "bloom_probe_hash",
+    "check_filter",
+]
 
 BLOOM_VERSION = 1
 BLOOM_HEADER = 16
@@ -57,13 +65,13 @@ def _set_bits(filt, h, k, m):
 
 
 @kernel
-def _bloom_probe_hash(filt, h):
+def bloom_probe_hash(filt, h):
     """True when the filter may contain a key whose XXH64 is ``h``.
 
     REQUIRES: ``filt`` is a well-formed filter (see ``bloom_may_contain``).
     """
     k = np.int64(filt[1])
-    mm = _load_u64(filt, 8)
+    mm = load_u64(filt, 8)
     a = h & _M32
     d = h >> np.uint64(32)
     for i in range(k):
@@ -75,9 +83,9 @@ def _bloom_probe_hash(filt, h):
 
 
 @kernel
-def _bloom_probe(filt, buf, start, length):
+def bloom_probe(filt, buf, start, length):
     """True when the filter may contain the key ``buf[start:start+length]``."""
-    return _bloom_probe_hash(filt, _xxh64(buf, start, length, np.uint64(0)))
+    return bloom_probe_hash(filt, xxh64_range(buf, start, length, np.uint64(0)))
 
 
 @kernel
@@ -91,10 +99,10 @@ def _bloom_build(buf, offs, filt, k, m):
     hashes = np.empty(n, dtype=np.uint64)
     for i in range(n):
         off = offs[i]
-        if not _record_ok(buf, off):
+        if not record_ok(buf, off):
             return i
-        klen = np.int64(_load_u32(buf, off))
-        hashes[i] = _xxh64(buf, off + RECORD_HEADER, klen, np.uint64(0))
+        klen = key_len(buf, off)
+        hashes[i] = xxh64_range(buf, off + RECORD_HEADER, klen, np.uint64(0))
     mm = np.uint64(m)
     for i in range(n):
         if i + _AHEAD < n:
@@ -103,7 +111,7 @@ def _bloom_build(buf, offs, filt, k, m):
             d = h >> np.uint64(32)
             for j in range(k):
                 x = (a + np.uint64(j) * d) & _M32
-                _prefetch(filt, BLOOM_HEADER + np.int64(((x * mm) >> np.uint64(32)) >> np.uint64(3)))
+                prefetch(filt, BLOOM_HEADER + np.int64(((x * mm) >> np.uint64(32)) >> np.uint64(3)))
         _set_bits(filt, hashes[i], k, m)
     return -1
 
@@ -157,4 +165,8 @@ def bloom_may_contain(filt, key) -> bool:
     """False only if ``key`` was certainly not added to the filter ``filt``."""
     filt = check_filter(filt)
     key = as_u8(key, "key")
-    return bool(_bloom_probe(filt, key, 0, key.shape[0]))
+    return bool(bloom_probe(filt, key, 0, key.shape[0]))
+
+
+# kept until shaledb.sst.reader switches to the public name
+_bloom_probe = bloom_probe

@@ -18,34 +18,14 @@ from __future__ import annotations
 import numpy as np
 
 from shaledb.errors import InvalidArgument
+from shaledb.format.record import KIND_BITS, MAX_SEQ, RECORD_HEADER
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.layout import MAX_SEQ
-from shaledb.kernels.hashing import _load_u32, _load_u64, _prefetch
-from shaledb.kernels.layout import RECORD_HEADER
-from shaledb.kernels.sort import _AHEAD, _record_ok, _trailer, check_run, raise_bad_record
+from shaledb.kernels.mem import prefetch
+from shaledb.kernels.record import check_run, raise_bad_record, record_ok, same_key, trailer
 
 __all__ = ["dedupe_sorted"]
 
-
-@kernel
-def _same_key(buf, a, b):
-    """True when the records at ``a`` and ``b`` have equal keys (lengths
-    first, then 8 bytes at a time)."""
-    n = np.int64(_load_u32(buf, a))
-    if n != np.int64(_load_u32(buf, b)):
-        return False
-    pa = a + RECORD_HEADER
-    pb = b + RECORD_HEADER
-    i = 0
-    while i + 8 <= n:
-        if _load_u64(buf, pa + i) != _load_u64(buf, pb + i):
-            return False
-        i += 8
-    while i < n:
-        if buf[pa + i] != buf[pb + i]:
-            return False
-        i += 1
-    return True
+_AHEAD = 16  # records prefetched ahead (offsets are in key order: random addresses)
 
 
 @kernel
@@ -58,25 +38,25 @@ def _dedupe_sorted(buf, offs, snapshot_seq, use_snapshot):
     out = np.empty(n, dtype=np.int64)
     k = 0
     i = 0
-    shift = np.uint64(8)
+    shift = np.uint64(KIND_BITS)
     last = n - 1
     while i < n:
-        _prefetch(buf, offs[min(i + _AHEAD, last)] + RECORD_HEADER)
+        prefetch(buf, offs[min(i + _AHEAD, last)] + RECORD_HEADER)
         first = offs[i]
-        if not _record_ok(buf, first):
+        if not record_ok(buf, first):
             return out[:0].copy(), i
         out[k] = first
         k += 1
-        visible_kept = (_trailer(buf, first) >> shift) <= snapshot_seq
+        visible_kept = (trailer(buf, first) >> shift) <= snapshot_seq
         j = i + 1
         while j < n:
-            if not _record_ok(buf, offs[j]):
+            if not record_ok(buf, offs[j]):
                 return out[:0].copy(), j
-            if not _same_key(buf, offs[j], first):
+            if not same_key(buf, offs[j], first):
                 break
-            _prefetch(buf, offs[min(j + _AHEAD, last)] + RECORD_HEADER)
+            prefetch(buf, offs[min(j + _AHEAD, last)] + RECORD_HEADER)
             if use_snapshot:
-                seq = _trailer(buf, offs[j]) >> shift
+                seq = trailer(buf, offs[j]) >> shift
                 if seq > snapshot_seq:
                     out[k] = offs[j]
                     k += 1

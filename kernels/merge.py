@@ -16,17 +16,17 @@ from __future__ import annotations
 import numpy as np
 
 from shaledb.errors import InvalidArgument
+from shaledb.format.record import RECORD_HEADER
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.hashing import _prefetch
-from shaledb.kernels.layout import RECORD_HEADER
-from shaledb.kernels.sort import _compare_records, _record_ok, as_offsets, check_run, raise_bad_record
+from shaledb.kernels.mem import prefetch
+from shaledb.kernels.record import as_offsets, check_run, compare_records, raise_bad_record, record_ok
 
 __all__ = ["merge_runs"]
 
 
 @kernel
 def _run_less(buf, offs, pos, a, b):
-    c = _compare_records(buf, offs[pos[a]], offs[pos[b]])
+    c = compare_records(buf, offs[pos[a]], offs[pos[b]])
     if c != 0:
         return c < 0
     return a < b
@@ -65,7 +65,7 @@ def _merge_runs(buf, run_bounds, offs):
     size = 0
     for r in range(k):
         if pos[r] < ends[r]:
-            if not _record_ok(buf, offs[pos[r]]):
+            if not record_ok(buf, offs[pos[r]]):
                 return out[:0].copy(), pos[r]
             heap[size] = r
             size += 1
@@ -78,8 +78,8 @@ def _merge_runs(buf, run_bounds, offs):
         j += 1
         pos[r] += 1
         if pos[r] + 2 < ends[r]:
-            _prefetch(buf, offs[pos[r] + 2] + RECORD_HEADER)
-        if pos[r] < ends[r] and not _record_ok(buf, offs[pos[r]]):
+            prefetch(buf, offs[pos[r] + 2] + RECORD_HEADER)
+        if pos[r] < ends[r] and not record_ok(buf, offs[pos[r]]):
             return out[:0].copy(), pos[r]
         if pos[r] == ends[r]:
             size -= 1
@@ -88,7 +88,7 @@ def _merge_runs(buf, run_bounds, offs):
     if size == 1:
         r = heap[0]
         while pos[r] < ends[r]:
-            if not _record_ok(buf, offs[pos[r]]):
+            if not record_ok(buf, offs[pos[r]]):
                 return out[:0].copy(), pos[r]
             out[j] = offs[pos[r]]
             j += 1

@@ -1,75 +1,86 @@
-"""Kernels of the read path (point gets and scans).
+"""Kernels of the read path (point gets and scans): the read path's interface.
 
-* ``_block_find(block, key)``: the first entry of a *validated* SST block
+* ``block_find(block, key)``: the first entry of a *validated* SST block
   (checksum and restart array checked when it was read) whose key is >= key:
   ``(error, found, trailer, value_pos, value_len)``.  No checksum per call.
-* ``_check_blocks(data, boffs)`` / ``_pinned_get(bloom, data, boffs, ikeys,
+* ``check_blocks(data, boffs)`` / ``pinned_get(bloom, data, boffs, ikeys,
   ioffs, key)``: a whole SST's data region held in memory, validated once,
   then a point read in one call (bloom, index search, block search).
-* ``_probe_blooms(filters, starts, key, out)``: hash ``key`` once (XXH64,
+* ``probe_blooms(filters, starts, key, out)``: hash ``key`` once (XXH64,
   seed 0) and probe every filter ``filters[starts[i]:starts[i+1]]`` (an empty
   slice means "no filter": always a candidate); ``out[i]`` = may contain.
-* ``_probe_mask(filters, starts, key)``: the same for at most 64 filters,
+* ``probe_mask(filters, starts, key)``: the same for at most 64 filters,
   returned as a bit mask (bit i: filter i may contain the key).
-* ``_upper_bound(buf, offs, lo, hi, key)``: first index in ``offs[lo:hi]``
-  (a run in record order) whose record key is > key.
-* ``_gather(src, offs, dst, dpos, out_offs, k)``: copy the records ``offs``
-  of ``src`` to ``dst`` from ``dpos`` on (8-byte aligned), their new offsets
-  to ``out_offs[k:]``; returns the end position.
-* ``_visible(buf, offs, prev, use_prev, dst, bounds)``: for a run in record
+* ``lower_bound`` / ``upper_bound(buf, offs, lo, hi, key)``: first index in
+  ``offs[lo:hi]`` (a run in record order) whose record key is >= / > key.
+* ``run_bytes(buf, offs)``: the bytes (padding included) of a run's records.
+* ``gather(src, offs, dst, dpos, out_offs, k)`` (kernels/block.py): copy
+  records back to back; ``(error, end, min_seq, max_seq)``.
+* ``visible(buf, offs, prev, use_prev, dst, bounds)``: for a run in record
   order, the newest version of each key (the first), tombstones dropped and
   a first key equal to ``prev`` skipped; key and value bytes are packed into
   ``dst`` back to back, ``bounds`` gets the 2r+1 boundaries.
-* ``_lower_bound``/``_run_bytes``: first index whose key >= key; the bytes
-  (padding included) of a run's records.
 
-Records are in the layout of shaledb.kernels.layout.  The wrappers in
-shaledb.read.reader / shaledb.sst.reader keep the arguments well-formed.
+Records are in the layout of shaledb.format.record.  REQUIRES: the callers
+(shaledb.read.reader, shaledb.sst.reader) keep the arguments well-formed.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from shaledb.format.record import KIND_PUT, RECORD_HEADER, TRAILER_OFF
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.block import BLOCK_TAIL, _check_block, _find, _ld32, _seek_restart
-from shaledb.kernels.bloom import _bloom_probe_hash
-from shaledb.kernels.hashing import _xxh64
-from shaledb.kernels.layout import RECORD_HEADER
+from shaledb.kernels.block import BLOCK_TAIL, check_block, find_entry, gather, seek_restart
+from shaledb.kernels.bloom import bloom_probe_hash
+from shaledb.kernels.hashing import xxh64_range
+from shaledb.kernels.mem import load_u32
+from shaledb.kernels.record import compare_key, key_len, same_key, value_len
 
-__all__: list[str] = []
+__all__ = [
+    "block_find",
+    "check_blocks",
+    "gather",
+    "lower_bound",
+    "pinned_get",
+    "probe_blooms",
+    "probe_mask",
+    "run_bytes",
+    "upper_bound",
+    "visible",
+]
 
 _OK = 0
 
 
 @kernel
-def _block_find(block, key):
+def block_find(block, key):
     n = block.shape[0]
-    nr = np.int64(_ld32(block, n - BLOCK_TAIL))
+    nr = np.int64(load_u32(block, n - BLOCK_TAIL))
     data_end = n - BLOCK_TAIL - 4 * nr
-    err, ri = _seek_restart(block, data_end, nr, key)
+    err, ri = seek_restart(block, data_end, nr, key)
     if err != _OK:
         return err, False, np.uint64(0), 0, 0
-    return _find(block, data_end, nr, ri, key)
+    return find_entry(block, data_end, nr, ri, key)
 
 
 @kernel
-def _check_blocks(data, boffs):
+def check_blocks(data, boffs):
     """Validate every block ``data[boffs[i]:boffs[i+1]]`` (checksum and
     restarts): (error, index of the first bad block) or (0, -1)."""
     for i in range(boffs.shape[0] - 1):
-        err, _de, _nr = _check_block(data[boffs[i] : boffs[i + 1]])
+        err, _de, _nr = check_block(data[boffs[i] : boffs[i + 1]])
         if err != _OK:
             return err, i
     return _OK, -1
 
 
 @kernel
-def _pinned_get(bloom, data, boffs, ikeys, ioffs, key):
+def pinned_get(bloom, data, boffs, ikeys, ioffs, key):
     """A point read in a whole SST held in memory (blocks validated by
-    ``_check_blocks``): bloom (empty = none), index search, block search.
+    ``check_blocks``): bloom (empty = none), index search, block search.
     Returns (error, found, trailer, value position in data, value length)."""
-    if bloom.shape[0] and not _bloom_probe_hash(bloom, _xxh64(key, 0, key.shape[0], np.uint64(0))):
+    if bloom.shape[0] and not bloom_probe_hash(bloom, xxh64_range(key, 0, key.shape[0], np.uint64(0))):
         return _OK, False, np.uint64(0), 0, 0
     lo = 0
     hi = ioffs.shape[0] - 1
@@ -94,56 +105,40 @@ def _pinned_get(bloom, data, boffs, ikeys, ioffs, key):
     if lo >= ioffs.shape[0] - 1:
         return _OK, False, np.uint64(0), 0, 0
     b0 = boffs[lo]
-    err, found, t, vp, vlen = _block_find(data[b0 : boffs[lo + 1]], key)
+    err, found, t, vp, vlen = block_find(data[b0 : boffs[lo + 1]], key)
     return err, found, t, b0 + vp, vlen
 
 
 @kernel
-def _probe_blooms(filters, starts, key, out):
-    h = _xxh64(key, 0, key.shape[0], np.uint64(0))
+def probe_blooms(filters, starts, key, out):
+    h = xxh64_range(key, 0, key.shape[0], np.uint64(0))
     for i in range(starts.shape[0] - 1):
         a = starts[i]
         b = starts[i + 1]
         if a == b:
             out[i] = True
         else:
-            out[i] = _bloom_probe_hash(filters[a:b], h)
+            out[i] = bloom_probe_hash(filters[a:b], h)
 
 
 @kernel
-def _probe_mask(filters, starts, key):
-    """As ``_probe_blooms`` for at most 64 filters, as a bit mask."""
-    h = _xxh64(key, 0, key.shape[0], np.uint64(0))
+def probe_mask(filters, starts, key):
+    """As ``probe_blooms`` for at most 64 filters, as a bit mask."""
+    h = xxh64_range(key, 0, key.shape[0], np.uint64(0))
     mask = np.uint64(0)
     for i in range(starts.shape[0] - 1):
         a = starts[i]
         b = starts[i + 1]
-        if a == b or _bloom_probe_hash(filters[a:b], h):
+        if a == b or bloom_probe_hash(filters[a:b], h):
             mask |= np.uint64(1) << np.uint64(i)
     return mask
 
 
 @kernel
-def _key_cmp(buf, off, key):
-    """Compare the key of the record at ``off`` with ``key``: -1, 0, 1."""
-    klen = np.int64(buf[off]) | (np.int64(buf[off + 1]) << 8) | (np.int64(buf[off + 2]) << 16) | (np.int64(buf[off + 3]) << 24)
-    n = min(klen, key.shape[0])
-    p = off + RECORD_HEADER
-    for i in range(n):
-        x = buf[p + i]
-        y = key[i]
-        if x != y:
-            return -1 if x < y else 1
-    if klen == key.shape[0]:
-        return 0
-    return -1 if klen < key.shape[0] else 1
-
-
-@kernel
-def _upper_bound(buf, offs, lo, hi, key):
+def upper_bound(buf, offs, lo, hi, key):
     while lo < hi:
         mid = (lo + hi) // 2
-        if _key_cmp(buf, offs[mid], key) <= 0:
+        if compare_key(buf, offs[mid], key) <= 0:
             lo = mid + 1
         else:
             hi = mid
@@ -151,39 +146,10 @@ def _upper_bound(buf, offs, lo, hi, key):
 
 
 @kernel
-def _ld32r(buf, p):
-    return np.int64(buf[p]) | (np.int64(buf[p + 1]) << 8) | (np.int64(buf[p + 2]) << 16) | (np.int64(buf[p + 3]) << 24)
-
-
-@kernel
-def _gather(src, offs, dst, dpos, out_offs, k):
-    for i in range(offs.shape[0]):
-        o = offs[i]
-        size = RECORD_HEADER + _ld32r(src, o) + _ld32r(src, o + 4)
-        size = (size + 7) & ~7
-        m = min(size, src.shape[0] - o)
-        dst[dpos : dpos + m] = src[o : o + m]
-        out_offs[k + i] = dpos
-        dpos += size
-    return dpos
-
-
-@kernel
-def _same_key(buf, a, b):
-    ka = _ld32r(buf, a)
-    if ka != _ld32r(buf, b):
-        return False
-    for i in range(ka):
-        if buf[a + RECORD_HEADER + i] != buf[b + RECORD_HEADER + i]:
-            return False
-    return True
-
-
-@kernel
-def _lower_bound(buf, offs, lo, hi, key):
+def lower_bound(buf, offs, lo, hi, key):
     while lo < hi:
         mid = (lo + hi) // 2
-        if _key_cmp(buf, offs[mid], key) < 0:
+        if compare_key(buf, offs[mid], key) < 0:
             lo = mid + 1
         else:
             hi = mid
@@ -191,16 +157,16 @@ def _lower_bound(buf, offs, lo, hi, key):
 
 
 @kernel
-def _run_bytes(buf, offs):
+def run_bytes(buf, offs):
     t = np.int64(0)
     for i in range(offs.shape[0]):
         o = offs[i]
-        t += (RECORD_HEADER + _ld32r(buf, o) + _ld32r(buf, o + 4) + 7) & ~7
+        t += (RECORD_HEADER + key_len(buf, o) + value_len(buf, o) + 7) & ~7
     return t
 
 
 @kernel
-def _visible(buf, offs, prev, use_prev, dst, bounds):
+def visible(buf, offs, prev, use_prev, dst, bounds):
     """Newest version per key of a run in record order, tombstones dropped
     (and a first key equal to ``prev`` skipped); key and value bytes are
     packed into ``dst`` back to back: pair r is key ``dst[bounds[2r]:
@@ -212,13 +178,13 @@ def _visible(buf, offs, prev, use_prev, dst, bounds):
     bounds[0] = 0
     i = 0
     if use_prev:
-        while i < n and _key_cmp(buf, offs[i], prev) == 0:
+        while i < n and compare_key(buf, offs[i], prev) == 0:
             i += 1
     while i < n:
         o = offs[i]
-        klen = _ld32r(buf, o)
-        vlen = _ld32r(buf, o + 4)
-        if buf[o + 8] == 1:
+        klen = key_len(buf, o)
+        vlen = value_len(buf, o)
+        if buf[o + TRAILER_OFF] == KIND_PUT:
             m = klen + vlen
             dst[d : d + m] = buf[o + RECORD_HEADER : o + RECORD_HEADER + m]
             bounds[2 * r + 1] = d + klen
@@ -226,7 +192,7 @@ def _visible(buf, offs, prev, use_prev, dst, bounds):
             d += m
             r += 1
         j = i + 1
-        while j < n and _same_key(buf, offs[j], o):
+        while j < n and same_key(buf, offs[j], o):
             j += 1
         i = j
     return r
@@ -235,8 +201,7 @@ def _visible(buf, offs, prev, use_prev, dst, bounds):
 def _warmup() -> None:
     """Load (or compile) every kernel of this module with the argument types
     the read path passes: read-only blocks and keys, writable outputs."""
-    import struct
-
+    from shaledb.format.record import encode_record
     from shaledb.kernels.block import encode_blocks
     from shaledb.kernels.bloom import bloom_build
 
@@ -244,25 +209,44 @@ def _warmup() -> None:
     raw = b""
     offs = []
     for key, seq, kind, value in recs:
-        body = struct.pack("<IIQ", len(key), len(value), (seq << 8) | kind) + key + value
         offs.append(len(raw))
-        raw += body + bytes(-len(body) % 8)
+        raw += encode_record(key, value, seq, kind)
     buf = np.frombuffer(raw, dtype=np.uint8).copy()
     o = np.array(offs, dtype=np.int64)
     key = np.frombuffer(b"b", dtype=np.uint8)
     block = encode_blocks(buf, o).block(0).copy()
     block.flags.writeable = False
-    _block_find(block, key)
+    block_find(block, key)
     filt = np.ascontiguousarray(bloom_build(buf, o), dtype=np.uint8)
     starts = np.array([0, filt.shape[0]], dtype=np.int64)
-    _probe_mask(filt, starts, key)
+    probe_mask(filt, starts, key)
     n = o.shape[0]
     for b in (buf, np.frombuffer(raw, dtype=np.uint8)):
-        _lower_bound(b, o, 0, n, key)
-        _upper_bound(b, o, 0, n, key)
-        nb = _run_bytes(b, o)
+        lower_bound(b, o, 0, n, key)
+        upper_bound(b, o, 0, n, key)
+        nb = run_bytes(b, o)
         dst = np.empty(nb, dtype=np.uint8)
         out_offs = np.empty(n, dtype=np.int64)
-        _gather(b, o, dst, 0, out_offs, 0)
+        gather(b, o, dst, 0, out_offs, 0)
+        _gather(b, o, dst, 0, out_offs, 0)  # the compatibility shim, while core still calls it
         bounds = np.empty(2 * n + 1, dtype=np.int64)
-        _visible(b, o, key, True, dst, bounds)
+        visible(b, o, key, True, dst, bounds)
+
+
+# kept until shaledb.read.reader / shaledb.sst.reader switch to the public
+# names above; nothing new may use them
+_block_find = block_find
+_check_blocks = check_blocks
+_pinned_get = pinned_get
+_probe_mask = probe_mask
+_lower_bound = lower_bound
+_upper_bound = upper_bound
+_run_bytes = run_bytes
+_visible = visible
+
+
+@kernel
+def _gather(src, offs, dst, dpos, out_offs, k):
+    """The end position of ``gather`` (the old read-path signature), -1 on a bad record."""
+    err, end, _mn, _mx = gather(src, offs, dst, dpos, out_offs, k)
+    return end if err == _OK else -1

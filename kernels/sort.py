@@ -1,7 +1,7 @@
-"""Sorting record runs, plus the record accessors the other kernels share.
+"""Sorting record runs (the shared record accessors are in kernels/record.py).
 
 A record run is ``(buf: uint8[:], offs: int64[:])``: records in the layout of
-``kernels/layout.py`` (docs/format/record.md) inside ``buf``, ``offs`` the byte
+``shaledb.format.record`` (docs/format/record.md) inside ``buf``, ``offs`` the byte
 offsets of their starts.  Records order by (key ascending bytewise, trailer
 descending), so the newest version of a key comes first.
 
@@ -40,11 +40,20 @@ from __future__ import annotations
 import numpy as np
 
 from shaledb.errors import InvalidArgument
+from shaledb.format.record import RECORD_ALIGN, RECORD_HEADER
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.hashing import _load_u32, _load_u64, _load_u64_be, _prefetch, as_u8, readonly
-from shaledb.kernels.layout import MAX_KEY_LEN, RECORD_ALIGN, RECORD_HEADER
+from shaledb.kernels.mem import load_u64_be, prefetch
+from shaledb.kernels.record import (
+    check_run,
+    compare_keys_from,
+    compare_records_from,
+    key_len,
+    raise_bad_record,
+    record_ok,
+    trailer,
+)
 
-__all__ = ["check_run", "concat_runs", "raise_bad_record", "sort_records"]
+__all__ = ["concat_runs", "sort_records"]
 
 _SMALL = 24  # segments this short are finished by insertion sort
 _AHEAD = 16  # records prefetched ahead when walking offsets in sorted (random) order
@@ -53,141 +62,19 @@ _WORDS = 3  # sort words computed per visit of a record (21 key bytes): fewer ra
 _TRAILER_DEPTH = -1
 
 
-# ---------------------------------------------------------------- record access
-
-
-@kernel
-def _key_len(buf, off):
-    return np.int64(_load_u32(buf, off))
-
-
-@kernel
-def _value_len(buf, off):
-    return np.int64(_load_u32(buf, off + 4))
-
-
-@kernel
-def _trailer(buf, off):
-    return _load_u64(buf, off + 8)
-
-
-@kernel
-def _compare_keys_from(buf, a, b, depth):
-    """Compare the keys of the records at ``a`` and ``b`` from byte ``depth`` on.
-
-    Returns -1, 0 or 1.  REQUIRES: both keys are at least ``depth`` bytes long.
-    """
-    la = _key_len(buf, a)
-    lb = _key_len(buf, b)
-    n = la if la < lb else lb
-    pa = a + RECORD_HEADER
-    pb = b + RECORD_HEADER
-    i = depth
-    while i + 8 <= n and _load_u64(buf, pa + i) == _load_u64(buf, pb + i):
-        i += 8
-    while i < n:
-        ca = buf[pa + i]
-        cb = buf[pb + i]
-        if ca != cb:
-            return -1 if ca < cb else 1
-        i += 1
-    if la == lb:
-        return 0
-    return -1 if la < lb else 1
-
-
-@kernel
-def _compare_keys(buf, a, b):
-    return _compare_keys_from(buf, a, b, 0)
-
-
-@kernel
-def _compare_records_from(buf, a, b, depth):
-    """Order of the records at ``a`` and ``b``: key asc, then trailer desc (-1, 0, 1)."""
-    c = _compare_keys_from(buf, a, b, depth)
-    if c != 0:
-        return c
-    ta = _trailer(buf, a)
-    tb = _trailer(buf, b)
-    if ta == tb:
-        return 0
-    return -1 if ta > tb else 1
-
-
-@kernel
-def _compare_records(buf, a, b):
-    return _compare_records_from(buf, a, b, 0)
-
-
-@kernel
-def _record_ok(buf, off):
-    """True when a record at ``off`` is aligned and lies wholly inside ``buf``."""
-    size = buf.shape[0]
-    if off < 0 or off % RECORD_ALIGN != 0 or off + RECORD_HEADER > size:
-        return False
-    klen = _key_len(buf, off)
-    return klen <= MAX_KEY_LEN and off + RECORD_HEADER + klen + _value_len(buf, off) <= size
-
-
-@kernel
-def _check_run(buf, offs):
-    """Index of the first record that does not fit the layout, or -1."""
-    for i in range(offs.shape[0]):
-        if not _record_ok(buf, offs[i]):
-            return i
-    return -1
-
-
-def raise_bad_record(buf, offs, bad: int):
-    """Raise InvalidArgument for record ``bad`` of a run (a kernel found it out of bounds)."""
-    raise InvalidArgument(
-        f"record {bad} at offset {int(offs[bad])} does not fit the record layout "
-        f"in a buffer of {buf.shape[0]} bytes"
-    )
-
-
-def as_offsets(offs, name: str = "offs") -> np.ndarray:
-    """``offs`` as a read-only contiguous 1-D int64 array (no copy when it already is one)."""
-    if not isinstance(offs, np.ndarray):
-        try:
-            offs = np.asarray(offs, dtype=np.int64)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidArgument(f"{name} must be int64 offsets: {exc}") from None
-    if offs.ndim != 1 or (offs.dtype != np.int64 and not (offs.size == 0 or np.issubdtype(offs.dtype, np.integer))):
-        raise InvalidArgument(f"{name} must be a 1-D integer array, got {offs.dtype}[{offs.ndim}d]")
-    if offs.dtype != np.int64:
-        offs = offs.astype(np.int64)
-    return readonly(np.ascontiguousarray(offs))
-
-
-def check_run(buf, offs, *, validate: bool = True):
-    """Validate a record run; returns ``(buf, offs)`` as read-only contiguous uint8 / int64 arrays.
-
-    Raises InvalidArgument when an offset is misaligned or a record does not
-    fit in ``buf``: the kernels trust their inputs and do no bounds checks.
-    """
-    buf = as_u8(buf, "buf")
-    offs = as_offsets(offs)
-    if validate and offs.shape[0]:
-        bad = int(_check_run(buf, offs))
-        if bad >= 0:
-            raise_bad_record(buf, offs, bad)
-    return buf, offs
-
-
 # ---------------------------------------------------------------- sort kernels
 
 
 @kernel
 def _chunk_word(buf, off, depth):
     """Sort word of the key of the record at ``off`` for the chunk at ``depth`` (0 past its end)."""
-    klen = _key_len(buf, off)
+    klen = key_len(buf, off)
     rem = klen - depth
     if rem <= 0:
         return np.uint64(0)
     p = off + RECORD_HEADER + depth
     if rem >= 8:  # 8 bytes readable: one big-endian load, low byte replaced by the tag
-        return (_load_u64_be(buf, p) & np.uint64(0xFFFFFFFFFFFFFF00)) | np.uint64(8)
+        return (load_u64_be(buf, p) & np.uint64(0xFFFFFFFFFFFFFF00)) | np.uint64(8)
     w = np.uint64(0)
     for j in range(7):
         w = w << np.uint64(8)
@@ -321,7 +208,7 @@ def _insertion_sort(buf, ro, lo, hi, depth):
     for i in range(lo + 1, hi):
         x = ro[i]
         j = i - 1
-        while j >= lo and _compare_records_from(buf, ro[j], x, depth) > 0:
+        while j >= lo and compare_records_from(buf, ro[j], x, depth) > 0:
             ro[j + 1] = ro[j]
             j -= 1
         ro[j + 1] = x
@@ -331,7 +218,7 @@ def _insertion_sort(buf, ro, lo, hi, depth):
 def _fill_words(buf, ro, words, lo, hi, depth):
     """``words[i, k]`` = sort word of record ``ro[i]`` at ``depth + 7k``: one visit, _WORDS chunks."""
     for i in range(lo, hi):
-        _prefetch(buf, ro[min(i + _AHEAD, hi - 1)] + RECORD_HEADER + depth)
+        prefetch(buf, ro[min(i + _AHEAD, hi - 1)] + RECORD_HEADER + depth)
         off = ro[i]
         for k in range(_WORDS):
             words[i, k] = _chunk_word(buf, off, depth + 7 * k)
@@ -356,13 +243,13 @@ def _top_words(buf, offs, ibits):
     all1 = ~np.uint64(0)
     any1 = np.uint64(0)
     for i in range(n):
-        _prefetch(buf, offs[min(i + _AHEAD, n - 1)] + RECORD_HEADER)
+        prefetch(buf, offs[min(i + _AHEAD, n - 1)] + RECORD_HEADER)
         off = offs[i]
-        if not _record_ok(buf, off):
+        if not record_ok(buf, off):
             return words, packed, i
         for k in range(_WORDS):
             words[i, k] = _chunk_word(buf, off, 7 * k)
-        words[i, _WORDS] = _trailer(buf, off)
+        words[i, _WORDS] = trailer(buf, off)
         all0 &= words[i, 0]
         any0 |= words[i, 0]
         all1 &= words[i, 1]
@@ -409,7 +296,7 @@ def _cached_compare(buf, ro, words, tr, x, y, depth, have, base):
             have = -1  # keys are equal
             break
     if have >= 0:
-        c = _compare_keys_from(buf, ro[x], ro[y], depth + 7 * have)
+        c = compare_keys_from(buf, ro[x], ro[y], depth + 7 * have)
         if c != 0:
             return c
     if tr[x] == tr[y]:
@@ -431,7 +318,7 @@ def _pair_order(buf, top_words, qa, qb, a, b):
             equal = True  # both keys end inside this chunk
             break
     if not equal:
-        c = _compare_keys_from(buf, a, b, 7 * _WORDS)
+        c = compare_keys_from(buf, a, b, 7 * _WORDS)
         if c != 0:
             return c
     ta = top_words[qa, _WORDS]
@@ -467,6 +354,16 @@ def _small_sort(buf, ro, words, tr, pidx, ti, tv, lo, hi, depth, have, base):
 
 
 @kernel
+def _run_end(vals, i, end, sh):
+    """End of the run of ``vals[i:end]`` equal to ``vals[i]`` in their bits above ``sh``."""
+    pre = vals[i] >> sh
+    j = i + 1
+    while j < end and (vals[j] >> sh) == pre:
+        j += 1
+    return j
+
+
+@kernel
 def _refill_groups(buf, ro, words, vals, lo, hi, depth, ti):
     """Cache the next _WORDS sort words (from ``depth + 7``) of every record in
     a run of >= 2 equal, unfinished words of ``vals[lo:hi]``: one prefetched
@@ -476,9 +373,7 @@ def _refill_groups(buf, ro, words, vals, lo, hi, depth, ti):
     i = lo
     while i < hi:
         v = vals[i]
-        j = i + 1
-        while j < hi and vals[j] == v:
-            j += 1
+        j = _run_end(vals, i, hi, np.uint64(0))
         if j - i > 1 and (v & np.uint64(0xFF)) == np.uint64(8):
             for t in range(i, j):
                 ti[cnt] = t
@@ -486,7 +381,7 @@ def _refill_groups(buf, ro, words, vals, lo, hi, depth, ti):
         i = j
     d = depth + 7
     for c in range(lo, cnt):
-        _prefetch(buf, ro[ti[min(c + _AHEAD, cnt - 1)]] + RECORD_HEADER + d)
+        prefetch(buf, ro[ti[min(c + _AHEAD, cnt - 1)]] + RECORD_HEADER + d)
         t = ti[c]
         off = ro[t]
         for k in range(_WORDS):
@@ -503,9 +398,7 @@ def _push_groups(vals, lo, hi, depth, have, base, st, top):
     i = lo
     while i < hi:
         v = vals[i]
-        j = i + 1
-        while j < hi and vals[j] == v:
-            j += 1
+        j = _run_end(vals, i, hi, np.uint64(0))
         if j - i > 1:
             st[top, 0] = i
             st[top, 1] = j
@@ -546,10 +439,7 @@ def _sort_records(buf, offs, top_words, packed, ibits):
     g = 0
     i = 0
     while i < n:
-        pre = packed[i] >> sh
-        j = i + 1
-        while j < n and (packed[j] >> sh) == pre:
-            j += 1
+        j = _run_end(packed, i, n, sh)
         if j - i == 2:
             qa = np.int64(packed[i] & mask)
             qb = np.int64(packed[i + 1] & mask)
@@ -576,10 +466,7 @@ def _sort_records(buf, offs, top_words, packed, ibits):
     c = 0
     i = 0
     while i < n:
-        pre = packed[i] >> sh
-        j = i + 1
-        while j < n and (packed[j] >> sh) == pre:
-            j += 1
+        j = _run_end(packed, i, n, sh)
         if j - i > 2:
             st[top, 0] = c
             st[top, 1] = c + j - i
@@ -588,7 +475,7 @@ def _sort_records(buf, offs, top_words, packed, ibits):
             st[top, 4] = 0
             top += 1
             for t in range(i, j):
-                _prefetch(top_words, np.int64(packed[min(t + _AHEAD, n - 1)] & mask) * (_WORDS + 1))
+                prefetch(top_words, np.int64(packed[min(t + _AHEAD, n - 1)] & mask) * (_WORDS + 1))
                 q = np.int64(packed[t] & mask)
                 ro[c] = out[t]
                 tr[c] = top_words[q, _WORDS]
@@ -636,10 +523,7 @@ def _sort_records(buf, offs, top_words, packed, ibits):
     c = 0
     i = 0
     while i < n:
-        pre = packed[i] >> sh
-        j = i + 1
-        while j < n and (packed[j] >> sh) == pre:
-            j += 1
+        j = _run_end(packed, i, n, sh)
         if j - i > 2:
             for t in range(i, j):
                 out[t] = ro[c]

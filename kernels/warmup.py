@@ -15,7 +15,6 @@ through their own ``_warmup()`` functions.
 from __future__ import annotations
 
 import importlib
-import struct
 import time
 
 __all__ = ["warmup"]
@@ -24,12 +23,13 @@ _OPTIONAL_MODULES = ("block", "arena", "read")
 
 
 def _sample_run() -> tuple[bytes, list[int]]:
-    """A few records in the layout of kernels/layout.py, duplicates and a tombstone included."""
+    """A few records (shaledb.format.record), duplicates and a tombstone included."""
+    from shaledb.format.record import encode_record
+
     records = [(b"b", 3, 1, b"v3"), (b"a", 9, 1, b"x"), (b"b", 5, 0, b""), (b"a" * 20, 1, 1, b"y" * 9)]
     parts, offs, pos = [], [], 0
     for key, seq, kind, value in records:
-        body = struct.pack("<IIQ", len(key), len(value), (seq << 8) | kind) + key + value
-        body += bytes(-len(body) % 8)
+        body = encode_record(key, value, seq, kind)
         offs.append(pos)
         parts.append(body)
         pos += len(body)
@@ -48,7 +48,7 @@ def _variants(raw: bytes, offs: list[int]):
 def _warm_own() -> None:
     import numpy as np
 
-    from shaledb.kernels.bloom import _bloom_probe, bloom_build, bloom_may_contain
+    from shaledb.kernels.bloom import bloom_build, bloom_may_contain, bloom_probe
     from shaledb.kernels.dedupe import dedupe_sorted
     from shaledb.kernels.hashing import xxh64
     from shaledb.kernels.merge import merge_runs
@@ -71,7 +71,7 @@ def _warm_own() -> None:
         # readers probe with the jitted kernel directly (filter from bytes or built here)
         for f in (filt, np.frombuffer(filt.tobytes(), dtype=np.uint8)):
             for key in (np.frombuffer(b"a", dtype=np.uint8), np.frombuffer(bytearray(b"a"), dtype=np.uint8)):
-                _bloom_probe(f, key, 0, 1)
+                bloom_probe(f, key, 0, 1)
     concat_runs([_variants(raw, offs)[0], _variants(raw, offs)[3]])
 
 

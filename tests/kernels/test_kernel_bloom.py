@@ -13,7 +13,7 @@ from reference import bloom as ref
 from reference.sort import encode_run
 
 from shaledb.errors import Corruption, InvalidArgument
-from shaledb.kernels.bloom import _bloom_probe, bloom_build, bloom_may_contain
+from shaledb.kernels.bloom import bloom_build, bloom_may_contain, bloom_probe
 from shaledb.kernels.hashing import xxh64
 
 pytestmark = pytest.mark.nojit
@@ -73,7 +73,7 @@ def test_no_false_negatives_and_fp_rate_near_theory(bpk):
     trials = 100_000 if not NOJIT else 5_000
     probe = np.frombuffer(b"".join(i.to_bytes(8, "little") + b"\x01" for i in range(trials)), dtype=np.uint8)
     fps = sum(
-        bool(_bloom_probe(filt, probe, 9 * i, 9)) for i in range(trials) if bytes(probe[9 * i : 9 * i + 9]) not in present
+        bool(bloom_probe(filt, probe, 9 * i, 9)) for i in range(trials) if bytes(probe[9 * i : 9 * i + 9]) not in present
     )
     rate = fps / trials
     theory = ref.false_positive_rate(bpk)

@@ -12,7 +12,7 @@ from reference.sort import decode_run, encode_run, sort_offsets
 
 from shaledb.errors import InvalidArgument
 from shaledb.kernels.dedupe import dedupe_sorted
-from shaledb.kernels.layout import MAX_SEQ
+from shaledb.format.record import MAX_SEQ
 
 pytestmark = pytest.mark.nojit
 

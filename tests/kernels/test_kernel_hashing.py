@@ -14,7 +14,7 @@ from kernels_testlib import NOJIT, hsettings
 from reference.hashing import xxh64 as ref_xxh64
 
 from shaledb.errors import InvalidArgument
-from shaledb.kernels.hashing import _xxh64, xxh64
+from shaledb.kernels.hashing import xxh64, xxh64_range
 
 pytestmark = pytest.mark.nojit
 
@@ -65,7 +65,7 @@ def test_kernel_on_a_slice(data, d):
     start = d.draw(st.integers(0, len(data)))
     length = d.draw(st.integers(0, len(data) - start))
     arr = np.frombuffer(data, dtype=np.uint8)  # read-only
-    got = int(_xxh64(arr, start, length, np.uint64(3)))
+    got = int(xxh64_range(arr, start, length, np.uint64(3)))
     assert got == xxhash.xxh64_intdigest(data[start : start + length], 3)
 
 
@@ -96,13 +96,13 @@ def test_rejects_bad_seed(seed):
 
 def test_unaligned_loads_and_stores():
     from shaledb.kernels._jit import kernel
-    from shaledb.kernels.hashing import _load_u32, _load_u64, _load_u64_be, _store_u32, _store_u64
+    from shaledb.kernels.mem import load_u32, load_u64, load_u64_be, store_u32, store_u64
 
     @kernel
     def roundtrip(buf, p, v):
-        _store_u64(buf, p, v)
-        _store_u32(buf, p + 8, v)
-        return _load_u64(buf, p), _load_u32(buf, p + 8), _load_u64_be(buf, p)
+        store_u64(buf, p, v)
+        store_u32(buf, p + 8, v)
+        return load_u64(buf, p), load_u32(buf, p + 8), load_u64_be(buf, p)
 
     for p in range(0, 9):
         for v in (0, 1, 0x0102030405060708, 2**64 - 1):

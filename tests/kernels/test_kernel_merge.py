@@ -11,7 +11,7 @@ from reference.merge import merge_offsets
 from reference.sort import encode_run, sort_offsets
 
 from shaledb.errors import InvalidArgument
-from shaledb.kernels.layout import MAX_SEQ
+from shaledb.format.record import MAX_SEQ
 from shaledb.kernels.merge import merge_runs
 from shaledb.kernels.sort import concat_runs
 

@@ -10,7 +10,7 @@ from kernels_testlib import NOJIT, hsettings
 from reference.sort import decode_run, encode_run, sort_key, sort_offsets
 
 from shaledb.errors import InvalidArgument
-from shaledb.kernels.layout import MAX_SEQ
+from shaledb.format.record import MAX_SEQ
 from shaledb.kernels.sort import concat_runs, sort_records
 
 pytestmark = pytest.mark.nojit

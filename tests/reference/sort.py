@@ -1,7 +1,7 @@
 """Plain-Python record runs and the reference sort: slow, obviously correct.
 
 A record is the tuple ``(key: bytes, seq: int, kind: int, value: bytes)``;
-``encode_run`` lays records out as ``kernels/layout.py`` describes and
+``encode_run`` lays records out as ``shaledb.format.record`` describes and
 ``decode_run`` reads them back.
 """
 
@@ -11,7 +11,7 @@ import struct
 
 import numpy as np
 
-from shaledb.kernels.layout import RECORD_HEADER, pack_trailer, record_size
+from shaledb.format.record import RECORD_HEADER, pack_trailer, record_size
 
 
 def encode_run(records, *, gap: int = 0):
