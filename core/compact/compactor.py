@@ -226,10 +226,10 @@ def run(url: str, *, scheduler: Scheduler | None = None, retain_seq=None, **opti
     store_wrapper, compaction_workers, compaction_interval, ...)."""
     from shaledb.storage import open_store
 
+    from shaledb.options import wrap_store
+
     opts = Options.resolve(None, options)
-    store = open_store(url, **dict(opts.store_options))
-    if opts.store_wrapper is not None:
-        store = opts.store_wrapper(store)
+    store = wrap_store(open_store(url, **dict(opts.store_options)), opts)
     stop = threading.Event()
     old = {}
     if threading.current_thread() is threading.main_thread():

@@ -41,12 +41,20 @@ import numpy as np
 from shaledb.compact.scheduler import CompactionJob, job_ssts
 from shaledb.errors import InvalidArgument
 from shaledb.format.keys import sst_key
+from shaledb.format.record import (
+    KEY_LEN_OFF,
+    KIND_BITS,
+    KIND_DELETE,
+    KIND_MASK,
+    MAX_SEQ,
+    RECORD_HEADER,
+    TRAILER_OFF,
+)
 from shaledb.manifest.model import Manifest, SortedRun, SstRef
 
 __all__ = ["JobResult", "execute", "merge_range", "split_ranges"]
 
 _NO_CUT = 1 << 62
-KIND_DELETE = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +85,8 @@ class MergeParams:
 
 def _key_at(buf: np.ndarray, off: int) -> bytes:
     off = int(off)
-    klen = int.from_bytes(buf[off : off + 4].tobytes(), "little")
-    return buf[off + 16 : off + 16 + klen].tobytes()
+    klen = int.from_bytes(buf[off + KEY_LEN_OFF : off + KEY_LEN_OFF + 4].tobytes(), "little")
+    return buf[off + RECORD_HEADER : off + RECORD_HEADER + klen].tobytes()
 
 
 class _Source:
@@ -135,13 +143,12 @@ def _chunks(store, ssts: Sequence[SstRef], start, end, read_ahead: int):
 def _survivors(buf, offs, params: MergeParams):
     """Offsets of ``offs`` (sorted) that the output keeps."""
     from shaledb.kernels.dedupe import dedupe_sorted
-    from shaledb.kernels.layout import MAX_SEQ
 
     keep = dedupe_sorted(buf, offs, params.retain_seq)
     if params.bottom and len(keep):
-        trailers = buf[keep[:, None] + np.arange(8, 16)].view("<u8").ravel()
+        trailers = buf[keep[:, None] + np.arange(TRAILER_OFF, TRAILER_OFF + 8)].view("<u8").ravel()
         limit = MAX_SEQ if params.retain_seq is None else params.retain_seq
-        drop = ((trailers & 0xFF) == KIND_DELETE) & ((trailers >> 8) <= limit)
+        drop = ((trailers & KIND_MASK) == KIND_DELETE) & ((trailers >> KIND_BITS) <= limit)
         keep = keep[~drop]
     return keep
 
