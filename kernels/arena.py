@@ -79,11 +79,27 @@ __all__ = [
     "ARENA_MAGIC",
     "ARENA_VERSION",
     "HEADER_BYTES",
+    "H_CAPACITY",
+    "H_COMMITTED",
+    "H_GENERATION",
+    "H_INCARNATION",
+    "H_INDEX_OFF",
+    "H_INDEX_SLOTS",
+    "H_INDEX_USED",
+    "H_LOG_OFF",
+    "H_MAGIC",
+    "H_MAX_SEQ",
+    "H_MIN_SEQ",
+    "H_RECORD_COUNT",
+    "H_STATE",
+    "H_VERSION",
+    "H_WRITER_ID",
     "arena_append",
     "arena_append_counted",
     "arena_committed",
     "arena_header",
     "arena_init",
+    "arena_log_start",
     "arena_lookup",
     "arena_record_offsets",
     "count_records",
@@ -561,6 +577,7 @@ def arena_committed(arena: np.ndarray) -> int:
 
 
 def arena_log_start(arena: np.ndarray) -> int:
+    """Absolute offset of the first record (the end of the index)."""
     return int(_hdr(arena)[H_LOG_OFF])
 
 
