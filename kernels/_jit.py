@@ -15,25 +15,22 @@ from __future__ import annotations
 import os
 import tempfile
 
+__all__ = ["JIT_OPTIONS", "kernel"]
+
+
+def _writable(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+        return os.access(path, os.W_OK)
+    except OSError:
+        return False
+
 
 def _ensure_writable_cache_dir() -> None:
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        target = os.environ["NUMBA_CACHE_DIR"]
-        try:
-            os.makedirs(target, exist_ok=True)
-            if os.access(target, os.W_OK):
-                return
-        except OSError:
-            pass
-    else:
-        here = os.path.dirname(os.path.abspath(__file__))
-        pycache = os.path.join(here, "__pycache__")
-        try:
-            os.makedirs(pycache, exist_ok=True)
-            if os.access(pycache, os.W_OK):
-                return
-        except OSError:
-            pass
+    here = os.path.dirname(os.path.abspath(__file__))
+    target = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(here, "__pycache__")
+    if _writable(target):
+        return
     fallback = os.path.join(tempfile.gettempdir(), f"shaledb-numba-cache-{os.getuid()}")
     os.makedirs(fallback, exist_ok=True)
     os.environ["NUMBA_CACHE_DIR"] = fallback
