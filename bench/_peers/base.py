@@ -11,11 +11,18 @@ Conventions:
   form: ShaleDB takes the numpy ``(data, offsets)`` pairs as they are; the
   peers take lists of ``bytes`` (the conversion from numpy is not timed).
 * Latencies are ``time.perf_counter_ns()`` differences around one call.
+* The timed loops shared by the synchronous adapters (and the driver's
+  harness-overhead calibration) live here: ``timed_ops``, ``timed_gets`` and
+  ``ScanCheck.add_all``; an adapter binds its engine's calling convention
+  once (``functools.partial``) and hands the callables in.
 """
 
 from __future__ import annotations
 
 import abc
+import time
+
+__all__ = ["Adapter", "ScanCheck", "expected_digest", "timed_gets", "timed_ops"]
 
 
 class Adapter(abc.ABC):
@@ -94,16 +101,84 @@ class Adapter(abc.ABC):
 _MASK64 = (1 << 64) - 1
 
 
-class ScanCheck:
-    """Order check and order-independent content digest of a scan."""
+def timed_ops(put, get, keys, values, is_put, deadline_ns: int) -> tuple[list, list, list]:
+    """The mixed-phase loop (see ``Adapter.run_ops``): ``put(k, v)`` or
+    ``get(k)`` in order, each timed, until one ends past ``deadline_ns``."""
+    clock = time.perf_counter_ns
+    pl, gl, got = [], [], []
+    for k, v, p in zip(keys, values, is_put):
+        if p:
+            t0 = clock()
+            put(k, v)
+            t1 = clock()
+            pl.append(t1 - t0)
+        else:
+            t0 = clock()
+            r = get(k)
+            t1 = clock()
+            gl.append(t1 - t0)
+            got.append(r)
+        if t1 > deadline_ns:
+            break
+    return pl, gl, got
 
-    def __init__(self):
+
+def timed_gets(get, keys) -> tuple[list, list]:
+    """``get(k)`` for each key in order; (latencies_ns, values)."""
+    clock = time.perf_counter_ns
+    lat, got = [], []
+    for k in keys:
+        t0 = clock()
+        r = get(k)
+        lat.append(clock() - t0)
+        got.append(r)
+    return lat, got
+
+
+class ScanCheck:
+    """Count, bytes, order check and order-independent content digest of a scan.
+
+    ``add_all(pairs, bar)`` runs the scan loop itself (no call per record);
+    with ``check=False`` only count and bytes are kept.
+    """
+
+    def __init__(self, check: bool = True, copy: bool = False):
         from xxhash import xxh3_64_intdigest
 
         self._h = xxh3_64_intdigest
+        self.check = check
+        self.copy = copy  # keys/values are views: compare and hash bytes copies
         self.prev: bytes | None = None
         self.in_order = True
         self.digest = 0
+        self.count = 0
+        self.nbytes = 0
+
+    def add_all(self, pairs, bar=None) -> None:
+        """Take every ``(key, value)`` of ``pairs``; ``bar`` advances every 65,536 records."""
+        seen = nbytes = 0
+        check, copy, add = self.check, self.copy, self.add
+        for k, v in pairs:
+            seen += 1
+            nbytes += len(k) + len(v)
+            if check:
+                if copy:
+                    add(bytes(k), bytes(v))
+                else:
+                    add(k, v)
+            if bar is not None and not seen & 0xFFFF:
+                bar.update(0x10000)
+        if bar is not None:
+            bar.update(seen & 0xFFFF)
+        self.count += seen
+        self.nbytes += nbytes
+
+    def scan_result(self) -> dict:
+        """{"count", "bytes"}, plus {"in_order", "digest"} when checking."""
+        out = {"count": self.count, "bytes": self.nbytes}
+        if self.check:
+            out.update(self.result())
+        return out
 
     def add(self, key: bytes, value: bytes) -> None:
         if self.prev is not None and key <= self.prev:

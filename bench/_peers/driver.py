@@ -14,6 +14,7 @@ the count, the key order and a digest of every key and value.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -23,7 +24,7 @@ import traceback
 import numpy as np
 
 from bench._peers import adapter_class
-from bench._peers.base import expected_digest
+from bench._peers.base import expected_digest, timed_ops
 from bench.common import latency_summary, load_dataset, op_plan, progress, read_indices, rusage_peaks, write_json
 
 _MIXED_CHUNK = 4096
@@ -82,24 +83,11 @@ def harness_overhead_ns(n: int = 1 << 15) -> float:
 
     clock = time.perf_counter_ns
     deadline_ns = clock() + 10**12
+    bound_put = functools.partial(put, await_durable=False)  # as the adapters bind theirs
     best = None
     for _ in range(3):
-        pl, gl, got = [], [], []
         start = clock()
-        for k, v, p in zip(keys, vals, flags):
-            if p:
-                t0 = clock()
-                put(k, v, await_durable=False)
-                t1 = clock()
-                pl.append(t1 - t0)
-            else:
-                t0 = clock()
-                r = get(k)
-                t1 = clock()
-                gl.append(t1 - t0)
-                got.append(r)
-            if t1 > deadline_ns:
-                break
+        timed_ops(bound_put, get, keys, vals, flags, deadline_ns)
         per_op = (clock() - start) / n
         best = per_op if best is None else min(best, per_op)
     return best

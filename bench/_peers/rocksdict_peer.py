@@ -16,9 +16,10 @@ benchmark store is S3, on a scratch directory next to the run).
 
 from __future__ import annotations
 
+import functools
 import time
 
-from bench._peers.base import Adapter, ScanCheck
+from bench._peers.base import Adapter, ScanCheck, timed_gets, timed_ops
 
 
 class RocksdictAdapter(Adapter):
@@ -102,50 +103,13 @@ class RocksdictAdapter(Adapter):
             self.db.flush(True)
 
     def run_ops(self, keys, values, is_put, await_durable, deadline_ns):
-        db = self.db
-        wo = self._wo_sync if await_durable else self._wo
-        put, get = db.put, db.get
-        clock = time.perf_counter_ns
-        pl, gl, got = [], [], []
-        for k, v, p in zip(keys, values, is_put):
-            if p:
-                t0 = clock()
-                put(k, v, wo)
-                t1 = clock()
-                pl.append(t1 - t0)
-            else:
-                t0 = clock()
-                r = get(k)
-                t1 = clock()
-                gl.append(t1 - t0)
-                got.append(r)
-            if t1 > deadline_ns:
-                break
-        return pl, gl, got
+        put = functools.partial(self.db.put, write_opt=self._wo_sync if await_durable else self._wo)
+        return timed_ops(put, self.db.get, keys, values, is_put, deadline_ns)
 
     def get_many(self, keys):
-        get = self.db.get
-        clock = time.perf_counter_ns
-        lat, got = [], []
-        for k in keys:
-            t0 = clock()
-            r = get(k)
-            lat.append(clock() - t0)
-            got.append(r)
-        return lat, got
+        return timed_gets(self.db.get, keys)
 
     def scan(self, bar, check: bool = False) -> dict:
-        count = nbytes = 0
-        chk = ScanCheck() if check else None
-        for k, v in self.db.items():
-            count += 1
-            nbytes += len(k) + len(v)
-            if chk is not None:
-                chk.add(k, v)
-            if not count & 0xFFFF:
-                bar.update(0x10000)
-        bar.update(count & 0xFFFF)
-        out = {"count": count, "bytes": nbytes}
-        if chk is not None:
-            out.update(chk.result())
-        return out
+        tally = ScanCheck(check)
+        tally.add_all(self.db.items(), bar)
+        return tally.scan_result()

@@ -21,11 +21,12 @@ the object counts and sizes listed after each phase.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import time
 
-from bench._peers.base import Adapter, ScanCheck
+from bench._peers.base import Adapter, ScanCheck, timed_gets, timed_ops
 
 _WRITER_START_TIMEOUT = 300.0
 _WRITER_RUN_TIMEOUT = 3600.0
@@ -286,53 +287,16 @@ class ShaleDBAdapter(Adapter):
             self.db.flush(memtable=True)
 
     def run_ops(self, keys, values, is_put, await_durable, deadline_ns):
-        db = self.db
-        put, get = db.put, db.get
-        clock = time.perf_counter_ns
-        pl, gl, got = [], [], []
-        for k, v, p in zip(keys, values, is_put):
-            if p:
-                t0 = clock()
-                put(k, v, await_durable=await_durable)
-                t1 = clock()
-                pl.append(t1 - t0)
-            else:
-                t0 = clock()
-                r = get(k)
-                t1 = clock()
-                gl.append(t1 - t0)
-                got.append(r)
-            if t1 > deadline_ns:
-                break
-        return pl, gl, got
+        put = functools.partial(self.db.put, await_durable=await_durable)
+        return timed_ops(put, self.db.get, keys, values, is_put, deadline_ns)
 
     def get_many(self, keys):
-        get = self.db.get
-        clock = time.perf_counter_ns
-        lat, got = [], []
-        for k in keys:
-            t0 = clock()
-            r = get(k)
-            lat.append(clock() - t0)
-            got.append(r)
-        return lat, got
+        return timed_gets(self.db.get, keys)
 
     def scan(self, bar, check: bool = False) -> dict:
-        count = nbytes = 0
-        chk = ScanCheck() if check else None
-        for k, v in self.db.scan():
-            count += 1
-            nbytes += len(k) + len(v)
-            if chk is not None:
-                chk.add(bytes(k), bytes(v))
-            if not count & 0xFFFF:
-                bar.update(0x10000)
-        bar.update(count & 0xFFFF)
-        out = {"count": count, "bytes": nbytes}
-        if chk is not None:
-            out.update(chk.result())
-        return out
-
+        tally = ScanCheck(check, copy=True)
+        tally.add_all(self.db.scan(), bar)
+        return tally.scan_result()
 
 def _version() -> str:
     try:

@@ -188,7 +188,7 @@ class SlateDBAdapter(Adapter):
         from slatedb.uniffi import DurabilityLevel, KeyRange, ScanOptions
 
         db = self.db
-        chk = ScanCheck() if check else None
+        tally = ScanCheck(check)
 
         async def scan():
             opts = ScanOptions(
@@ -200,19 +200,9 @@ class SlateDBAdapter(Adapter):
             )
             rng = KeyRange(start=None, start_inclusive=False, end=None, end_inclusive=False)
             it = await db.scan_with_options(rng, opts)
-            count = nbytes = 0
             while rows := await it.next_batch(1000):
-                for kv in rows:
-                    k, v = kv.key, kv.value
-                    nbytes += len(k) + len(v)
-                    if chk is not None:
-                        chk.add(k, v)
-                count += len(rows)
+                tally.add_all((kv.key, kv.value) for kv in rows)
                 bar.update(len(rows))
-            return count, nbytes
 
-        count, nbytes = self._run(scan())
-        out = {"count": count, "bytes": nbytes}
-        if chk is not None:
-            out.update(chk.result())
-        return out
+        self._run(scan())
+        return tally.scan_result()
