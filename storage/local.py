@@ -45,6 +45,12 @@ needs no lock: ``link`` only succeeds while the name is absent.  flock works
 between processes on one machine and between threads (each operation opens
 its own lock descriptor); it is not meant for network file systems.
 
+Listing reads only names and headers, and a file whose header is missing or
+damaged (a foreign file, or byte damage) is still listed, with its whole
+file size and the etag :data:`DAMAGED_ETAG`; only reading it (``get``,
+``get_range``, ``head``) raises Corruption.  So damage to one object never
+hides the others (an old manifest does not block finding the latest one).
+
 A crashed writer can leave ``.shaledb-tmp-*`` files behind; they are
 invisible to every operation and :meth:`LocalStore.remove_temp_files` deletes
 old ones.  Empty directories left by ``delete`` are kept (harmless, invisible
@@ -76,9 +82,12 @@ from shaledb.storage.base import (
     check_range,
 )
 
-__all__ = ["LocalStore", "MAGIC"]
+__all__ = ["DAMAGED_ETAG", "LocalStore", "MAGIC"]
 
 MAGIC = b"ShaleOb1"
+#: The etag ``list`` gives a file whose header is missing or damaged (a
+#: foreign file, or byte damage); no write ever produces it.
+DAMAGED_ETAG = "damaged"
 _PREFIX_LEN = len(MAGIC) + 4
 _FIRST_READ = 4096
 _TMP_PREFIX = RESERVED_SEGMENT_PREFIX + "tmp-"
@@ -435,11 +444,17 @@ class LocalStore(ObjectStore):
             except (FileNotFoundError, NotADirectoryError):
                 continue  # deleted since the directory scan
             try:
-                hdr = _read_header(fd, path)
                 st = os.fstat(fd)
+                try:
+                    hdr = _read_header(fd, path)
+                except Corruption:
+                    hdr = None
             finally:
                 os.close(fd)
-            yield ObjectMeta(key, st.st_size - hdr.length, hdr.etag, st.st_mtime, None)
+            if hdr is None:  # foreign or damaged: listed as is; reading it raises Corruption
+                yield ObjectMeta(key, st.st_size, DAMAGED_ETAG, st.st_mtime, None)
+            else:
+                yield ObjectMeta(key, st.st_size - hdr.length, hdr.etag, st.st_mtime, None)
 
     # -- maintenance -------------------------------------------------------
 

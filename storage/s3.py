@@ -24,9 +24,10 @@ StorageError.  No botocore exception escapes.
 
 botocore's own retries are off by default (``max_attempts=1``) and its
 timeouts short, so :class:`~shaledb.storage.wrappers.RetryingStore` decides
-about retries and nothing hangs.  Opening the store sends ``HeadBucket``: a
-missing bucket, refused credentials or an unreachable endpoint fail at once
-with a message naming the bucket and endpoint.  Credentials come from the
+about retries and nothing hangs.  Opening the store sends ``HeadBucket`` with
+connect and read timeouts of at most ``probe_timeout`` (5 s): a missing
+bucket, refused credentials, an unreachable endpoint or one that never
+answers fail within seconds with a message naming the bucket and endpoint.  Credentials come from the
 standard boto3 chain (environment, profile, instance role); they are never
 taken as options, stored, logged or put in messages.  boto3 is imported when
 the first S3Store is made, not when ``shaledb.storage`` is.
@@ -78,6 +79,7 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     "max_pool_connections": 32,
     "addressing_style": None,
     "check_bucket": True,
+    "probe_timeout": 5.0,
 }
 
 
@@ -89,7 +91,9 @@ class S3Store(ObjectStore):
     ``read_timeout`` (30 s), ``max_attempts`` (botocore attempts per call,
     1 = no botocore retry), ``max_pool_connections`` (32),
     ``addressing_style`` ("path" when an endpoint is given, else "auto"),
-    ``check_bucket`` (HeadBucket at open, True).  Thread-safe (one boto3
+    ``check_bucket`` (HeadBucket at open, True), ``probe_timeout`` (5 s:
+    connect and read timeout of that HeadBucket, so an endpoint that
+    accepts connections but never answers fails the open in seconds).  Thread-safe (one boto3
     client, which is thread-safe).  Picklable: the copy reconnects.
     """
 
@@ -116,10 +120,13 @@ class S3Store(ObjectStore):
         # what spec() hands to another process: non-default options, with the
         # endpoint resolved here so the other process needs no environment
         self._options = {k: v for k, v in opts.items() if v != _OPTION_DEFAULTS[k]}
+        probe = float(opts["probe_timeout"])
+        if not probe > 0:
+            raise InvalidArgument(f"probe_timeout must be > 0 seconds, got {opts['probe_timeout']!r}")
         self._client = _make_client(opts)
         self.endpoint = self._client.meta.endpoint_url
         if opts["check_bucket"]:
-            self._check_bucket()
+            self._check_bucket(opts, probe)
 
     def __repr__(self) -> str:
         return f"S3Store(s3://{self.bucket}/{self.prefix} at {self.endpoint})"
@@ -138,11 +145,25 @@ class S3Store(ObjectStore):
     def _where(self) -> str:
         return f"bucket {self.bucket!r} at endpoint {self.endpoint}"
 
-    def _check_bucket(self) -> None:
+    def _check_bucket(self, opts: dict[str, Any], probe: float) -> None:
+        """HeadBucket through a short-lived client whose connect and read
+        timeouts are at most ``probe`` seconds."""
         import botocore.exceptions as bexc
 
+        popts = dict(opts)
+        popts["connect_timeout"] = min(float(opts["connect_timeout"]), probe)
+        popts["read_timeout"] = min(float(opts["read_timeout"]), probe)
+        popts["max_attempts"] = 1
+        client = _make_client(popts)
         try:
-            self._client.head_bucket(Bucket=self.bucket)
+            client.head_bucket(Bucket=self.bucket)
+        except bexc.ReadTimeoutError:
+            self.close()
+            raise Unavailable(
+                f"S3 endpoint {self.endpoint} accepted the connection but did not answer HeadBucket "
+                f"(bucket {self.bucket!r}) within {popts['read_timeout']:g}s; check the endpoint URL "
+                "and that the server is healthy"
+            ) from None
         except bexc.ClientError as e:
             code, status = _code_status(e)
             self.close()
@@ -164,6 +185,8 @@ class S3Store(ObjectStore):
         except bexc.BotoCoreError as e:
             self.close()
             raise StorageError(f"cannot open S3 {self._where()}: {e}") from None
+        finally:
+            client.close()
 
     # -- the one error translation -----------------------------------------
 

@@ -9,10 +9,19 @@ any order::
 ``spec()`` of a wrapper is the spec of the store at the bottom: reopening it
 elsewhere gives the bare backend, and the other process wraps it as it likes.
 Wrappers are not picklable.  All wrappers are thread-safe.
+
+Per-call deadlines: a public engine call (``get``, a step of ``scan``) runs
+its store operations inside ``with call_deadline(seconds):``.  Every
+:class:`RetryingStore` below it then stops retrying, and starts no new
+attempt, once that one deadline has passed, raising Unavailable: the call's
+retries share one budget instead of each operation having its own.  The
+deadline lives in a ``contextvars.ContextVar``, so it belongs to one thread
+(or task) and nests (an inner deadline never extends an outer one).
 """
 
 from __future__ import annotations
 
+import contextvars
 import random
 import threading
 import time
@@ -34,6 +43,8 @@ __all__ = [
     "OpStats",
     "RetryingStore",
     "StoreWrapper",
+    "call_deadline",
+    "deadline_left",
 ]
 
 OPS = ("get", "get_range", "head", "put", "put_if_absent", "put_if_match", "delete", "list")
@@ -93,6 +104,62 @@ class StoreWrapper(ObjectStore):
 
 
 # ---------------------------------------------------------------------------
+# Per-call deadline
+
+#: (clock, end time on that clock, seconds granted) of the innermost call_deadline, or None
+_CALL_DEADLINE: contextvars.ContextVar = contextvars.ContextVar("shaledb_call_deadline", default=None)
+
+
+class call_deadline:
+    """``with call_deadline(seconds):`` gives the store operations inside one
+    deadline, ``seconds`` from now on ``clock`` (default ``time.monotonic``).
+
+    RetryingStore raises Unavailable instead of starting an attempt or a
+    retry after the deadline (an attempt already running is bounded by the
+    backend's own timeouts).  Nested deadlines keep the earlier end.
+    REQUIRES: ``seconds > 0``.  Not reentrant: one ``with`` per instance.
+    """
+
+    __slots__ = ("seconds", "clock", "_token")
+
+    def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic):
+        self.seconds = float(seconds)
+        self.clock = clock
+        self._token = None
+
+    def __enter__(self) -> "call_deadline":
+        end = self.clock() + self.seconds
+        outer = _CALL_DEADLINE.get()
+        if outer is not None and outer[0] is self.clock and outer[1] <= end:
+            self._token = _CALL_DEADLINE.set(outer)
+        else:
+            self._token = _CALL_DEADLINE.set((self.clock, end, self.seconds))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _CALL_DEADLINE.reset(self._token)
+        self._token = None
+
+
+def deadline_left() -> float | None:
+    """Seconds left before the current call's deadline (may be <= 0), or None if there is none."""
+    d = _CALL_DEADLINE.get()
+    if d is None:
+        return None
+    return d[1] - d[0]()
+
+
+def _check_call_deadline(op: str, key: str, attempts: int, err: BaseException | None = None) -> None:
+    """Raise Unavailable if the current call's deadline has passed."""
+    d = _CALL_DEADLINE.get()
+    if d is not None and d[0]() >= d[1]:
+        cause = f": {err}" if err is not None else ""
+        raise Unavailable(
+            f"{op} {key!r}: the call's deadline of {d[2]:g}s passed after {attempts} attempt(s){cause}"
+        ) from err
+
+
+# ---------------------------------------------------------------------------
 # RetryingStore
 
 
@@ -119,6 +186,14 @@ class _Backoff:
                 f"{self.op} {self.key!r} still unavailable after {self.attempt} attempts "
                 f"over {elapsed:.2f}s: {err}"
             ) from err
+        d = _CALL_DEADLINE.get()
+        if d is not None:
+            left = d[1] - d[0]()
+            if left <= 0 or delay >= left:
+                raise Unavailable(
+                    f"{self.op} {self.key!r}: the call's deadline of {d[2]:g}s passes before the next "
+                    f"attempt ({self.attempt} attempt(s) so far): {err}"
+                ) from err
         s._sleep(delay)
 
 
@@ -138,6 +213,8 @@ class RetryingStore(StoreWrapper):
     landed and the put is reported as a success (see ``docs/storage.md``).
     Other errors (ObjectNotFound, PreconditionFailed, InvalidArgument, ...)
     pass through at once.  ``list`` resumes after the last key it yielded.
+    Inside :class:`call_deadline`, no attempt starts and no retry sleeps past
+    the call's deadline (Unavailable instead), whatever ``deadline`` allows.
     """
 
     def __init__(
@@ -167,6 +244,7 @@ class RetryingStore(StoreWrapper):
     def _retry(self, op: str, key: str, fn: Callable[[], Any]):
         backoff = _Backoff(self, op, key)
         while True:
+            _check_call_deadline(op, key, backoff.attempt)
             try:
                 return fn()
             except Unavailable as e:
@@ -240,6 +318,7 @@ class RetryingStore(StoreWrapper):
         backoff = _Backoff(self, "list", prefix)
         last: str | None = None
         while True:
+            _check_call_deadline("list", prefix, backoff.attempt)
             try:
                 for meta in self.inner.list(prefix):
                     if last is not None and meta.key <= last:

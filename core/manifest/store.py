@@ -176,6 +176,14 @@ def check_transition(
             raise bad("a reader may only change checkpoints")
 
 
+def _where(store) -> str:
+    """The store's location for a message (its spec URL), else its repr."""
+    try:
+        return store.spec()[0]
+    except Exception:  # noqa: BLE001 - a message helper must not fail
+        return repr(store)
+
+
 def _raise_watermark(cur: SstWatermark | None, epoch: int, to: str | None) -> SstWatermark:
     """The watermark of ``epoch`` raised to ``to`` (default: a fresh ULID).
 
@@ -484,8 +492,9 @@ class ManifestStore:
             break
         if foreign is not None and self._obj.load() is None:
             raise InvalidArgument(
-                f"{self.store!r} holds objects but no ShaleDB manifest (first: {foreign!r}); "
-                "refusing to create a database there"
+                f"{_where(self.store)} is not a ShaleDB database: it holds objects but no manifest "
+                f"(first: {foreign!r}); refusing to create a database there; "
+                "open an empty location or an existing database"
             )
         if self._obj._cur is None:
             self._obj.create_initial(Manifest())

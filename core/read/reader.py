@@ -31,6 +31,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from shaledb.storage.wrappers import call_deadline
+
 __all__ = [
     "Entry",
     "merge_entries",
@@ -263,24 +265,30 @@ class Reader:
         return plan
 
     def get(self, key: bytes):
-        """The newest value of ``key`` (bytes, non-empty), or None."""
+        """The newest value of ``key`` (bytes, non-empty), or None.
+
+        Every store operation of the call (manifest, SST opens, blocks) and
+        all their retries share one deadline, ``options.request_timeout``;
+        past it the call raises Unavailable.  An SST the manifest lists but
+        the store lacks is Corruption naming the object.
+        """
         best = self._mem_lookup(key)
+        plan = self._plan
+        if best is None and plan is not None and plan[4] is not None and plan[0] == self._manifest_id_of_mem() \
+                and self._manifest_id == plan[0]:
+            return _lone_get(plan, key)  # one pinned L0 SST, nothing in the arenas: no store I/O
+        with self._deadline():
+            return self._get(key, best)
+
+    def _deadline(self):
+        return call_deadline(self.options.request_timeout)
+
+    def _get(self, key: bytes, best):
         plan = self._plan
         if plan is None or plan[0] != self._manifest_id_of_mem() or self._manifest_id != plan[0]:
             plan = self._l0_plan()
-        lone = plan[4]
-        if lone is not None and best is None:  # one pinned L0 SST, nothing in the arenas
-            first, last, data, boffs, ikeys, ioffs, bloom = lone
-            if key < first or key > last:
-                return None
-            err, found, t, vp, vlen = _pinned_get(bloom, data, boffs, ikeys, ioffs, np.frombuffer(key, dtype=np.uint8))
-            if err:
-                from shaledb.kernels.block import _raise
-
-                _raise(int(err), f"{plan[1][0][0][0][4].key}: the block holding {key!r}")
-            if not found or not (int(t) & 0xFF):
-                return None
-            return data[vp : vp + vlen].tobytes()
+        if plan[4] is not None and best is None:
+            return _lone_get(plan, key)
         groups = plan[1]
         if groups:
             karr = np.frombuffer(key, dtype=np.uint8)
@@ -333,6 +341,13 @@ class Reader:
     # -- scans
 
     def scan(self, start, end):
+        """``(key, value)`` pairs in [start, end), lazy.  The call itself (the
+        manifest, the L0 SST opens) has one ``request_timeout`` deadline, and
+        so does each batch its iteration fetches (Unavailable past it)."""
+        with self._deadline():
+            return self._scan(start, end)
+
+    def _scan(self, start, end):
         sources = []
         for buf, offs in self.mem.sorted_runs_snapshot():
             sources.append(_clip_run(buf, offs, start, end))
@@ -343,7 +358,7 @@ class Reader:
                     sources.append(self._sst(ref).iter_range(start, end))
             for run in m.sorted_runs:
                 sources.append(self._lazy_run(run, start, end))
-        return merge_visible(sources)
+        return merge_visible(sources, step_timeout=self.options.request_timeout)
 
     def _lazy_run(self, run, start, end):
         for ref in run.ssts:
@@ -356,6 +371,33 @@ class Reader:
 
 
 _CHUNK = 16384  # records emitted per batch of a scan
+
+
+def _lone_get(plan, key: bytes):
+    """Point read in the plan's lone pinned L0 SST (no store I/O)."""
+    first, last, data, boffs, ikeys, ioffs, bloom = plan[4]
+    if key < first or key > last:
+        return None
+    err, found, t, vp, vlen = _pinned_get(bloom, data, boffs, ikeys, ioffs, np.frombuffer(key, dtype=np.uint8))
+    if err:
+        from shaledb.kernels.block import _raise
+
+        _raise(int(err), f"{plan[1][0][0][0][4].key}: the block holding {key!r}")
+    if not found or not (int(t) & 0xFF):
+        return None
+    return data[vp : vp + vlen].tobytes()
+
+
+def _deadlined(it, seconds: float):
+    """``it`` with each step (each ``next``) under its own ``seconds`` deadline."""
+    it = iter(it)
+    while True:
+        with call_deadline(seconds):
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+        yield item
 
 
 def _pinned_get(*args):
@@ -418,12 +460,16 @@ _NO_KEY = np.zeros(1, dtype=np.uint8)
 _NO_KEY.flags.writeable = False  # the same array type as keys from bytes
 
 
-def merge_visible(sources) -> Iterator[tuple[bytes, bytes]]:
+def merge_visible(sources, step_timeout: float | None = None) -> Iterator[tuple[bytes, bytes]]:
     """``(key, value)`` pairs, newest version per key, tombstones dropped,
-    from sources of record runs (see :func:`_visible_batches`)."""
+    from sources of record runs (see :func:`_visible_batches`).  With
+    ``step_timeout``, each batch (the store reads it needs) has that deadline."""
     import itertools
 
-    return itertools.chain.from_iterable(_visible_batches(sources))
+    batches = _visible_batches(sources)
+    if step_timeout is not None:
+        batches = _deadlined(batches, step_timeout)
+    return itertools.chain.from_iterable(batches)
 
 
 def _visible_batches(sources):

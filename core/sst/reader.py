@@ -16,7 +16,9 @@ and bloom filter in memory.
 
 Every checksum is verified before bytes are used; a mismatch, or an object
 shorter than its footer says, raises ``shaledb.Corruption`` naming the object
-and the block.  Thread safety: after construction a reader is immutable
+and the block.  So does a missing object once its size is known (given by
+the manifest that lists it, or found by ``head``): an SST that is referenced
+but gone is damage to the database, not a lookup miss.  Thread safety: after construction a reader is immutable
 apart from the (thread-safe) block cache, so threads may share it.
 """
 
@@ -28,7 +30,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from shaledb.format.enums import CompressionCodec
-from shaledb.errors import Corruption, InvalidArgument
+from shaledb.errors import Corruption, InvalidArgument, ObjectNotFound
 from shaledb.sst.format import (
     TRAILER_SIZE,
     SstInfo,
@@ -70,7 +72,12 @@ class _Pinned(tuple):
 
 
 class SstReader:
-    """A reader of one SST object.  Raises ObjectNotFound if it is missing."""
+    """A reader of one SST object.
+
+    With ``size=None`` the size comes from ``head`` (ObjectNotFound if the
+    object does not exist); after that, and whenever ``size`` is given (the
+    manifest lists the SST), a missing object raises Corruption naming it.
+    """
 
     def __init__(self, store, key: str, *, block_cache=None, size: int | None = None,
                  read_ahead_bytes: int = READ_AHEAD_BYTES):
@@ -118,7 +125,13 @@ class SstReader:
         return self.footer.num_blocks
 
     def _fetch(self, start: int, end: int, what: str) -> bytes:
-        data = self.store.get_range(self.key, start, end)
+        try:
+            data = self.store.get_range(self.key, start, end)
+        except ObjectNotFound:
+            raise Corruption(
+                f"{self.key}: {what}: the SST object is missing from the store "
+                f"(it is referenced with size {self.size})"
+            ) from None
         if len(data) != end - start:
             raise Corruption(
                 f"{self.key}: {what}: truncated object (wanted bytes {start}..{end}, got {len(data)})"
