@@ -1,25 +1,10 @@
-"""Opening a database for writing: fence older writers, then recover the WAL.
+"""Recovery at open: read the WAL objects written after the last L0 flush.
 
-Runs inside the flusher (the only process that writes to the store).
-
-1. Refuse a root that holds objects but no manifest (not a ShaleDB database;
-   the manifest store checks).
-2. Fence: ``ManifestStore.create_or_open_writer`` bumps ``writer_epoch`` with
-   a compare-and-swap and writes the zero-byte WAL fence at the first free id
-   ``F``.  From here on an older writer loses its next WAL create (it collides
-   with the fence or with our objects) and its next manifest update (the epoch
-   moved): it is fenced.
-3. Replay: every WAL object with ``replay_after_wal_id < id < F`` is read,
-   records with ``seq <= last_l0_seq`` are skipped (they are in L0 already),
-   and the rest are written to L0 with their original sequence numbers, in
-   one fenced manifest update that also moves ``replay_after_wal_id`` to
-   ``F``.  The arenas therefore start empty, and the sequence counter starts
-   at the manifest's ``last_l0_seq``.
-
-Replaying into L0 rather than into arenas keeps the arenas free of records
-whose sequence numbers are older than the counter, and makes recovery
-idempotent: a crash during recovery leaves either the old manifest (replay
-again) or the new one (nothing left to replay).
+Runs in the flusher, after fencing (``ManifestStore.create_or_open_writer``):
+every WAL object with ``replay_after_wal_id < id < fence id`` is decoded and
+records already in L0 (``seq <= last_l0_seq``) are dropped; the flusher writes
+the rest to L0 in one manifest update.  A missing id in that range is
+Corruption.  See docs/architecture.md ("Recovery").
 """
 
 from __future__ import annotations
