@@ -622,22 +622,38 @@ def block_checksum_ok(block) -> bool:
     return int(check_block(block)[0]) != E_CHECKSUM and block.shape[0] >= BLOCK_TAIL + 4 + 11
 
 
-def _run_scan(block, data_end, nr, ri, lo, hi, what):
+def _bounds(lo, hi):
+    """``(use_lo, lo_key, use_hi, hi_key)`` for the scan kernels (a missing bound is a dummy key)."""
     use_lo = lo is not None
     use_hi = hi is not None
-    lo_a = _as_key(lo) if use_lo else _EMPTY_KEY
-    hi_a = _as_key(hi) if use_hi else _EMPTY_KEY
-    cap = 2 * block.shape[0] + 4096
-    out_offs = np.empty(block.shape[0] // 11 + 1, dtype=np.int64)
+    return use_lo, _as_key(lo) if use_lo else _EMPTY_KEY, use_hi, _as_key(hi) if use_hi else _EMPTY_KEY
+
+
+def _decode_growing(size: int, decode):
+    """Run ``decode(out, out_offs) -> (error, extra, n, used)`` with output
+    buffers for ``size`` input bytes, growing ``out`` while it reports
+    E_OUTPUT; returns ``(error, extra, buf, offs)``."""
+    cap = 2 * size + 4096
+    out_offs = np.empty(size // 11 + 1, dtype=np.int64)
     while True:
         out = np.empty(cap, dtype=np.uint8)
+        err, extra, n, used = decode(out, out_offs)
+        if err != E_OUTPUT:
+            return err, extra, out[:used], out_offs[:n]
+        cap = max(2 * cap, 2 * int(used))
+
+
+def _run_scan(block, data_end, nr, ri, lo, hi, what):
+    use_lo, lo_a, use_hi, hi_a = _bounds(lo, hi)
+
+    def decode(out, out_offs):
         err, n, used, _ = _scan(block, data_end, nr, ri, lo_a, use_lo, hi_a, use_hi, out, out_offs)
-        if err == E_OUTPUT:
-            cap = max(2 * cap, 2 * int(used))
-            continue
-        if err != _OK:
-            raise_corruption(err, what)
-        return out[:used], out_offs[:n]
+        return err, 0, n, used
+
+    err, _, buf, offs = _decode_growing(block.shape[0], decode)
+    if err != _OK:
+        raise_corruption(err, what)
+    return buf, offs
 
 
 def decode_block(block, *, what: str = "block") -> tuple[np.ndarray, np.ndarray]:
@@ -703,21 +719,15 @@ def decode_blocks_range(data, starts, start=None, end=None, *, what: str = "bloc
     starts = as_offs(starts)
     if starts.shape[0] < 1 or starts[0] < 0 or starts[-1] > data.shape[0] or np.any(np.diff(starts) < 0):
         raise InvalidArgument("decode_blocks_range: bad block starts")
-    use_lo = start is not None
-    use_hi = end is not None
-    lo_a = _as_key(start) if use_lo else _EMPTY_KEY
-    hi_a = _as_key(end) if use_hi else _EMPTY_KEY
-    cap = 2 * data.shape[0] + 4096
-    out_offs = np.empty(data.shape[0] // 11 + 1, dtype=np.int64)
-    while True:
-        out = np.empty(cap, dtype=np.uint8)
-        err, bad, n, used = _scan_blocks(data, starts, lo_a, use_lo, hi_a, use_hi, out, out_offs)
-        if err == E_OUTPUT:
-            cap = max(2 * cap, 2 * int(used))
-            continue
-        if err != _OK:
-            raise_corruption(err, f"{what} {first_block + int(bad)}")
-        return out[:used], out_offs[:n]
+    use_lo, lo_a, use_hi, hi_a = _bounds(start, end)
+
+    def decode(out, out_offs):
+        return _scan_blocks(data, starts, lo_a, use_lo, hi_a, use_hi, out, out_offs)
+
+    err, bad, buf, offs = _decode_growing(data.shape[0], decode)
+    if err != _OK:
+        raise_corruption(err, f"{what} {first_block + int(bad)}")
+    return buf, offs
 
 
 def seek_block(block, key, *, what: str = "block") -> tuple[np.ndarray, np.ndarray]:
