@@ -130,7 +130,7 @@ class call_deadline:
     def __enter__(self) -> "call_deadline":
         end = self.clock() + self.seconds
         outer = _CALL_DEADLINE.get()
-        if outer is not None and outer[0] is self.clock and outer[1] <= end:
+        if outer is not None and outer[0] == self.clock and outer[1] <= end:
             self._token = _CALL_DEADLINE.set(outer)
         else:
             self._token = _CALL_DEADLINE.set((self.clock, end, self.seconds))
