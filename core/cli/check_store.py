@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from shaledb.errors import ObjectNotFound, PreconditionFailed
 
-__all__ = ["CheckResult", "check_store"]
+__all__ = ["CheckResult", "check_store", "scratch_prefix"]
 
 #: Rounds of the two-thread create race.
 RACE_ROUNDS = 8
@@ -144,13 +144,19 @@ CHECKS = (
 )
 
 
-def check_store(store) -> list[CheckResult]:
-    """Run every check under a scratch prefix of ``store`` and remove it.
+def scratch_prefix() -> str:
+    """A fresh scratch prefix (``check-store-<hex>/``)."""
+    return f"check-store-{uuid.uuid4().hex[:12]}/"
 
-    A failing check is a row with ``ok=False``; a failure to clean up is a
-    last row.  Raises only what listing the store at the start raises.
+
+def check_store(store, prefix: str | None = None) -> list[CheckResult]:
+    """Run every check under ``prefix`` (default: a fresh scratch prefix) of
+    ``store`` and delete every object under it afterwards.
+
+    A failing check is a row with ``ok=False``; the last row says whether the
+    scratch prefix was emptied.  Never raises for a store failure.
     """
-    p = f"check-store-{uuid.uuid4().hex[:12]}/"
+    p = prefix or scratch_prefix()
     out = []
     try:
         for name, fn in CHECKS:

@@ -58,15 +58,15 @@ def _ssts(ssts, enc: str) -> dict:
     }
 
 
-def database_info(store, *, encoding: str = "utf8", now: float | None = None) -> dict:
+def database_info(store, *, encoding: str = "utf8", now: float | None = None, what: str | None = None) -> dict:
     """Format version, epochs, manifest id, L0 and sorted runs (count, bytes,
     key range), WAL range, checkpoints and store totals, as plain data.
 
     Keys are rendered with ``encoding`` (see ``render_bytes``).  Raises
-    InvalidArgument when ``store`` holds no database.
+    InvalidArgument when ``store`` holds no database (``what`` names it).
     """
     now = time.time() if now is None else now
-    ms = load_latest(store, repr(store))
+    ms = load_latest(store, what or repr(store))
     m = ms.current
     totals: dict[str, dict[str, int]] = {k: {"objects": 0, "bytes": 0} for k in (*KINDS, "other")}
     wal_ids = []

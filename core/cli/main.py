@@ -60,7 +60,7 @@ def cmd_info(args) -> int:
     from shaledb.cli.info import database_info
 
     with _store(args) as store:
-        d = database_info(store, encoding=_enc(args))
+        d = database_info(store, encoding=_enc(args), what=args.url)
     lines = [
         f"format version   {d['format_version']}",
         f"manifest id      {d['manifest_id']}",
@@ -153,10 +153,16 @@ def cmd_verify(args) -> int:
 
 
 def cmd_check_store(args) -> int:
-    from shaledb.cli.check_store import check_store
+    from shaledb.cli.check_store import check_store, scratch_prefix
+    from shaledb.storage import LocalStore
 
+    url = root_url(args.url)
+    fresh = url.startswith("/") and not os.path.exists(url)
+    prefix = scratch_prefix()
     with _store(args, create=True) as store:
-        rows = check_store(store)
+        rows = check_store(store, prefix)
+        if isinstance(store, LocalStore):
+            _remove_local_scratch(store.root, prefix, fresh)
     width = max(len(r.name) for r in rows)
     text = "\n".join(
         f"{'PASS' if r.ok else 'FAIL'}  {r.name:<{width}}{'  ' + r.detail if r.detail else ''}" for r in rows
@@ -166,12 +172,29 @@ def cmd_check_store(args) -> int:
     return EXIT_OK if ok else EXIT_PROBLEMS
 
 
+def _remove_local_scratch(root: str, prefix: str, fresh: bool) -> None:
+    """A local store keeps empty directories after deletes: remove the scratch
+    tree's, and the root itself when this command created it."""
+    import shutil
+
+    top = os.path.join(root, prefix.rstrip("/"))
+    for d, _, files in sorted(os.walk(top), key=lambda t: -len(t[0])):
+        if not files:
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+    if fresh and set(os.listdir(root)) <= {".shaledb-lock"}:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def cmd_sst_dump(args) -> int:
     from shaledb.cli.sst_dump import dump_sst
 
-    store, key = _sst_source(args)
+    store, key, label = _sst_source(args)
     with store:
         d = dump_sst(store, key, encoding=_enc(args), limit=args.limit, values=not args.keys_only)
+    d["object"] = label
     lines = [f"{k:<17}{d[k]}" for k in (
         "object", "size", "format_version", "sst_id", "num_entries", "min_seq", "max_seq",
         "first_key", "last_key", "compression", "block_size", "restart_interval", "data_bytes")]
@@ -190,7 +213,8 @@ def cmd_sst_dump(args) -> int:
 
 
 def _sst_source(args):
-    """(store, key) for ``sst dump``: a local file, or a store URL and an SST key/id."""
+    """(store, key, label) for ``sst dump``: a local file (an object of a local
+    store, or raw SST bytes), or a store URL and an SST key or id."""
     from shaledb.errors import Corruption
     from shaledb.format.keys import parse_sst_key, sst_key
 
@@ -207,20 +231,20 @@ def _sst_source(args):
         name = os.path.basename(path)
         try:
             local.head(name)
-            return local, name
+            return local, name, path
         except (Corruption, InvalidArgument):  # not an object of a local store: raw SST bytes
             local.close()
         with open(path, "rb") as fh:
             raw = fh.read()
         mem = MemoryStore()
-        mem.put(name if "/" not in name else "sst", raw)
-        return mem, name
+        mem.put(name, raw)
+        return mem, name, path
     key = args.key
     if parse_sst_key(key) is None and parse_sst_key(f"compacted/{key}") is None:
         key = sst_key(key[:-4] if key.endswith(".sst") else key)
     elif parse_sst_key(key) is None:
         key = f"compacted/{key}"
-    return open_root(src, args.endpoint), key
+    return open_root(src, args.endpoint), key, key
 
 
 def cmd_gc(args) -> int:
