@@ -51,8 +51,8 @@ def run(*args, check_rc: int | None = 0, env: dict | None = None) -> subprocess.
     return p
 
 
-def run_json(*args):
-    return json.loads(run(*args, "--json").stdout)
+def run_json(*args, **kw):
+    return json.loads(run(*args, "--json", **kw).stdout)
 
 
 def build(url: str, endpoint: str = "") -> None:
@@ -347,7 +347,9 @@ def test_s3_read_commands(s3_db):
 def test_s3_verify_names_damaged_objects(s3_db):
     url, ep = s3_db
     store = open_store(url, endpoint_url=ep)
-    sst_key = f"compacted/{run_json('manifest', url, '--endpoint', ep)['l0'][0]['sst_id']}.sst"
+    # the oldest SST: the manifest before the damaged latest one lists it too
+    l0 = run_json("manifest", url, "--endpoint", ep)["l0"]
+    sst_key = f"compacted/{next(s['sst_id'] for s in l0 if s['first_key'] == 'key00000')}.sst"
     wal = add_replay_wal(store)
     man = latest_manifest_key(store)
     saved = {k: store.get(k) for k in (sst_key, man)}
