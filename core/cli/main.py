@@ -376,9 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--base64", action="store_true", help="keys and values in base64")
 
     ap = _Parser(prog="shaledb", description="Inspect, verify and operate a ShaleDB database.")
-    from shaledb import __version__
+    import shaledb
 
-    ap.add_argument("--version", action="version", version=f"shaledb {__version__}")
+    ap.add_argument("--version", action="version", version=f"shaledb {shaledb.__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
