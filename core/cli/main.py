@@ -146,7 +146,7 @@ def cmd_verify(args) -> int:
     else:
         text = "\n".join(
             [f"CORRUPT: {len(rep.problems)} problem(s) in {rep.checked} objects checked"]
-            + [f"  {p.object}: {p.error}" for p in rep.problems]
+            + [f"  {p.object}: {p.error.removeprefix(p.object + ': ')}" for p in rep.problems]
         )
     _out(args, rep.as_dict(), text)
     return EXIT_OK if rep.ok else EXIT_PROBLEMS
