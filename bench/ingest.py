@@ -108,6 +108,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--verify-samples", type=_positive_int, default=1000, help="sampled gets in the final check")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per engine")
+    p.add_argument("--plot", default=None, metavar="PATH",
+                   help="draw ShaleDB's timeline (records/s, L0, sorted runs, store bytes, stall time; "
+                        "sampled once a second during prefill, flush and compact) to PATH (needs matplotlib)")
+    p.add_argument("--probe-mib", type=_positive_int, default=256,
+                   help="MiB of the durable write bandwidth probe (fsync'd sequential write; on S3 PUTs "
+                        "of 8 MiB objects); 0 skips it")
     args = p.parse_args(argv)
     if args.batch < 1:
         p.error("--batch must be >= 1")
@@ -286,6 +292,7 @@ def run_engine(engine: str, args, stores: Stores, data_dir: Path, work: Path, sh
         "seed": args.seed,
         "verify_samples": args.verify_samples,
         "progress": show_bars,
+        "timeline": bool(args.plot) and engine == "shaledb",
     }
     spec_path, result_path = work / f"{engine}.spec.json", work / f"{engine}.result.json"
     spec_path.write_text(json.dumps(spec))

@@ -91,6 +91,28 @@ class Adapter(abc.ABC):
     def get_many(self, keys: list) -> tuple[list, list]:
         """Point-get each key in order; returns (latencies_ns, values)."""
 
+    def compact(self) -> dict:
+        """Merge everything into as few sorted runs as the engine offers (a
+        major compaction).  Returns {"api": str} plus, when known,
+        "jobs", "bytes_in", "bytes_out"; {"api": None, "why": str} when the
+        engine offers nothing to call (then the phase is reported as not run)."""
+        return {"api": None, "why": "this engine's adapter has no compaction call"}
+
+    def gc(self) -> dict:
+        """Delete what the engine no longer needs, with no minimum age.
+        Returns {"api": str, ...counts} or {"api": None, "why": str}."""
+        return {"api": None, "why": "this engine's adapter has no garbage-collection call"}
+
+    def tree(self) -> dict:
+        """The shape of the tree now: {"l0": int|None, "sorted_runs": int|None}
+        and any engine-specific detail (bytes by kind).  None fields: unknown."""
+        return {"l0": None, "sorted_runs": None}
+
+    def timeline(self) -> list | None:
+        """Samples taken once per second during prefill/flush/compact, when the
+        adapter takes them (ShaleDB does; see ``bench/plot.py``)."""
+        return None
+
     @abc.abstractmethod
     def scan(self, bar, check: bool = False) -> dict:
         """Full scan. Returns {"count", "bytes"}; with ``check`` also

@@ -6,8 +6,12 @@ SPEC is written by ``bench.ingest``; RESULT receives the figures (see
 ``bench/README.md`` for their meaning).  The exit status is 0 when every
 phase ran and the data verified, 1 otherwise (RESULT still says why).
 
-Phases, in order: prefill, flush, mixed, read (reopen, then cold and warm
-gets of the same random existing keys), scan, close; then an untimed
+Phases, in order: prefill, flush, ingest_close (close right after the
+flush: the through-close ingest figure; then an untimed reopen), mixed,
+read_before_compact and read (each: reopen, then cold and warm gets of the
+same random existing keys) around compact (a major compaction), scan, gc
+(then the space amplification), close; each phase records the tree's shape
+after it (``tree``: L0 count, sorted runs, bytes).  Then an untimed
 verification after a fresh open: sampled gets and a full scan that checks
 the count, the key order and a digest of every key and value.
 """
@@ -130,9 +134,22 @@ class Driver:
             "engine_requests": eng,
             "http_requests": http,
             "store_after": count_objects(self.adapter.location()),
+            "tree": self._tree(),
         }
         r.update(extra)
         return r
+
+    def _tree(self) -> dict:
+        """The adapter's tree shape; an error in it must not fail the run."""
+        try:
+            return self.adapter.tree()
+        except Exception as exc:
+            return {"l0": None, "sorted_runs": None, "error": f"{type(exc).__name__}: {exc}"}
+
+    def _rate(self, seconds: float) -> dict:
+        nbytes = self.ds.payload_bytes_of(self.n)
+        return {"seconds": seconds, "records_per_s": self.n / seconds if seconds > 0 else None,
+                "mb_per_s": nbytes / seconds / 1e6 if seconds > 0 else None}
 
     def _payload(self, idx) -> int:
         ko, vo = self.ds.keys_offs, self.ds.vals_offs
@@ -167,8 +184,11 @@ class Driver:
             if reap is not None:
                 reap()
         secs = info.pop("elapsed_s")
+        calls = info.pop("call_ns", None)
         ph["prefill"] = self._phase("prefill", secs, self.n, self.ds.payload_bytes_of(self.n), req, **info)
         ph["prefill"]["requests_cover"] = "prefill+flush"
+        if calls is not None:
+            ph["prefill"]["call_latency"] = latency_summary(calls)
         ph["flush"] = {
             "seconds": flush_secs,
             "records": self.n,
@@ -180,16 +200,43 @@ class Driver:
             "engine_requests": None,
             "http_requests": None,
             "store_after": ph["prefill"]["store_after"],
+            "tree": ph["prefill"]["tree"],
         }
-        secs = flush_secs
-        ingest = ph["prefill"]["seconds"] + secs
-        res["ingest"] = {
-            "seconds": ingest,
-            "records_per_s": self.n / ingest if ingest > 0 else None,
-            "mb_per_s": self.ds.payload_bytes_of(self.n) / ingest / 1e6 if ingest > 0 else None,
-        }
+        ingest = ph["prefill"]["seconds"] + flush_secs
+        res["ingest"] = self._rate(ingest)
+
+        # Through close: the records in sorted SSTs (L0 / RocksDB's memtable
+        # flush), not only in the WAL.  close is timed right after the flush,
+        # then the engine reopens, untimed.
+        req = self._requests()
+        t0 = time.perf_counter()
+        a.close()
+        close_s = time.perf_counter() - t0
+        ph["ingest_close"] = self._phase("ingest_close", close_s, 0, 0, req, records_per_s=None)
+        ph["ingest_close"]["mb_per_s"] = None
+        res["ingest_through_close"] = self._rate(ingest + close_s)
+        t0 = time.perf_counter()
+        a.open()
+        res["reopen_after_ingest_s"] = time.perf_counter() - t0
 
         ph["mixed"] = self._mixed()
+        ph["read_before_compact"] = self._read()
+
+        # compact: everything into one sorted run (where the engine offers it)
+        req = self._requests()
+        t0 = time.perf_counter()
+        c = a.compact()
+        secs = time.perf_counter() - t0
+        if c.get("api") is None:
+            ph["compact"] = {"ran": False, "why": c.get("why"), "seconds": None, "tree": self._tree()}
+        else:
+            if "seconds" in c:  # the engine's own figure; the phase time is ours
+                c["engine_seconds"] = c.pop("seconds")
+            b_in = c.get("bytes_in")
+            ph["compact"] = self._phase("compact", secs, 0, b_in or 0, req, ran=True, **c)
+            ph["compact"]["records_per_s"] = None
+            ph["compact"]["mb_per_s"] = b_in / secs / 1e6 if b_in and secs > 0 else None
+
         ph["read"] = self._read()
 
         # scan
@@ -201,6 +248,16 @@ class Driver:
         ph["scan"] = self._phase("scan", secs, s["count"], s["bytes"], req)
         ph["scan"]["count_ok"] = s["count"] == self.n
 
+        # gc, then space amplification: bytes in the store / live key+value bytes
+        t0 = time.perf_counter()
+        g = a.gc()
+        g_secs = time.perf_counter() - t0
+        after = count_objects(a.location())
+        live = self.ds.payload_bytes_of(self.n)
+        ph["gc"] = {"ran": g.get("api") is not None, "seconds": g_secs if g.get("api") else None, **g,
+                    "store_after": after, "tree": self._tree(), "live_bytes": live,
+                    "space_amplification": after["bytes"] / live if after and "bytes" in after and live else None}
+
         # close
         req = self._requests()
         t0 = time.perf_counter()
@@ -209,6 +266,7 @@ class Driver:
         ph["close"] = self._phase("close", secs, 0, 0, req)
         ph["close"]["records_per_s"] = ph["close"]["mb_per_s"] = None
         res["rusage_after_close"] = rusage_peaks()
+        res["timeline"] = a.timeline()
 
         res["describe"] = a.describe()  # again: some fields are known only after a run
         res["verify"] = self._verify()
@@ -302,7 +360,10 @@ class Driver:
         finally:
             a.close()
         wrong_reads = sum(
-            p.get("wrong_gets", 0) for p in (self.result["phases"]["mixed"], *self.result["phases"]["read"].values()) if isinstance(p, dict)
+            p.get("wrong_gets", 0)
+            for p in (self.result["phases"]["mixed"], *self.result["phases"]["read"].values(),
+                      *self.result["phases"]["read_before_compact"].values())
+            if isinstance(p, dict)
         )
         out["wrong_gets_during_phases"] = wrong_reads
         out["ok"] = (

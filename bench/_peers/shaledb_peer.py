@@ -53,16 +53,20 @@ def _writer_main(handle, data_dir, a, b, batch, go, counter, results) -> None:
             results.put({"ready": os.getpid()})
             if not go.wait(timeout=_WRITER_START_TIMEOUT):
                 raise TimeoutError("the engine process never gave the start signal")
+            clock = time.perf_counter_ns
+            calls = []
             t0 = time.perf_counter()
             for lo in range(a, b, batch):
                 hi = min(b, lo + batch)
                 keys, vals = ds.pairs(lo, hi)
+                c0 = clock()
                 handle.put_many(keys, vals, await_durable=False)
+                calls.append(clock() - c0)
                 with counter.get_lock():
                     counter.value += hi - lo
             t1 = time.perf_counter()
         results.put({"ok": True, "pid": os.getpid(), "records": b - a, "elapsed_s": t1 - t0,
-                     "exit_s": time.perf_counter() - t1, "startup_s": startup})
+                     "exit_s": time.perf_counter() - t1, "startup_s": startup, "call_ns": calls})
     except BaseException as exc:  # reported to the engine process, which fails the phase
         import traceback
 
@@ -116,9 +120,14 @@ class ShaleDBAdapter(Adapter):
             self.endpoint = loc.get("endpoint")
         self.db = None
         self._requests_source = None
+        self._list_store = None
+        self._done = 0
+        self._sampler = _Sampler(self)
 
     def _overrides(self) -> dict:
-        ov: dict = {"wal": bool(self.spec["wal"])}
+        # gc_min_age 0: the space-amplification figure is taken after a GC
+        # that keeps nothing it may delete (this bench is the only user).
+        ov: dict = {"wal": bool(self.spec["wal"]), "gc_min_age": 0.0}
         if self.endpoint:
             ov["store_options"] = {"endpoint_url": self.endpoint}
         return ov
@@ -136,6 +145,10 @@ class ShaleDBAdapter(Adapter):
             "get_api": "db.get",
             "scan_api": "db.scan()",
             "close_api": "db.close()",
+            "compact_api": "db.compact(full=True)" if self.db is None or callable(getattr(self.db, "compact", None))
+            else "shaledb.compact.Compactor(store).compact_once(full=True) (the Db has no compact() yet)",
+            "gc_api": "db.gc() with gc_min_age=0" if self.db is None or callable(getattr(self.db, "gc", None))
+            else "shaledb.gc.collect(store, min_age=0) (the Db has no gc() yet)",
             "writers": w,
             "fsync": "per the local store (fsync on)" if self.endpoint is None and self.url.startswith("/") else "S3 PUT",
             "requests_source": self._requests_source,
@@ -177,10 +190,14 @@ class ShaleDBAdapter(Adapter):
         self.db = shaledb.open(self.url, **self._overrides())
 
     def close(self) -> None:
+        self._sampler.stop()
         if self.db is not None:
             self.requests()
             self.db.close()
             self.db = None
+        if self._list_store is not None:
+            self._list_store.close()
+            self._list_store = None
 
     def reap(self) -> None:
         """Join the writer processes of the last prefill (after the flush)."""
@@ -193,14 +210,21 @@ class ShaleDBAdapter(Adapter):
 
     def prefill(self, ds, n: int, batch: int, writers: int, bar) -> dict:
         if writers <= 1:
+            self._sampler.start("prefill", lambda: self._done)
             db = self.db
+            clock = time.perf_counter_ns
+            calls = []
+            self._done = 0
             t0 = time.perf_counter()
             for lo in range(0, n, batch):
                 hi = min(n, lo + batch)
                 keys, vals = ds.pairs(lo, hi)
+                c0 = clock()
                 db.put_many(keys, vals, await_durable=False)
+                calls.append(clock() - c0)
+                self._done = hi
                 bar.update(hi - lo)
-            return {"elapsed_s": time.perf_counter() - t0, "writers": 1}
+            return {"elapsed_s": time.perf_counter() - t0, "writers": 1, "call_ns": calls}
         return self._prefill_processes(ds, n, batch, writers, bar)
 
     def _prefill_processes(self, ds, n: int, batch: int, writers: int, bar) -> dict:
@@ -224,6 +248,7 @@ class ShaleDBAdapter(Adapter):
                 procs.append(p)
             # Every writer has loaded the data, warmed up and attached: start them together.
             self._collect(procs, results, writers, "ready", time.monotonic() + _WRITER_START_TIMEOUT, None)
+            self._sampler.start("prefill", lambda: counter.value)
             t0 = time.perf_counter()
             go.set()
             reports = self._collect(procs, results, writers, "ok", time.monotonic() + _WRITER_RUN_TIMEOUT,
@@ -237,6 +262,7 @@ class ShaleDBAdapter(Adapter):
             return {
                 "elapsed_s": elapsed,
                 "writers": writers,
+                "call_ns": [c for r in reports for c in r["call_ns"]],
                 "per_writer": [
                     {"records": r["records"], "elapsed_s": r["elapsed_s"], "startup_s": r["startup_s"],
                      "exit_s": r["exit_s"], "records_per_s": r["records"] / r["elapsed_s"] if r["elapsed_s"] else None}
@@ -281,10 +307,94 @@ class ShaleDBAdapter(Adapter):
         return got
 
     def flush(self) -> None:
-        if self.spec["wal"]:
-            self.db.flush()
+        self._sampler.phase("flush")
+        try:
+            if self.spec["wal"]:
+                self.db.flush()
+            else:
+                self.db.flush(memtable=True)
+        finally:
+            self._sampler.stop()
+
+    # -- LSM lifecycle: compaction, GC, the shape of the tree -----------------
+
+    def _listing_store(self):
+        """A store handle on the database root for listings and manifest
+        reads (on S3 behind the counting proxy: the server itself, so the
+        bench's own listings are not counted as the engine's requests)."""
+        if self._list_store is None:
+            from shaledb.storage import open_store
+
+            loc = self.spec["location"]
+            if loc["kind"] == "local":
+                self._list_store = open_store(self.url)
+            else:
+                ep = loc.get("list_endpoint") or loc.get("endpoint")
+                self._list_store = open_store(self.url, **({"endpoint_url": ep} if ep else {}))
+        return self._list_store
+
+    def tree(self) -> dict:
+        from shaledb.cli import database_info
+
+        info = database_info(self._listing_store(), what=self.url)
+        kinds = info["store"]["by_kind"]
+        out = {
+            "l0": info["l0"]["count"],
+            "l0_bytes": info["l0"]["bytes"],
+            "sorted_runs": len(info["sorted_runs"]),
+            "run_bytes": sum(r["bytes"] for r in info["sorted_runs"]),
+            "store_bytes": info["store"]["bytes"],
+            "store_objects": info["store"]["objects"],
+            "bytes_by_kind": {k: v["bytes"] for k, v in kinds.items() if v["objects"]},
+        }
+        return out
+
+    def compact(self) -> dict:
+        self._sampler.start("compact", lambda: None)
+        try:
+            fn = getattr(self.db, "compact", None)
+            if callable(fn):
+                rep = _plain(fn(full=True))
+                return {"api": "db.compact(full=True)", **rep}
+            # This Db has no compact() yet: the library compactor on the same root.
+            from shaledb.compact import Compactor
+            from shaledb.options import Options, wrap_store
+
+            opts = Options(**({"store_options": {"endpoint_url": self.endpoint}} if self.endpoint else {}))
+            store = wrap_store(self._new_store(), opts)
+            try:
+                with Compactor(store, opts) as c:
+                    rep = _plain(c.compact_once(full=True))
+            finally:
+                store.close()
+            return {"api": "shaledb.compact.Compactor(store).compact_once(full=True) "
+                           "(this Db has no compact() yet)", "workers": opts.compaction_workers, **rep}
+        finally:
+            self._sampler.stop()
+
+    def _new_store(self):
+        from shaledb.storage import open_store
+
+        return open_store(self.url, **({"endpoint_url": self.endpoint} if self.endpoint else {}))
+
+    def gc(self) -> dict:
+        fn = getattr(self.db, "gc", None)
+        if callable(fn):
+            res = fn(dry_run=False)
+            api = "db.gc() (opened with gc_min_age=0)"
         else:
-            self.db.flush(memtable=True)
+            from shaledb.gc import collect
+
+            res = collect(self._listing_store(), min_age=0)
+            api = "shaledb.gc.collect(store, min_age=0) (this Db has no gc() yet)"
+        counts = getattr(res, "counts", None)
+        nbytes = getattr(res, "bytes", None)
+        if isinstance(res, dict):
+            counts, nbytes = res.get("counts"), res.get("bytes")
+        return {"api": api, "deleted": counts, "deleted_bytes": nbytes}
+
+    def timeline(self) -> list | None:
+        return self._sampler.samples
 
     def run_ops(self, keys, values, is_put, await_durable, deadline_ns):
         put = functools.partial(self.db.put, await_durable=await_durable)
@@ -297,6 +407,88 @@ class ShaleDBAdapter(Adapter):
         tally = ScanCheck(check, copy=True)
         tally.add_all(self.db.scan(), bar)
         return tally.scan_result()
+
+def _plain(rep) -> dict:
+    """A compaction report (dataclass, named tuple or dict) as a dict."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(rep):
+        return dataclasses.asdict(rep)
+    if hasattr(rep, "_asdict"):
+        return dict(rep._asdict())
+    return dict(rep) if isinstance(rep, dict) else {"report": repr(rep)}
+
+
+class _Sampler:
+    """Once a second, in a background thread: records written so far,
+    ``db.status()`` (L0 count, stall seconds) and the tree from a store
+    listing, while prefill, flush or compact runs.  Samples accumulate in
+    ``samples`` (a list of dicts, time ``t`` from the first start).
+    Thread safety: start/phase/stop from the driver's thread only."""
+
+    INTERVAL = 1.0
+
+    def __init__(self, adapter: "ShaleDBAdapter"):
+        import threading
+
+        self.adapter = adapter
+        self.samples: list[dict] = []
+        self._t0: float | None = None
+        self._phase = None
+        self._records = None
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self, phase: str, records) -> None:
+        import threading
+
+        if not self.adapter.spec.get("timeline"):
+            return
+        self.stop()
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+        self._phase, self._records = phase, records
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-timeline", daemon=True)
+        self._thread.start()
+
+    def phase(self, phase: str) -> None:
+        """Go on sampling under another phase name (starts if stopped)."""
+        if self._thread is None:
+            self.start(phase, lambda: None)
+        self._phase = phase
+
+    def stop(self) -> None:
+        t, self._thread = self._thread, None
+        if t is not None:
+            self._stop.set()
+            self.sample()  # the end of the phase
+            t.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            self.sample()
+
+    def sample(self) -> None:
+        a = self.adapter
+        s: dict = {"t": time.perf_counter() - self._t0, "phase": self._phase}
+        try:
+            s["records"] = self._records() if self._records is not None else None
+        except Exception:
+            s["records"] = None
+        db = a.db
+        try:
+            st = db.status() if db is not None else {}
+            s["l0_status"] = st.get("l0")
+            s["stall_s"] = st.get("l0_stall_seconds")
+        except Exception as exc:
+            s["status_error"] = type(exc).__name__
+        try:
+            s.update(a.tree())
+        except Exception as exc:
+            s["tree_error"] = type(exc).__name__
+        self.samples.append(s)
+
 
 def _version() -> str:
     try:
