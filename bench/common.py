@@ -406,3 +406,57 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# -- durable write bandwidth of the store -------------------------------------------
+
+_PROBE_CHUNK = 8 << 20
+
+
+def probe_local_write_bandwidth(directory, nbytes: int) -> dict:
+    """Write ``nbytes`` of incompressible data sequentially to a new file in
+    ``directory`` in 8 MiB writes, fsync it, delete it.  The time runs from
+    the first write to the end of the fsync: the physical durable write
+    bandwidth a local-directory store can reach."""
+    path = os.path.join(os.fspath(directory), f".write-probe-{os.getpid()}-{time.time_ns()}")
+    buf = memoryview(os.urandom(_PROBE_CHUNK))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        done = 0
+        t0 = time.perf_counter()
+        while done < nbytes:
+            want = min(_PROBE_CHUNK, nbytes - done)
+            done += os.write(fd, buf[:want])
+        os.fsync(fd)
+        secs = time.perf_counter() - t0
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return {"method": f"fsync'd sequential write of {fmt_bytes(nbytes)} in 8 MiB writes", "bytes": nbytes,
+            "seconds": secs, "mb_per_s": nbytes / secs / 1e6 if secs > 0 else None}
+
+
+def probe_s3_put_bandwidth(bucket: str, prefix: str, endpoint: str | None, nbytes: int, threads: int = 4) -> dict:
+    """PUT ``nbytes`` as 8 MiB objects under ``prefix`` from ``threads``
+    threads (boto3), then delete them: the PUT throughput of the endpoint."""
+    import boto3
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = boto3.client("s3", endpoint_url=endpoint)
+    body = os.urandom(_PROBE_CHUNK)
+    count = max(1, nbytes // _PROBE_CHUNK)
+    keys = [f"{prefix.strip('/')}/write-probe/{i:05d}" for i in range(count)]
+    try:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda k: client.put_object(Bucket=bucket, Key=k, Body=body), keys))
+        secs = time.perf_counter() - t0
+    finally:
+        for k in keys:
+            try:
+                client.delete_object(Bucket=bucket, Key=k)
+            except Exception:
+                pass
+    total = count * _PROBE_CHUNK
+    return {"method": f"{count} PUTs of 8 MiB objects from {threads} threads", "bytes": total,
+            "seconds": secs, "mb_per_s": total / secs / 1e6 if secs > 0 else None}

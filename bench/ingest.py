@@ -52,6 +52,8 @@ from bench.common import (
     format_table,
     generate_dataset,
     machine_info,
+    probe_local_write_bandwidth,
+    probe_s3_put_bandwidth,
     write_json,
 )
 
@@ -60,7 +62,9 @@ REPO = Path(__file__).resolve().parents[1]
 #: in Python (about 20-50 k records/s), so the full default run would take minutes.
 SLATEDB_DEFAULT_RECORDS = 50_000
 MOTO_BUCKET = "shaledb-bench"
-PHASES = ("prefill", "flush", "mixed", "read", "scan", "close")
+PHASES = ("prefill", "flush", "ingest_close", "mixed", "read_before_compact", "compact", "read", "scan", "gc", "close")
+#: Phases whose tree shape is printed, in order.
+TREE_PHASES = ("prefill", "ingest_close", "mixed", "compact", "scan", "gc", "close")
 
 
 # -- arguments ----------------------------------------------------------------
@@ -386,6 +390,48 @@ def _lat(l: dict | None, key: str) -> str:
     return fmt_ns((l or {}).get(key))
 
 
+def _dash(x) -> str:
+    return "-" if x is None else str(x)
+
+
+def written_bytes(r: dict) -> dict:
+    """Bytes an engine wrote to its store, from the listings: everything in
+    the store after the through-close (WAL + L0 + any background compaction:
+    nothing was deleted yet), plus what the compact phase wrote.  For an
+    engine that deletes files as it goes (RocksDB's WAL) a lower bound."""
+    ph = r.get("phases") or {}
+    ingest = ((ph.get("ingest_close") or {}).get("store_after") or {}).get("bytes")
+    comp = ph.get("compact") or {}
+    out = comp.get("bytes_out") if comp.get("ran") else None
+    return {"ingest": ingest, "compaction": out}
+
+
+def _render_bandwidth(report: dict, names: list) -> str:
+    probe = report.get("write_probe") or {}
+    title = "== durable write bandwidth: ingest as a fraction of the store's physical limit =="
+    if not probe.get("mb_per_s"):
+        return f"{title}\nprobe not run ({probe.get('error') or '--probe-mib 0'})"
+    limit = probe["mb_per_s"]
+    rows = []
+    for e in names:
+        r = report["engines"][e]
+        user = (r["phases"].get("prefill") or {}).get("bytes")
+        w = written_bytes(r)
+        thr = r.get("ingest_through_close") or {}
+        if not user or not w["ingest"] or not thr.get("mb_per_s"):
+            continue
+        amp = w["ingest"] / user
+        frac = thr["mb_per_s"] * amp / limit
+        comp = w["compaction"]
+        amp_all = (w["ingest"] + comp) / user if comp else None
+        lower = "" if e == "shaledb" else " (lower bound)"
+        rows.append([e, fmt_bytes(w["ingest"]) + lower, f"{amp:.2f}", f"{thr['mb_per_s']:.1f}",
+                     f"{thr['mb_per_s'] * amp:.1f}", f"{frac:.0%}", f"{amp_all:.2f}" if amp_all else "-"])
+    return format_table(["engine", "written through close", "bytes/user byte", "user MB/s (through close)",
+                         "store MB/s", "of limit", "bytes/user byte incl. compact"], rows,
+                        f"{title}\nlimit: {limit:.0f} MB/s ({probe['method']}, {probe['seconds']:.2f} s)")
+
+
 def render(report: dict) -> str:
     eng = report["engines"]
     names = [e for e in report["config"]["engines"] if e in eng and "phases" in eng[e] and eng[e]["phases"]]
@@ -399,9 +445,12 @@ def render(report: dict) -> str:
         p = ph(e, "prefill")
         if not p:
             continue
+        cl = p.get("call_latency") or {}
         rows.append([e, f"{p['records']:,}", p.get("writers", 1), fmt_seconds(p["seconds"]), fmt_rate(p["records_per_s"]),
-                     f"{p['mb_per_s']:.1f}" if p.get("mb_per_s") else "-", _req(p.get("requests")), _objs(p.get("store_after"))])
-    out.append(format_table(["engine", "records", "writers", "time", "records/s", "MB/s", "requests", "objects/bytes after"],
+                     f"{p['mb_per_s']:.1f}" if p.get("mb_per_s") else "-", _lat(cl, "p50_ns"), _lat(cl, "p99_ns"),
+                     _lat(cl, "max_ns"), _req(p.get("requests")), _objs(p.get("store_after"))])
+    out.append(format_table(["engine", "records", "writers", "time", "records/s", "MB/s", "call p50", "call p99", "call max",
+                             "requests", "objects/bytes after"],
                             rows, "== prefill (await_durable off; requests and objects counted after the flush that follows at once) =="))
 
     rows = []
@@ -410,11 +459,18 @@ def render(report: dict) -> str:
         if not p:
             continue
         ing = eng[e].get("ingest") or {}
+        thr = eng[e].get("ingest_through_close") or {}
+        ic = ph(e, "ingest_close")
         rows.append([e, fmt_seconds(p["seconds"]), _req(p.get("requests")), _objs(p.get("store_after")),
                      fmt_seconds(ing.get("seconds")), fmt_rate(ing.get("records_per_s")),
-                     f"{ing['mb_per_s']:.1f}" if ing.get("mb_per_s") else "-"])
-    out.append(format_table(["engine", "flush time", "requests", "objects/bytes after", "prefill+flush", "records/s", "MB/s"],
-                            rows, "== flush (everything durable) and prefill+flush =="))
+                     f"{ing['mb_per_s']:.1f}" if ing.get("mb_per_s") else "-",
+                     fmt_seconds(ic.get("seconds")), fmt_rate(thr.get("records_per_s")),
+                     f"{thr['mb_per_s']:.1f}" if thr.get("mb_per_s") else "-"])
+    out.append(format_table(["engine", "flush time", "requests", "objects/bytes after", "prefill+flush", "records/s", "MB/s",
+                             "then close", "through close rec/s", "MB/s"],
+                            rows, "== flush (everything durable), prefill+flush, and through close (prefill+flush+close: "
+                                  "the records in sorted SSTs) =="))
+    out.append(_render_bandwidth(report, names))
 
     rows = []
     for e in names:
@@ -433,16 +489,36 @@ def render(report: dict) -> str:
 
     rows = []
     for e in names:
-        rd = ph(e, "read")
-        for temp in ("cold", "warm"):
-            p = rd.get(temp)
-            if not p:
-                continue
-            extra = fmt_seconds(rd["reopen"]["open_s"]) if temp == "cold" and rd.get("reopen") else ""
-            rows.append([e, temp, f"{p['records']:,}", extra, fmt_rate(p["records_per_s"]), f"{p['mb_per_s']:.1f}" if p.get("mb_per_s") else "-",
-                         _lat(p.get("latency"), "p50_ns"), _lat(p.get("latency"), "p99_ns"), _req(p.get("requests"))])
+        p = ph(e, "compact")
+        if not p:
+            continue
+        if not p.get("ran"):
+            rows.append([e, "not run: " + _short(p.get("why") or "-", 70), "-", "-", "-", "-", "-"])
+            continue
+        mbps = f"{p['mb_per_s']:.1f}" if p.get("mb_per_s") else "-"
+        if p.get("mb_per_s_of") == "store bytes before":
+            mbps += " (of store bytes)"
+        b_in = p.get("bytes_in") or (p.get("store_before") or {}).get("bytes")
+        rows.append([e, _short(p.get("api") or "-", 60), fmt_seconds(p.get("seconds")), fmt_bytes(b_in),
+                     fmt_bytes(p.get("bytes_out")), mbps, p.get("workers", "-")])
+    out.append(format_table(["engine", "call", "time", "bytes in", "bytes out", "MB/s in", "workers"], rows,
+                            "== compact (after mixed and a first read pass: everything into one sorted run) =="))
+
+    rows = []
+    for e in names:
+        for phase, label in (("read_before_compact", " (before compact)"), ("read", "")):
+            rd = ph(e, phase)
+            for temp in ("cold", "warm"):
+                p = rd.get(temp)
+                if not p:
+                    continue
+                extra = fmt_seconds(rd["reopen"]["open_s"]) if temp == "cold" and rd.get("reopen") else ""
+                rows.append([e, temp + label, f"{p['records']:,}", extra, fmt_rate(p["records_per_s"]),
+                             f"{p['mb_per_s']:.1f}" if p.get("mb_per_s") else "-",
+                             _lat(p.get("latency"), "p50_ns"), _lat(p.get("latency"), "p99_ns"), _req(p.get("requests"))])
     out.append(format_table(["engine", "pass", "gets", "reopen", "gets/s", "MB/s", "p50", "p99", "requests"],
-                            rows, "== read (random gets of existing keys; cold right after reopen, then warm) =="))
+                            rows, "== read (random gets of existing keys; cold right after reopen, then warm; "
+                                  "once before and once after compact) =="))
 
     rows = []
     for e in names:
@@ -460,6 +536,33 @@ def render(report: dict) -> str:
             continue
         rows.append([e, fmt_seconds(p["seconds"]), _req(p.get("requests")), _objs(p.get("store_after"))])
     out.append(format_table(["engine", "close time", "requests", "objects/bytes at end"], rows, "== close =="))
+
+    rows = []
+    for e in names:
+        p = ph(e, "gc")
+        if not p:
+            continue
+        deleted = p.get("deleted")
+        gone = ", ".join(f"{k} {v}" for k, v in deleted.items() if v) if isinstance(deleted, dict) else "-"
+        sa = p.get("space_amplification")
+        rows.append([e, _short(p.get("api") or ("not run: " + (p.get("why") or "-")), 60), gone or "nothing",
+                     _objs(p.get("store_after")), fmt_bytes(p.get("live_bytes")), f"{sa:.2f}" if sa else "-"])
+    out.append(format_table(["engine", "gc", "deleted", "objects/bytes after", "live key+value", "space amp"], rows,
+                            "== gc and space amplification (store bytes after gc / live key+value bytes) =="))
+
+    rows = []
+    for e in names:
+        for phase in TREE_PHASES:
+            p = ph(e, phase)
+            t = p.get("tree") or {}
+            if not p:
+                continue
+            kinds = t.get("bytes_by_kind") or {}
+            rows.append([e, phase, _dash(t.get("l0")), _dash(t.get("sorted_runs")), _objs(p.get("store_after")),
+                         ", ".join(f"{k} {fmt_bytes(v)}" for k, v in kinds.items()) or "-"])
+    out.append(format_table(["engine", "after phase", "L0", "sorted runs", "objects/bytes", "bytes by kind"], rows,
+                            "== shape of the tree at the end of each phase (RocksDB: L0 files; runs = L0 files + "
+                            "non-empty levels) =="))
 
     rows = []
     for e in report["config"]["engines"]:
@@ -497,8 +600,8 @@ def render(report: dict) -> str:
         d = (eng.get(e) or {}).get("describe") or {}
         if d:
             how.append(f"{e}: {d.get('engine')}; store {d.get('store')}")
-            for k in ("prefill_api", "flush_api", "put_api", "get_api", "scan_api", "close_api", "fsync", "writers_note",
-                      "requests_source", "open_note"):
+            for k in ("prefill_api", "flush_api", "put_api", "get_api", "scan_api", "close_api", "compact_api", "gc_api",
+                      "fsync", "writers_note", "requests_source", "open_note", "tree_note"):
                 if d.get(k):
                     how.append(f"    {k.replace('_', ' ')}: {d[k]}")
     how.extend("note: " + note for note in report.get("notes", []))
@@ -526,6 +629,8 @@ def compute_ratios(report: dict) -> dict:
     higher_better = {
         "prefill records/s": ("phases", "prefill", "records_per_s"),
         "prefill+flush records/s": ("ingest", "records_per_s"),
+        "through-close records/s": ("ingest_through_close", "records_per_s"),
+        "read warm gets/s before compact": ("phases", "read_before_compact", "warm", "records_per_s"),
         "mixed ops/s": ("phases", "mixed", "records_per_s"),
         "mixed puts/s": ("phases", "mixed", "puts_per_s"),
         "mixed gets/s": ("phases", "mixed", "gets_per_s"),
@@ -539,6 +644,8 @@ def compute_ratios(report: dict) -> dict:
         "mixed put p99": ("phases", "mixed", "put_latency", "p99_ns"),
         "mixed get p99": ("phases", "mixed", "get_latency", "p99_ns"),
         "tree PSS peak": ("memory", "tree_peak_pss"),
+        "prefill call p99": ("phases", "prefill", "call_latency", "p99_ns"),
+        "space amplification": ("phases", "gc", "space_amplification"),
     }
     out: dict[str, dict] = {}
     for metric, path in higher_better.items():
@@ -555,6 +662,37 @@ def compute_ratios(report: dict) -> dict:
 
 
 # -- main ---------------------------------------------------------------------------------
+
+
+def _probe(args, stores: "Stores") -> dict:
+    """The store's durable write bandwidth (``--probe-mib``); errors are reported, not raised."""
+    nbytes = args.probe_mib << 20
+    if not nbytes:
+        return {}
+    print(f"probing the store's durable write bandwidth ({args.probe_mib} MiB) ...", file=sys.stderr)
+    try:
+        if stores.kind == "local":
+            return probe_local_write_bandwidth(stores.local_root, nbytes)
+        endpoint = stores.moto.endpoint_url if stores.moto is not None else stores.endpoint
+        return probe_s3_put_bandwidth(stores.bucket, stores.prefix, endpoint, nbytes)
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _plot(path: str, report: dict) -> None:
+    samples = ((report["engines"].get("shaledb") or {}).get("timeline")) or []
+    try:
+        from bench.plot import plot_timeline
+    except ImportError as exc:
+        print(f"\n--plot: cannot draw ({exc}); pip install -e '.[bench]' brings matplotlib", file=sys.stderr)
+        return
+    if not samples:
+        print("\n--plot: ShaleDB took no timeline samples (did it run?)", file=sys.stderr)
+        return
+    cfg = report["config"]
+    plot_timeline(samples, path, title=f"ShaleDB bench.ingest: {cfg['records']:,} records, {cfg['writers']} writers, "
+                                       f"batch {cfg['batch']:,}, {cfg.get('store_description', '')[:60]}")
+    print(f"\ntimeline: {path}")
 
 
 def _shaledb_available() -> tuple[bool, str]:
@@ -613,6 +751,7 @@ def main(argv=None) -> int:
         report["config"]["store_description"] = stores.describe()
         print(f"data: {n_max:,} records x ({args.key_size} B key + {args.value_size} B value), seed {args.seed}; "
               f"store: {stores.describe()}", file=sys.stderr)
+        report["write_probe"] = _probe(args, stores)
         for e in engines:
             print(f"running {e} ({args.records_by_engine[e]:,} records) ...", file=sys.stderr)
             report["engines"][e] = run_engine(e, args, stores, work / "data", work, show_bars)
@@ -640,6 +779,8 @@ def main(argv=None) -> int:
         print(f"\nShaleDB did not run: {why}")
     if args.json:
         write_json(args.json, report)
+    if args.plot:
+        _plot(args.plot, report)
     if args.keep and not args.moto:
         print(f"\nkept: {report['config'].get('store_description', '-')}"
               + (f" and {stores.scratch}" if stores.scratch and stores.scratch.exists() else ""))

@@ -223,6 +223,7 @@ class Driver:
         ph["read_before_compact"] = self._read()
 
         # compact: everything into one sorted run (where the engine offers it)
+        before = count_objects(a.location())
         req = self._requests()
         t0 = time.perf_counter()
         c = a.compact()
@@ -233,7 +234,11 @@ class Driver:
             if "seconds" in c:  # the engine's own figure; the phase time is ours
                 c["engine_seconds"] = c.pop("seconds")
             b_in = c.get("bytes_in")
-            ph["compact"] = self._phase("compact", secs, 0, b_in or 0, req, ran=True, **c)
+            # An engine that does not say what it read: the bytes in its store before (an estimate).
+            c["mb_per_s_of"] = "bytes_in" if b_in else "store bytes before"
+            if not b_in:
+                b_in = (before or {}).get("bytes")
+            ph["compact"] = self._phase("compact", secs, 0, b_in or 0, req, ran=True, store_before=before, **c)
             ph["compact"]["records_per_s"] = None
             ph["compact"]["mb_per_s"] = b_in / secs / 1e6 if b_in and secs > 0 else None
 

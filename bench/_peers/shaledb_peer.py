@@ -355,7 +355,8 @@ class ShaleDBAdapter(Adapter):
             fn = getattr(self.db, "compact", None)
             if callable(fn):
                 rep = _plain(fn(full=True))
-                return {"api": "db.compact(full=True)", **rep}
+                return {"api": "db.compact(full=True)", "workers": getattr(self.db, "options", None) and
+                        getattr(self.db.options, "compaction_workers", None), **rep}
             # This Db has no compact() yet: the library compactor on the same root.
             from shaledb.compact import Compactor
             from shaledb.options import Options, wrap_store
@@ -387,10 +388,10 @@ class ShaleDBAdapter(Adapter):
 
             res = collect(self._listing_store(), min_age=0)
             api = "shaledb.gc.collect(store, min_age=0) (this Db has no gc() yet)"
-        counts = getattr(res, "counts", None)
-        nbytes = getattr(res, "bytes", None)
-        if isinstance(res, dict):
-            counts, nbytes = res.get("counts"), res.get("bytes")
+        if isinstance(res, dict):  # db.gc(): counts under "deleted" (older builds: "counts")
+            counts, nbytes = res.get("deleted", res.get("counts")), res.get("bytes")
+        else:
+            counts, nbytes = res.counts, res.bytes
         return {"api": api, "deleted": counts, "deleted_bytes": nbytes}
 
     def timeline(self) -> list | None:

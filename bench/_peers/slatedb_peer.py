@@ -146,8 +146,8 @@ class SlateDBAdapter(Adapter):
                                     "spec to a separately running compactor, which this benchmark does not run"}
 
     def gc(self) -> dict:
-        return {"api": None, "why": "not driven: the binding's Admin.run_gc_once exists, but without a compaction "
-                                    "there is little for it to collect"}
+        return {"api": None, "why": "the binding's Admin.run_gc_once exists, but without a compaction "
+                                    "there is little for it to collect; not driven"}
 
     def flush(self) -> None:
         self._run(self.db.flush())

@@ -26,8 +26,11 @@ from bench.common import (  # noqa: E402
     latency_summary,
     load_dataset,
     op_plan,
+    probe_local_write_bandwidth,
+    probe_s3_put_bandwidth,
     read_indices,
 )
+from bench.plot import timeline_series  # noqa: E402
 
 
 def _keys(ds: Dataset) -> list[bytes]:
@@ -135,3 +138,37 @@ def test_counting_proxy_counts_by_kind(moto_server, s3_bucket):
         assert counts == {"PUT": 1, "PUT_IF_ABSENT": 1, "GET_RANGE": 1, "GET": 1, "HEAD": 1, "LIST": 1, "DELETE": 1}
     finally:
         proxy.stop()
+
+
+def test_local_write_probe_writes_fsyncs_and_leaves_nothing(tmp_path):
+    r = probe_local_write_bandwidth(tmp_path, 3 << 20)
+    assert r["bytes"] == 3 << 20 and r["seconds"] > 0 and r["mb_per_s"] > 0
+    assert "fsync" in r["method"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_s3_put_probe_puts_8mib_objects_and_deletes_them(moto_server, s3_bucket):
+    import boto3
+
+    r = probe_s3_put_bandwidth(s3_bucket, "p", moto_server.endpoint_url, 16 << 20, threads=2)
+    assert r["bytes"] == 16 << 20 and r["mb_per_s"] > 0
+    assert r["method"].startswith("2 PUTs of 8 MiB")
+    listed = boto3.client("s3", endpoint_url=moto_server.endpoint_url).list_objects_v2(Bucket=s3_bucket, Prefix="p/")
+    assert listed["KeyCount"] == 0
+
+
+def test_timeline_series_rates_cuts_and_spans():
+    samples = [
+        {"t": 0.0, "phase": "prefill", "records": 0, "l0": 0},
+        {"t": 1.0, "phase": "prefill", "records": 1000, "l0": 1},
+        {"t": 2.0, "phase": "flush", "records": 1500, "l0": 2},
+        {"t": 12.0, "phase": "compact", "records": None, "l0": 0, "sorted_runs": 1},  # 10 s of other phases
+        {"t": 13.0, "phase": "compact", "records": None, "l0": 0, "sorted_runs": 1},
+    ]
+    d = timeline_series(samples)
+    assert d["rate"] == [None, 1000.0, 500.0, None, None]
+    # the 10 s between flush and compact are cut to 1 s
+    assert d["x"] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert d["cuts"] == [2.5]
+    assert d["spans"] == [("prefill", 0.0, 1.0), ("flush", 1.0, 2.0), ("compact", 2.5, 4.0)]
+    assert d["l0"] == [0, 1, 2, 0, 0] and d["sorted_runs"] == [None, None, None, 1, 1]

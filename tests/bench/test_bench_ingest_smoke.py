@@ -18,7 +18,7 @@ import pytest
 import shaledb
 
 REPO = Path(__file__).resolve().parents[2]
-PHASES = ("prefill", "flush", "mixed", "read", "scan", "close")
+PHASES = ("prefill", "flush", "ingest_close", "mixed", "read_before_compact", "compact", "read", "scan", "gc", "close")
 
 pytestmark = pytest.mark.skipif(
     not callable(getattr(shaledb, "open", None)),
@@ -32,7 +32,8 @@ def _run(tmp_path: Path, *extra: str, timeout: float = 240) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(x for x in (str(REPO), env.get("PYTHONPATH", "")) if x)
     proc = subprocess.run(
         [sys.executable, "-m", "bench.ingest", "--records", "3000", "--batch", "500", "--duration", "0.3",
-         "--reads", "200", "--verify-samples", "100", "--quiet", "--store", str(tmp_path), "--json", str(out), *extra],
+         "--reads", "200", "--verify-samples", "100", "--quiet", "--store", str(tmp_path), "--json", str(out),
+         "--probe-mib", "8", *extra],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -53,6 +54,32 @@ def _check_engine(report: dict, engine: str) -> None:
     assert {"cold", "warm"} <= set(r["phases"]["read"])
     assert r["verify"]["count"] == r["n"]
     assert r["verify"]["digest_ok"] and r["verify"]["in_order"]
+    ph = r["phases"]
+    assert {"cold", "warm"} <= set(ph["read_before_compact"])
+    assert ph["prefill"]["call_latency"]["count"] == 6  # 3000 records in calls of 500, 1 or 2 writers
+    assert ph["prefill"]["call_latency"]["max_ns"] >= ph["prefill"]["call_latency"]["p99_ns"] > 0
+    thr, ing = r["ingest_through_close"], r["ingest"]
+    assert thr["seconds"] == pytest.approx(ing["seconds"] + ph["ingest_close"]["seconds"])
+    assert ph["gc"]["live_bytes"] == ph["prefill"]["bytes"]
+    assert ph["gc"]["space_amplification"] == pytest.approx(ph["gc"]["store_after"]["bytes"] / ph["gc"]["live_bytes"])
+
+
+def _check_shaledb_lifecycle(report: dict) -> None:
+    """The compact phase ran a major compaction; the tree's shape is recorded
+    after each phase; GC left one sorted run and no WAL bytes behind."""
+    ph = report["engines"]["shaledb"]["phases"]
+    c = ph["compact"]
+    assert c["ran"] and c["seconds"] > 0
+    assert c["bytes_in"] > 0 and c["bytes_out"] > 0
+    assert ph["ingest_close"]["tree"]["l0"] >= 1  # close put every record in L0
+    for name in ("compact", "scan", "gc", "close"):
+        assert ph[name]["tree"]["l0"] == 0 and ph[name]["tree"]["sorted_runs"] == 1, (name, ph[name]["tree"])
+    assert ph["gc"]["ran"] and sum(ph["gc"]["deleted"].values()) > 0
+    assert ph["gc"]["tree"]["bytes_by_kind"].get("wal", 0) == 0
+    # After GC the store holds one copy of the data, give or take SST framing.
+    assert 1.0 < ph["gc"]["space_amplification"] < 2.0
+    probe = report["write_probe"]
+    assert probe["bytes"] == 8 << 20 and probe["mb_per_s"] > 0
 
 
 def test_ingest_smoke_no_peers(tmp_path):
@@ -62,6 +89,17 @@ def test_ingest_smoke_no_peers(tmp_path):
     _check_engine(report, "shaledb")
     assert report["engines"]["shaledb"]["phases"]["prefill"]["writers"] == 2
     assert "machine" in report and "ratios" in report
+    _check_shaledb_lifecycle(report)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib (the bench extra) is not installed")
+def test_ingest_smoke_plot(tmp_path):
+    png = tmp_path / "timeline.png"
+    report = _run(tmp_path, "--peers", "none", "--writers", "1", "--plot", str(png))
+    samples = report["engines"]["shaledb"]["timeline"]
+    assert {s["phase"] for s in samples} >= {"flush", "compact"}
+    assert all(s["store_bytes"] > 0 for s in samples)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("rocksdict") is None, reason="rocksdict is not installed")
@@ -70,4 +108,8 @@ def test_ingest_smoke_with_rocksdict(tmp_path):
     assert report["ok"]
     for engine in ("shaledb", "rocksdict"):
         _check_engine(report, engine)
+    _check_shaledb_lifecycle(report)
+    rc = report["engines"]["rocksdict"]["phases"]["compact"]
+    assert rc["ran"] and rc["tree"]["sorted_runs"] == 1 and rc["tree"]["l0"] == 0
     assert "rocksdict" in report["ratios"]["prefill records/s"]
+    assert "rocksdict" in report["ratios"]["through-close records/s"]
