@@ -2,7 +2,9 @@
 
 A Db owns, while open: the arena pool (``shaledb.memtable``) its writers append
 to, the flusher (``shaledb.flush``; a process, or a thread for ``memory://``),
-the control channel to it, and a read path (``shaledb.read``).  Writes go
+the compactor service (``shaledb.compact``, with ``Options.compactor``; the
+same), the control channels to them (``shaledb.ipc``), and a read path
+(``shaledb.read``).  Writes go
 through this process's writer; the durability each call guarantees is in
 docs/durability.md, the architecture in docs/architecture.md.
 
@@ -29,10 +31,11 @@ from shaledb.errors import (
     StorageError,
     Unavailable,
 )
-from shaledb.flush.control import ControlClient, new_control_address, remove_control_address
+from shaledb.compact.requests import CompactorRequest
 from shaledb.flush.hooks import FlusherHooks
 from shaledb.flush.requests import Request
 from shaledb.format.enums import PoolStatus
+from shaledb.ipc.control import ControlClient, new_control_address, remove_control_address, sibling_address
 from shaledb.memtable.writer import MAX_KEY_BYTES, WriteBatch, Writer, check_bound, check_key  # noqa: F401 - re-exported
 from shaledb.options import Options, wrap_store
 
@@ -110,6 +113,9 @@ class Db:
         self._store = None
         self._reader = None
         self._writer = None
+        self._cproc = None  # the compactor process
+        self._cservice = None  # the compactor service, run as a thread (memory://)
+        self._cclient = None
         store_options = dict(options.store_options)
         try:
             self._store = wrap_store(open_store(url, **store_options), options)
@@ -129,6 +135,8 @@ class Db:
             from shaledb.read.reader import Reader
 
             self._reader = Reader(self._store, options, self._pool)
+            if options.compactor:
+                self._start_compactor(url, store_options, in_process)
             # bound methods of the hot paths
             self._put = self._writer.put
             self._rget = self._reader.get
@@ -151,7 +159,6 @@ class Db:
         )
         proc = FlusherProcess(config)
         self._proc = proc
-        self._ready_conn = proc.conn
         # While the flusher starts (a second interpreter), load this process's
         # kernels, so the first put/get/scan does not pay for it.
         try:
@@ -160,29 +167,59 @@ class Db:
             warmup()  # every kernel module, the read kernels included
         except Exception:  # noqa: BLE001 - only a head start; the kernels load on first use anyway
             pass
-        deadline = time.monotonic() + self.options.open_timeout
-        while True:
-            if proc.conn.poll(0.05):
-                try:
-                    msg = proc.conn.recv()
-                except EOFError:
-                    msg = None
-                break
-            if not proc.is_alive():
-                msg = None
-                break
-            if time.monotonic() > deadline:
-                raise Unavailable(f"the flusher did not start within {self.options.open_timeout:g} s")
-        if msg is None:
-            proc.join(5)
-            raise Unavailable(f"the flusher process exited during open (exit code {proc.exitcode})")
-        if msg[0] == "error":
-            _, kind, text = msg
-            import shaledb.errors as errors
+        self._info = proc.wait_ready(self.options.open_timeout)
 
-            exc_cls = getattr(errors, kind, errors.Internal)
-            raise exc_cls(text)
-        self._info = msg[1]
+    def _start_compactor(self, url: str, store_options: dict, in_process: bool) -> None:
+        """Start the compactor service (after the flusher: the database exists)."""
+        if in_process:
+            from shaledb.compact.service import CompactorService
+
+            svc = CompactorService(self._store, self.options)
+            svc.start(None)
+            self._cservice = svc
+            return
+        from shaledb.compact.service import CompactorConfig, CompactorProcess
+
+        addr = sibling_address(self._control_addr, "compactor")
+        config = CompactorConfig(
+            url=url, store_options=store_options, options=self.options, control=addr, parent_pid=os.getpid()
+        )
+        self._cproc = CompactorProcess(config)
+        self._cproc.wait_ready(self.options.open_timeout)
+        self._cclient = ControlClient(addr, self.options.request_timeout, peer="compactor")
+
+    def _compactor_call(self, op: CompactorRequest, *args: Any, timeout: float | None = None) -> Any:
+        if self._cservice is not None:
+            return self._cservice.handle(int(op), args)
+        try:
+            return self._cclient.call(op, *args, timeout=timeout)
+        except Unavailable:
+            if self._cproc is not None and not self._cproc.is_alive():
+                raise Unavailable(
+                    f"the compactor process died (exit code {self._cproc.exitcode}); close this Db and reopen"
+                ) from None
+            raise
+
+    def _stop_compactor(self, kill: bool) -> None:
+        """Stop the compactor service; never leaves its process behind.  Idempotent."""
+        if self._cservice is not None:
+            svc, self._cservice = self._cservice, None
+            svc.stop(timeout=min(60.0, self.options.close_timeout))
+        proc, self._cproc = self._cproc, None
+        client, self._cclient = self._cclient, None
+        if proc is not None:
+            if not kill and client is not None and proc.is_alive():
+                try:
+                    client.call(CompactorRequest.STOP, timeout=10)
+                except ShaleDBError:
+                    pass
+            proc.join(timeout=0 if kill else min(30.0, self.options.close_timeout))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=10)
+            proc.close()
+        if client is not None:
+            client.close()
 
     def _start_thread_flusher(self) -> None:
         from shaledb.flush.flusher import Flusher
@@ -381,19 +418,72 @@ class Db:
         self._reader.invalidate()
         return seq
 
+    def compact(self, full: bool = False) -> dict:
+        """Compact now and wait: one scheduler pass, or with ``full=True`` all
+        of L0 and every sorted run into one sorted run (a major compaction,
+        e.g. after a bulk load).  Returns what it did: ``jobs``,
+        ``trivial_moves``, ``bytes_in``, ``bytes_out``, ``seconds``.
+
+        Asks the compactor service and waits ``request_timeout``
+        (``full_compaction_timeout`` when ``full``); with
+        ``Options.compactor=False`` runs a one-shot compactor in this
+        process (which fences any other compactor of the database).
+        Fenced if this Db's compactor was fenced by another one.
+        """
+        if not isinstance(full, bool):
+            raise InvalidArgument("compact(full=...) takes a bool")
+        self._check_open()
+        timeout = self.options.full_compaction_timeout if full else self.options.request_timeout
+        if self.options.compactor:
+            out = self._compactor_call(CompactorRequest.COMPACT, full, timeout=timeout)
+        else:
+            from shaledb.compact.compactor import Compactor
+
+            with Compactor(self._store, self.options) as c:
+                out = c.compact_once(full).as_dict()
+        self._reader.invalidate()
+        return out
+
+    def gc(self, dry_run: bool = False) -> dict:
+        """One garbage-collection pass now (docs/gc.md), with ``min_age =
+        Options.gc_min_age``; returns what was (with ``dry_run``: would be)
+        deleted: ``deleted`` (counts by kind: ``wal``, ``sst``,
+        ``manifest``), ``bytes`` and ``keys`` by kind, ``expired_checkpoints``,
+        ``skipped``.  Runs in the compactor service (it knows the compactor's
+        unpublished uploads), or here with ``Options.compactor=False``."""
+        if not isinstance(dry_run, bool):
+            raise InvalidArgument("gc(dry_run=...) takes a bool")
+        self._check_open()
+        if self.options.compactor:
+            return self._compactor_call(CompactorRequest.GC, dry_run)
+        from shaledb.compact.service import gc_result_dict
+        from shaledb.gc.collector import collect
+
+        return gc_result_dict(collect(self._store, min_age=self.options.gc_min_age, dry_run=dry_run))
+
     def status(self) -> dict:
-        """Counters from the flusher (for tools and tests).  Answers for a
-        failed or fenced Db too (``failed`` says why); Closed after close."""
+        """Counters from the flusher (for tools and tests), and under
+        ``compactor`` the compactor service's (None when it is off; ``alive``
+        False when its process died).  Answers for a failed or fenced Db too
+        (``failed`` says why); Closed after close."""
         if self._closed:
             raise Closed("the database is closed")
         try:
-            return self._control.call(Request.STATUS)
+            out = self._control.call(Request.STATUS)
         except Unavailable:
             if not self._flusher_alive():
                 raise Unavailable(
                     f"the flusher process died (exit code {self._proc.exitcode}); close this Db and reopen"
                 ) from None
             raise
+        comp = None
+        if self.options.compactor:
+            try:
+                comp = dict(self._compactor_call(CompactorRequest.STATUS, timeout=10), alive=True)
+            except ShaleDBError as exc:
+                comp = {"alive": False, "last_error": f"{type(exc).__name__}: {exc}"}
+        out["compactor"] = comp
+        return out
 
     # ------------------------------------------------------------------ close
 
@@ -466,6 +556,9 @@ class Db:
     def _teardown(self, kill: bool) -> None:
         if self._pool is not None:
             self._stop_writers()
+        # after the flusher's final flush (close() sent CLOSE): it may have
+        # waited for the compactor to make room in L0
+        self._stop_compactor(kill)
         if self._control is not None:
             self._control.close()
         if self._thread_flusher is not None:
@@ -478,10 +571,7 @@ class Db:
                 proc.kill()
                 proc.join(timeout=10)
             self._proc = None
-            try:
-                self._ready_conn.close()
-            except Exception:  # noqa: BLE001
-                pass
+            proc.close()
         if self._reader is not None:
             self._reader.close()
         if self._pool is not None:

@@ -100,8 +100,10 @@ class Options:
     #: it could first go: readers mid-scan on an older manifest are safe.
     gc_min_age: float = 300.0
     #: Compaction (docs/compaction.md): ``shaledb.open`` starts the compactor
-    #: process.
-    compactor: bool = False
+    #: service (a process; a thread for ``memory://``), which also runs GC
+    #: every ``gc_interval``.  With False, nothing compacts or collects
+    #: unless ``db.compact()`` / ``db.gc()`` is called.
+    compactor: bool = True
     #: Worker processes of one compaction (key-range subcompactions);
     #: default: cores - 1, at least 1.
     compaction_workers: int = field(default_factory=lambda: max(1, (os.cpu_count() or 1) - 1))
@@ -113,6 +115,9 @@ class Options:
     sst_target_bytes: int = 64 * MiB
     #: The compactor polls the manifest for work this often.
     compaction_interval: float = 1.0
+    #: How long ``db.compact(full=True)`` waits for a major compaction
+    #: (``db.compact()`` and ``db.gc()`` wait ``request_timeout``).
+    full_compaction_timeout: float = 3600.0
 
     def __post_init__(self) -> None:
         def _int(name: str, lo: int, hi: int | None = None) -> None:
@@ -152,6 +157,7 @@ class Options:
         _int("l0_max_ssts", 1)
         _int("sst_target_bytes", 4 * KiB)
         _seconds("compaction_interval", 0.0)
+        _seconds("full_compaction_timeout", 0.0)
         if not isinstance(self.compactor, bool):
             raise InvalidArgument(f"Options.compactor must be a bool, got {self.compactor!r}")
         if self.l0_max_ssts < self.l0_compaction_threshold:

@@ -1,7 +1,10 @@
 """``python -m shaledb.compact URL [--workers N] [--interval S]``: run the
 compactor of the database at URL until SIGTERM/SIGINT or a fence
 (:func:`shaledb.compact.run`).  Store options come from the environment
-(e.g. ``AWS_ENDPOINT_URL``)."""
+(e.g. ``AWS_ENDPOINT_URL``).
+
+``python -m shaledb.compact --serve <config fd> <ready fd>``: the service
+mode ``shaledb.open`` starts (``shaledb.compact.service``)."""
 
 import argparse
 import sys
@@ -10,6 +13,12 @@ from shaledb.compact import run
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve"]:
+        from shaledb.compact.service import main as serve
+
+        serve(argv[1:])
+        return 0
     ap = argparse.ArgumentParser(prog="python -m shaledb.compact")
     ap.add_argument("url")
     ap.add_argument("--workers", type=int, default=None, help="compaction worker processes")

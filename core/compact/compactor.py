@@ -39,7 +39,11 @@ from shaledb.format.keys import new_sst_id
 from shaledb.manifest.store import ManifestStore
 from shaledb.options import Options
 
-__all__ = ["CompactionReport", "Compactor", "run"]
+__all__ = ["CHECKPOINTS", "CompactionReport", "Compactor", "checkpoint_retain_seq", "run"]
+
+#: ``Compactor(retain_seq=CHECKPOINTS)`` (the default): keep what the oldest
+#: live checkpoint can see (:func:`checkpoint_retain_seq`).
+CHECKPOINTS = "checkpoints"
 
 log = logging.getLogger("shaledb.compact")
 
@@ -54,13 +58,42 @@ class CompactionReport:
     bytes_out: int = 0
     seconds: float = 0.0
 
+    def as_dict(self) -> dict:
+        return {f: getattr(self, f) for f in self.__slots__}
+
+
+def checkpoint_retain_seq(store, manifest, cache: dict | None = None) -> int | None:
+    """The oldest sequence number a live checkpoint of ``manifest`` can see:
+    the smallest ``last_l0_seq`` of the manifests its checkpoints pin (0, keep
+    every version, when a pinned manifest cannot be read); None when there
+    is no checkpoint.  ``cache`` maps manifest id -> last_l0_seq (manifests
+    are immutable).  See docs/compaction.md, "Retention"."""
+    from shaledb.errors import ObjectNotFound
+    from shaledb.format.keys import manifest_key
+    from shaledb.manifest.model import decode_manifest
+
+    cache = {} if cache is None else cache
+    out = None
+    for c in manifest.checkpoints:
+        seq = cache.get(c.manifest_id)
+        if seq is None:
+            try:
+                seq = decode_manifest(store.get(manifest_key(c.manifest_id)), manifest_key(c.manifest_id)).last_l0_seq
+                cache[c.manifest_id] = seq
+            except ObjectNotFound:
+                seq = 0
+        out = seq if out is None else min(out, seq)
+    return out
+
 
 class Compactor:
     """The compactor of one database root (see the module docstring).
 
-    ``retain_seq``: None keeps only the newest version of each key; an int,
-    or a callable returning one (None), is the oldest live snapshot or
-    checkpoint seq, above which every version is kept.
+    ``retain_seq``: :data:`CHECKPOINTS` (default) keeps what the oldest live
+    checkpoint sees (:func:`checkpoint_retain_seq`, re-read at each
+    ``compact_once``); None keeps only the newest version of each key; an
+    int, or a callable returning one (or None), is the oldest live snapshot
+    or checkpoint seq, above which every version is kept.
     Raises InvalidArgument when the root holds no database.
     """
 
@@ -70,7 +103,7 @@ class Compactor:
         options: Options | None = None,
         *,
         scheduler: Scheduler | None = None,
-        retain_seq=None,
+        retain_seq=CHECKPOINTS,
         failpoints: Failpoints | None = None,
         pool=None,
         min_subcompaction_bytes: int | None = None,
@@ -83,6 +116,7 @@ class Compactor:
         if not isinstance(self.scheduler, Scheduler):
             raise InvalidArgument("scheduler must have a plan(manifest, full=False) method")
         self._retain = retain_seq
+        self._pinned_seqs: dict[int, int] = {}
         self.fp = failpoints if failpoints is not None else Failpoints(o.failpoints)
         self.min_subcompaction_bytes = min_subcompaction_bytes
         self.mstore = ManifestStore.open_compactor(store, **(manifest_store_options or {}))
@@ -102,8 +136,10 @@ class Compactor:
         with self._lock:
             return frozenset(self._inflight)
 
-    def _retain_seq(self):
+    def _retain_seq(self, m):
         r = self._retain
+        if isinstance(r, str) and r == CHECKPOINTS:
+            return checkpoint_retain_seq(self.store, m, self._pinned_seqs)
         return r() if callable(r) else r
 
     def _get_pool(self):
@@ -145,7 +181,7 @@ class Compactor:
         jobs = self.scheduler.plan(m, full=full)
         o = self.options
         params = MergeParams(
-            retain_seq=self._retain_seq(),
+            retain_seq=self._retain_seq(m),
             sst_target_bytes=o.sst_target_bytes,
             block_size=o.block_size,
             bloom_bits_per_key=o.bloom_bits_per_key,
@@ -219,7 +255,7 @@ class Compactor:
             stop.wait(interval)
 
 
-def run(url: str, *, scheduler: Scheduler | None = None, retain_seq=None, **options) -> None:
+def run(url: str, *, scheduler: Scheduler | None = None, retain_seq=CHECKPOINTS, **options) -> None:
     """Run the compactor of the database at ``url`` until SIGTERM/SIGINT
     (from the main thread) or until a newer compactor fences it.
     ``options``: :class:`shaledb.Options` fields (store_options,

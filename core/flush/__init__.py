@@ -1,7 +1,8 @@
 """The flusher (``python -m shaledb.flush``): the only writer to the object
 store for one open Db.  WAL uploads, L0 builds and manifest updates
 (``flusher``), recovery at open (``recovery``), the process around it
-(``process``), the control channel (``control``, ``requests``) and its
+(``process``), its requests (``requests``; the channel is
+``shaledb.ipc``) and its
 writer-side client (``hooks``).  See docs/architecture.md.
 
 Names are re-exported lazily, so importing a submodule (or this package)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from shaledb.errors import Unavailable
-from shaledb.flush.control import ControlAddress, ControlClient
+from shaledb.ipc.control import ControlAddress, ControlClient
 from shaledb.flush.requests import Request
 from shaledb.memtable.writer import WriterHooks
 from shaledb.options import Options

@@ -12,13 +12,22 @@ import threading
 import time
 
 import pytest
-from engine_util import open_db, s3_opts, s3_url, scan_all
+from engine_util import s3_opts, s3_url, scan_all
+from engine_util import open_db as _open_engine_db
 
 import shaledb
 from shaledb.compact import Compactor, SizeTieredScheduler
 from shaledb.errors import Fenced
 from shaledb.manifest.store import ManifestStore
 from shaledb.storage import open_store
+
+
+def open_db(root, **kw):
+    """A Db without its compactor service: these tests drive the compactor
+    themselves, and count the objects and epochs it would change."""
+    kw.setdefault("compactor", False)
+    return _open_engine_db(root, **kw)
+
 
 SMALL_COMPACT = dict(compaction_workers=1, sst_target_bytes=8 << 10, l0_compaction_threshold=4)
 

@@ -12,7 +12,7 @@ from multiprocessing.connection import Client
 import pytest
 
 import shaledb
-from shaledb.flush.control import ControlClient, ControlServer, new_control_address, remove_control_address
+from shaledb.ipc.control import ControlClient, ControlServer, new_control_address, remove_control_address
 from shaledb.failpoints import Failpoints, parse_failpoints
 from shaledb.options import Options
 
