@@ -73,6 +73,7 @@ class CompactorService:
         self._thread: threading.Thread | None = None
         self._server: ControlServer | None = None
         self.fenced = False
+        self._shape = (0, 0)
         self.counters = {
             "compactions": 0,
             "jobs": 0,
@@ -140,15 +141,21 @@ class CompactorService:
         self.fenced = True
 
     def status(self) -> dict:
+        """Counters, and the shape of the tree in the last manifest the
+        compactor saw (``l0``, ``sorted_runs``)."""
         c = self.counters
-        m = self.compactor.mstore.current
+        try:
+            m = self.compactor.mstore.current
+            self._shape = (len(m.l0), len(m.sorted_runs))
+        except Fenced:
+            self._fenced()  # the shape stays the last one seen
         out = dict(c, gc_deleted=dict(c["gc_deleted"]), gc_bytes=dict(c["gc_bytes"]))
         out.update(
             pid=os.getpid(),
             epoch=self.compactor.epoch,
             fenced=self.fenced,
-            l0=len(m.l0),
-            sorted_runs=len(m.sorted_runs),
+            l0=self._shape[0],
+            sorted_runs=self._shape[1],
             inflight_ssts=len(self.compactor.inflight_ssts()),
         )
         return out

@@ -226,6 +226,10 @@ def test_every_call_after_close_raises_closed(tmp_path):
         "scan": lambda: list(db.scan()),
         "writer": lambda: db.writer(),
         "status": lambda: db.status(),
+        "compact": lambda: db.compact(),
+        "compact(full=True)": lambda: db.compact(full=True),
+        "gc": lambda: db.gc(),
+        "gc(dry_run=True)": lambda: db.gc(dry_run=True),
     }
     for name, call in calls.items():
         with pytest.raises(shaledb.Closed):
