@@ -42,7 +42,7 @@ import numpy as np
 from shaledb.errors import InvalidArgument
 from shaledb.format.record import RECORD_ALIGN, RECORD_HEADER
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.mem import load_u64_be, prefetch
+from shaledb.kernels.mem import load_u64, load_u64_be, prefetch
 from shaledb.kernels.record import (
     check_run,
     compare_keys_from,
@@ -58,7 +58,11 @@ __all__ = ["concat_runs", "sort_records"]
 _SMALL = 24  # segments this short are finished by insertion sort
 _AHEAD = 16  # records prefetched ahead when walking offsets in sorted (random) order
 _RADIX_MIN = 64  # shorter runs are merge sorted, longer ones radix sorted
-_WORDS = 3  # sort words computed per visit of a record (21 key bytes): fewer random reads
+_MIN_WORDS = 3  # sort words cached per visit of a record (21 key bytes and more): fewer random reads
+_MAX_WORDS = 5  # ... up to 35 key bytes, when sampled keys are that long
+_LEN_SAMPLE = 256  # records whose key lengths choose the number of cached words
+_LCP_SAMPLE = 32  # keys sampled to guess a tie segment's common prefix
+_PACK_MIN = 192  # tie segments this long skip to their common prefix and sort packed keys
 _TRAILER_DEPTH = -1
 
 
@@ -73,8 +77,11 @@ def _chunk_word(buf, off, depth):
     if rem <= 0:
         return np.uint64(0)
     p = off + RECORD_HEADER + depth
-    if rem >= 8:  # 8 bytes readable: one big-endian load, low byte replaced by the tag
-        return (load_u64_be(buf, p) & np.uint64(0xFFFFFFFFFFFFFF00)) | np.uint64(8)
+    if p + 8 <= buf.shape[0]:  # one big-endian load; bytes past the key masked off
+        raw = load_u64_be(buf, p)
+        if rem >= 7:
+            return (raw & np.uint64(0xFFFFFFFFFFFFFF00)) | np.uint64(min(rem, 8))
+        return (raw & ~((np.uint64(1) << np.uint64(64 - 8 * rem)) - np.uint64(1))) | np.uint64(rem)
     w = np.uint64(0)
     for j in range(7):
         w = w << np.uint64(8)
@@ -191,15 +198,12 @@ def _permute(a, pidx, lo, hi, tmp):
 
 @kernel
 def _permute_rows(a, pidx, lo, hi, tmp):
-    """``a[lo:hi, :] = a[pidx[lo:hi], :]`` for a 2-D ``a``."""
-    w = a.shape[1]
-    for i in range(lo, hi):
-        p = pidx[i]
-        for k in range(w):
-            tmp[i, k] = a[p, k]
-    for i in range(lo, hi):
-        for k in range(w):
-            a[i, k] = tmp[i, k]
+    """``a[lo:hi, :] = a[pidx[lo:hi], :]`` for a 2-D ``a`` (``tmp``: 1-D scratch, one column at a time)."""
+    for k in range(a.shape[1]):
+        for i in range(lo, hi):
+            tmp[i] = a[pidx[i], k]
+        for i in range(lo, hi):
+            a[i, k] = tmp[i]
 
 
 @kernel
@@ -216,17 +220,18 @@ def _insertion_sort(buf, ro, lo, hi, depth):
 
 @kernel
 def _fill_words(buf, ro, words, lo, hi, depth):
-    """``words[i, k]`` = sort word of record ``ro[i]`` at ``depth + 7k``: one visit, _WORDS chunks."""
+    """``words[i, k]`` = sort word of record ``ro[i]`` at ``depth + 7k``: one visit, all columns."""
+    nw = words.shape[1]
     for i in range(lo, hi):
         prefetch(buf, ro[min(i + _AHEAD, hi - 1)] + RECORD_HEADER + depth)
         off = ro[i]
-        for k in range(_WORDS):
+        for k in range(nw):
             words[i, k] = _chunk_word(buf, off, depth + 7 * k)
 
 
 @kernel
-def _top_words(buf, offs, ibits):
-    """First _WORDS sort words and the trailer of every record, in input order
+def _top_words(buf, offs, ibits, words, packed):
+    """First ``nw`` sort words and the trailer of every record, in input order
     (sequential reads), and the packed keys for the first level.
 
     A packed key holds, above the record's input index (``ibits`` bits), the
@@ -236,8 +241,7 @@ def _top_words(buf, offs, ibits):
     reading it; the third result is the first bad index or -1.
     """
     n = offs.shape[0]
-    words = np.empty((n, _WORDS + 1), dtype=np.uint64)  # last column: trailers
-    packed = np.empty(n, dtype=np.uint64)
+    nw = words.shape[1] - 1  # last column: trailers
     all0 = ~np.uint64(0)
     any0 = np.uint64(0)
     all1 = ~np.uint64(0)
@@ -246,10 +250,10 @@ def _top_words(buf, offs, ibits):
         prefetch(buf, offs[min(i + _AHEAD, n - 1)] + RECORD_HEADER)
         off = offs[i]
         if not record_ok(buf, off):
-            return words, packed, i
-        for k in range(_WORDS):
+            return i
+        for k in range(nw):
             words[i, k] = _chunk_word(buf, off, 7 * k)
-        words[i, _WORDS] = trailer(buf, off)
+        words[i, nw] = trailer(buf, off)
         all0 &= words[i, 0]
         any0 |= words[i, 0]
         all1 &= words[i, 1]
@@ -279,7 +283,7 @@ def _top_words(buf, offs, ibits):
         else:
             hi = np.uint64(0)
         packed[i] = (hi & keep) | np.uint64(i)
-    return words, packed, -1
+    return -1
 
 
 @kernel
@@ -287,7 +291,7 @@ def _cached_compare(buf, ro, words, tr, x, y, depth, have, base):
     """Record order of positions ``x`` and ``y`` whose keys agree before ``depth``,
     using the ``have`` cached sort words and cached trailers first."""
     for k in range(have):
-        r = (base + k) % _WORDS
+        r = (base + k) % words.shape[1]
         a = words[x, r]
         b = words[y, r]
         if a != b:
@@ -308,8 +312,9 @@ def _cached_compare(buf, ro, words, tr, x, y, depth, have, base):
 def _pair_order(buf, top_words, qa, qb, a, b):
     """Record order (-1, 0, 1) of input records ``qa`` and ``qb`` (at offsets
     ``a`` and ``b``) from their cached words and trailers, then key bytes."""
+    nw = top_words.shape[1] - 1
     equal = False
-    for k in range(_WORDS):
+    for k in range(nw):
         x = top_words[qa, k]
         y = top_words[qb, k]
         if x != y:
@@ -318,11 +323,11 @@ def _pair_order(buf, top_words, qa, qb, a, b):
             equal = True  # both keys end inside this chunk
             break
     if not equal:
-        c = compare_keys_from(buf, a, b, 7 * _WORDS)
+        c = compare_keys_from(buf, a, b, 7 * nw)
         if c != 0:
             return c
-    ta = top_words[qa, _WORDS]
-    tb = top_words[qb, _WORDS]
+    ta = top_words[qa, nw]
+    tb = top_words[qb, nw]
     if ta == tb:
         return 0
     return -1 if ta > tb else 1
@@ -365,7 +370,7 @@ def _run_end(vals, i, end, sh):
 
 @kernel
 def _refill_groups(buf, ro, words, vals, lo, hi, depth, ti):
-    """Cache the next _WORDS sort words (from ``depth + 7``) of every record in
+    """Cache the next sort words (from ``depth + 7``, all columns) of every record in
     a run of >= 2 equal, unfinished words of ``vals[lo:hi]``: one prefetched
     pass over the whole segment instead of a cache miss per record in many
     small child segments.  ``ti`` is scratch."""
@@ -384,12 +389,12 @@ def _refill_groups(buf, ro, words, vals, lo, hi, depth, ti):
         prefetch(buf, ro[ti[min(c + _AHEAD, cnt - 1)]] + RECORD_HEADER + d)
         t = ti[c]
         off = ro[t]
-        for k in range(_WORDS):
+        for k in range(words.shape[1]):
             words[t, k] = _chunk_word(buf, off, d + 7 * k)
 
 
 @kernel
-def _push_groups(vals, lo, hi, depth, have, base, st, top):
+def _push_groups(vals, lo, hi, depth, have, base, st, top, nw):
     """Push every run of >= 2 equal words of ``vals[lo:hi]`` as a segment one level down.
 
     A stack entry is (lo, hi, depth, cached words left, slot of the first).
@@ -405,11 +410,11 @@ def _push_groups(vals, lo, hi, depth, have, base, st, top):
             if (v & np.uint64(0xFF)) == np.uint64(8):
                 st[top, 2] = depth + 7
                 if have == 1:
-                    st[top, 3] = _WORDS
+                    st[top, 3] = nw
                     st[top, 4] = 0
                 else:
                     st[top, 3] = have - 1
-                    st[top, 4] = (base + 1) % _WORDS
+                    st[top, 4] = (base + 1) % nw
             else:
                 st[top, 2] = _TRAILER_DEPTH
                 st[top, 3] = 0
@@ -419,8 +424,175 @@ def _push_groups(vals, lo, hi, depth, have, base, st, top):
     return top
 
 
+
 @kernel
-def _sort_records(buf, offs, top_words, packed, ibits):
+def _lcp_with(buf, pp, q, j, n):
+    """Index of the first byte in ``[j, n)`` where the keys at ``pp`` and ``q`` differ, or ``n``."""
+    while j + 8 <= n and load_u64(buf, pp + j) == load_u64(buf, q + j):
+        j += 8
+    while j < n and buf[pp + j] == buf[q + j]:
+        j += 1
+    return j
+
+
+@kernel
+def _fill_at_lcp(buf, ro, words, lo, hi, depth):
+    """Cache the sort words (all columns) of ``ro[lo:hi]`` at the keys' longest common
+    prefix (>= ``depth``, which they share) and return its length.
+
+    One pass does both: the prefix of the first _LCP_SAMPLE keys is a guess
+    (an upper bound); every key is compared with the first one up to the guess
+    and its words are cached there.  Only if some key turns out to leave the
+    prefix earlier are the words read again, at the true one.
+    """
+    pivot = ro[lo]
+    pp = pivot + RECORD_HEADER
+    guess = key_len(buf, pivot)
+    for i in range(lo + 1, min(hi, lo + _LCP_SAMPLE)):
+        if guess <= depth:
+            break
+        off = ro[i]
+        guess = _lcp_with(buf, pp, off + RECORD_HEADER, depth, min(guess, key_len(buf, off)))
+    guess = max(guess, depth)
+    lcp = guess
+    for i in range(lo, hi):
+        prefetch(buf, ro[min(i + _AHEAD, hi - 1)] + RECORD_HEADER + depth)
+        off = ro[i]
+        if lcp > depth:
+            lcp = _lcp_with(buf, pp, off + RECORD_HEADER, depth, min(lcp, key_len(buf, off)))
+        for k in range(words.shape[1]):
+            words[i, k] = _chunk_word(buf, off, guess + 7 * k)
+    if lcp < guess:
+        _fill_words(buf, ro, words, lo, hi, lcp)
+    return lcp
+
+
+@kernel
+def _radix_sort_keys(vals, lo, hi, tv, counts, skip):
+    """Stable LSD byte radix sort of ``vals[lo:hi]`` (no payload) on bits ``8*skip`` and above.
+
+    Bytes equal in every value are skipped.  ``tv`` is scratch as long as ``vals``.
+    """
+    counts[:, :] = 0
+    for i in range(lo, hi):
+        v = vals[i]
+        for d in range(skip, 8):
+            counts[d, (v >> np.uint64(8 * d)) & np.uint64(0xFF)] += 1
+    n = hi - lo
+    src = vals
+    dst = tv
+    passes = 0
+    for d in range(skip, 8):
+        trivial = False
+        for b in range(256):
+            c = counts[d, b]
+            if c == n:
+                trivial = True
+                break
+            if c != 0:
+                break
+        if trivial:
+            continue
+        pos = lo
+        for b in range(256):
+            c = counts[d, b]
+            counts[d, b] = pos
+            pos += c
+        shift = np.uint64(8 * d)
+        for i in range(lo, hi):
+            v = src[i]
+            b = (v >> shift) & np.uint64(0xFF)
+            p = counts[d, b]
+            counts[d, b] = p + 1
+            dst[p] = v
+        src, dst = dst, src
+        passes += 1
+    if passes % 2 == 1:
+        for i in range(lo, hi):
+            vals[i] = src[i]
+
+
+@kernel
+def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv, ti, counts, st, top):
+    """Order a long tie segment by packed keys; returns the new stack top.
+
+    Cached words that every record shares are skipped (keys all ending there
+    are equal: pushed for the trailer order); when fewer than two cached words
+    remain, the segment jumps to its longest common prefix and caches the
+    words there (one pass over its records).  Then records are sorted
+    by packed keys: the ``64 - b`` bits of the next two cached words after the
+    bits every record shares, above the record's position in the segment
+    (``b`` bits).  Each run that ties on those bits is pushed with the same
+    depth and cached words: its own shared bits reach further, so it splits.
+    """
+    m = hi - lo
+    nw = words.shape[1]
+    while True:
+        if have < 2:
+            depth = _fill_at_lcp(buf, ro, words, lo, hi, depth)
+            have = nw
+            base = 0
+        ca = base % nw
+        cb = (base + 1) % nw
+        all0 = ~np.uint64(0)
+        any0 = np.uint64(0)
+        all1 = ~np.uint64(0)
+        any1 = np.uint64(0)
+        for i in range(lo, hi):
+            all0 &= words[i, ca]
+            any0 |= words[i, ca]
+        if any0 == all0:  # the first cached word is shared
+            if (all0 & np.uint64(0xFF)) != np.uint64(8):  # ... and every key ends in it
+                st[top, 0] = lo
+                st[top, 1] = hi
+                st[top, 2] = _TRAILER_DEPTH
+                st[top, 3] = 0
+                st[top, 4] = 0
+                return top + 1
+            depth += 7
+            have -= 1
+            base = (base + 1) % nw
+            continue
+        break
+    diff = any0 ^ all0
+    z = 0
+    while (diff >> np.uint64(63)) == np.uint64(0):
+        diff = diff << np.uint64(1)
+        z += 1
+    ibits = 1
+    while (1 << ibits) < m:
+        ibits += 1
+    sh = np.uint64(ibits)
+    keep = ~((np.uint64(1) << sh) - np.uint64(1))
+    for i in range(lo, hi):
+        w0 = words[i, ca]
+        hi_bits = w0 if z == 0 else (w0 << np.uint64(z)) | (words[i, cb] >> np.uint64(64 - z))
+        vals[i] = (hi_bits & keep) | np.uint64(i - lo)
+    # positions are unique and already ascending within ties: only the bytes
+    # holding key bits need sorting (the low ibits // 8 bytes are position bits)
+    _radix_sort_keys(vals, lo, hi, tv, counts, ibits // 8)
+    mask = (np.uint64(1) << sh) - np.uint64(1)
+    for i in range(lo, hi):
+        pidx[i] = lo + np.int64(vals[i] & mask)
+    _permute(ro, pidx, lo, hi, ti)
+    _permute(tr, pidx, lo, hi, tv)
+    _permute_rows(words, pidx, lo, hi, tv)
+    i = lo
+    while i < hi:
+        j = _run_end(vals, i, hi, sh)
+        if j - i > 1:
+            st[top, 0] = i
+            st[top, 1] = j
+            st[top, 2] = depth
+            st[top, 3] = have
+            st[top, 4] = base
+            top += 1
+        i = j
+    return top
+
+
+@kernel
+def _sort_records(buf, offs, top_words, packed, ibits, out, words, tr, vals, ro, pidx, tv, ti, st):
     """Sort the records given ``_top_words`` and its packed keys sorted ascending.
 
     Sorted packed keys order the records by the top bits of their first word,
@@ -428,9 +600,9 @@ def _sort_records(buf, offs, top_words, packed, ibits):
     first word on.
     """
     n = offs.shape[0]
+    nw = top_words.shape[1] - 1
     mask = (np.uint64(1) << np.uint64(ibits)) - np.uint64(1)
     sh = np.uint64(ibits)
-    out = np.empty(n, dtype=np.int64)
     for i in range(n):
         out[i] = offs[np.int64(packed[i] & mask)]
     # two records that tie on the first level are ordered here; larger ties
@@ -451,17 +623,8 @@ def _sort_records(buf, offs, top_words, packed, ibits):
             g += j - i
         i = j
     if g == 0:
-        return out
-    words = np.empty((g, _WORDS), dtype=np.uint64)  # cached sort words, aligned with ro
-    tw = np.empty((g, _WORDS), dtype=np.uint64)
-    tr = np.empty(g, dtype=np.uint64)  # cached trailers, aligned with ro
-    vals = np.empty(g, dtype=np.uint64)
-    ro = np.empty(g, dtype=np.int64)  # the offsets themselves are permuted
-    pidx = np.empty(g, dtype=np.int64)
-    tv = np.empty(g, dtype=np.uint64)
-    ti = np.empty(g, dtype=np.int64)
+        return
     counts = np.zeros((8, 256), dtype=np.int64)
-    st = np.empty((g // 2 + 2, 5), dtype=np.int64)
     top = 0
     c = 0
     i = 0
@@ -471,15 +634,15 @@ def _sort_records(buf, offs, top_words, packed, ibits):
             st[top, 0] = c
             st[top, 1] = c + j - i
             st[top, 2] = 0
-            st[top, 3] = _WORDS
+            st[top, 3] = nw
             st[top, 4] = 0
             top += 1
             for t in range(i, j):
-                prefetch(top_words, np.int64(packed[min(t + _AHEAD, n - 1)] & mask) * (_WORDS + 1))
+                prefetch(top_words, np.int64(packed[min(t + _AHEAD, n - 1)] & mask) * (nw + 1))
                 q = np.int64(packed[t] & mask)
                 ro[c] = out[t]
-                tr[c] = top_words[q, _WORDS]
-                for k in range(_WORDS):
+                tr[c] = top_words[q, nw]
+                for k in range(nw):
                     words[c, k] = top_words[q, k]
                 c += 1
         i = j
@@ -501,9 +664,12 @@ def _sort_records(buf, offs, top_words, packed, ibits):
         if hi - lo <= _SMALL:
             _small_sort(buf, ro, words, tr, pidx, ti, tv, lo, hi, depth, have, base)
             continue
+        if hi - lo >= _PACK_MIN:
+            top = _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv, ti, counts, st, top)
+            continue
         if have == 0:
             _fill_words(buf, ro, words, lo, hi, depth)
-            have = _WORDS
+            have = nw
             base = 0
         v0 = words[lo, base]
         same = True
@@ -515,10 +681,10 @@ def _sort_records(buf, offs, top_words, packed, ibits):
             _permute(ro, pidx, lo, hi, ti)
             _permute(tr, pidx, lo, hi, tv)
             if have > 1:
-                _permute_rows(words, pidx, lo, hi, tw)
+                _permute_rows(words, pidx, lo, hi, tv)
         if have == 1:
             _refill_groups(buf, ro, words, vals, lo, hi, depth, ti)
-        top = _push_groups(vals, lo, hi, depth, have, base, st, top)
+        top = _push_groups(vals, lo, hi, depth, have, base, st, top, nw)
     # copy the sorted tie runs back in place
     c = 0
     i = 0
@@ -529,7 +695,19 @@ def _sort_records(buf, offs, top_words, packed, ibits):
                 out[t] = ro[c]
                 c += 1
         i = j
-    return out
+
+
+def _cached_words(buf, offs) -> int:
+    """Sort words to cache per record: enough for the longest of a sample of
+    keys, _MIN_WORDS to _MAX_WORDS.  Ties then rarely need another read of a
+    record, which costs a cache miss in key order."""
+    n = offs.shape[0]
+    pick = offs[:: max(1, n // _LEN_SAMPLE)]
+    pick = pick[(pick >= 0) & (pick + 4 <= buf.shape[0])]  # unchecked yet: _top_words validates
+    if pick.shape[0] == 0:
+        return _MIN_WORDS
+    lens = buf[pick] | (buf[pick + 1].astype(np.int64) << 8) | (buf[pick + 2].astype(np.int64) << 16) | (buf[pick + 3].astype(np.int64) << 24)
+    return int(min(_MAX_WORDS, max(_MIN_WORDS, -(-int(lens.max()) // 7))))
 
 
 def sort_records(buf, offs) -> np.ndarray:
@@ -547,11 +725,24 @@ def sort_records(buf, offs) -> np.ndarray:
     if n >= 1 << 40:
         raise InvalidArgument(f"too many records to sort at once: {n}")
     ibits = max(1, (n - 1).bit_length())
-    words, packed, bad = _top_words(buf, offs, ibits)
+    nw = _cached_words(buf, offs)
+    # Every array is allocated here, by numpy, not inside the kernels: numpy
+    # asks for transparent huge pages for large arrays, numba's allocator does
+    # not, and first-touch page faults cost more than the sort itself.
+    # Scratch parts that no tie reaches are never touched.
+    top_words = np.empty((n, nw + 1), dtype=np.uint64)
+    packed = np.empty(n, dtype=np.uint64)
+    bad = _top_words(buf, offs, ibits, top_words, packed)
     if bad >= 0:
         raise_bad_record(buf, offs, bad)
     packed.sort()  # numpy's vectorised sort (AVX-512 / AVX2 where available)
-    return _sort_records(buf, offs, words, packed, ibits)
+    out = np.empty(n, dtype=np.int64)
+    u = lambda: np.empty(n, dtype=np.uint64)  # noqa: E731
+    i = lambda: np.empty(n, dtype=np.int64)  # noqa: E731
+    words = np.empty((n, nw), dtype=np.uint64)  # cached sort words of tied records, aligned with ro
+    st = np.empty((n // 2 + 2, 5), dtype=np.int64)  # segment stack
+    _sort_records(buf, offs, top_words, packed, ibits, out, words, u(), u(), i(), i(), u(), i(), st)
+    return out
 
 
 def concat_runs(runs) -> tuple[np.ndarray, np.ndarray]:
