@@ -16,7 +16,10 @@ probe ``i`` (0 <= i < k) uses ``x = (a + i*d) mod 2**32`` and bit
 
 ``bloom_build(buf, offs, bits_per_key=10)`` picks ``k = round(bits_per_key * ln 2)``
 (clamped to 1..30) and ``m = max(64, ceil(n * bits_per_key / 64) * 64)`` for n
-records (duplicate keys included).  ``bloom_may_contain(filter, key)`` never
+records (duplicate keys included).  ``bloom_build_from_hashes(hashes,
+bits_per_key=10)`` builds the same filter from the keys' hashes, computed
+earlier in the flush path (``dedupe_sorted(..., key_hashes=True)``), without
+reading the records again.  ``bloom_may_contain(filter, key)`` never
 answers False for a key that was added.  Other kernels probe a filter with
 ``bloom_probe(filt, buf, start, length)`` or ``bloom_probe_hash(filt, h)``.
 """
@@ -36,6 +39,7 @@ from shaledb.kernels.record import check_run, key_len, raise_bad_record, record_
 
 __all__ = [
     "bloom_build",
+    "bloom_build_from_hashes",
     "bloom_may_contain",
     "bloom_num_probes",
     "bloom_probe",
@@ -89,20 +93,21 @@ def bloom_probe(filt, buf, start, length):
 
 
 @kernel
-def _bloom_build(buf, offs, filt, k, m):
-    """Set the bits of every record's key; returns -1, or the index of a record out of bounds.
-
-    Two passes: hash every key (reading the records in ``offs`` order), then
-    set the bits, prefetching the probe lines of the key _AHEAD on.
-    """
-    n = offs.shape[0]
-    hashes = np.empty(n, dtype=np.uint64)
-    for i in range(n):
+def _hash_keys(buf, offs, hashes):
+    """``hashes[i]`` = XXH64 of the key of record ``offs[i]``; returns -1, or
+    the index of a record out of bounds."""
+    for i in range(offs.shape[0]):
         off = offs[i]
         if not record_ok(buf, off):
             return i
-        klen = key_len(buf, off)
-        hashes[i] = xxh64_range(buf, off + RECORD_HEADER, klen, np.uint64(0))
+        hashes[i] = xxh64_range(buf, off + RECORD_HEADER, key_len(buf, off), np.uint64(0))
+    return -1
+
+
+@kernel
+def _set_all_bits(hashes, filt, k, m):
+    """Set the bits of every hash, prefetching the probe lines of the hash _AHEAD on."""
+    n = hashes.shape[0]
     mm = np.uint64(m)
     for i in range(n):
         if i + _AHEAD < n:
@@ -113,7 +118,6 @@ def _bloom_build(buf, offs, filt, k, m):
                 x = (a + np.uint64(j) * d) & _M32
                 prefetch(filt, BLOOM_HEADER + np.int64(((x * mm) >> np.uint64(32)) >> np.uint64(3)))
         _set_bits(filt, hashes[i], k, m)
-    return -1
 
 
 def bloom_num_probes(bits_per_key: float) -> int:
@@ -121,12 +125,10 @@ def bloom_num_probes(bits_per_key: float) -> int:
     return max(1, min(MAX_PROBES, int(round(bits_per_key * math.log(2)))))
 
 
-def bloom_build(buf, offs, bits_per_key: float = 10) -> np.ndarray:
-    """Filter bytes (uint8 array) over the keys of the records ``(buf, offs)``."""
+def _empty_filter(n: int, bits_per_key) -> tuple[np.ndarray, int, int]:
+    """A zeroed filter sized for ``n`` keys, its header written; returns (filter, k, m)."""
     if isinstance(bits_per_key, bool) or not isinstance(bits_per_key, (int, float)) or not 1 <= bits_per_key <= 64:
         raise InvalidArgument(f"bits_per_key must be a number in [1, 64], got {bits_per_key!r}")
-    buf, offs = check_run(buf, offs, validate=False)  # the kernel validates each record
-    n = offs.shape[0]
     k = bloom_num_probes(bits_per_key)
     m = max(64, int(math.ceil(n * bits_per_key / 64)) * 64)
     m = min(m, MAX_BITS)
@@ -135,14 +137,42 @@ def bloom_build(buf, offs, bits_per_key: float = 10) -> np.ndarray:
     filt[1] = k
     filt[4:8] = np.frombuffer(min(n, 0xFFFFFFFF).to_bytes(4, "little"), dtype=np.uint8)
     filt[8:16] = np.frombuffer(m.to_bytes(8, "little"), dtype=np.uint8)
+    return filt, k, m
+
+
+def bloom_build(buf, offs, bits_per_key: float = 10) -> np.ndarray:
+    """Filter bytes (uint8 array) over the keys of the records ``(buf, offs)``."""
+    buf, offs = check_run(buf, offs, validate=False)  # the kernel validates each record
+    n = offs.shape[0]
+    filt, k, m = _empty_filter(n, bits_per_key)
     if n:
         if n > 1024:
             # the filter does not depend on the order of the keys: visit the
             # records in buffer order (sequential reads) rather than key order
             offs = np.sort(offs)
-        bad = _bloom_build(buf, offs, filt, k, m)
+        hashes = np.empty(n, dtype=np.uint64)  # numpy's, not the kernel's: huge pages
+        bad = _hash_keys(buf, offs, hashes)
         if bad >= 0:
             raise_bad_record(buf, offs, bad)
+        _set_all_bits(hashes, filt, k, m)
+    return filt
+
+
+def bloom_build_from_hashes(hashes, bits_per_key: float = 10) -> np.ndarray:
+    """The filter ``bloom_build`` makes for records whose keys hash (XXH64,
+    seed 0) to ``hashes``, one per record (duplicates counted, as there).
+
+    REQUIRES: ``hashes`` come from ``XXH64(key, seed=0)``, e.g. from
+    ``dedupe_sorted(..., key_hashes=True)``; other hashes build a filter that
+    answers wrongly.
+    """
+    if not isinstance(hashes, np.ndarray) or hashes.ndim != 1 or hashes.dtype != np.uint64:
+        raise InvalidArgument(f"hashes must be a 1-D uint64 array, got {type(hashes).__name__}")
+    hashes = np.ascontiguousarray(hashes)
+    n = hashes.shape[0]
+    filt, k, m = _empty_filter(n, bits_per_key)
+    if n:
+        _set_all_bits(hashes, filt, k, m)
     return filt
 
 

@@ -13,8 +13,10 @@ from reference import bloom as ref
 from reference.sort import encode_run
 
 from shaledb.errors import Corruption, InvalidArgument
-from shaledb.kernels.bloom import bloom_build, bloom_may_contain, bloom_probe
+from shaledb.kernels.bloom import bloom_build, bloom_build_from_hashes, bloom_may_contain, bloom_probe
+from shaledb.kernels.dedupe import dedupe_sorted
 from shaledb.kernels.hashing import xxh64
+from shaledb.kernels.sort import sort_records
 
 pytestmark = pytest.mark.nojit
 
@@ -123,3 +125,34 @@ def test_rejects_offsets_outside_buffer():
         bloom_build(buf, np.array([8], dtype=np.int64))
     with pytest.raises(InvalidArgument):
         bloom_build(buf, np.array([3], dtype=np.int64))
+
+
+@hsettings(60)
+@given(
+    st.lists(st.tuples(keys_st.filter(bool).map(lambda ks: ks[0]), st.integers(0, 50)), max_size=80),
+    st.sampled_from([None, 0, 20]),
+    st.sampled_from([1, 10, 16.5]),
+)
+def test_flush_path_hashes_once(recs, snapshot, bpk):
+    """dedupe_sorted(key_hashes=True) returns the kept offsets unchanged and
+    the XXH64 of each kept key; bloom_build_from_hashes over them is byte-equal
+    to bloom_build over the kept records (the filter the reference builds)."""
+    buf, offs = encode_run([(k, s, 1, b"v") for k, s in recs])
+    ordered = sort_records(buf, offs)
+    kept, hashes = dedupe_sorted(buf, ordered, snapshot, key_hashes=True)
+    assert kept.tolist() == dedupe_sorted(buf, ordered, snapshot).tolist()
+    assert hashes.dtype == np.uint64 and hashes.shape == kept.shape
+    keys = [bytes(buf[o + 16 : o + 16 + int.from_bytes(buf[o : o + 4].tobytes(), "little")]) for o in kept.tolist()]
+    assert hashes.tolist() == [xxh64(k) for k in keys]
+    filt = bloom_build_from_hashes(hashes, bpk)
+    assert filt.tobytes() == bloom_build(buf, kept, bpk).tobytes() == ref.build(keys, bpk)
+
+
+def test_build_from_hashes_rejects_bad_input():
+    with pytest.raises(InvalidArgument):
+        bloom_build_from_hashes(np.zeros(3, dtype=np.int64))
+    with pytest.raises(InvalidArgument):
+        bloom_build_from_hashes([1, 2])
+    with pytest.raises(InvalidArgument):
+        bloom_build_from_hashes(np.zeros(3, dtype=np.uint64), 0)
+    assert bloom_build_from_hashes(np.zeros(0, dtype=np.uint64)).tobytes() == ref.build([], 10)

@@ -176,3 +176,34 @@ def test_first_level_pairs(tail):
     for recs in (same, same[::-1]):
         buf, offs = encode_run(recs)
         assert sort_records(buf, offs).tolist() == sort_offsets(buf, offs)
+
+
+@hsettings(25)
+@given(
+    st.lists(st.binary(min_size=0, max_size=40), min_size=1, max_size=6),
+    st.sampled_from([b"0123456789", b"\x00\x01", b"ab", bytes(range(256))]),
+    st.integers(0, 2**32 - 1),
+)
+def test_prefixed_segments_match_reference(prefixes, alphabet, seed):
+    """Hundreds of records per shared prefix (the long-segment path: packed
+    keys after the common prefix), with keys that are prefixes of each other,
+    equal keys, 1-byte keys and a few 64 KiB keys in the same segments."""
+    rng = np.random.default_rng(seed)
+    n = 700 if NOJIT else 2500
+    alpha = np.frombuffer(alphabet, dtype=np.uint8)
+    long_tail = bytes(range(256)) * 255
+    records = []
+    for _ in range(n):
+        p = prefixes[int(rng.integers(len(prefixes)))]
+        r = rng.random()
+        if r < 0.02:
+            key = (p + long_tail)[: MAX_KEY - int(rng.integers(0, 3))]
+        elif r < 0.07:
+            key = bytes([alphabet[int(rng.integers(len(alphabet)))]])
+        elif r < 0.12:
+            key = p[: int(rng.integers(0, len(p) + 1))] or b"\x00"
+        else:
+            key = p + rng.choice(alpha, int(rng.integers(0, 12))).tobytes()
+        records.append((key or b"\x00", int(rng.integers(0, 30)), int(rng.integers(0, 2)), b""))
+    buf, offs = encode_run(records)
+    assert sort_records(buf, offs).tolist() == sort_offsets(buf, offs)
