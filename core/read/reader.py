@@ -1,139 +1,93 @@
-"""Merging iterators for reads.
+"""The read path of one process (``Reader``): arenas, then L0 newest first,
+then sorted runs.  The highest seq wins, whatever the source.
 
-A *source* is an iterator of entries ``(key, seq, kind, value)`` in the
-record order (key ascending, then seq descending).  Sources come from
-record runs (``(buf, offs)`` in the record layout of shaledb.kernels.layout:
-sorted arena snapshots, decoded SST blocks):
+Point reads (``Reader.get``): every L0 bloom filter is probed by one kernel
+call (the key hashed once), the key range checked, and an SST skipped when a
+version already found is newer than its ``max_seq``; small SSTs are pinned
+(searched in memory by one kernel call), others are read through the block
+cache (``SstReader.find``).  Scans (``Reader.scan``) merge whole record runs
+with kernels (:func:`merge_visible`), lazily, about one read-ahead group per SST.
 
-    runs_entries(runs, start, end)    entries of sorted runs, clipped to [start, end)
-    merge_entries(sources)            one stream in record order (heap merge)
-    visible(entries)                  newest version per key, tombstones dropped
-
-These entry-at-a-time helpers are kept for tools and tests.  ``Reader.scan``
-uses :func:`merge_visible` instead: its sources yield whole record runs (a
-sorted arena snapshot, the decoded blocks of one ranged GET), the merge works
-on batches with kernels (shaledb.kernels.read, shaledb.kernels.merge) and the
-pairs come out of C-level iterators, so there is almost no Python per record.
-It is lazy per batch: a scan holds about one read-ahead group per SST.
-
-Point reads (``Reader.get``): arenas, then L0 newest first with every L0
-bloom filter probed by one kernel call (the key hashed once), the key range
-checked, and an SST skipped when a version already found is newer than its
-``max_seq``; the block is found in the block cache and searched in place
-(``SstReader.find``).  The highest seq wins, whatever the source.
+Manifests: the flusher's newest id arrives through shared memory; manifests
+written by others (the compactor) are noticed by a probe of the next id at
+most every ``min(0.1 s, manifest_poll_interval)``.  An SST a manifest lists
+may be gone (compacted, then collected by GC): the read is retried on the
+latest manifest, and a scan resumes after its last returned key; only a
+missing object that the latest manifest still lists is Corruption.
+docs/architecture.md ("Reads") has the long story.
 """
 
 from __future__ import annotations
 
-import heapq
-import struct
-from typing import Iterable, Iterator
+import itertools
+import threading
+import time
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
+from shaledb.errors import Corruption, ObjectNotFound, Unavailable
+from shaledb.format.record import HEADER, KIND_MASK, KIND_PUT, RECORD_HEADER
 from shaledb.storage.wrappers import call_deadline
 
-__all__ = [
-    "Entry",
-    "merge_entries",
-    "newest",
-    "record_at",
-    "run_entries",
-    "runs_entries",
-    "visible",
-]
+__all__ = ["Entry", "Reader", "merge_visible", "newest"]
 
 #: (key, seq, kind, value or None)
 Entry = tuple
 
-_HDR = struct.Struct("<IIQ")
-_KIND_PUT = 1
+#: Reads of others' manifests are noticed within this long (at most).
+LATEST_CHECK_SECONDS = 0.1
+#: A read that met a missing SST is retried this many times, each on a newer
+#: manifest (a compaction and a GC pass may land between two attempts).
+MISSING_SST_RETRIES = 3
+
+_now = time.monotonic
 
 
-def record_at(mv: memoryview, off: int) -> Entry:
-    """Decode the record at byte offset ``off`` of a record buffer."""
-    klen, vlen, trailer = _HDR.unpack_from(mv, off)
-    kstart = off + 16
-    key = bytes(mv[kstart : kstart + klen])
-    kind = trailer & 0xFF
-    value = bytes(mv[kstart + klen : kstart + klen + vlen]) if kind == _KIND_PUT else None
-    return (key, trailer >> 8, kind, value)
+class L0Entry(NamedTuple):
+    """One L0 SST in a point-read plan.  ``bit``: its bit in the group's
+    bloom mask; ``pinned``: ``SstReader.pin()`` arrays or None."""
+
+    bit: int
+    first_key: bytes
+    last_key: bytes
+    max_seq: int
+    reader: Any
+    pinned: tuple | None
 
 
-def _key_at(mv: memoryview, off: int) -> bytes:
-    klen = _HDR.unpack_from(mv, off)[0]
-    return bytes(mv[off + 16 : off + 16 + klen])
+class L0Group(NamedTuple):
+    """At most 64 L0 SSTs, newest first, probed by one bloom kernel call:
+    ``filters`` are their bloom filters concatenated (an empty slice for an
+    SST without one or a pinned one: always a candidate), None when every
+    slice is empty; ``starts`` the slice bounds."""
+
+    entries: tuple
+    filters: np.ndarray | None
+    starts: np.ndarray
 
 
-def _lower_bound(mv: memoryview, offs: np.ndarray, key: bytes) -> int:
-    lo, hi = 0, len(offs)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _key_at(mv, int(offs[mid])) < key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+class LonePinned(NamedTuple):
+    """The plan's shortcut for one pinned L0 SST and nothing else."""
+
+    first_key: bytes
+    last_key: bytes
+    data: np.ndarray
+    boffs: np.ndarray
+    ikeys: np.ndarray
+    ioffs: np.ndarray
+    bloom: np.ndarray
+    name: str  # the SST's object key, for errors
 
 
-def run_entries(buf: np.ndarray, offs: np.ndarray, start: bytes | None = None, end: bytes | None = None) -> Iterator[Entry]:
-    """Entries of one sorted run, restricted to ``start <= key < end``."""
-    mv = memoryview(np.ascontiguousarray(buf)).cast("B")
-    i = _lower_bound(mv, offs, start) if start is not None else 0
-    n = len(offs)
-    while i < n:
-        e = record_at(mv, int(offs[i]))
-        if end is not None and e[0] >= end:
-            return
-        yield e
-        i += 1
+class Plan(NamedTuple):
+    """What point reads need of one manifest; rebuilt when it changes."""
 
-
-def runs_entries(runs: Iterable[tuple[np.ndarray, np.ndarray]], start: bytes | None = None, end: bytes | None = None) -> Iterator[Entry]:
-    """Entries of consecutive sorted runs (an SST's blocks), clipped to [start, end)."""
-    for buf, offs in runs:
-        for e in run_entries(buf, offs, start, end):
-            yield e
-            # entries past ``end`` stop run_entries; later runs are larger still
-        if end is not None and len(offs):
-            mv = memoryview(np.ascontiguousarray(buf)).cast("B")
-            if _key_at(mv, int(offs[-1])) >= end:
-                return
-
-
-def merge_entries(sources: Iterable[Iterator[Entry]]) -> Iterator[Entry]:
-    """Merge sources already in record order into one stream in record order.
-
-    Ties on (key, seq) keep the earlier source first.
-    """
-    heap = []
-    its = []
-    for idx, src in enumerate(sources):
-        it = iter(src)
-        its.append(it)
-        for e in it:
-            heap.append(((e[0], -e[1], idx), e))
-            break
-    heapq.heapify(heap)
-    while heap:
-        (_, _, idx), e = heap[0]
-        yield e
-        for nxt in its[idx]:
-            heapq.heapreplace(heap, ((nxt[0], -nxt[1], idx), nxt))
-            break
-        else:
-            heapq.heappop(heap)
-
-
-def visible(entries: Iterable[Entry]) -> Iterator[tuple[bytes, bytes]]:
-    """Keep the newest entry of each key; drop keys whose newest is a tombstone."""
-    last = None
-    for key, _seq, kind, value in entries:
-        if key == last:
-            continue
-        last = key
-        if kind == _KIND_PUT:
-            yield key, value
+    manifest_id: int
+    groups: tuple  # of L0Group
+    manifest: Any  # shaledb.manifest.model.Manifest or None
+    max_seq: int  # the largest max_seq of every SST
+    lone: LonePinned | None
 
 
 def newest(a: Entry | None, b: Entry | None) -> Entry | None:
@@ -148,19 +102,18 @@ def newest(a: Entry | None, b: Entry | None) -> Entry | None:
 class Reader:
     """The read path of one process: arenas, then L0 newest first, then sorted runs.
 
-    ``mem`` is the memtable view (shaledb.db): ``lookup(key)`` returns the
-    newest arena version as an Entry or None, ``sorted_runs_snapshot()`` a
-    list of private sorted ``(buf, offs)`` copies, and ``manifest_id()`` the
-    id of the newest manifest the flusher published.  Arenas are read
-    *before* the manifest, and a recycled arena is ignored: its records are
-    in an L0 that the manifest read afterwards lists.
+    ``mem`` is the arena pool (shaledb.memtable.arena_pool.ArenaPool):
+    ``lookup(key)`` returns the newest arena version as an Entry or None,
+    ``sorted_runs_snapshot()`` a list of private sorted ``(buf, offs)``
+    copies, and ``manifest_id()`` the id of the newest manifest the flusher
+    published.  Arenas are read *before* the manifest, and a recycled arena
+    is ignored: its records are in an L0 that the manifest read afterwards
+    lists (the flusher publishes before it frees arenas).
 
     Thread-safe (one lock around the manifest and the SST reader cache).
     """
 
     def __init__(self, store, options, mem):
-        import threading
-
         self.store = store
         self.options = options
         self.mem = mem
@@ -169,16 +122,15 @@ class Reader:
         self._lock = threading.Lock()
         self._manifest = None
         self._manifest_id = -1
+        self._check_every = min(LATEST_CHECK_SECONDS, options.manifest_poll_interval)
+        self._check_at = 0.0  # monotonic time of the next probe for a newer manifest
         self._ssts: dict = {}
-        self._plan = None
+        self._plan: Plan | None = None
         self._cache = None
         if options.block_cache_bytes > 0:
-            try:
-                from shaledb.sst.block_cache import BlockCache
+            from shaledb.sst.block_cache import BlockCache
 
-                self._cache = BlockCache(options.block_cache_bytes)
-            except ImportError:  # pragma: no cover - until BLOCKS lands it
-                self._cache = None
+            self._cache = BlockCache(options.block_cache_bytes)
 
     # -- manifest
 
@@ -188,17 +140,35 @@ class Reader:
             self._plan = None
 
     def manifest(self):
-        """The newest manifest (re-read when the flusher published a newer one)."""
-        want = self.mem.manifest_id()
+        """The newest manifest known: re-read when the flusher published a
+        newer one, and probed for others' (the compactor's) when due."""
+        hint = self._manifest_id_of_mem()
         with self._lock:
-            if self._manifest is None or want != self._manifest_id:
-                m, mid = _read_latest_manifest(self.store, want)
-                self._manifest, self._manifest_id = m, (want if want > 0 else mid)
-                live = {s.sst_id for s in m.all_ssts()} if m is not None else set()
-                for sid in list(self._ssts):
-                    if sid not in live:
-                        del self._ssts[sid]
+            if self._manifest is None or hint > self._manifest_id or _now() >= self._check_at:
+                self._load(max(hint, self._manifest_id))
             return self._manifest
+
+    def _load(self, known_id: int) -> None:
+        """Read the latest manifest, walking forward from ``known_id``.
+        REQUIRES: self._lock held."""
+        m, mid = _read_latest_manifest(self.store, known_id, self._manifest, self._manifest_id)
+        self._check_at = _now() + self._check_every
+        if mid == self._manifest_id and self._manifest is not None:
+            return
+        self._manifest, self._manifest_id = m, mid
+        live = {s.sst_id for s in m.all_ssts()} if m is not None else set()
+        for sid in list(self._ssts):
+            if sid not in live:
+                del self._ssts[sid]
+
+    def _advance_to_latest(self) -> bool:
+        """Re-read the latest manifest now; whether it is newer than the one
+        read before (then a missing SST may just have been compacted away)."""
+        hint = self._manifest_id_of_mem()
+        with self._lock:
+            before = self._manifest_id
+            self._load(max(hint, before))
+            return self._manifest_id != before
 
     def _sst(self, ref):
         r = self._ssts.get(ref.sst_id)
@@ -213,20 +183,22 @@ class Reader:
 
     # -- point reads
 
-    def _l0_plan(self):
-        """(manifest id, groups, manifest, max seq of every SST): the manifest's L0 SSTs newest first
-        in groups of at most 64, each group ``(entries, filters, starts)``
-        with entries ``(bit, first key, last key, max_seq, reader, pinned)``
-        and the group's bloom filters concatenated (an SST without one, or a
-        pinned one, has an empty slice: always a candidate; ``filters`` is
-        None when every slice is empty).  SSTs up to half the block cache in
-        all are pinned (``SstReader.pin``: the whole SST in memory, one
-        kernel call per point read).  Rebuilt when the manifest changes."""
-        want = self._manifest_id_of_mem()
+    def _fresh(self, plan: Plan) -> bool:
+        """Whether ``plan`` is of the newest manifest known and no probe is due."""
+        mid = plan.manifest_id
+        return mid == self._manifest_id and self._manifest_id_of_mem() <= mid and _now() < self._check_at
+
+    def _l0_plan(self) -> Plan:
+        """The :class:`Plan` of the newest manifest.  SSTs up to half the
+        block cache in all are pinned (``SstReader.pin``: the whole SST in
+        memory, one kernel call per point read)."""
         plan = self._plan
-        if plan is not None and plan[0] == want and self._manifest_id == want:
+        if plan is not None and self._fresh(plan):
             return plan
         m = self.manifest()
+        plan = self._plan
+        if plan is not None and plan.manifest_id == self._manifest_id and plan.manifest is m:
+            return plan
         groups = []
         l0 = list(m.l0) if m is not None else []
         cache = self._cache
@@ -242,25 +214,25 @@ class Reader:
                     if pinned is not None:
                         budget -= ref.size
                         if len(l0) == 1:  # the only SST: its search costs about what a bloom probe saves
-                            pinned = pinned[:4] + (_NO_BLOOM,)
-                entries.append((1 << j, ref.first_key, ref.last_key, ref.max_seq, r, pinned))
-                f = r._bloom
+                            pinned = tuple(pinned[:4]) + (_NO_BLOOM,)
+                entries.append(L0Entry(1 << j, ref.first_key, ref.last_key, ref.max_seq, r, pinned))
+                f = r.bloom
                 if f is None or pinned is not None:  # a pinned SST probes its own bloom
-                    filters.append(np.empty(0, dtype=np.uint8))
+                    filters.append(_NO_BLOOM)
                 else:
                     filters.append(np.ascontiguousarray(f, dtype=np.uint8))
             starts = np.zeros(len(filters) + 1, dtype=np.int64)
             np.cumsum([f.shape[0] for f in filters], out=starts[1:])
             cat = np.concatenate(filters)
-            groups.append((tuple(entries), cat if cat.shape[0] else None, starts))
+            groups.append(L0Group(tuple(entries), cat if cat.shape[0] else None, starts))
         max_seq = max([0] + ([s.max_seq for s in m.all_ssts()] if m is not None else []))
         # the common case of one pinned L0 SST and nothing else: get() takes
         # a shorter path (first key, last key, pinned arrays)
         lone = None
-        if len(l0) == 1 and not m.sorted_runs and groups[0][0][0][5] is not None:
-            _bit, first, last, _ms, _r, pinned = groups[0][0][0]
-            lone = (first, last) + tuple(pinned)
-        plan = (self._manifest_id, tuple(groups), m, max_seq, lone)
+        if len(l0) == 1 and not m.sorted_runs and groups[0].entries[0].pinned is not None:
+            e = groups[0].entries[0]
+            lone = LonePinned(e.first_key, e.last_key, *e.pinned, e.reader.key)
+        plan = Plan(self._manifest_id, tuple(groups), m, max_seq, lone)
         self._plan = plan
         return plan
 
@@ -269,27 +241,33 @@ class Reader:
 
         Every store operation of the call (manifest, SST opens, blocks) and
         all their retries share one deadline, ``options.request_timeout``;
-        past it the call raises Unavailable.  An SST the manifest lists but
-        the store lacks is Corruption naming the object.
+        past it the call raises Unavailable.  An SST the latest manifest
+        lists but the store lacks is Corruption naming the object.
         """
         best = self._mem_lookup(key)
         plan = self._plan
-        if best is None and plan is not None and plan[4] is not None and plan[0] == self._manifest_id_of_mem() \
-                and self._manifest_id == plan[0]:
-            return _lone_get(plan, key)  # one pinned L0 SST, nothing in the arenas: no store I/O
+        if best is None and plan is not None and plan.lone is not None and self._fresh(plan):
+            return _lone_get(plan.lone, key)  # one pinned L0 SST, nothing in the arenas: no store I/O
         with self._deadline():
-            return self._get(key, best)
+            attempt = 0
+            while True:
+                try:
+                    return self._get(key, best)
+                except Corruption:
+                    # a listed SST may be gone because a newer manifest replaced it
+                    if attempt >= MISSING_SST_RETRIES or not self._advance_to_latest():
+                        raise
+                    attempt += 1
 
     def _deadline(self):
         return call_deadline(self.options.request_timeout)
 
     def _get(self, key: bytes, best):
-        plan = self._plan
-        if plan is None or plan[0] != self._manifest_id_of_mem() or self._manifest_id != plan[0]:
-            plan = self._l0_plan()
-        if plan[4] is not None and best is None:
-            return _lone_get(plan, key)
-        groups = plan[1]
+        plan = self._l0_plan()
+        if plan.lone is not None and best is None:
+            return _lone_get(plan.lone, key)
+        groups = plan.groups
+        top = plan.max_seq
         if groups:
             karr = np.frombuffer(key, dtype=np.uint8)
             for entries, filters, starts in groups:
@@ -303,31 +281,29 @@ class Reader:
                             data, boffs, ikeys, ioffs, bloom = pinned
                             err, found, t, vp, vlen = _pinned_get(bloom, data, boffs, ikeys, ioffs, karr)
                             if err:
-                                from shaledb.kernels.block import _raise
-
-                                _raise(int(err), f"{reader.key}: the block holding {key!r}")
+                                _raise_corruption(int(err), f"{reader.key}: the block holding {key!r}")
                             if not found:
                                 continue
                             t = int(t)
                             seq = t >> 8
                             if best is None or seq > best[1]:
-                                kind = t & 0xFF
+                                kind = t & KIND_MASK
                                 best = (key, seq, kind, data[vp : vp + vlen].tobytes() if kind else None)
                         else:
                             r = reader.find(key, karr)
                             if r is None or (best is not None and r[1] <= best[1]):
                                 continue
                             best = (key, r[1], r[0], r[2])
-                        if best[1] >= plan[3]:  # newer than every L0 and sorted run
+                        if best[1] >= top:  # newer than every L0 and sorted run
                             break
-        m = plan[2]
-        if m is not None and m.sorted_runs and (best is None or best[1] < plan[3]):
+        m = plan.manifest
+        if m is not None and m.sorted_runs and (best is None or best[1] < top):
             for run in m.sorted_runs:
                 ref = _find_in_run(run, key)
                 if ref is None or (best is not None and best[1] >= ref.max_seq):
                     continue
                 best = newest(best, self._sst_get(ref, key))
-        if best is None or best[2] != _KIND_PUT:
+        if best is None or best[2] != KIND_PUT:
             return None
         return best[3]
 
@@ -343,13 +319,16 @@ class Reader:
     def scan(self, start, end):
         """``(key, value)`` pairs in [start, end), lazy.  The call itself (the
         manifest, the L0 SST opens) has one ``request_timeout`` deadline, and
-        so does each batch its iteration fetches (Unavailable past it)."""
+        so does each batch its iteration fetches (Unavailable past it).  A
+        scan that loses an SST (compacted and collected) resumes after its
+        last returned key on the latest manifest."""
         with self._deadline():
-            return self._scan(start, end)
+            sources = self._sources(start, end)
+        return itertools.chain.from_iterable(self._scan_batches(sources, start, end))
 
-    def _scan(self, start, end):
+    def _sources(self, start, end) -> list:
         sources = []
-        for buf, offs in self.mem.sorted_runs_snapshot():
+        for buf, offs in self.mem.sorted_runs_snapshot():  # arenas before the manifest
             sources.append(_clip_run(buf, offs, start, end))
         m = self.manifest()
         if m is not None:
@@ -358,7 +337,32 @@ class Reader:
                     sources.append(self._sst(ref).iter_range(start, end))
             for run in m.sorted_runs:
                 sources.append(self._lazy_run(run, start, end))
-        return merge_visible(sources, step_timeout=self.options.request_timeout)
+        return sources
+
+    def _scan_batches(self, sources, start, end):
+        """Batches of visible pairs, each fetched under its own deadline;
+        on a Corruption while a newer manifest exists, the merge restarts
+        from just after the last key already covered."""
+        timeout = self.options.request_timeout
+        attempt = 0
+        while True:
+            batches = _visible_batches(sources)
+            try:
+                while True:
+                    with call_deadline(timeout):
+                        step = next(batches, None)
+                    if step is None:
+                        return
+                    out, covered = step
+                    yield out
+                    start = covered + b"\x00"  # the smallest key after ``covered``
+                    attempt = 0
+            except Corruption:
+                with call_deadline(timeout):
+                    if attempt >= MISSING_SST_RETRIES or not self._advance_to_latest():
+                        raise
+                    attempt += 1
+                    sources = self._sources(start, end)
 
     def _lazy_run(self, run, start, end):
         for ref in run.ssts:
@@ -373,17 +377,15 @@ class Reader:
 _CHUNK = 16384  # records emitted per batch of a scan
 
 
-def _lone_get(plan, key: bytes):
-    """Point read in the plan's lone pinned L0 SST (no store I/O)."""
-    first, last, data, boffs, ikeys, ioffs, bloom = plan[4]
+def _lone_get(lone: LonePinned, key: bytes):
+    """Point read in a plan's lone pinned L0 SST (no store I/O)."""
+    first, last, data, boffs, ikeys, ioffs, bloom, name = lone
     if key < first or key > last:
         return None
     err, found, t, vp, vlen = _pinned_get(bloom, data, boffs, ikeys, ioffs, np.frombuffer(key, dtype=np.uint8))
     if err:
-        from shaledb.kernels.block import _raise
-
-        _raise(int(err), f"{plan[1][0][0][0][4].key}: the block holding {key!r}")
-    if not found or not (int(t) & 0xFF):
+        _raise_corruption(int(err), f"{name}: the block holding {key!r}")
+    if not found or (int(t) & KIND_MASK) != KIND_PUT:
         return None
     return data[vp : vp + vlen].tobytes()
 
@@ -400,9 +402,10 @@ def _deadlined(it, seconds: float):
         yield item
 
 
+# The kernels are bound on first use (importing them loads numba).
 def _pinned_get(*args):
     global _pinned_get
-    from shaledb.kernels.read import _pinned_get as kern
+    from shaledb.kernels.read import pinned_get as kern
 
     _pinned_get = kern
     return kern(*args)
@@ -410,10 +413,16 @@ def _pinned_get(*args):
 
 def _probe_mask(filters, starts, karr):
     global _probe_mask
-    from shaledb.kernels.read import _probe_mask as kern
+    from shaledb.kernels.read import probe_mask as kern
 
     _probe_mask = kern
     return kern(filters, starts, karr)
+
+
+def _raise_corruption(err: int, what: str):
+    from shaledb.kernels.block import raise_corruption
+
+    raise_corruption(err, what)
 
 
 def _clip_run(buf, offs, start, end):
@@ -422,17 +431,17 @@ def _clip_run(buf, offs, start, end):
 
     lo, hi = 0, len(offs)
     if start is not None and hi:
-        lo = int(K._lower_bound(buf, offs, 0, hi, np.frombuffer(start, dtype=np.uint8)))
+        lo = int(K.lower_bound(buf, offs, 0, hi, np.frombuffer(start, dtype=np.uint8)))
     if end is not None and hi:
-        hi = int(K._lower_bound(buf, offs, lo, hi, np.frombuffer(end, dtype=np.uint8)))
+        hi = int(K.lower_bound(buf, offs, lo, hi, np.frombuffer(end, dtype=np.uint8)))
     if lo < hi:
         yield buf, offs[lo:hi]
 
 
 def _last_key(buf, offs) -> bytes:
     o = int(offs[-1])
-    klen = int(buf[o : o + 4].view("<u4")[0])
-    return buf[o + 16 : o + 16 + klen].tobytes()
+    klen = HEADER.unpack_from(buf, o)[0]
+    return buf[o + RECORD_HEADER : o + RECORD_HEADER + klen].tobytes()
 
 
 def _emit(buf, offs, prev):
@@ -441,13 +450,13 @@ def _emit(buf, offs, prev):
     from shaledb.kernels import read as K
 
     n = len(offs)
-    nb = int(K._run_bytes(buf, offs))
+    nb = int(K.run_bytes(buf, offs))
     dst = np.empty(nb, dtype=np.uint8)
     bounds = np.empty(2 * n + 1, dtype=np.int64)
     if prev is None:
-        r = K._visible(buf, offs, _NO_KEY, False, dst, bounds)
+        r = K.visible(buf, offs, _NO_KEY, False, dst, bounds)
     else:
-        r = K._visible(buf, offs, np.frombuffer(prev, dtype=np.uint8), True, dst, bounds)
+        r = K.visible(buf, offs, np.frombuffer(prev, dtype=np.uint8), True, dst, bounds)
     if not r:
         return iter(())
     bl = bounds[: 2 * r + 1].tolist()
@@ -466,15 +475,17 @@ def merge_visible(sources, step_timeout: float | None = None) -> Iterator[tuple[
     ``step_timeout``, each batch (the store reads it needs) has that deadline."""
     import itertools
 
-    batches = _visible_batches(sources)
+    batches = (out for out, _covered in _visible_batches(sources))
     if step_timeout is not None:
         batches = _deadlined(batches, step_timeout)
     return itertools.chain.from_iterable(batches)
 
 
 def _visible_batches(sources):
-    """Iterators of ``(key, value)`` pairs, newest version per key,
-    tombstones dropped, from sources of record runs, in key order.
+    """``(pairs, covered)``: iterators of ``(key, value)`` pairs, newest
+    version per key, tombstones dropped, from sources of record runs, in key
+    order; ``covered`` is the last key a batch settled (every key up to it
+    is done: emitted in this or an earlier batch, or not visible).
 
     A source is an iterator of runs ``(buf, offs)`` in record order, each run
     after the previous one (every version of a key inside one run).  Earlier
@@ -513,14 +524,14 @@ def _visible_batches(sources):
             cur[i] = (buf, offs, end)
             out = _emit(buf, part, prev)
             prev = _last_key(buf, part)
-            yield out
+            yield out, prev
             continue
         bound = min(_last_key(cur[i][0], cur[i][1]) for i in live)
         bkey = np.frombuffer(bound, dtype=np.uint8)
         parts = []
         for i in live:
             buf, offs, pos = cur[i]
-            cut = int(K._upper_bound(buf, offs, pos, len(offs), bkey))
+            cut = int(K.upper_bound(buf, offs, pos, len(offs), bkey))
             if cut > pos:
                 parts.append((buf, offs[pos:cut]))
                 cur[i] = (buf, offs, cut)
@@ -530,20 +541,23 @@ def _visible_batches(sources):
         else:
             from shaledb.kernels.merge import merge_runs
 
-            total = sum(int(K._run_bytes(b, o)) for b, o in parts)
+            total = sum(int(K.run_bytes(b, o)) for b, o in parts)
             cat = np.empty(total, dtype=np.uint8)
             coffs = np.empty(sum(len(o) for _, o in parts), dtype=np.int64)
             bounds = np.zeros(len(parts) + 1, dtype=np.int64)
             pos = 0
             k = 0
             for j, (b, o) in enumerate(parts):
-                pos = int(K._gather(b, o, cat, pos, coffs, k))
+                err, pos = K.gather(b, o, cat, pos, coffs, k)[:2]
+                if err:
+                    _raise_corruption(int(err), "a record run of a scan")
+                pos = int(pos)
                 k += len(o)
                 bounds[j + 1] = k
             merged = merge_runs(cat, bounds, coffs)
             out = _emit(cat, merged, prev)
         prev = bound
-        yield out
+        yield out, prev
 
 
 def _overlaps(ref, start, end) -> bool:
@@ -564,22 +578,39 @@ def _find_in_run(run, key):
     return None
 
 
-def _read_latest_manifest(store, hint_id: int):
-    """(manifest, id) of the newest manifest; (None, 0) for an empty root."""
+def _read_latest_manifest(store, known_id: int, known=None, known_manifest_id: int = -1):
+    """(manifest, id) of the latest manifest; (None, 0) for an empty root.
+
+    Walks forward from ``known_id`` (manifest ids are consecutive: each is
+    written create-only after its predecessor) with one ``head`` per newer
+    id, so the common answer "nothing newer" costs one request; lists the
+    manifests when no id is known.  ``known`` is the decoded manifest of
+    ``known_manifest_id``, reused when that is still the latest.
+    """
     from shaledb.format.keys import MANIFEST_PREFIX, manifest_key, parse_manifest_key
     from shaledb.manifest.model import decode_manifest
-    from shaledb.errors import ObjectNotFound
 
-    mid = hint_id
-    if mid <= 0:
-        ids = [parse_manifest_key(meta.key) for meta in store.list(MANIFEST_PREFIX)]
-        ids = [i for i in ids if i is not None]
-        if not ids:
-            return None, 0
-        mid = max(ids)
-    key = manifest_key(mid)
-    try:
-        data = store.get(key)
-    except ObjectNotFound:
-        return _read_latest_manifest(store, 0) if hint_id > 0 else (None, 0)
-    return decode_manifest(data, key), mid
+    for _ in range(3):
+        mid = known_id
+        if mid <= 0:
+            ids = [parse_manifest_key(meta.key) for meta in store.list(MANIFEST_PREFIX)]
+            ids = [i for i in ids if i is not None]
+            if not ids:
+                return None, 0
+            mid = max(ids)
+        while True:
+            try:
+                store.head(manifest_key(mid + 1))
+            except ObjectNotFound:
+                break
+            mid += 1
+        if mid == known_manifest_id and known is not None:
+            return known, mid
+        key = manifest_key(mid)
+        try:
+            data = store.get(key)
+        except ObjectNotFound:  # collected meanwhile (a newer one exists): look again
+            known_id = 0
+            continue
+        return decode_manifest(data, key), mid
+    raise Unavailable("the latest manifest could not be read: manifests kept disappearing while being read")
