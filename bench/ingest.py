@@ -64,7 +64,7 @@ SLATEDB_DEFAULT_RECORDS = 50_000
 MOTO_BUCKET = "shaledb-bench"
 PHASES = ("prefill", "flush", "ingest_close", "mixed", "read_before_compact", "compact", "read", "scan", "gc", "close")
 #: Phases whose tree shape is printed, in order.
-TREE_PHASES = ("prefill", "ingest_close", "mixed", "compact", "scan", "gc", "close")
+TREE_PHASES = ("prefill", "ingest_close", "mixed", "read_before_compact", "compact", "scan", "gc", "close")
 
 
 # -- arguments ----------------------------------------------------------------
@@ -115,10 +115,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plot", default=None, metavar="PATH",
                    help="draw ShaleDB's timeline (records/s, L0, sorted runs, store bytes, stall time; "
                         "sampled once a second during prefill, flush and compact) to PATH (needs matplotlib)")
+    p.add_argument("--plot-interval", type=float, default=1.0,
+                   help="seconds between timeline samples (each lists the store and asks db.status())")
     p.add_argument("--probe-mib", type=_positive_int, default=256,
                    help="MiB of the durable write bandwidth probe (fsync'd sequential write; on S3 PUTs "
                         "of 8 MiB objects); 0 skips it")
     args = p.parse_args(argv)
+    if not args.plot_interval > 0:
+        p.error("--plot-interval must be > 0")
     if args.batch < 1:
         p.error("--batch must be >= 1")
     if args.writers < 1:
@@ -297,6 +301,7 @@ def run_engine(engine: str, args, stores: Stores, data_dir: Path, work: Path, sh
         "verify_samples": args.verify_samples,
         "progress": show_bars,
         "timeline": bool(args.plot) and engine == "shaledb",
+        "timeline_interval": args.plot_interval,
     }
     spec_path, result_path = work / f"{engine}.spec.json", work / f"{engine}.result.json"
     spec_path.write_text(json.dumps(spec))
@@ -493,15 +498,24 @@ def render(report: dict) -> str:
         if not p:
             continue
         if not p.get("ran"):
-            rows.append([e, "not run: " + _short(p.get("why") or "-", 70), "-", "-", "-", "-", "-"])
+            rows.append([e, "not run: " + _short(p.get("why") or "-", 70), "-", "-", "-", "-", "-", "-", "-"])
             continue
+        tb = p.get("tree_before") or {}
+        workers = p.get("workers") or None
         mbps = f"{p['mb_per_s']:.1f}" if p.get("mb_per_s") else "-"
+        per_worker = f"{p['mb_per_s'] / workers:.1f}" if p.get("mb_per_s") and workers else "-"
         if p.get("mb_per_s_of") == "store bytes before":
-            mbps += " (of store bytes)"
+            if tb.get("l0") == 0 and tb.get("sorted_runs") == 1:
+                mbps = "- (already one run: nothing to merge)"
+            else:
+                mbps += " (of store bytes)"
         b_in = p.get("bytes_in") or (p.get("store_before") or {}).get("bytes")
-        rows.append([e, _short(p.get("api") or "-", 60), fmt_seconds(p.get("seconds")), fmt_bytes(b_in),
-                     fmt_bytes(p.get("bytes_out")), mbps, p.get("workers", "-")])
-    out.append(format_table(["engine", "call", "time", "bytes in", "bytes out", "MB/s in", "workers"], rows,
+        shape = f"{_dash(tb.get('l0'))}/{_dash(tb.get('sorted_runs'))} -> " \
+                f"{_dash((p.get('tree') or {}).get('l0'))}/{_dash((p.get('tree') or {}).get('sorted_runs'))}"
+        rows.append([e, _short(p.get("api") or "-", 60), fmt_seconds(p.get("seconds")), shape, fmt_bytes(b_in),
+                     fmt_bytes(p.get("bytes_out")), mbps, _dash(workers), per_worker])
+    out.append(format_table(["engine", "call", "time", "L0/runs", "bytes in", "bytes out", "MB/s in", "workers",
+                             "MB/s per worker"], rows,
                             "== compact (after mixed and a first read pass: everything into one sorted run) =="))
 
     rows = []
@@ -554,6 +568,9 @@ def render(report: dict) -> str:
     for e in names:
         for phase in TREE_PHASES:
             p = ph(e, phase)
+            if phase == "read_before_compact":  # the tree the compaction started from
+                c = ph(e, "compact")
+                p = {"tree": c.get("tree_before"), "store_after": c.get("store_before")} if c.get("ran") else {}
             t = p.get("tree") or {}
             if not p:
                 continue

@@ -2,7 +2,8 @@
 
 ``plot_timeline(samples, path)`` draws one panel each for records/s of
 ingest, L0 SSTs, sorted runs, store bytes and writer stall time, against
-seconds since prefill began, with the phases (prefill, flush, compact) shaded.
+seconds since prefill began, with the phases shaded (prefill, flush, the
+close right after it that builds L0 for the through-close figure, compact).
 ``samples`` are the ShaleDB adapter's once-a-second samples (dicts with
 ``t``, ``phase``, ``records``, ``l0``, ``sorted_runs``, ``store_bytes``,
 ``stall_s``; a missing or None field is a gap).  The time between phases
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 __all__ = ["plot_timeline", "timeline_series"]
 
-_PHASE_COLORS = {"prefill": "#dbe9f6", "flush": "#fde0c5", "compact": "#d9f0d3"}
+_PHASE_COLORS = {"prefill": "#dbe9f6", "flush": "#fde0c5", "close": "#f3d9ec", "compact": "#d9f0d3"}
 
 
 def timeline_series(samples: list[dict]) -> dict:
@@ -86,21 +87,25 @@ def plot_timeline(samples: list[dict], path: str, title: str = "") -> None:
         for c in d["cuts"]:
             ax.axvline(c, color="#888888", ls=":", lw=1)
         if pts:
-            step = key in ("l0", "sorted_runs")
-            px, py = zip(*pts)
-            if step:
-                ax.step(px, py, where="post", color="#1f4e79", lw=1.5)
-            else:
-                ax.plot(px, py, color="#1f4e79", lw=1.5, marker="." if len(pts) < 40 else None)
+            # one line per stretch between cuts: nothing is drawn across the cut-out phases
+            for lo, hi in zip([float("-inf"), *d["cuts"]], [*d["cuts"], float("inf")]):
+                seg = [(a, b) for a, b in pts if lo < a < hi]
+                if not seg:
+                    continue
+                px, py = zip(*seg)
+                if key in ("l0", "sorted_runs"):
+                    ax.step(px, py, where="post", color="#1f4e79", lw=1.5)
+                else:
+                    ax.plot(px, py, color="#1f4e79", lw=1.5, marker="." if len(pts) < 40 else None)
         else:
             ax.text(0.5, 0.5, "not reported by this engine build", transform=ax.transAxes, ha="center",
                     va="center", color="#888888")
         ax.set_ylabel(label, fontsize=9)
         ax.set_ylim(bottom=0)
         ax.grid(axis="y", color="#dddddd", lw=0.5)
-    axes[-1].set_xlabel("seconds of prefill, flush and compact (other phases cut out at the dotted lines)")
+    axes[-1].set_xlabel("seconds of prefill, flush, close and compact (other phases cut out at the dotted lines)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _PHASE_COLORS.values()]
-    axes[0].legend(handles, list(_PHASE_COLORS), loc="upper right", fontsize=8, ncol=3)
+    axes[0].legend(handles, list(_PHASE_COLORS), loc="upper right", fontsize=8, ncol=len(_PHASE_COLORS))
     if title:
         fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110)

@@ -224,6 +224,7 @@ class Driver:
 
         # compact: everything into one sorted run (where the engine offers it)
         before = count_objects(a.location())
+        tree_before = self._tree()
         req = self._requests()
         t0 = time.perf_counter()
         c = a.compact()
@@ -238,7 +239,8 @@ class Driver:
             c["mb_per_s_of"] = "bytes_in" if b_in else "store bytes before"
             if not b_in:
                 b_in = (before or {}).get("bytes")
-            ph["compact"] = self._phase("compact", secs, 0, b_in or 0, req, ran=True, store_before=before, **c)
+            ph["compact"] = self._phase("compact", secs, 0, b_in or 0, req, ran=True, store_before=before,
+                                        tree_before=tree_before, **c)
             ph["compact"]["records_per_s"] = None
             ph["compact"]["mb_per_s"] = b_in / secs / 1e6 if b_in and secs > 0 else None
 

@@ -190,11 +190,16 @@ class ShaleDBAdapter(Adapter):
         self.db = shaledb.open(self.url, **self._overrides())
 
     def close(self) -> None:
-        self._sampler.stop()
-        if self.db is not None:
-            self.requests()
-            self.db.close()
-            self.db = None
+        sampling = self._sampler.running
+        if sampling:
+            self._sampler.phase("close")
+        try:
+            if self.db is not None:
+                self.requests()
+                db, self.db = self.db, None  # the sampler stops asking for status
+                db.close()
+        finally:
+            self._sampler.stop()
         if self._list_store is not None:
             self._list_store.close()
             self._list_store = None
@@ -235,7 +240,8 @@ class ShaleDBAdapter(Adapter):
         counter = ctx.Value("q", 0)
         results = ctx.Queue()
         bounds = [n * i // writers for i in range(writers + 1)]
-        procs = []
+        procs: list = []
+        self._to_reap = []
         try:
             for i in range(writers):
                 h = self.db.writer()
@@ -270,7 +276,9 @@ class ShaleDBAdapter(Adapter):
                 ],
             }
         finally:
-            for p in procs:
+            # On success the writers are reaped after the flush (reap()); on a
+            # failure here, now.
+            for p in procs if self._to_reap is not procs else ():
                 if p.is_alive():
                     p.join(timeout=5)
                 if p.is_alive():
@@ -307,14 +315,13 @@ class ShaleDBAdapter(Adapter):
         return got
 
     def flush(self) -> None:
+        # The timeline goes on through the close that follows (the L0 build of
+        # the through-close figure); close() stops it.
         self._sampler.phase("flush")
-        try:
-            if self.spec["wal"]:
-                self.db.flush()
-            else:
-                self.db.flush(memtable=True)
-        finally:
-            self._sampler.stop()
+        if self.spec["wal"]:
+            self.db.flush()
+        else:
+            self.db.flush(memtable=True)
 
     # -- LSM lifecycle: compaction, GC, the shape of the tree -----------------
 
@@ -421,7 +428,7 @@ def _plain(rep) -> dict:
 
 
 class _Sampler:
-    """Once a second, in a background thread: records written so far,
+    """Once a second (spec ``timeline_interval``), in a background thread: records written so far,
     ``db.status()`` (L0 count, stall seconds) and the tree from a store
     listing, while prefill, flush or compact runs.  Samples accumulate in
     ``samples`` (a list of dicts, time ``t`` from the first start).
@@ -446,12 +453,17 @@ class _Sampler:
         if not self.adapter.spec.get("timeline"):
             return
         self.stop()
-        if self._t0 is None:
-            self._t0 = time.perf_counter()
         self._phase, self._records = phase, records
+        if self._t0 is None:  # the first sample at time 0, before the clock of the phase starts
+            self._t0 = time.perf_counter()
+            self.sample()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-timeline", daemon=True)
         self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
 
     def phase(self, phase: str) -> None:
         """Go on sampling under another phase name (starts if stopped)."""
@@ -467,7 +479,8 @@ class _Sampler:
             t.join(timeout=30)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.INTERVAL):
+        interval = float(self.adapter.spec.get("timeline_interval") or self.INTERVAL)
+        while not self._stop.wait(interval):
             self.sample()
 
     def sample(self) -> None:
