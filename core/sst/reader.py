@@ -45,11 +45,12 @@ __all__ = ["SstReader"]
 
 
 def _block_find(block, karr):
+    """``kernels.read.block_find``, imported on first use (numba loads lazily)."""
     global _block_find
-    from shaledb.kernels.read import _block_find as kern
+    from shaledb.kernels.read import block_find
 
-    _block_find = kern
-    return kern(block, karr)
+    _block_find = block_find
+    return block_find(block, karr)
 
 TAIL_BYTES = 64 * 1024
 READ_AHEAD_BYTES = 256 * 1024
@@ -140,14 +141,14 @@ class SstReader:
 
     def _raw_block(self, i: int, stored) -> np.ndarray:
         """Verified raw block ``i`` from its stored bytes."""
-        from shaledb.kernels.block import _check_block, _raise
+        from shaledb.kernels.block import check_block, raise_corruption
 
         what = f"{self.key}: block {i}"
         raw = decode_stored_block(stored, self.footer.compression, what)
         # checksum and restart array, once: cached blocks are used without re-checking
-        err = int(_check_block(raw)[0])
+        err = int(check_block(raw)[0])
         if err != 0:
-            _raise(err, what)
+            raise_corruption(err, what)
         raw.flags.writeable = False
         return raw
 
@@ -165,7 +166,7 @@ class SstReader:
         return raw
 
     def pin(self):
-        """The whole data region in memory for :meth:`pinned_find`:
+        """The whole data region in memory for ``kernels.read.pinned_get``:
         ``(data, block offsets, index keys, index key offsets, bloom)``,
         fetched with one ranged GET and every block validated once.  None
         for a compressed SST.  Shared through the block cache (key
@@ -178,16 +179,16 @@ class SstReader:
             hit = cache.get(ck)
             if hit is not None:
                 return hit
-        from shaledb.kernels.read import _check_blocks
+        from shaledb.kernels.read import check_blocks
 
         boffs = np.ascontiguousarray(self._offsets, dtype=np.int64)
         end = int(boffs[-1])
         data = np.frombuffer(self._fetch(0, end, f"blocks 0..{len(boffs) - 2}"), dtype=np.uint8)
-        err, bad = _check_blocks(data, boffs)
+        err, bad = check_blocks(data, boffs)
         if err:
-            from shaledb.kernels.block import _raise
+            from shaledb.kernels.block import raise_corruption
 
-            _raise(int(err), f"{self.key}: block {int(bad)}")
+            raise_corruption(int(err), f"{self.key}: block {int(bad)}")
         klens = np.fromiter(map(len, self._keys), dtype=np.int64, count=len(self._keys))
         ioffs = np.zeros(len(self._keys) + 1, dtype=np.int64)
         np.cumsum(klens, out=ioffs[1:])
@@ -265,10 +266,10 @@ class SstReader:
         if key < self.footer.first_key or key > self.footer.last_key:
             return False
         if self._bloom is not None:
-            from shaledb.kernels.bloom import _bloom_probe
+            from shaledb.kernels.bloom import bloom_probe
 
             # the filter was validated at open: probe it directly
-            return bool(_bloom_probe(self._bloom, np.frombuffer(key, dtype=np.uint8), 0, len(key)))
+            return bool(bloom_probe(self._bloom, np.frombuffer(key, dtype=np.uint8), 0, len(key)))
         return True
 
     def find(self, key: bytes, karr: np.ndarray):
@@ -288,9 +289,9 @@ class SstReader:
             block = self._block(i)
         err, found, trailer, vp, vlen = _block_find(block, karr)
         if err:
-            from shaledb.kernels.block import _raise
+            from shaledb.kernels.block import raise_corruption
 
-            _raise(int(err), f"{self.key}: block {i}")
+            raise_corruption(int(err), f"{self.key}: block {i}")
         if not found:
             return None
         trailer = int(trailer)
@@ -353,3 +354,8 @@ class SstReader:
             buf, offs = decode_blocks_range(raw, starts, lo, end, what=f"{self.key}: block", first_block=i)
             if len(offs):
                 yield buf, offs
+
+    @property
+    def bloom(self):
+        """The SST's bloom filter (a uint8 array), or None when it has none."""
+        return self._bloom
