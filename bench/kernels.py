@@ -1,10 +1,14 @@
-"""Kernel microbenchmarks: ``python -m bench.kernels [--records N] [--repeat R] [--json PATH]``.
+"""Kernel microbenchmarks: ``python -m bench.kernels [--records N] [--repeat R] [--datasets A,B] [--json PATH]``.
 
-Two datasets of N records with 100-byte values, in arena order (unsorted,
+Three datasets of N records with 100-byte values, in arena order (unsorted,
 ~10 % overwrites of earlier keys, ~5 % tombstones):
 
 * ``fixed16``: 16-byte random keys;
-* ``var8-64``: 8..64-byte keys that share one of 64 prefixes (4..24 bytes).
+* ``var8-64``: 8..64-byte keys that share one of 64 prefixes (6..24 bytes);
+* ``prefixed``: 8..64-byte keys (length uniform) with 64 distinct prefixes of
+  16..32 bytes (``tenant/NNNN/`` then letters, ``/``) followed by decimal
+  digits; a key keeps at least 8 digits, so one shorter than its prefix + 8
+  keeps only the start of its prefix (keys from 24 bytes on carry it whole).
 
 For each kernel: the median of R runs, records/s and GB/s (bytes = the record
 bytes the kernel reads), next to a baseline measured in the same run:
@@ -12,8 +16,9 @@ the ``xxhash`` package for hashing, ``sorted()`` and ``np.lexsort`` for
 sorting, plain-Python loops for append, block encode, bloom, dedupe and merge
 (those run on a sample and are scaled to N; the table says so).  ``np.copyto``
 of the record buffer is the bandwidth ceiling.  Then the CPU time of the
-whole flush path (sort + dedupe + block encode with checksums + bloom) and the
-cold-compile and cached-load times of ``warmup()`` in fresh processes.
+whole flush path (sort + dedupe + block encode with checksums + bloom; the
+keys hashed once, by dedupe, for the bloom filter) and the cold-compile and
+cached-load times of ``warmup()`` in fresh processes.
 """
 
 from __future__ import annotations
@@ -111,7 +116,27 @@ def make_datasets(n: int, seed: int = 1) -> list[Dataset]:
         t = max(int(total[i]) - len(p), 1)
         var.append(p + tails[i, :t].tobytes())
     _overwrite(var, rng)
-    return [Dataset("fixed16", fixed, rng), Dataset("var8-64", var, rng)]
+    return [Dataset("fixed16", fixed, rng), Dataset("var8-64", var, rng), Dataset("prefixed", prefixed_keys(n, rng), rng)]
+
+
+def prefixed_keys(n: int, rng, n_prefixes: int = 64) -> list[bytes]:
+    """``n`` keys of 8..64 bytes over ``n_prefixes`` prefixes of 16..32 bytes (see module doc)."""
+    prefixes = []
+    for _ in range(n_prefixes):
+        size = int(rng.integers(16, 33))
+        head = b"tenant/%04d/" % int(rng.integers(0, 10000))
+        fill = bytes(rng.integers(97, 123, size=size - len(head) - 1, dtype=np.uint8))
+        prefixes.append(head + fill + b"/")
+    pick = rng.integers(0, n_prefixes, size=n)
+    total = rng.integers(8, 65, size=n)
+    digits = rng.integers(48, 58, size=(n, 64), dtype=np.uint8)
+    keys = []
+    for i in range(n):
+        L = int(total[i])
+        p = prefixes[pick[i]][: L - 8]
+        keys.append(p + digits[i, : L - len(p)].tobytes())
+    _overwrite(keys, rng)
+    return keys
 
 
 def _overwrite(keys: list[bytes], rng) -> None:
@@ -220,7 +245,7 @@ def py_append(records, arena_size):
 
 
 def bench_dataset(ds: Dataset, table: Table, repeat: int, sample: int) -> dict:
-    from shaledb.kernels.bloom import bloom_build
+    from shaledb.kernels.bloom import bloom_build, bloom_build_from_hashes
     from shaledb.kernels.dedupe import dedupe_sorted
     from shaledb.kernels.merge import merge_runs
     from shaledb.kernels.sort import sort_records
@@ -297,11 +322,17 @@ def bench_dataset(ds: Dataset, table: Table, repeat: int, sample: int) -> dict:
 
     # bloom
     table.add(name, "bloom build", "bloom_build", median_time(lambda: bloom_build(buf, deduped), repeat),
-              deduped.shape[0], nb)
+              deduped.shape[0], nb, "hashes every key")
+    _, hashes = dedupe_sorted(buf, sorted_offs, key_hashes=True)
+    table.add(name, "bloom build", "bloom_build_from_hashes", median_time(lambda: bloom_build_from_hashes(hashes), repeat),
+              deduped.shape[0], nb, "hashes from dedupe_sorted(key_hashes=True)")
+    table.add(name, "dedupe", "dedupe_sorted+hashes", median_time(lambda: dedupe_sorted(buf, sorted_offs, key_hashes=True), repeat),
+              n, nb, "key_hashes=True")
     dkeys = keys[:s]
     t = median_time(lambda: py_bloom(dkeys), max(1, repeat // 2)) * (deduped.shape[0] / s)
     table.add(name, "bloom build", "Python (xxhash pkg hash)", t, deduped.shape[0], nb, sample_note)
     table.speedup(name, "bloom build", "bloom_build", "Python (xxhash pkg hash)")
+    table.speedup(name, "bloom build", "bloom_build_from_hashes", "Python (xxhash pkg hash)")
 
     result = {"sorted": sorted_offs, "deduped": deduped}
     bench_block(ds, table, repeat, sample, deduped)
@@ -381,8 +412,10 @@ def bench_arena(ds, table, repeat, sample, batch=1000):
 
 
 def bench_flush(ds, repeat) -> dict:
-    """CPU time of sort + dedupe + block encode (with checksums) + bloom for the dataset."""
-    from shaledb.kernels.bloom import bloom_build
+    """CPU time of sort + dedupe + block encode (with checksums) + bloom for the
+    dataset; dedupe hashes the kept keys and the bloom filter is built from
+    those hashes (one hash per key per flush)."""
+    from shaledb.kernels.bloom import bloom_build_from_hashes
     from shaledb.kernels.dedupe import dedupe_sorted
     from shaledb.kernels.sort import sort_records
 
@@ -398,23 +431,25 @@ def bench_flush(ds, repeat) -> dict:
         so = sort_records(ds.buf, ds.offs)
         parts["sort"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        dd = dedupe_sorted(ds.buf, so)
+        dd, hashes = dedupe_sorted(ds.buf, so, key_hashes=True)
         parts["dedupe"].append(time.perf_counter() - t)
         t = time.perf_counter()
         if encode_blocks is not None:
             encode_blocks(ds.buf, dd)
         parts["encode"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        bloom_build(ds.buf, dd)
+        bloom_build_from_hashes(hashes)
         parts["bloom"].append(time.perf_counter() - t)
         parts["total_cpu"].append(time.process_time() - c0)
         parts["total_wall"].append(time.perf_counter() - w0)
     res = {k: statistics.median(v) for k, v in parts.items()}
     res["encode_included"] = encode_blocks is not None
+    res["records"] = len(ds)
     print(
         f"{ds.name:9} flush path ({len(ds)} records): CPU {res['total_cpu'] * 1e3:.0f} ms "
         f"(wall {res['total_wall'] * 1e3:.0f} ms: sort {res['sort'] * 1e3:.0f}, dedupe {res['dedupe'] * 1e3:.0f}, "
-        f"encode {res['encode'] * 1e3:.0f}{'' if encode_blocks else ' [block.py missing]'}, bloom {res['bloom'] * 1e3:.0f})",
+        f"encode {res['encode'] * 1e3:.0f}{'' if encode_blocks else ' [block.py missing]'}, "
+        f"bloom from hashes {res['bloom'] * 1e3:.0f})",
         flush=True,
     )
     return res
@@ -436,12 +471,36 @@ def bench_warmup() -> dict:
     return res
 
 
+def print_summary(table: Table, flush: dict) -> None:
+    """One line per dataset: the issue-16 figures (sort vs sorted() and np.lexsort,
+    bloom build vs Python, flush-path CPU time per 1M records)."""
+    print("summary: sort x sorted() / x np.lexsort, bloom build x Python (from hashes), flush path CPU per 1M records")
+    for name, res in flush.items():
+        def ratio(kernel_name, fast, slow):
+            for r in table.rows:
+                if r["dataset"] == name and r["kernel"] == kernel_name and r["impl"] == fast:
+                    return r.get("speedup", {}).get(slow, float("nan"))
+            return float("nan")
+
+        per_m = res["total_cpu"] * 1e6 / res["records"]
+        print(
+            f"  {name:9} sort {ratio('sort', 'sort_records', 'sorted() of (key,-trailer)'):5.1f}x / "
+            f"{ratio('sort', 'sort_records', 'np.lexsort'):4.1f}x  bloom "
+            f"{ratio('bloom build', 'bloom_build', 'Python (xxhash pkg hash)'):5.1f}x "
+            f"({ratio('bloom build', 'bloom_build_from_hashes', 'Python (xxhash pkg hash)'):5.1f}x)  "
+            f"flush {per_m * 1e3:4.0f} ms",
+            flush=True,
+        )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.kernels", description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=1_000_000, help="records per dataset (default 1000000)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per measurement; the median is reported (default 5)")
     ap.add_argument("--sample", type=int, default=100_000,
                     help="records the slow pure-Python baselines run on, scaled to --records (default 100000)")
+    ap.add_argument("--datasets", default="fixed16,var8-64,prefixed",
+                    help="comma-separated datasets to run (default: fixed16,var8-64,prefixed)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ap.add_argument("--no-warmup-timing", action="store_true", help="skip the fresh-process warmup() timings")
     args = ap.parse_args(argv)
@@ -454,7 +513,10 @@ def main(argv=None) -> int:
     K.warmup()
     print(f"warmup() in this process: {time.perf_counter() - t0:.1f} s", flush=True)
     t0 = time.perf_counter()
-    datasets = make_datasets(args.records)
+    wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    datasets = [d for d in make_datasets(args.records) if d.name in wanted]
+    if not datasets:
+        ap.error(f"--datasets: none of {wanted} (known: fixed16, var8-64, prefixed)")
     print(f"datasets: {', '.join(f'{d.name} {len(d)} records {d.nbytes / 1e6:.0f} MB' for d in datasets)} "
           f"(built in {time.perf_counter() - t0:.1f} s)", flush=True)
     table = Table()
@@ -463,6 +525,7 @@ def main(argv=None) -> int:
     for ds in datasets:
         bench_dataset(ds, table, args.repeat, args.sample)
         flush[ds.name] = bench_flush(ds, args.repeat)
+    print_summary(table, flush)
     warm = None if args.no_warmup_timing else bench_warmup()
     if args.json:
         doc = {"records": args.records, "repeat": args.repeat, "sample": args.sample, "cpus": os.cpu_count(),
