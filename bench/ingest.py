@@ -11,17 +11,30 @@ One data set (``--records`` unique keys of ``--key-size`` bytes, random
 engine then runs, in its own process (``bench._peers.driver``), the phases
 
     prefill  N records in batches of --batch, await_durable off
-             (ShaleDB: --writers processes, each with a db.writer() handle)
-    flush    timed: everything durable (WAL on) or published to L0 (WAL off)
+             (ShaleDB: --writers processes, each with a db.writer() handle);
+             per-call latency of each batch write (p50, p99, max)
+    flush    timed from the end of prefill: everything durable (WAL on) or
+             published to L0 (WAL off); prefill+flush is the ingest figure
+    close    close right after the flush (records in sorted SSTs): the
+             through-close ingest figure; then an untimed reopen
     mixed    --duration seconds of single puts and gets, --put-percentage puts,
              --await-durable on or off; puts overwrite random existing keys with
              their own values, so the content stays known
     read     close and reopen, then --reads random gets of existing keys
-             (cold), then the same gets again (warm)
+             (cold), then the same gets again (warm): once before compact
+    compact  a major compaction (ShaleDB db.compact(full=True), RocksDB
+             compact_range), timed, MB/s of input
+    read     the read phase again, on the compacted tree
     scan     one full scan
+    gc       ShaleDB db.gc() with gc_min_age=0; space amplification = store
+             bytes / live key+value bytes
     close
 
-and finally an untimed check after a fresh open (sampled gets, a full scan
+The shape of the tree (L0, sorted runs, store bytes) is printed after each
+phase.  Before the engines, a probe measures the store's durable write
+bandwidth (--probe-mib), and ingest is printed as a fraction of it given the
+bytes each engine wrote per user byte.  --plot PATH draws ShaleDB's timeline
+(bench/plot.py).  Finally an untimed check after a fresh open (sampled gets, a full scan
 that checks the count, the order and a digest of every key and value).
 Output: one table per phase, memory, the checks, then ShaleDB/peer ratios.
 A run whose data is wrong says so and exits 1.  See bench/README.md.
