@@ -77,16 +77,17 @@ def encode_wal_view(buf, offs) -> memoryview:
     records are copied once, straight into place after the header, and both
     checksums are computed over that buffer (no further copies).  The same
     bytes as ``encode_wal``."""
-    from shaledb.kernels.block import _as_offs, _as_u8, _gather, _gather_bound
+    from shaledb.kernels.block import as_offs, gather, gather_bound
+    from shaledb.kernels.mem import as_u8
 
-    b = _as_u8(buf, "buf")
-    o = _as_offs(offs)
-    bound = int(_gather_bound(b, o))
+    b = as_u8(buf, "buf")
+    o = as_offs(offs)
+    bound = int(gather_bound(b, o))
     if bound < 0:
         raise InvalidArgument("encode_wal: a record lies outside buf")
     count = int(o.shape[0])
     out = np.empty(HEADER_SIZE + bound + TRAILER_SIZE, dtype=np.uint8)
-    err, used, min_seq, max_seq = _gather(b, o, out[HEADER_SIZE : HEADER_SIZE + bound], np.empty(count, dtype=np.int64))
+    err, used, min_seq, max_seq = gather(b, o, out[HEADER_SIZE : HEADER_SIZE + bound], 0, np.empty(count, dtype=np.int64), 0)
     if int(err) != 0:
         from shaledb.kernels.block import gather_records
 
