@@ -354,3 +354,8 @@ class SstReader:
             buf, offs = decode_blocks_range(raw, starts, lo, end, what=f"{self.key}: block", first_block=i)
             if len(offs):
                 yield buf, offs
+
+    @property
+    def bloom(self):
+        """The SST's bloom filter (a uint8 array), or None when it has none."""
+        return self._bloom
