@@ -13,26 +13,38 @@ descending), so the newest version of a key comes first.
   Comparing words compares keys correctly up to ``depth + 7``: a key that
   ends inside the chunk sorts before a longer key with the same bytes (it is
   its prefix), and equal words with a low byte < 8 mean equal keys;
-* one sequential pass computes, per record, the words of the first _WORDS
-  chunks (21 bytes) and the trailer.  The first level sorts packed keys
-  ``(64 - b bits of words 0-1 after the bits all records share) << b | input
-  index`` (b = bits of the record count) with numpy's vectorised sort, which
-  orders by key prefix, keeps ties in input order, and still discriminates
-  when every key starts with the same bytes;
+* one sequential pass computes, per record, its trailer and the words of the
+  first ``nw`` chunks: 3 (21 bytes), up to 5 (35 bytes) when a sample of the
+  keys is that long (``_cached_words``), so that ties rarely need another
+  read of a record, which costs a cache miss in key order.  The first level
+  sorts packed keys ``(64 - b bits of words 0-1 after the bits all records
+  share) << b | input index`` (b = bits of the record count) with numpy's
+  vectorised sort, which orders by key prefix, keeps ties in input order,
+  and still discriminates when every key starts with the same bytes;
 * two records that tie are ordered right away from their cached words and
   trailers (``_pair_order``); a longer run of records that tie becomes a
-  segment: ordered by its next cached word (insertion sort when short, a
-  merge sort, or a stable LSD byte radix sort that skips bytes equal in every
-  word), then each run of equal words becomes a segment one chunk deeper,
-  or, keys being equal, is ordered by trailer descending.  Cached words and
-  trailers move with the offsets; when a segment uses its last cached word,
-  the next _WORDS words of its tied records are read in one prefetched pass
-  (``_refill_groups``), so a record's bytes are read again only past 21 key
-  bytes and never one cache miss at a time;
+  segment, with its cached words and trailers in dense arrays;
+* a long segment (>= _PACK_MIN records, e.g. all keys under one shared
+  prefix) skips the cached words all its records share and sorts packed
+  keys again: the bits of its next two words after the bits it shares,
+  above the record's position (``_pack_segment``).  Each run that still
+  ties splits the same way, its shared bits reaching further.  When fewer
+  than two cached words remain, the segment jumps to its longest common
+  prefix and caches its words there in one pass (``_fill_at_lcp``): shared
+  prefixes cost one read of a record, not one level per 7 bytes;
+* a shorter segment is ordered by its next cached word (insertion sort when
+  short, a merge sort, or a stable LSD byte radix sort that skips bytes
+  equal in every word), then each run of equal words becomes a segment one
+  chunk deeper, or, keys being equal, is ordered by trailer descending.
+  When a segment uses its last cached word, the next words of its tied
+  records are read in one prefetched pass (``_refill_groups``);
 * segments of at most ``_SMALL`` records are finished by an insertion sort
   that compares cached words, then key bytes, then trailers.
 
-Every step is stable, so records that are fully equal keep their input order.
+The wrapper allocates every array (numpy asks for transparent huge pages for
+large arrays; arrays allocated inside a kernel fault in 4 KiB pages, which
+cost more than the sort).  Every step is stable, so records that are fully
+equal keep their input order.
 """
 
 from __future__ import annotations
@@ -198,12 +210,15 @@ def _permute(a, pidx, lo, hi, tmp):
 
 @kernel
 def _permute_rows(a, pidx, lo, hi, tmp):
-    """``a[lo:hi, :] = a[pidx[lo:hi], :]`` for a 2-D ``a`` (``tmp``: 1-D scratch, one column at a time)."""
-    for k in range(a.shape[1]):
-        for i in range(lo, hi):
-            tmp[i] = a[pidx[i], k]
-        for i in range(lo, hi):
-            a[i, k] = tmp[i]
+    """``a[lo:hi, :] = a[pidx[lo:hi], :]`` for a 2-D ``a`` (``tmp`` alike): one random read per row."""
+    w = a.shape[1]
+    for i in range(lo, hi):
+        p = pidx[i]
+        for k in range(w):
+            tmp[i, k] = a[p, k]
+    for i in range(lo, hi):
+        for k in range(w):
+            a[i, k] = tmp[i, k]
 
 
 @kernel
@@ -513,7 +528,7 @@ def _radix_sort_keys(vals, lo, hi, tv, counts, skip):
 
 
 @kernel
-def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv, ti, counts, st, top):
+def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv, ti, tw, counts, st, top):
     """Order a long tie segment by packed keys; returns the new stack top.
 
     Cached words that every record shares are skipped (keys all ending there
@@ -576,7 +591,7 @@ def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv,
         pidx[i] = lo + np.int64(vals[i] & mask)
     _permute(ro, pidx, lo, hi, ti)
     _permute(tr, pidx, lo, hi, tv)
-    _permute_rows(words, pidx, lo, hi, tv)
+    _permute_rows(words, pidx, lo, hi, tw)
     i = lo
     while i < hi:
         j = _run_end(vals, i, hi, sh)
@@ -592,7 +607,7 @@ def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv,
 
 
 @kernel
-def _sort_records(buf, offs, top_words, packed, ibits, out, words, tr, vals, ro, pidx, tv, ti, st):
+def _sort_records(buf, offs, top_words, packed, ibits, out, words, tw, tr, vals, ro, pidx, tv, ti, st):
     """Sort the records given ``_top_words`` and its packed keys sorted ascending.
 
     Sorted packed keys order the records by the top bits of their first word,
@@ -665,7 +680,7 @@ def _sort_records(buf, offs, top_words, packed, ibits, out, words, tr, vals, ro,
             _small_sort(buf, ro, words, tr, pidx, ti, tv, lo, hi, depth, have, base)
             continue
         if hi - lo >= _PACK_MIN:
-            top = _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv, ti, counts, st, top)
+            top = _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv, ti, tw, counts, st, top)
             continue
         if have == 0:
             _fill_words(buf, ro, words, lo, hi, depth)
@@ -681,7 +696,7 @@ def _sort_records(buf, offs, top_words, packed, ibits, out, words, tr, vals, ro,
             _permute(ro, pidx, lo, hi, ti)
             _permute(tr, pidx, lo, hi, tv)
             if have > 1:
-                _permute_rows(words, pidx, lo, hi, tv)
+                _permute_rows(words, pidx, lo, hi, tw)
         if have == 1:
             _refill_groups(buf, ro, words, vals, lo, hi, depth, ti)
         top = _push_groups(vals, lo, hi, depth, have, base, st, top, nw)
@@ -715,8 +730,9 @@ def sort_records(buf, offs) -> np.ndarray:
 
     Stable: records with equal key and trailer keep their input order.  Every
     record is checked to lie inside ``buf`` (InvalidArgument otherwise).
-    Scratch memory: about 50 bytes per record, plus about 100 bytes per
-    record whose first key bytes tie with another record's.
+    Scratch memory: 40 to 64 bytes per record, plus up to about 150 bytes per
+    record whose first key bytes tie with another record's (reserved for
+    every record, touched only for those).
     """
     buf, offs = check_run(buf, offs, validate=False)  # _top_words validates as it reads
     n = offs.shape[0]
@@ -737,11 +753,11 @@ def sort_records(buf, offs) -> np.ndarray:
         raise_bad_record(buf, offs, bad)
     packed.sort()  # numpy's vectorised sort (AVX-512 / AVX2 where available)
     out = np.empty(n, dtype=np.int64)
-    u = lambda: np.empty(n, dtype=np.uint64)  # noqa: E731
-    i = lambda: np.empty(n, dtype=np.int64)  # noqa: E731
-    words = np.empty((n, nw), dtype=np.uint64)  # cached sort words of tied records, aligned with ro
+    words, tw = np.empty((2, n, nw), dtype=np.uint64)  # cached sort words of tied records (aligned with ro), scratch
+    tr, vals, tv = np.empty((3, n), dtype=np.uint64)  # cached trailers, sort values, scratch
+    ro, pidx, ti = np.empty((3, n), dtype=np.int64)  # tied offsets, a permutation, scratch
     st = np.empty((n // 2 + 2, 5), dtype=np.int64)  # segment stack
-    _sort_records(buf, offs, top_words, packed, ibits, out, words, u(), u(), i(), i(), u(), i(), st)
+    _sort_records(buf, offs, top_words, packed, ibits, out, words, tw, tr, vals, ro, pidx, tv, ti, st)
     return out
 
 
