@@ -24,9 +24,10 @@ metadata under :data:`PUT_ID_KEY` (the store makes one up when the caller
 passes none).  When a conditional write times out, the caller cannot tell
 whether it landed; if a retry then fails its precondition, the object that is
 there may be the caller's own.  :func:`put_if_absent_idempotent` and
-:func:`put_if_match_idempotent` settle that by comparing put-ids; the
-:class:`~shaledb.storage.wrappers.RetryingStore` applies the same rule to the
-retries it makes.  See ``docs/storage.md``.
+:func:`put_if_match_idempotent` settle that by comparing put-ids in
+:func:`settle_conditional_put`, the one implementation of the rule (the
+:class:`~shaledb.storage.wrappers.RetryingStore` and the manifest's
+``create_only`` use it too).  See ``docs/storage.md``.
 
 Threading: stores are safe to share between threads unless a class says
 otherwise.
@@ -55,6 +56,7 @@ __all__ = [
     "new_put_id",
     "put_if_absent_idempotent",
     "put_if_match_idempotent",
+    "settle_conditional_put",
 ]
 
 #: Metadata entry holding the put-id of the write that produced an object.
@@ -271,12 +273,30 @@ class ObjectStore(abc.ABC):
         self.close()
 
 
-def _is_ours(store: ObjectStore, key: str, put_id: str) -> ObjectMeta | None:
+def settle_conditional_put(store: ObjectStore, key: str, put_id: str, err: BaseException) -> PutResult:
+    """Decide a conditional write of ``key`` tagged ``put_id`` that raised
+    ``err``: a precondition failure that may be a retry meeting its own earlier
+    attempt, or an error after which the write may or may not have landed.
+
+    The one place that settles an ambiguous conditional write: reads the
+    object's metadata once and returns its PutResult when it carries
+    ``put_id`` (ours landed).  Otherwise raises PreconditionFailed when
+    another writer's object is there; when nothing is there, raises ``err``
+    (a PreconditionFailed ``err`` says the object is gone).  An error of the
+    read itself propagates.  A write is never reported lost without seeing an
+    object that is provably someone else's.
+    """
     try:
         meta = store.head(key)
     except ObjectNotFound:
-        return None
-    return meta if meta.put_id == put_id else None
+        if isinstance(err, PreconditionFailed):
+            raise PreconditionFailed(f"{key!r}: precondition failed, and the object is gone") from err
+        raise err from None
+    if meta.put_id == put_id:
+        return PutResult(etag=meta.etag, put_id=put_id)
+    if isinstance(err, PreconditionFailed):
+        raise err
+    raise PreconditionFailed(f"{key!r} holds another writer's object") from err
 
 
 def put_if_absent_idempotent(
@@ -285,19 +305,14 @@ def put_if_absent_idempotent(
     """``put_if_absent`` that treats finding its own earlier write as success.
 
     Pass the same ``put_id`` to every retry of one logical write.  On
-    PreconditionFailed, the existing object is examined: if it carries
-    ``put_id``, an earlier (ambiguous) attempt landed and this returns its
-    PutResult; otherwise the PreconditionFailed propagates.
+    PreconditionFailed the object is settled by :func:`settle_conditional_put`.
     """
     if put_id is None:
         put_id = new_put_id()
     try:
         return store.put_if_absent(key, data, metadata, put_id=put_id)
-    except PreconditionFailed:
-        meta = _is_ours(store, key, put_id)
-        if meta is None:
-            raise
-        return PutResult(etag=meta.etag, put_id=put_id)
+    except PreconditionFailed as e:
+        return settle_conditional_put(store, key, put_id, e)
 
 
 def put_if_match_idempotent(
@@ -319,8 +334,5 @@ def put_if_match_idempotent(
         put_id = new_put_id()
     try:
         return store.put_if_match(key, data, etag, metadata, put_id=put_id)
-    except PreconditionFailed:
-        meta = _is_ours(store, key, put_id)
-        if meta is None:
-            raise
-        return PutResult(etag=meta.etag, put_id=put_id)
+    except PreconditionFailed as e:
+        return settle_conditional_put(store, key, put_id, e)

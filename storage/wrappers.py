@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from shaledb.errors import ObjectNotFound, PreconditionFailed, Unavailable
-from shaledb.storage.base import ObjectMeta, ObjectStore, PutResult, check_prefix, new_put_id
+from shaledb.errors import PreconditionFailed, Unavailable
+from shaledb.storage.base import ObjectMeta, ObjectStore, PutResult, check_prefix, new_put_id, settle_conditional_put
 
 __all__ = [
     "AddLatency",
@@ -274,18 +274,10 @@ class RetryingStore(StoreWrapper):
             except Unavailable:
                 ambiguous = True
                 raise
-            except PreconditionFailed:
+            except PreconditionFailed as e:
                 if not ambiguous:
                     raise
-                try:
-                    meta = self.head(key)
-                except ObjectNotFound:
-                    raise PreconditionFailed(
-                        f"{op} {key!r}: precondition failed after an ambiguous attempt, and the object is gone"
-                    ) from None
-                if meta.put_id == put_id:
-                    return PutResult(meta.etag, put_id)
-                raise
+                return settle_conditional_put(self, key, put_id, e)
 
         return self._retry(op, key, attempt)
 

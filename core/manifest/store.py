@@ -306,7 +306,7 @@ class ManifestStore:
         transition; nothing written), Conflict (too many lost races) or
         Unavailable (deadline).  Returns the manifest now current.
         """
-        with self._obj._lock:
+        with self._obj.lock:
             self._drop = frozenset(drop_checkpoints)
             try:
                 return self._obj.update(fn).value
@@ -450,8 +450,7 @@ class ManifestStore:
             role=WRITER,
             **self._opts,
         )
-        obj._cur = self._obj._cur
-        obj._confirmed_at = self._obj._confirmed_at
+        obj.share_cache(self._obj)
         self._obj = obj
         self.role = WRITER
         obj.init_epoch()
@@ -473,8 +472,7 @@ class ManifestStore:
             role=COMPACTOR,
             **self._opts,
         )
-        obj._cur = self._obj._cur
-        obj._confirmed_at = self._obj._confirmed_at
+        obj.share_cache(self._obj)
         self._obj = obj
         self.role = COMPACTOR
         return obj.init_epoch()
@@ -496,7 +494,7 @@ class ManifestStore:
                 f"(first: {foreign!r}); refusing to create a database there; "
                 "open an empty location or an existing database"
             )
-        if self._obj._cur is None:
+        if not self._obj.loaded:
             self._obj.create_initial(Manifest())
 
     def _first_free_wal_id(self, after: int) -> int:
@@ -545,7 +543,6 @@ class ManifestStore:
                 put_id=new_put_id(),
                 clock=self.clock,
                 deadline=deadline,
-                rng=self.rng,
             ):
                 return cand
             m = self.refresh()  # Fenced if a newer writer bumped the epoch
@@ -582,7 +579,6 @@ class ManifestStore:
             put_id=put_id,
             clock=self.clock,
             deadline=self.clock.monotonic() + t,
-            rng=self.rng,
         )
         with self._wal_lock:
             self._wal_put_ids.pop(wal_id, None)

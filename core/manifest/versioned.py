@@ -36,6 +36,7 @@ through the store.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -116,64 +117,41 @@ class Dirty(Generic[T]):
     value: T
 
 
-def _storage_ambiguous(e: BaseException) -> bool:
-    """A write error after which the write may or may not have landed."""
-    return isinstance(e, (Unavailable, StorageError)) and not isinstance(e, (ObjectNotFound, PreconditionFailed))
-
-
-def create_only(
-    store,
-    key: str,
-    data: bytes,
-    *,
-    put_id: str,
-    clock: Clock,
-    deadline: float,
-    rng: random.Random | None = None,
-) -> bool:
+def create_only(store, key: str, data: bytes, *, put_id: str, clock: Clock, deadline: float) -> bool:
     """Create ``key`` if absent.  True if the object there is ours, False if not.
 
     "Ours" means it carries ``put_id``: this call or an earlier call with the
-    same put-id created it (an ambiguous write that landed).  After any
-    failure the object is read back first, so a write that landed is never
-    retried into a false loss.  Unavailable is retried with backoff until
-    ``deadline`` (``clock.monotonic`` time), then raised; another storage
-    error is raised at once when nothing of ours is there.
+    same put-id created it (an ambiguous write that landed).  One attempt:
+    retrying Unavailable is the store's business (the engine's
+    ``RetryingStore``), bounded here by ``deadline`` (``clock.monotonic``
+    time) through a ``call_deadline``.  After a failure the object is read
+    back (``storage.base.settle_conditional_put``), so a write that landed is
+    never reported lost; when nothing is there the error is raised.
     REQUIRES: the same ``put_id`` and ``data`` for every retry of one write.
     """
-    from shaledb.storage.base import put_if_absent_idempotent
+    from shaledb.storage.base import put_if_absent_idempotent, settle_conditional_put
+    from shaledb.storage.wrappers import call_deadline, deadline_left
 
-    rng = rng or random.Random()
-    attempt = 0
-    while True:
+    left = deadline - clock.monotonic()
+    if left <= 0:
+        raise Unavailable(f"create of {key!r}: its deadline passed before the attempt")
+    outer = deadline_left()
+    scope = call_deadline(left, clock=clock.monotonic) if outer is None or left < outer else contextlib.nullcontext()
+    with scope:
         try:
             put_if_absent_idempotent(store, key, data, put_id=put_id)
             return True
         except PreconditionFailed:
-            return False  # the helper found someone else's put-id there
-        except Exception as e:  # noqa: BLE001 - filtered just below
-            if not _storage_ambiguous(e):
+            return False  # settled: someone else's object is there
+        except (Unavailable, StorageError) as e:
+            if isinstance(e, ObjectNotFound):
                 raise
-            last = e
-        # Ambiguous: read back before deciding anything.
+            err = e  # ambiguous: the write may have landed
         try:
-            meta = store.head(key)
-        except ObjectNotFound:
-            meta = None
-        except Exception as e:  # noqa: BLE001
-            if not _storage_ambiguous(e):
-                raise
-            meta = None
-            last = e
-        if meta is not None:
-            return meta.put_id == put_id
-        if not isinstance(last, Unavailable):
-            raise last  # a permanent store error, and nothing of ours landed
-        attempt += 1
-        delay = min(1.0, 0.01 * (2**attempt)) * (0.5 + rng.random() / 2)
-        if clock.monotonic() + delay > deadline:
-            raise Unavailable(f"create of {key!r} did not complete before its deadline: {last}") from last
-        clock.sleep(delay)
+            settle_conditional_put(store, key, put_id, err)
+            return True
+        except PreconditionFailed:
+            return False
 
 
 class VersionedObject(Generic[T]):
@@ -220,6 +198,25 @@ class VersionedObject(Generic[T]):
         self._lock = threading.RLock()
         self._cur: Version[T] | None = None
         self._confirmed_at = float("-inf")  # monotonic time _cur was last known latest
+
+    # ------------------------------------------------------------ handle state
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The handle's (reentrant) lock: hold it to make several calls one step."""
+        return self._lock
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a version is cached (no I/O)."""
+        return self._cur is not None
+
+    def share_cache(self, other: "VersionedObject[T]") -> None:
+        """Start from ``other``'s cached version and its age (no I/O), e.g.
+        when a handle of another role replaces ``other`` on the same object."""
+        with self._lock, other._lock:
+            self._cur = other._cur
+            self._confirmed_at = other._confirmed_at
 
     # ------------------------------------------------------------------ reads
 
@@ -308,7 +305,6 @@ class VersionedObject(Generic[T]):
                 put_id=new_put_id(),
                 clock=self.clock,
                 deadline=deadline,
-                rng=self.rng,
             )
             if won:
                 self._cur = None
@@ -433,7 +429,6 @@ class VersionedObject(Generic[T]):
             put_id=new_put_id(),
             clock=self.clock,
             deadline=deadline,
-            rng=self.rng,
         )
         if won:
             self._adopt(Version(new_id, value))

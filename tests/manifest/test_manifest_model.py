@@ -22,7 +22,7 @@ from shaledb.format.keys import new_sst_id, parse_manifest_key, wal_key
 from shaledb.manifest.model import SortedRun, SstRef, decode_manifest
 from shaledb.manifest.store import ManifestStore, check_transition
 from shaledb.storage import MemoryStore
-from shaledb.storage.wrappers import ApplyThenFail, FailNth, FaultyStore
+from shaledb.storage.wrappers import ApplyThenFail, FailNth, FaultyStore, RetryingStore
 
 
 class NoSleepClock:
@@ -53,6 +53,9 @@ class ManifestModel(RuleBasedStateMachine):
         self.inner = MemoryStore()
         self.store = FaultyStore(self.inner)
         self.clock = NoSleepClock()
+        # handles see the store as the engine does: Unavailable is retried by
+        # RetryingStore (the one retry layer), on the model's clock
+        self.retrying = RetryingStore(self.store, sleep=self.clock.sleep, clock=self.clock.monotonic, seed=0)
         self.rng = random.Random(0)
         self.writers: list[Writer] = []
         self.compactors: list[ManifestStore] = []
@@ -71,7 +74,7 @@ class ManifestModel(RuleBasedStateMachine):
 
     def handle(self, kind: str) -> ManifestStore:
         opener = ManifestStore.open_writer if kind == "w" else ManifestStore.open_compactor
-        return opener(self.store, clock=self.clock, rng=random.Random(self.rng.random()))
+        return opener(self.retrying, clock=self.clock, rng=random.Random(self.rng.random()))
 
     def new_sst(self, first: bytes, last: bytes, lo: int, hi: int) -> SstRef:
         return SstRef(new_sst_id(now_ms=1, rand=self.rng.randbytes(10)), first, last, 10, lo, hi, 1)

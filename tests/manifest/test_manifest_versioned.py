@@ -10,7 +10,7 @@ import pytest
 
 from shaledb.errors import Conflict, Corruption, Fenced, InvalidArgument, ObjectNotFound, Unavailable
 from shaledb.storage import MemoryStore
-from shaledb.storage.wrappers import ApplyThenFail, FailNth, FaultyStore, InstrumentedStore
+from shaledb.storage.wrappers import ApplyThenFail, FailNth, FaultyStore, InstrumentedStore, RetryingStore
 from shaledb.manifest.versioned import FenceableObject, VersionedObject, create_only
 
 
@@ -233,9 +233,13 @@ def test_apply_then_fail_counts_as_won_not_conflict():
 
 
 def test_failed_create_is_retried_with_backoff():
+    # the retry layer is the store's (RetryingStore, as the engine wraps every
+    # store), not the versioned object's: it sleeps on the object's clock here
     inner = MemoryStore()
     clock = FakeClock()
-    s = FaultyStore(inner, FailNth(1, ops="put_if_absent", times=3))
+    s = RetryingStore(
+        FaultyStore(inner, FailNth(1, ops="put_if_absent", times=3)), sleep=clock.sleep, clock=clock.monotonic, seed=0
+    )
     a = make(s, clock=clock)
     assert a.create_initial({"n": 0})
     assert len(clock.slept) == 3
