@@ -1,64 +1,15 @@
-"""SST object framing: a pure codec, no I/O (docs/format/sst.md).
+"""SST object framing: a pure codec, no I/O.
 
-An SST (``compacted/<ulid>.sst``) is, in order::
+An SST (``compacted/<ulid>.sst``) is data blocks, an optional bloom block, an
+index block, a footer and a fixed 32-byte trailer, each region checksummed
+(XXH64, seed 0); integers are little-endian.  The grammar, field by field, is
+docs/format/sst.md.
 
-    +----------------------+  offset 0
-    | data block 0         |  stored blocks, key order (kernels/block.py)
-    | ...                  |
-    | data block n-1       |
-    +----------------------+  data_end
-    | bloom block          |  optional: filter bytes + u64 xxh64
-    +----------------------+  index_offset
-    | index block          |  block offsets + index keys + u64 xxh64
-    +----------------------+  footer_offset
-    | footer (info block)  |  key range, counts, seqs, locations + u64 xxh64
-    +----------------------+  size - 32
-    | trailer (32 bytes)   |  footer location, format version, magic, xxh64
-    +----------------------+  size
-
-All integers are little-endian; every checksum is XXH64 with seed 0 over the
-bytes of its region before the checksum itself.
-
-Stored data block, by the SST's compression codec (in the footer)::
-
-    NONE:  raw block                        (the raw block ends with its own xxh64)
-    ZSTD:  raw_len:u32  zstd_frame  xxh64:u64     (xxh64 over raw_len + frame;
-                                                   the frame decompresses to the raw block)
-
-Bloom block (present when the SST has at least ``min_bloom_keys`` entries)::
-
-    filter bytes (kernels/bloom.py, self-describing)   xxh64:u64
-
-Index block (n = number of data blocks)::
-
-    n:u32  block_offset:u64[n+1]  key_offset:u32[n+1]  key bytes  xxh64:u64
-
-``block_offset[i]..block_offset[i+1]`` is stored block ``i``; ``block_offset[0]``
-is 0 and ``block_offset[n]`` is ``data_end``.  Index key ``i`` (bytes
-``key_offset[i]..key_offset[i+1]``) is ``>=`` every key of block ``i`` and
-``<`` every key of block ``i+1``; the last one is the SST's last key.  The
-first block that may hold a key ``k`` is the first whose index key is ``>= k``.
-
-Footer::
-
-    num_blocks:u32  restart_interval:u32  block_size:u32  compression:u8
-    reserved:u8[3] (0)  num_entries:u64  min_seq:u64  max_seq:u64
-    data_end:u64  bloom_offset:u64  bloom_len:u64  index_offset:u64  index_len:u64
-    sst_id:26 bytes (ULID, ASCII)  reserved:u16 (0)
-    first_key_len:u32  first_key  last_key_len:u32  last_key  xxh64:u64
-
-``bloom_len`` is 0 when there is no bloom block (then ``bloom_offset ==
-data_end``).  ``compression`` is a ``shaledb.format.enums.CompressionCodec``.
-
-Trailer (fixed 32 bytes at the end)::
-
-    footer_offset:u64  footer_len:u32  format_version:u16  reserved:u16 (0)
-    magic:8 bytes "ShaleSST"  xxh64:u64 (over the 24 bytes before it)
-
-``format_version`` is a ``shaledb.format.enums.SstFormatVersion``.  The regions are
-contiguous: ``data_end <= bloom_offset``, ``bloom_offset + bloom_len ==
-index_offset``, ``index_offset + index_len == footer_offset`` and
-``footer_offset + footer_len == size - 32``.
+Invariants: the regions are contiguous (``data_end <= bloom_offset``,
+``bloom_offset + bloom_len == index_offset``, ``index_offset + index_len ==
+footer_offset``, ``footer_offset + footer_len == size - 32``); index key ``i``
+is ``>=`` every key of block ``i`` and ``<`` every key of block ``i + 1``.
+Every decoder checks its checksum before using a byte (Corruption otherwise).
 """
 
 from __future__ import annotations
