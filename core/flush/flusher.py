@@ -12,7 +12,9 @@ Invariants: WAL ids are written create-only, in order, without gaps, and a
 pending object keeps its bytes and put-id until it lands (an ambiguous write is
 recognised as ours, never as a fence); L0 never leads the WAL; arenas return to
 the pool only after the manifest lists their SSTs; once fenced or failed
-(a store error no retry fixes) nothing more is written.  The long story:
+(a store error no retry fixes) nothing more is written.  Backpressure: while
+a compactor tends the database, a new L0 waits for room below
+``l0_max_ssts`` (docs/compaction.md, "Backpressure").  The long story:
 docs/architecture.md ("The flusher").
 
 Thread safety: :class:`Flusher` methods are called from control threads; all
@@ -24,7 +26,6 @@ from __future__ import annotations
 import collections
 import os
 import queue
-import struct
 import threading
 import time
 import traceback
@@ -48,6 +49,7 @@ from shaledb.errors import (
 )
 from shaledb.failpoints import Failpoints
 from shaledb.format.keys import sst_key
+from shaledb.format.record import HEADER, record_size
 from shaledb.options import Options
 
 __all__ = ["Flusher"]
@@ -62,6 +64,13 @@ _ASYNC_ENCODE_BYTES = 1 << 20
 #: A WAL upload at least this large means the writers are streaming: the next
 #: upload starts as soon as this one ends instead of at the next tick.
 _BUSY_WAL_BYTES = 4 << 20
+
+#: Backpressure: L0 counts from ``l0_max_ssts - L0_SLOW_MARGIN`` up to the
+#: limit delay each new L0 by ``L0_SLOW_STEP`` seconds per SST over the mark.
+L0_SLOW_MARGIN = 2
+L0_SLOW_STEP = 0.05
+#: How often a stalled flusher re-reads the manifest.
+L0_STALL_POLL = 0.05
 
 
 class _Queued:
@@ -142,7 +151,11 @@ class Flusher:
             Request.SEAL: self._seal,
             Request.CLOSE: self._flush_memtable,
         }
-        self.stats = {"wal_uploads": 0, "l0_ssts": 0, "l0_flushes": 0, "manifest_updates": 0, "replayed": 0}
+        self.stats = {"wal_uploads": 0, "l0_ssts": 0, "l0_flushes": 0, "manifest_updates": 0, "replayed": 0,
+                      "l0_stalls": 0, "l0_slowdowns": 0, "l0_stall_seconds": 0.0}
+        self._compactor_epoch_at_open = 0
+        self._l0_probe = None  # a read-only ManifestStore for the backpressure wait
+        self._hurry = False  # close or abort asked: no more backpressure waits
 
     # ---- startup
 
@@ -156,11 +169,12 @@ class Flusher:
         fence_id = self.mstore.create_or_open_writer()
         self.fp.hit("open-before-replay")
         m = self.mstore.current
+        self._compactor_epoch_at_open = m.compactor_epoch
         runs, nobj, _ = read_wal_runs(self.store, m.replay_after_wal_id + 1, fence_id, m.last_l0_seq)
         self.next_wal_id = fence_id + 1
         self._replay_after = fence_id
         replayed = sum(len(o) for _, o in runs)
-        if runs and self._publish_l0(runs, gen_replay_after=fence_id):
+        if runs and self._publish_l0(runs, gen_replay_after=fence_id, throttle=False):
             pass
         elif m.replay_after_wal_id < fence_id:
             self.mstore.publish_l0((), last_l0_seq=m.last_l0_seq, replay_after_wal_id=fence_id, next_wal_id=fence_id + 1)
@@ -199,6 +213,8 @@ class Flusher:
             if self.durable_seq < seq and self._failed is None:
                 self._nudge()  # group commit: upload now, not at the next tick
             return self._await_durable(seq, float(args[1]) if len(args) > 1 else self.options.request_timeout)
+        if op is Request.ABORT or op is Request.CLOSE:
+            self._hurry = True  # a backpressure wait in progress ends now
         if op is Request.ABORT:
             if self._stopped.is_set():
                 return True
@@ -456,7 +472,7 @@ class Flusher:
             self.fp.hit("after-wal-upload")
             self._pending = None
             self.pool.wal_committed(p.token)
-            self._set_durable(self.pool.durable_candidate(p.token, p.max_seq))
+            self._set_durable(p.max_seq)
             if fresh:
                 return
             # that was an older snapshot retried: take a new one too
@@ -506,8 +522,7 @@ class Flusher:
                 # L0 never leads the WAL: every record of this generation is uploaded.
                 self._upload_wal()
             replay_after = self._replay_point(gen.number)
-            if hasattr(self.pool, "begin_flush"):
-                self.pool.begin_flush(gen)
+            self.pool.begin_flush(gen)
             # gen.runs() (a scan of the sealed arenas) runs inside the L0 build,
             # off the worker thread, not ahead of the WAL upload
             if self._publish_l0(gen.runs, gen_replay_after=replay_after):
@@ -540,10 +555,12 @@ class Flusher:
         self._wal_gens = keep
         return point
 
-    def _publish_l0(self, runs, *, gen_replay_after: int) -> bool:
+    def _publish_l0(self, runs, *, gen_replay_after: int, throttle: bool = True) -> bool:
         """Sort, dedupe and encode ``runs`` (a list of record runs, or a
         callable returning one) into L0 SSTs, upload them and publish them in
-        one manifest update.  False (nothing written) when there are no records."""
+        one manifest update.  False (nothing written) when there are no records.
+        With ``throttle``, the new SSTs wait for room in L0 first
+        (:meth:`_await_l0_room`; Unavailable when none comes)."""
         from shaledb.kernels.dedupe import dedupe_sorted
         from shaledb.kernels.sort import concat_runs, sort_records
         from shaledb.manifest.model import SstRef
@@ -559,13 +576,16 @@ class Flusher:
                 buf, offs = concat_runs(rs)
             offs = sort_records(buf, offs)
             offs = dedupe_sorted(buf, offs)
-            return build_ssts(
+            ssts = build_ssts(
                 buf,
                 offs,
                 target_bytes=self.options.l0_sst_bytes,
                 block_size=self.options.block_size,
                 bloom_bits_per_key=self.options.bloom_bits_per_key,
             )
+            if throttle:
+                self._await_l0_room()  # on the build thread: the WAL keeps moving meanwhile
+            return ssts
 
         ssts = self._build_serving_wal(build)
         if ssts is None:
@@ -588,6 +608,63 @@ class Flusher:
         self._published()
         self.fp.hit("after-manifest")
         return True
+
+    def _throttled(self) -> bool:
+        """Whether a compactor tends L0: ``Options.compactor``, or one opened
+        the database since this writer did (its epoch rose: a standalone
+        compactor is running).  Without one, L0 grows as it always did."""
+        if self.options.compactor:
+            return True
+        return self.mstore.current.compactor_epoch > self._compactor_epoch_at_open
+
+    def _await_l0_room(self) -> None:
+        """Backpressure before a new L0 (docs/compaction.md, "Backpressure").
+
+        Below ``l0_max_ssts - L0_SLOW_MARGIN`` L0 SSTs: no wait.  From there
+        up to the limit: one short pause that grows with the count (the
+        compactor gets a head start; writers slow down before they stop).
+        At the limit: re-read the manifest every ``L0_STALL_POLL`` until the
+        compactor brought L0 below it, for at most half of
+        ``request_timeout`` (so the flusher's own error, not the caller's
+        timeout, reaches a waiting ``flush()``); then Unavailable, which is
+        not a failure: the next tick tries again.  Close and abort skip it.
+        Reads only (a separate read-only manifest handle), so it may run on
+        the L0 build thread.  REQUIRES: one caller at a time.
+        """
+        if self._hurry or not self._throttled():
+            return
+        limit = self.options.l0_max_ssts
+        slow = max(1, limit - L0_SLOW_MARGIN)
+        if len(self.mstore.current.l0) < slow:
+            return
+        from shaledb.manifest.store import ManifestStore
+
+        if self._l0_probe is None:
+            self._l0_probe = ManifestStore(self.store, update_timeout=self.options.request_timeout)
+        t0 = time.monotonic()
+        deadline = t0 + self.options.request_timeout / 2
+        stalled = False
+        try:
+            while not self._hurry:
+                n = len(self._l0_probe.refresh().l0)
+                if n < slow:
+                    return
+                if n < limit:
+                    if not stalled:
+                        self.stats["l0_slowdowns"] += 1
+                        time.sleep(L0_SLOW_STEP * (n - slow + 1))
+                    return
+                if not stalled:
+                    stalled = True
+                    self.stats["l0_stalls"] += 1
+                if time.monotonic() >= deadline:
+                    raise Unavailable(
+                        f"L0 is full ({n} SSTs, Options.l0_max_ssts={limit}) and the compactor is not keeping up: "
+                        f"no room within {self.options.request_timeout / 2:g} s (the flusher keeps trying)"
+                    )
+                time.sleep(L0_STALL_POLL)
+        finally:
+            self.stats["l0_stall_seconds"] += time.monotonic() - t0
 
     def _build_serving_wal(self, build):
         """Run ``build()`` (the L0 sort/dedupe/encode: kernels without the GIL,
@@ -655,8 +732,8 @@ def _trim(buf: np.ndarray, offs: np.ndarray):
     concatenating arenas copies records, not whole segments."""
     lo = int(offs.min())
     last = int(offs.max())
-    klen, vlen = struct.unpack_from("<II", buf, last)
-    hi = last + ((16 + klen + vlen + 7) & ~7)
+    klen, vlen, _trailer = HEADER.unpack_from(buf, last)
+    hi = last + record_size(klen, vlen)
     return buf[lo:hi], (offs - lo).astype(np.int64, copy=False)
 
 

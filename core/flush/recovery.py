@@ -13,6 +13,7 @@ import numpy as np
 
 from shaledb.errors import Corruption, ObjectNotFound
 from shaledb.format.keys import wal_key
+from shaledb.format.record import KIND_BITS, TRAILER_OFF
 
 __all__ = ["read_wal_runs"]
 
@@ -41,8 +42,7 @@ def read_wal_runs(store, first_id: int, end_id: int, skip_upto_seq: int):
         buf, offs = decode_wal(data, key)
         if len(offs) == 0:
             continue
-        trailers = _trailers(buf, offs)
-        seqs = trailers >> np.uint64(8)
+        seqs = _trailers(buf, offs) >> np.uint64(KIND_BITS)
         keep = seqs > np.uint64(skip_upto_seq)
         if not keep.any():
             continue
@@ -52,7 +52,7 @@ def read_wal_runs(store, first_id: int, end_id: int, skip_upto_seq: int):
 
 
 def _trailers(buf: np.ndarray, offs: np.ndarray) -> np.ndarray:
-    """The u64 trailer of every record (little-endian, at record offset + 8)."""
-    idx = offs.astype(np.int64)[:, None] + np.arange(8, 16, dtype=np.int64)[None, :]
+    """The u64 trailer of every record (little-endian, at ``TRAILER_OFF``)."""
+    idx = offs.astype(np.int64)[:, None] + np.arange(TRAILER_OFF, TRAILER_OFF + 8, dtype=np.int64)[None, :]
     raw = np.ascontiguousarray(buf[idx])
     return raw.view("<u8").reshape(-1).astype(np.uint64)
