@@ -6,7 +6,7 @@ order they were appended (sequence order).  All integers little-endian::
     +---------------------------+  0
     | header (16 bytes)         |  magic "ShaleWAL", version:u16, flags:u16 (0), reserved:u32 (0)
     +---------------------------+  16
-    | body (body_len bytes)     |  records in the record layout (kernels/layout.py),
+    | body (body_len bytes)     |  records in the record layout (shaledb.format.record),
     |                           |  back to back, each padded to 8 bytes
     +---------------------------+  16 + body_len
     | trailer (48 bytes)        |  body_len:u64 count:u64 min_seq:u64 max_seq:u64

@@ -8,7 +8,7 @@ from formats_testlib import golden_records, ids, run_arrays
 
 from shaledb.sst.block_cache import BlockCache
 from shaledb.errors import Corruption
-from shaledb.kernels.read import _pinned_get
+from shaledb.kernels.read import pinned_get as _pinned_get
 from shaledb.sst.reader import SstReader
 from shaledb.sst.writer import build_ssts
 from shaledb.storage import MemoryStore
