@@ -46,7 +46,11 @@ _now = time.monotonic
 
 class L0Entry(NamedTuple):
     """One L0 SST in a point-read plan.  ``bit``: its bit in the group's
-    bloom mask; ``pinned``: ``SstReader.pin()`` arrays or None."""
+    bloom mask; ``pinned``: ``SstReader.pin()`` arrays or None.
+
+    A plan stores entries, groups and the lone SST as plain tuples in these
+    field orders (``tuple(L0Entry(...))``): the hot loop unpacks them, and
+    CPython unpacks an exact tuple faster than a tuple subclass."""
 
     bit: int
     first_key: bytes
@@ -84,10 +88,10 @@ class Plan(NamedTuple):
     """What point reads need of one manifest; rebuilt when it changes."""
 
     manifest_id: int
-    groups: tuple  # of L0Group
+    groups: tuple  # of L0Group (as plain tuples)
     manifest: Any  # shaledb.manifest.model.Manifest or None
     max_seq: int  # the largest max_seq of every SST
-    lone: LonePinned | None
+    lone: tuple | None  # a LonePinned (as a plain tuple)
 
 
 def newest(a: Entry | None, b: Entry | None) -> Entry | None:
@@ -215,7 +219,7 @@ class Reader:
                         budget -= ref.size
                         if len(l0) == 1:  # the only SST: its search costs about what a bloom probe saves
                             pinned = tuple(pinned[:4]) + (_NO_BLOOM,)
-                entries.append(L0Entry(1 << j, ref.first_key, ref.last_key, ref.max_seq, r, pinned))
+                entries.append(tuple(L0Entry(1 << j, ref.first_key, ref.last_key, ref.max_seq, r, pinned)))
                 f = r.bloom
                 if f is None or pinned is not None:  # a pinned SST probes its own bloom
                     filters.append(_NO_BLOOM)
@@ -224,14 +228,15 @@ class Reader:
             starts = np.zeros(len(filters) + 1, dtype=np.int64)
             np.cumsum([f.shape[0] for f in filters], out=starts[1:])
             cat = np.concatenate(filters)
-            groups.append(L0Group(tuple(entries), cat if cat.shape[0] else None, starts))
+            groups.append(tuple(L0Group(tuple(entries), cat if cat.shape[0] else None, starts)))
         max_seq = max([0] + ([s.max_seq for s in m.all_ssts()] if m is not None else []))
         # the common case of one pinned L0 SST and nothing else: get() takes
         # a shorter path (first key, last key, pinned arrays)
         lone = None
-        if len(l0) == 1 and not m.sorted_runs and groups[0].entries[0].pinned is not None:
-            e = groups[0].entries[0]
-            lone = LonePinned(e.first_key, e.last_key, *e.pinned, e.reader.key)
+        if len(l0) == 1 and not m.sorted_runs:
+            e = L0Entry(*L0Group(*groups[0]).entries[0])
+            if e.pinned is not None:
+                lone = tuple(LonePinned(e.first_key, e.last_key, *e.pinned, e.reader.key))
         plan = Plan(self._manifest_id, tuple(groups), m, max_seq, lone)
         self._plan = plan
         return plan
@@ -246,8 +251,10 @@ class Reader:
         """
         best = self._mem_lookup(key)
         plan = self._plan
-        if best is None and plan is not None and plan.lone is not None and self._fresh(plan):
-            return _lone_get(plan.lone, key)  # one pinned L0 SST, nothing in the arenas: no store I/O
+        if best is None and plan is not None and plan.lone is not None:  # _fresh(plan), inlined
+            mid = plan.manifest_id
+            if mid == self._manifest_id and self._manifest_id_of_mem() <= mid and _now() < self._check_at:
+                return _lone_get(plan.lone, key)  # one pinned L0 SST, nothing in the arenas: no store I/O
         with self._deadline():
             attempt = 0
             while True:
@@ -263,7 +270,10 @@ class Reader:
         return call_deadline(self.options.request_timeout)
 
     def _get(self, key: bytes, best):
-        plan = self._l0_plan()
+        plan = self._plan
+        if (plan is None or plan.manifest_id != self._manifest_id or self._manifest_id_of_mem() > plan.manifest_id
+                or _now() >= self._check_at):  # not _fresh(plan): the hot path avoids the call
+            plan = self._l0_plan()
         if plan.lone is not None and best is None:
             return _lone_get(plan.lone, key)
         groups = plan.groups
@@ -377,7 +387,7 @@ class Reader:
 _CHUNK = 16384  # records emitted per batch of a scan
 
 
-def _lone_get(lone: LonePinned, key: bytes):
+def _lone_get(lone: tuple, key: bytes):
     """Point read in a plan's lone pinned L0 SST (no store I/O)."""
     first, last, data, boffs, ikeys, ioffs, bloom, name = lone
     if key < first or key > last:
