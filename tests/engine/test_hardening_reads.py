@@ -45,7 +45,10 @@ class _UserProcessFaults:
 def many_l0(tmp_path):
     """A Db (request_timeout TIMEOUT) with L0_SSTS L0 SSTs and its user-process FaultyStore."""
     _FAULTY.clear()
-    db = open_db(str(tmp_path / "db"), store_wrapper=_UserProcessFaults(), request_timeout=TIMEOUT)
+    # compactor=False: the test needs L0_SSTS separate L0 SSTs; a compactor would merge them
+    db = open_db(
+        str(tmp_path / "db"), store_wrapper=_UserProcessFaults(), request_timeout=TIMEOUT, compactor=False
+    )
     try:
         assert len(_FAULTY) == 1
         for i in range(L0_SSTS):
