@@ -59,7 +59,7 @@ if config.DISABLE_JIT:  # numpy scalars warn on the wrap-around the hash relies 
         return np.uint64(xxhash.xxh64_intdigest(bytes(buf[start : start + length]), int(seed)))
 
 else:
-    from shaledb.kernels.hashing import _xxh64
+    from shaledb.kernels.hashing import xxh64_range as _xxh64
 
 if config.DISABLE_JIT:
 
@@ -67,7 +67,7 @@ if config.DISABLE_JIT:
         pass
 
 else:
-    from shaledb.kernels.hashing import _prefetch
+    from shaledb.kernels.mem import prefetch as _prefetch
 
 _PAD = RECORD_ALIGN - 1  # records are padded to RECORD_ALIGN
 _AHEAD = 8  # index slots prefetched ahead while inserting a batch

@@ -991,17 +991,3 @@ def _warmup() -> None:
     body = gather_records(buf, offs)[0]
     scan_records(body)
     scan_records(np.frombuffer(body.tobytes(), dtype=np.uint8))
-
-
-# kept until core switches to the public names (check_block, raise_corruption,
-# as_offs, mem.as_u8, gather, gather_bound); nothing new may use them
-_check_block = check_block
-_raise = raise_corruption
-_as_offs = as_offs
-_as_u8 = as_u8
-_gather_bound = gather_bound
-
-
-def _gather(buf, offs, out, out_offs):
-    """``gather(buf, offs, out, 0, out_offs, 0)``: kept until shaledb.format.wal switches."""
-    return gather(buf, offs, out, 0, out_offs, 0)

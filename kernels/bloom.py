@@ -197,6 +197,3 @@ def bloom_may_contain(filt, key) -> bool:
     key = as_u8(key, "key")
     return bool(bloom_probe(filt, key, 0, key.shape[0]))
 
-
-# kept until shaledb.sst.reader switches to the public name
-_bloom_probe = bloom_probe

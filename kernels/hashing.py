@@ -14,7 +14,7 @@ import numpy as np
 
 from shaledb.errors import InvalidArgument
 from shaledb.kernels._jit import kernel  # first: it settles numba's cache directory
-from shaledb.kernels.mem import as_u8, load_u32, load_u64, prefetch
+from shaledb.kernels.mem import as_u8, load_u32, load_u64
 
 __all__ = ["xxh64", "xxh64_range"]
 
@@ -100,7 +100,3 @@ def xxh64(data, seed: int = 0) -> int:
         raise InvalidArgument(f"seed must be an int in [0, 2**64), got {seed!r}")
     return int(xxh64_range(arr, 0, arr.shape[0], np.uint64(seed)))
 
-
-# kept until kernels/arena.py switches to the public names (xxh64_range, mem.prefetch)
-_xxh64 = xxh64_range
-_prefetch = prefetch

@@ -228,25 +228,5 @@ def _warmup() -> None:
         dst = np.empty(nb, dtype=np.uint8)
         out_offs = np.empty(n, dtype=np.int64)
         gather(b, o, dst, 0, out_offs, 0)
-        _gather(b, o, dst, 0, out_offs, 0)  # the compatibility shim, while core still calls it
         bounds = np.empty(2 * n + 1, dtype=np.int64)
         visible(b, o, key, True, dst, bounds)
-
-
-# kept until shaledb.read.reader / shaledb.sst.reader switch to the public
-# names above; nothing new may use them
-_block_find = block_find
-_check_blocks = check_blocks
-_pinned_get = pinned_get
-_probe_mask = probe_mask
-_lower_bound = lower_bound
-_upper_bound = upper_bound
-_run_bytes = run_bytes
-_visible = visible
-
-
-@kernel
-def _gather(src, offs, dst, dpos, out_offs, k):
-    """The end position of ``gather`` (the old read-path signature), -1 on a bad record."""
-    err, end, _mn, _mx = gather(src, offs, dst, dpos, out_offs, k)
-    return end if err == _OK else -1

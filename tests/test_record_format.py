@@ -63,20 +63,15 @@ def test_kernel_modules_take_the_layout_from_the_owner():
     """No kernel module but the kept shim re-derives or re-imports the layout elsewhere."""
     offenders = []
     for path in sorted((ROOT / "kernels").glob("*.py")):
-        if path.name in ("layout.py", "arena.py"):  # the shim, and arena.py until it moves
-            continue
         text = path.read_text()
         if "kernels.layout" in text or "<IIQ" in text or re.search(r"^(RECORD_HEADER|MAX_SEQ|KIND_\w+) = ", text, re.M):
             offenders.append(path.name)
     assert not offenders, offenders
 
 
-def test_layout_shim_is_the_owner():
-    from shaledb.kernels import layout as shim
-
-    assert shim.RECORD_HEADER is R.RECORD_HEADER and shim.MAX_SEQ is R.MAX_SEQ
-    assert shim.MAX_KEY_LEN is R.MAX_KEY_BYTES and shim.KIND_PUT is R.KIND_PUT
-    assert shim.record_size is R.record_size and shim.pack_trailer is R.pack_trailer
+def test_no_second_layout_module():
+    """The record layout has one owner; the kernels' old layout module is gone."""
+    assert not (ROOT / "kernels" / "layout.py").exists()
 
 
 def _run(records):
