@@ -21,9 +21,10 @@ SUBPACKAGES = {"kernels", "storage", "format", "sst", "manifest", "memtable", "f
 
 #: unit -> the units it may import (besides itself).  ``shaledb`` (the
 #: package's __init__) re-exports lazily and may name anything.
-_BASE = {"shaledb.errors"}
+_BASE = {"shaledb.errors", "shaledb.lazy"}
 ALLOWED: dict[str, set[str]] = {
     "shaledb.errors": set(),
+    "shaledb.lazy": set(),
     "shaledb.failpoints": _BASE,
     "shaledb.storage": _BASE,
     # kernels take only the record-format constants from format (format.record, format.enums)

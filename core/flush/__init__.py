@@ -11,20 +11,7 @@ loads nothing else.
 
 from __future__ import annotations
 
-import importlib
-
-__all__ = [
-    "ControlAddress",
-    "ControlClient",
-    "ControlServer",
-    "Flusher",
-    "FlusherConfig",
-    "FlusherHooks",
-    "FlusherProcess",
-    "Request",
-    "read_wal_runs",
-    "run_flusher_process",
-]
+from shaledb.lazy import lazy_surface
 
 _WHERE = {
     "ControlAddress": "control",
@@ -39,15 +26,4 @@ _WHERE = {
     "run_flusher_process": "process",
 }
 
-
-def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'shaledb.flush' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"shaledb.flush.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_surface(__name__, _WHERE)

@@ -9,7 +9,7 @@ The surface below is loaded lazily (module ``__getattr__``) so that
 
 from __future__ import annotations
 
-import importlib
+from shaledb.lazy import lazy_surface
 
 _SUBMODULES = ("enums", "keys", "record", "wal")
 _NAMES = {
@@ -44,13 +44,4 @@ _NAMES = {
     **dict.fromkeys(("encode_record", "record_size"), "record"),
 }
 
-__all__ = sorted(_SUBMODULES + tuple(_NAMES))
-
-
-def __getattr__(name: str):
-    """Import the defining submodule on first use of a public name."""
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    if name not in _NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+__all__, __getattr__, __dir__ = lazy_surface(__name__, _NAMES, _SUBMODULES)

@@ -8,7 +8,7 @@ free of cycles.
 
 from __future__ import annotations
 
-import importlib
+from shaledb.lazy import lazy_surface
 
 _SUBMODULES = ("model", "store", "versioned")
 _NAMES = {
@@ -20,13 +20,4 @@ _NAMES = {
     **dict.fromkeys(("ManifestStore", "check_transition"), "store"),
 }
 
-__all__ = sorted(_SUBMODULES + tuple(_NAMES))
-
-
-def __getattr__(name: str):
-    """Import the defining submodule on first use of a public name."""
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    if name not in _NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+__all__, __getattr__, __dir__ = lazy_surface(__name__, _NAMES, _SUBMODULES)

@@ -8,20 +8,7 @@ See docs/format/arena.md.
 
 from __future__ import annotations
 
-import importlib
-
-__all__ = [
-    "NO_ARENA",
-    "NO_MEMORY",
-    "ArenaPool",
-    "SealedGeneration",
-    "WriteBatch",
-    "Writer",
-    "WriterHooks",
-    "check_bound",
-    "check_key",
-    "check_value",
-]
+from shaledb.lazy import lazy_surface
 
 _HOME = {
     "NO_ARENA": "arena_pool",
@@ -36,15 +23,4 @@ _HOME = {
     "check_value": "writer",
 }
 
-
-def __getattr__(name: str):
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_surface(__name__, _HOME)

@@ -8,7 +8,7 @@ numba kernels, which ``import shaledb`` must not load.
 
 from __future__ import annotations
 
-import importlib
+from shaledb.lazy import lazy_surface
 
 _SUBMODULES = ("block_cache", "format", "reader", "writer")
 _NAMES = {
@@ -19,13 +19,4 @@ _NAMES = {
     "build_ssts": "writer",
 }
 
-__all__ = sorted(_SUBMODULES + tuple(_NAMES))
-
-
-def __getattr__(name: str):
-    """Import the defining submodule on first use of a public name."""
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    if name not in _NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+__all__, __getattr__, __dir__ = lazy_surface(__name__, _NAMES, _SUBMODULES)
