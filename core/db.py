@@ -315,6 +315,12 @@ class Db:
             return self._proc.is_alive()
         return True
 
+    def _raise_if_flusher_died(self) -> None:
+        if not self._flusher_alive():
+            raise Unavailable(
+                f"the flusher process died (exit code {self._proc.exitcode}); close this Db and reopen"
+            ) from None
+
     def _call(self, op: Request, *args: Any, timeout: float | None = None) -> Any:
         self._check_open()
         try:
@@ -323,10 +329,7 @@ class Db:
             self._fail(exc)
             raise
         except Unavailable:
-            if not self._flusher_alive():
-                raise Unavailable(
-                    f"the flusher process died (exit code {self._proc.exitcode}); close this Db and reopen"
-                ) from None
+            self._raise_if_flusher_died()
             raise
 
     # ----------------------------------------------------------------- writes
@@ -471,10 +474,7 @@ class Db:
         try:
             out = self._control.call(Request.STATUS)
         except Unavailable:
-            if not self._flusher_alive():
-                raise Unavailable(
-                    f"the flusher process died (exit code {self._proc.exitcode}); close this Db and reopen"
-                ) from None
+            self._raise_if_flusher_died()
             raise
         comp = None
         if self.options.compactor:

@@ -441,19 +441,12 @@ class ManifestStore:
         if self.role != READER:
             raise InvalidArgument(f"this handle is already a {self.role}")
         self._load_or_create(create)
-        obj: FenceableObject[Manifest] = FenceableObject(
-            self.store,
-            _Codec(),
+        # the epoch bump also sets our SST watermark: every SST we mint comes later
+        self._become(
+            WRITER,
             epoch_of=lambda m: m.writer_epoch,
-            # the epoch bump also sets our SST watermark: every SST we mint comes later
             with_epoch=lambda m, e: m.replace(writer_epoch=e, writer_sst_watermark=SstWatermark(e, new_sst_id())),
-            role=WRITER,
-            **self._opts,
         )
-        obj.share_cache(self._obj)
-        self._obj = obj
-        self.role = WRITER
-        obj.init_epoch()
         self.fence_wal_id = self._write_fence()
         self.refresh()
         return self.fence_wal_id
@@ -464,17 +457,21 @@ class ManifestStore:
             raise InvalidArgument(f"this handle is already a {self.role}")
         if self._obj.load() is None:
             raise InvalidArgument(f"no ShaleDB database at {self.store!r} (no manifest)")
-        obj: FenceableObject[Manifest] = FenceableObject(
-            self.store,
-            _Codec(),
+        return self._become(
+            COMPACTOR,
             epoch_of=lambda m: m.compactor_epoch,
             with_epoch=lambda m, e: m.replace(compactor_epoch=e, compactor_sst_watermark=SstWatermark(e, new_sst_id())),
-            role=COMPACTOR,
-            **self._opts,
+        )
+
+    def _become(self, role: str, *, epoch_of, with_epoch) -> int:
+        """Switch this handle to ``role``: a fenceable object on the same
+        cache, then the epoch bump (CAS); returns the new epoch."""
+        obj: FenceableObject[Manifest] = FenceableObject(
+            self.store, _Codec(), epoch_of=epoch_of, with_epoch=with_epoch, role=role, **self._opts
         )
         obj.share_cache(self._obj)
         self._obj = obj
-        self.role = COMPACTOR
+        self.role = role
         return obj.init_epoch()
 
     def _load_or_create(self, create: bool) -> None:
