@@ -181,12 +181,14 @@ class _Backoff:
         delay = min(s.max_delay, s.base_delay * (2 ** (self.attempt - 1)))
         with s._rng_lock:
             delay *= 0.5 + 0.5 * s._rng.random()
-        if self.attempt >= s.max_attempts or elapsed + delay > s.deadline:
+        d = _CALL_DEADLINE.get()
+        # Inside a call deadline that deadline alone bounds the retries (one
+        # budget for the whole call); otherwise the per-operation budget does.
+        if d is None and (self.attempt >= s.max_attempts or elapsed + delay > s.deadline):
             raise Unavailable(
                 f"{self.op} {self.key!r} still unavailable after {self.attempt} attempts "
                 f"over {elapsed:.2f}s: {err}"
             ) from err
-        d = _CALL_DEADLINE.get()
         if d is not None:
             left = d[1] - d[0]()
             if left <= 0 or delay >= left:
