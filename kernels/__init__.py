@@ -21,6 +21,7 @@ from shaledb.kernels.warmup import warmup
 _EXPORTS = {
     "block_checksum_ok": "block",
     "bloom_build": "bloom",
+    "bloom_build_from_hashes": "bloom",
     "bloom_may_contain": "bloom",
     "concat_runs": "sort",
     "decode_block": "block",

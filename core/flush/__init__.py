@@ -14,9 +14,6 @@ from __future__ import annotations
 from shaledb.lazy import lazy_surface
 
 _WHERE = {
-    "ControlAddress": "control",
-    "ControlClient": "control",
-    "ControlServer": "control",
     "Flusher": "flusher",
     "FlusherConfig": "process",
     "FlusherHooks": "hooks",

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from shaledb.flush.control import ControlAddress, ControlServer
+from shaledb.ipc.control import ControlAddress, ControlServer
 from shaledb.flush.requests import QUEUED, SERVED_DURING_BUILD, Request
 from shaledb.errors import (
     Closed,
@@ -575,10 +575,11 @@ class Flusher:
             else:
                 buf, offs = concat_runs(rs)
             offs = sort_records(buf, offs)
-            offs = dedupe_sorted(buf, offs)
+            offs, key_hashes = dedupe_sorted(buf, offs, key_hashes=True)  # one hash per key per flush
             ssts = build_ssts(
                 buf,
                 offs,
+                key_hashes=key_hashes,
                 target_bytes=self.options.l0_sst_bytes,
                 block_size=self.options.block_size,
                 bloom_bits_per_key=self.options.bloom_bits_per_key,

@@ -78,6 +78,7 @@ def build_ssts(
     compression=None,
     restart_interval: int = 16,
     new_id: Callable[[], str] | None = None,
+    key_hashes: np.ndarray | None = None,
 ) -> list[tuple[str, bytes, SstInfo]]:
     """Encode the record run ``(buf, offs)`` into SST objects.
 
@@ -85,10 +86,12 @@ def build_ssts(
     (InvalidArgument otherwise).  Returns ``[(sst_id, data, SstInfo), ...]`` in
     key order; empty input gives ``[]``.  ``compression``: None, ``"zstd"`` or
     a ``CompressionCodec``.  ``new_id`` makes SST ids (default: a new ULID);
-    tests inject it for stable bytes.
+    tests inject it for stable bytes.  ``key_hashes``: the XXH64 (seed 0) of
+    each record's key, aligned with ``offs`` (``dedupe_sorted(...,
+    key_hashes=True)`` computes them), so the bloom filters need no second hash.
     """
     from shaledb.kernels.block import encode_blocks, index_separators, seq_range
-    from shaledb.kernels.bloom import bloom_build
+    from shaledb.kernels.bloom import bloom_build, bloom_build_from_hashes
 
     if isinstance(target_bytes, bool) or not isinstance(target_bytes, (int, np.integer)) or target_bytes < 1:
         raise InvalidArgument(f"target_bytes must be a positive int, got {target_bytes!r}")
@@ -96,6 +99,8 @@ def build_ssts(
     new_id = new_id or new_sst_id
     buf = np.ascontiguousarray(buf) if isinstance(buf, np.ndarray) else np.frombuffer(buf, dtype=np.uint8)
     offs = np.ascontiguousarray(offs, dtype=np.int64)
+    if key_hashes is not None and len(key_hashes) != len(offs):
+        raise InvalidArgument(f"key_hashes has {len(key_hashes)} entries for {len(offs)} records")
     enc = encode_blocks(buf, offs, block_size, restart_interval)
     nb = enc.num_blocks
     if nb == 0:
@@ -137,7 +142,11 @@ def build_ssts(
         pos = data_end
         bloom_len = 0
         if hi - lo >= min_bloom_keys:
-            bloom = encode_bloom(bloom_build(buf, offs[lo:hi], bloom_bits_per_key))
+            if key_hashes is None:
+                filt = bloom_build(buf, offs[lo:hi], bloom_bits_per_key)
+            else:
+                filt = bloom_build_from_hashes(key_hashes[lo:hi], bloom_bits_per_key)
+            bloom = encode_bloom(filt)
             parts.append(bloom)
             bloom_len = len(bloom)
         pos += bloom_len
