@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 from shaledb.errors import InvalidArgument
 
-__all__ = ["Options", "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "wrap_store"]
+__all__ = ["Options", "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "StoreOpener", "wrap_store"]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -42,6 +42,26 @@ def wrap_store(store, options: "Options"):
     if options.store_wrapper is not None:
         store = options.store_wrapper(store)
     return RetryingStore(store, deadline=min(30.0, options.request_timeout))
+
+
+@dataclass(frozen=True)
+class StoreOpener:
+    """A picklable recipe for the engine's store of one database: calling it
+    opens a fresh one in the calling process (``open_store(url,
+    **store_options)``, ``guard`` applied to the raw store if given, then
+    :func:`wrap_store`).  Sent to worker processes instead of a live store,
+    which never leaves its process.  REQUIRES: a store a second process can
+    open (not ``memory://``)."""
+
+    url: str
+    store_options: Mapping[str, Any]
+    options: "Options"
+
+    def __call__(self, guard: Callable[[Any], Any] | None = None):
+        from shaledb.storage import open_store
+
+        raw = open_store(self.url, **dict(self.store_options))
+        return wrap_store(raw if guard is None else guard(raw), self.options)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,12 @@ concurrent writer update, so neither side sees a false fence).  ``run(url)``
 is the process loop (``python -m shaledb.compact URL``): poll every
 ``compaction_interval`` seconds until SIGTERM/SIGINT or a fence.
 
+With ``Options.compaction_workers > 1`` and an ``opener`` (a
+:class:`~shaledb.options.StoreOpener`; ``run`` and the service pass one for
+every store but ``memory://``), a job's key ranges merge in a pool of
+worker processes (``executor.new_pool``) kept for the compactor's life and
+shut down on ``close()`` and when the compactor is fenced.
+
 SSTs uploaded but not yet published are listed by ``inflight_ssts()`` for
 GC.  The compactor's SST watermark (docs/gc.md) is raised at each publish to
 a ULID below any id a later job can mint.
@@ -31,13 +37,13 @@ import threading
 import time
 from dataclasses import dataclass
 
-from shaledb.compact.executor import JobResult, MergeParams, execute
+from shaledb.compact.executor import JobResult, MergeParams, execute, new_pool
 from shaledb.compact.scheduler import Scheduler, SizeTieredScheduler
 from shaledb.errors import Fenced, InvalidArgument
 from shaledb.failpoints import Failpoints
 from shaledb.format.keys import new_sst_id
 from shaledb.manifest.store import ManifestStore
-from shaledb.options import Options
+from shaledb.options import Options, StoreOpener
 
 __all__ = ["CHECKPOINTS", "CompactionReport", "Compactor", "checkpoint_retain_seq", "run"]
 
@@ -50,13 +56,17 @@ log = logging.getLogger("shaledb.compact")
 
 @dataclass(frozen=True, slots=True)
 class CompactionReport:
-    """What one ``compact_once`` did."""
+    """What one ``compact_once`` did.  ``ranges``: key ranges merged
+    (subcompactions, over all jobs); ``workers``: the most worker processes
+    one job merged in (0: every job merged in the compactor's process)."""
 
     jobs: int = 0
     trivial_moves: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
+    ranges: int = 0
+    workers: int = 0
 
     def as_dict(self) -> dict:
         return {f: getattr(self, f) for f in self.__slots__}
@@ -93,7 +103,8 @@ class Compactor:
     checkpoint sees (:func:`checkpoint_retain_seq`, re-read at each
     ``compact_once``); None keeps only the newest version of each key; an
     int, or a callable returning one (or None), is the oldest live snapshot
-    or checkpoint seq, above which every version is kept.
+    or checkpoint seq, above which every version is kept.  ``opener``: how
+    worker processes open ``store`` (None: every job merges here).
     Raises InvalidArgument when the root holds no database.
     """
 
@@ -108,8 +119,10 @@ class Compactor:
         pool=None,
         min_subcompaction_bytes: int | None = None,
         manifest_store_options: dict | None = None,
+        opener: StoreOpener | None = None,
     ):
         self.store = store
+        self.opener = opener
         self.options = options or Options()
         o = self.options
         self.scheduler = scheduler or SizeTieredScheduler(l0_threshold=o.l0_compaction_threshold)
@@ -147,10 +160,9 @@ class Compactor:
         if workers <= 1:
             return None
         if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            if self.opener is None:
+                return None  # the store cannot reach another process: merge here
+            self._pool = new_pool(workers)
             self._own_pool = True
         return self._pool
 
@@ -174,8 +186,16 @@ class Compactor:
         """Plan against the latest manifest, run and publish every job.
 
         Raises Fenced when a newer compactor opened (nothing more is
-        written), and the storage errors of the run.
+        written; the worker pool is shut down), and the storage errors of
+        the run.
         """
+        try:
+            return self._compact_once(full)
+        except Fenced:
+            self.close()
+            raise
+
+    def _compact_once(self, full: bool) -> CompactionReport:
         t0 = time.perf_counter()
         m = self.mstore.refresh()
         jobs = self.scheduler.plan(m, full=full)
@@ -186,16 +206,18 @@ class Compactor:
             block_size=o.block_size,
             bloom_bits_per_key=o.bloom_bits_per_key,
         )
-        done = trivial = b_in = b_out = 0
+        done = trivial = b_in = b_out = ranges = wmax = 0
         for job in jobs:
             res = self._run_job(m, job, params)
             done += 1
             trivial += job.trivial_move
             b_in += res.bytes_in
             b_out += res.bytes_out
+            ranges += res.subcompactions
+            wmax = max(wmax, res.workers)
         for k, v in (("jobs", done), ("trivial_moves", trivial), ("bytes_in", b_in), ("bytes_out", b_out)):
             self.stats[k] += v
-        return CompactionReport(done, trivial, b_in, b_out, time.perf_counter() - t0)
+        return CompactionReport(done, trivial, b_in, b_out, time.perf_counter() - t0, ranges, wmax)
 
     def _run_job(self, m, job, params) -> JobResult:
         def uploaded(sst_id: str) -> None:
@@ -213,6 +235,7 @@ class Compactor:
             min_subcompaction_bytes=self.min_subcompaction_bytes,
             on_sst=uploaded,
             failpoints=self.fp,
+            opener=self.opener,
         )
         self.fp.hit("compact-after-upload")
         try:
@@ -266,13 +289,14 @@ def run(url: str, *, scheduler: Scheduler | None = None, retain_seq=CHECKPOINTS,
 
     opts = Options.resolve(None, options)
     store = wrap_store(open_store(url, **dict(opts.store_options)), opts)
+    opener = None if url.startswith("memory://") else StoreOpener(url, dict(opts.store_options), opts)
     stop = threading.Event()
     old = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             old[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
-        with Compactor(store, opts, scheduler=scheduler, retain_seq=retain_seq) as c:
+        with Compactor(store, opts, scheduler=scheduler, retain_seq=retain_seq, opener=opener) as c:
             c.run_until(stop)
     finally:
         for sig, h in old.items():

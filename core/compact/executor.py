@@ -23,7 +23,12 @@ version above it and the newest at or below it.
 Subcompactions: a job is cut at source SST boundaries into key ranges of
 similar input size, merged in parallel worker processes (a "spawn" pool:
 never a fork of a process with numba threads) and the outputs concatenated.
-A store that lives in one process (``memory://``) runs the ranges here.
+A worker gets a :class:`~shaledb.options.StoreOpener` (never a live store:
+the engine's wrapped stores refuse to pickle) and opens the store once per
+process; :func:`new_pool` makes each worker exit as soon as the process that
+started it is gone, and guards its writes the same way.  Workers only upload
+SSTs; the compactor alone publishes.  A store that lives in one process
+(``memory://``, no opener) runs the ranges here.
 
 Thread safety: ``execute`` keeps no state between calls.
 """
@@ -52,7 +57,7 @@ from shaledb.format.record import (
 )
 from shaledb.manifest.model import Manifest, SortedRun, SstRef
 
-__all__ = ["JobResult", "execute", "merge_range", "split_ranges"]
+__all__ = ["JobResult", "execute", "merge_range", "new_pool", "split_ranges"]
 
 _NO_CUT = 1 << 62
 
@@ -68,6 +73,9 @@ class JobResult:
     new_ssts: tuple[str, ...]
     seconds: float
     subcompactions: int = 1
+    #: distinct worker processes that merged its ranges (0: merged in the
+    #: calling process)
+    workers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,9 +256,59 @@ def split_ranges(sources: Sequence[Sequence[SstRef]], parts: int) -> list[tuple[
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+_WATCH = None  # this worker's ParentWatch (set by _worker_init)
+_OPENED: tuple | None = None  # (opener, store): the store this worker opened
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Pool initializer: exit at once when ``parent_pid`` (the compactor) is
+    gone, idle or mid-merge (a pool worker blocked on its call queue would
+    otherwise wait forever: it holds the queue's write end itself)."""
+    global _WATCH
+    from shaledb.ipc.child import ParentWatch
+
+    _WATCH = ParentWatch(parent_pid)
+    _WATCH.install()
+
+
+def _worker_store(opener):
+    """The store of ``opener``, opened once per worker process."""
+    global _OPENED
+    if _OPENED is not None and _OPENED[0] == opener:
+        return _OPENED[1]
+    if _OPENED is not None:
+        _OPENED[1].close()
+        _OPENED = None
+    store = opener(None if _WATCH is None else _WATCH.guard)
+    _OPENED = (opener, store)
+    return store
+
+
 def _merge_task(store, sources, start, end, params):
-    """Worker-process entry of one subcompaction."""
-    return merge_range(store, sources, start, end, params)
+    """Worker-process entry of one subcompaction: ``(pid, refs)``.  ``store``
+    is a picklable store or a StoreOpener."""
+    import os
+
+    from shaledb.options import StoreOpener
+
+    if isinstance(store, StoreOpener):
+        store = _worker_store(store)
+    return os.getpid(), merge_range(store, sources, start, end, params)
+
+
+def new_pool(workers: int):
+    """A "spawn" process pool of ``workers`` for subcompactions whose workers
+    exit once this process is gone (see the module docstring)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(os.getpid(),),
+    )
 
 
 def _picklable(store) -> bool:
@@ -274,13 +332,16 @@ def execute(
     min_subcompaction_bytes: int | None = None,
     on_sst: Callable[[str], None] | None = None,
     failpoints=None,
+    opener=None,
 ) -> JobResult:
     """Run ``job`` against the sources it names in ``manifest``.
 
     ``params.bottom`` is taken from the job.  With ``workers > 1`` and a
     job of at least ``min_subcompaction_bytes`` (default: two output SSTs),
-    key ranges run in ``pool`` (a process pool; a temporary "spawn" pool
-    when None).  ``on_sst(sst_id)`` is told of every SST uploaded (from
+    key ranges run in ``pool`` (a process pool; a temporary one from
+    :func:`new_pool` when None), each worker opening the store with
+    ``opener`` (a :class:`~shaledb.options.StoreOpener`); without an opener
+    only a picklable ``store`` is sent, else the ranges merge here.  ``on_sst(sst_id)`` is told of every SST uploaded (from
     workers: when their range finishes).  ``failpoints`` passes
     ``compact-mid-merge`` after the first range or SST is done.
     REQUIRES: the job's sources are in ``manifest``.
@@ -310,22 +371,22 @@ def execute(
 
     threshold = 2 * params.sst_target_bytes if min_subcompaction_bytes is None else min_subcompaction_bytes
     ranges = [(None, None)]
-    if workers > 1 and bytes_in >= threshold and _picklable(store):
+    remote = opener if opener is not None else (store if _picklable(store) else None)
+    if workers > 1 and bytes_in >= threshold and remote is not None:
         ranges = split_ranges(sources, workers)
+    pids: set[int] = set()
     if len(ranges) == 1:
         refs = merge_range(store, sources, None, None, params, on_sst=done_one)
     else:
         own = pool is None
         if own:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            pool = new_pool(workers)
         try:
-            futs = [pool.submit(_merge_task, store, sources, a, b, params) for a, b in ranges]
+            futs = [pool.submit(_merge_task, remote, sources, a, b, params) for a, b in ranges]
             parts = []
             for f in futs:
-                part = f.result()
+                pid, part = f.result()
+                pids.add(pid)
                 for r in part:
                     done_one(r.sst_id)
                 parts.append(part)
@@ -336,5 +397,5 @@ def execute(
     run = SortedRun(job.dest_run_id, tuple(refs)) if refs else None
     return JobResult(
         job, run, bytes_in, sum(r.size for r in refs), tuple(r.sst_id for r in refs), time.perf_counter() - t0,
-        len(ranges),
+        len(ranges), len(pids),
     )

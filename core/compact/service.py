@@ -9,7 +9,7 @@ compactor's in-flight uploads) every ``Options.gc_interval``; requests
 serialises the work, so a request waits for a background pass in progress.
 
 A fenced service (another compactor opened this database) stops working
-quietly: it writes nothing more, answers STATUS with ``fenced=True`` and
+quietly: it shuts its worker pool down, writes nothing more, answers STATUS with ``fenced=True`` and
 COMPACT/GC with :class:`~shaledb.Fenced`.
 
 The process around it (``python -m shaledb.compact --serve <config fd>
@@ -35,7 +35,7 @@ from shaledb.compact.requests import CompactorRequest
 from shaledb.errors import Fenced, InvalidArgument, ShaleDBError
 from shaledb.ipc.child import ChildProcess, ParentWatch, error_message, read_child_config
 from shaledb.ipc.control import ControlAddress, ControlServer
-from shaledb.options import Options, wrap_store
+from shaledb.options import Options, StoreOpener, wrap_store
 
 __all__ = ["CompactorConfig", "CompactorProcess", "CompactorService", "gc_result_dict", "main", "run_compactor_process"]
 
@@ -60,14 +60,15 @@ def gc_result_dict(res) -> dict:
 class CompactorService:
     """Compaction and GC of one database root, on intervals and on request.
 
-    Opening it opens a :class:`Compactor` (fencing any older compactor).
+    Opening it opens a :class:`Compactor` (fencing any older compactor);
+    ``opener`` lets its jobs merge in worker processes (None: here).
     REQUIRES: the database exists (its writer opened it).
     """
 
-    def __init__(self, store, options: Options):
+    def __init__(self, store, options: Options, opener: StoreOpener | None = None):
         self.store = store
         self.options = options
-        self.compactor = Compactor(store, options)
+        self.compactor = Compactor(store, options, opener=opener)
         self._work = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -119,7 +120,12 @@ class CompactorService:
             raise InvalidArgument("gc(dry_run=...) takes a bool")
         with self._work:
             self._check()
-            self.compactor.mstore.refresh()  # Fenced here: a fenced compactor deletes nothing
+            try:
+                self.compactor.mstore.refresh()  # Fenced here: a fenced compactor deletes nothing
+            except Fenced:
+                self._fenced()
+                self.compactor.close()  # its worker pool too
+                raise
             res = collect(
                 self.store,
                 min_age=self.options.gc_min_age,
@@ -263,7 +269,8 @@ def run_compactor_process(config: CompactorConfig, ready_conn) -> None:
 
         raw = open_store(config.url, **config.store_options)
         store = wrap_store(watch.guard(raw, picklable=True) if watch is not None else raw, config.options)
-        svc = CompactorService(store, config.options)
+        opener = StoreOpener(config.url, dict(config.store_options), config.options)
+        svc = CompactorService(store, config.options, opener=opener)
         svc.start(config.control)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: svc.request_stop())
