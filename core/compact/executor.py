@@ -236,24 +236,48 @@ def merge_range(
     return out
 
 
-def split_ranges(sources: Sequence[Sequence[SstRef]], parts: int) -> list[tuple[bytes | None, bytes | None]]:
-    """Cut the key space of ``sources`` into at most ``parts`` ranges
-    ``[start, end)`` at SST first keys, of similar input size."""
-    refs = sorted((r for s in sources for r in s), key=lambda r: r.first_key)
-    if parts <= 1 or len(refs) < 2:
+def _cut(points: list[tuple[bytes, int]], parts: int) -> list[tuple[bytes | None, bytes | None]]:
+    """Ranges ``[start, end)`` cut at keys of ``points`` ((key, bytes at or
+    below it)) so that each holds about 1/``parts`` of the bytes."""
+    points = sorted(points)
+    if parts <= 1 or len(points) < 2:
         return [(None, None)]
-    total = sum(r.size for r in refs)
+    total = sum(b for _, b in points)
     cuts: list[bytes] = []
     acc = 0
-    for r in refs:
-        if acc >= total * (len(cuts) + 1) / parts and r.first_key != refs[0].first_key:
-            if not cuts or r.first_key > cuts[-1]:
-                cuts.append(r.first_key)
+    for key, b in points:
+        if acc >= total * (len(cuts) + 1) / parts and key != points[0][0]:
+            if not cuts or key > cuts[-1]:
+                cuts.append(key)
                 if len(cuts) == parts - 1:
                     break
-        acc += r.size
+        acc += b
     bounds: list[bytes | None] = [None, *cuts, None]
     return list(zip(bounds[:-1], bounds[1:]))
+
+
+def split_ranges(
+    sources: Sequence[Sequence[SstRef]], parts: int, store=None
+) -> list[tuple[bytes | None, bytes | None]]:
+    """Cut the key space of ``sources`` into at most ``parts`` ranges
+    ``[start, end)`` of similar input size: at SST first keys, or, given
+    ``store``, at the block boundaries of every source SST's index (one
+    index read each), which also balances SSTs that overlap (L0)."""
+    refs = [r for s in sources for r in s]
+    if parts <= 1 or (len(refs) < 2 and store is None):
+        return [(None, None)]
+    if store is None:
+        return _cut([(r.first_key, r.size) for r in refs], parts)
+    from shaledb.sst.reader import SstReader
+
+    points: list[tuple[bytes, int]] = []
+    for r in refs:
+        keys, offs = SstReader(store, sst_key(r.sst_id), size=r.size).block_bounds()
+        # block 0 starts at the first key; block i+1 starts just after index key i
+        sizes = np.diff(offs).tolist()
+        points.append((r.first_key, sizes[0]))
+        points.extend(zip(keys[:-1], sizes[1:]))
+    return _cut(points, parts)
 
 
 _WATCH = None  # this worker's ParentWatch (set by _worker_init)
@@ -373,7 +397,7 @@ def execute(
     ranges = [(None, None)]
     remote = opener if opener is not None else (store if _picklable(store) else None)
     if workers > 1 and bytes_in >= threshold and remote is not None:
-        ranges = split_ranges(sources, workers)
+        ranges = split_ranges(sources, workers, store)
     pids: set[int] = set()
     if len(ranges) == 1:
         refs = merge_range(store, sources, None, None, params, on_sst=done_one)

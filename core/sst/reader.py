@@ -359,3 +359,9 @@ class SstReader:
     def bloom(self):
         """The SST's bloom filter (a uint8 array), or None when it has none."""
         return self._bloom
+
+    def block_bounds(self) -> tuple[list[bytes], np.ndarray]:
+        """(index keys, block offsets with ``num_blocks + 1`` entries): index
+        key ``i`` is >= every key of block ``i`` and < every key of block
+        ``i + 1`` (where a key range can be cut, and at what byte)."""
+        return list(self._keys), self._offsets.copy()

@@ -187,3 +187,23 @@ def test_merge_streams_in_read_ahead_chunks():
     assert len(big_gets) <= 2 * (len(run_refs) + 1)
     assert sum(rec.gets) > sum(r.size for r in run_refs) // 2
     check_run(store, res, expected(big + [(b"k%06d" % i, 10_000 + i, 1, b"y") for i in range(0, 3000, 7)], bottom=True))
+
+
+def test_split_ranges_balance_overlapping_ssts():
+    """L0 SSTs that each span the whole key space: cutting at SST first keys
+    cannot balance them; the block index of each SST can."""
+    store = MemoryStore()
+    keys = [b"k%04d" % i for i in range(1000)]
+    sources = [write_ssts(store, [(k, g * 1000 + i + 1, 1, b"v" * 60) for i, k in enumerate(keys)],
+                          target_bytes=1 << 20) for g in range(4)]
+    assert all(len(s) == 1 for s in sources)
+    by_first = split_ranges(sources, 2)
+    assert len(by_first) == 1 or sum(1 for k in keys if by_first[0][1] is not None and k < by_first[0][1]) < 50
+    ranges = split_ranges(sources, 2, store)
+    assert len(ranges) == 2 and ranges[0][0] is None and ranges[1][1] is None and ranges[0][1] == ranges[1][0]
+    left = sum(1 for k in keys if k < ranges[0][1])
+    assert 400 <= left <= 600
+    four = split_ranges(sources, 4, store)
+    assert len(four) == 4
+    sizes = [sum(1 for k in keys if (a is None or k >= a) and (b is None or k < b)) for a, b in four]
+    assert sum(sizes) == 1000 and min(sizes) >= 150
