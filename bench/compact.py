@@ -107,7 +107,7 @@ def profile_range(src: str, work: str, parts: int) -> dict:
         m = ManifestStore.open_reader(store).current
         (job,) = SizeTieredScheduler().plan(m, full=True)
         sources = job_ssts(m, job)
-        start, end = split_ranges(sources, parts)[0]
+        start, end = split_ranges(sources, parts, store)[0]
         prof = cProfile.Profile()
         prof.enable()
         merge_range(store, sources, start, end, MergeParams(bottom=True))

@@ -97,8 +97,19 @@ def _key_at(buf: np.ndarray, off: int) -> bytes:
     return buf[off + RECORD_HEADER : off + RECORD_HEADER + klen].tobytes()
 
 
+def _span(buf: np.ndarray, offs: np.ndarray, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Records ``a:b`` of ``(buf, offs)`` as a run of their own bytes only
+    (``concat_runs`` copies whole buffers).  REQUIRES: ``offs`` increasing
+    and each record ends where the next begins or at the end of ``buf``
+    (true of decoded blocks and of runs built from them here)."""
+    lo = int(offs[a])
+    hi = int(offs[b]) if b < len(offs) else len(buf)
+    return buf[lo:hi], offs[a:b] - lo
+
+
 class _Source:
-    """One key-ordered stream of record chunks with its unread records."""
+    """One key-ordered stream of record chunks with its unread records
+    (only those are kept: memory is about one read-ahead per source)."""
 
     def __init__(self, chunks):
         self._chunks = chunks
@@ -117,7 +128,7 @@ class _Source:
             self.done = True
             return
         if self.pos < len(self.offs):
-            self.buf, self.offs = concat_runs([(self.buf, self.offs[self.pos :]), nxt])
+            self.buf, self.offs = concat_runs([_span(self.buf, self.offs, self.pos, len(self.offs)), nxt])
         else:
             self.buf, self.offs = nxt
         self.pos = 0
@@ -215,7 +226,7 @@ def merge_range(
         for s in live:
             c = s.cut(bound)
             if c > s.pos:
-                runs.append((s.buf, s.offs[s.pos : c]))
+                runs.append(_span(s.buf, s.offs, s.pos, c))
                 s.pos = c
         if runs:
             buf, offs = concat_runs(runs)
