@@ -25,7 +25,8 @@ TIMEOUT = 120  # seconds per command; every subprocess is bounded
 _BUILD = r"""
 import sys, shaledb
 url, endpoint = sys.argv[1], sys.argv[2]
-opts = dict(arena_bytes=1 << 20, l0_sst_bytes=1 << 14, flush_interval=0.02)
+# compactor=False: the tests check the shape the writer left (L0, compactor epoch 0) and run `compact` themselves
+opts = dict(arena_bytes=1 << 20, l0_sst_bytes=1 << 14, flush_interval=0.02, compactor=False)
 if endpoint:
     opts["store_options"] = {"endpoint_url": endpoint}
 with shaledb.open(url, **opts) as db:
