@@ -512,14 +512,11 @@ class Fault:
         raise NotImplementedError
 
 
-class FailNth(Fault):
-    """Fail matching operations number ``n`` .. ``n + times - 1`` (counting from 1).
+class _Counted(Fault):
+    """A fault that acts on matching operations number ``n`` .. ``n + times - 1``
+    (counting from 1); ``error`` as in :class:`FailNth`."""
 
-    ``error``: an exception class (called with a message) or a callable
-    ``(op, key) -> exception``; default Unavailable.
-    """
-
-    def __init__(self, n: int, ops=None, prefix: str = "", *, times: int = 1, error=None):
+    def __init__(self, ops, prefix: str, n: int, times: int, error):
         super().__init__(ops, prefix)
         if n < 1 or times < 1:
             raise ValueError("n and times must be >= 1")
@@ -528,14 +525,29 @@ class FailNth(Fault):
         self.error = error
         self.seen = 0
 
-    def apply(self, op: str, key: str) -> None:
+    def _count(self) -> int | None:
+        """Count one matching operation; its number if the fault acts on it."""
         with self._lock:
             self.seen += 1
-            hit = self.n <= self.seen < self.n + self.times
-            if hit:
+            if self.n <= self.seen < self.n + self.times:
                 self.fired += 1
-                count = self.seen
-        if hit:
+                return self.seen
+        return None
+
+
+class FailNth(_Counted):
+    """Fail matching operations number ``n`` .. ``n + times - 1`` (counting from 1).
+
+    ``error``: an exception class (called with a message) or a callable
+    ``(op, key) -> exception``; default Unavailable.
+    """
+
+    def __init__(self, n: int, ops=None, prefix: str = "", *, times: int = 1, error=None):
+        super().__init__(ops, prefix, n, times, error)
+
+    def apply(self, op: str, key: str) -> None:
+        count = self._count()
+        if count is not None:
             raise _make_error(self.error, op, key, f"call #{count}")
 
 
@@ -603,7 +615,7 @@ class Gate(Fault):
             raise Unavailable(f"injected fault: gate stayed closed for {self.timeout}s ({op} {key!r})")
 
 
-class ApplyThenFail(Fault):
+class ApplyThenFail(_Counted):
     """Let the write land, then raise (default Unavailable) to the caller.
 
     Acts on matching successful operations number ``n`` .. ``n + times - 1``
@@ -614,21 +626,10 @@ class ApplyThenFail(Fault):
     phase = "after"
 
     def __init__(self, ops="write", prefix: str = "", *, n: int = 1, times: int = 1, error=None):
-        super().__init__(ops, prefix)
-        if n < 1 or times < 1:
-            raise ValueError("n and times must be >= 1")
-        self.n = n
-        self.times = times
-        self.error = error
-        self.seen = 0
+        super().__init__(ops, prefix, n, times, error)
 
     def apply(self, op: str, key: str) -> None:
-        with self._lock:
-            self.seen += 1
-            hit = self.n <= self.seen < self.n + self.times
-            if hit:
-                self.fired += 1
-        if hit:
+        if self._count() is not None:
             raise _make_error(self.error, op, key, "the write was applied")
 
 
