@@ -708,12 +708,6 @@ class ArenaPool:
                     self.ctl[b + S_WAL_END] = end
                     self.ctl[b + S_WAL_INC] = inc
 
-    def durable_candidate(self, token, max_seq: int) -> int:
-        """Deprecated: the durable watermark once a snapshot's upload landed is
-        its ``max_seq`` (``token`` is ignored).  Kept only until the flusher
-        uses ``max_seq`` directly; delete then."""
-        return max_seq
-
     # ---------------------------------------------------------------- reads
     def lookup(self, key: bytes):
         """Newest committed version of ``key`` in any live arena:
