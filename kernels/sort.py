@@ -103,17 +103,41 @@ def _chunk_word(buf, off, depth):
 
 
 @kernel
+def _count_digits(vals, lo, hi, counts, skip):
+    """Histogram of every byte ``d >= skip`` of ``vals[lo:hi]`` into ``counts[d]``."""
+    counts[:, :] = 0
+    for i in range(lo, hi):
+        v = vals[i]
+        for d in range(skip, 8):
+            counts[d, (v >> np.uint64(8 * d)) & np.uint64(0xFF)] += 1
+
+
+@kernel
+def _digit_starts(counts, d, lo, n):
+    """Turn ``counts[d]`` into scatter positions from ``lo``; False (and
+    ``counts[d]`` untouched) when all ``n`` values share byte ``d``: no pass needed."""
+    for b in range(256):
+        c = counts[d, b]
+        if c == n:
+            return False
+        if c != 0:
+            break
+    pos = lo
+    for b in range(256):
+        c = counts[d, b]
+        counts[d, b] = pos
+        pos += c
+    return True
+
+
+@kernel
 def _radix_sort(vals, idx, lo, hi, tv, ti, counts):
     """Stable sort of ``vals[lo:hi]`` ascending, permuting the payload ``idx[lo:hi]`` alike.
 
     ``tv``/``ti`` are scratch arrays as long as ``vals``; ``counts`` is int64[8, 256].
     Returns the number of scatter passes made (0: already in order).
     """
-    counts[:, :] = 0
-    for i in range(lo, hi):
-        v = vals[i]
-        for d in range(8):
-            counts[d, (v >> np.uint64(8 * d)) & np.uint64(0xFF)] += 1
+    _count_digits(vals, lo, hi, counts, 0)
     n = hi - lo
     src_v = vals
     src_i = idx
@@ -121,21 +145,8 @@ def _radix_sort(vals, idx, lo, hi, tv, ti, counts):
     dst_i = ti
     passes = 0
     for d in range(8):
-        trivial = False
-        for b in range(256):
-            c = counts[d, b]
-            if c == n:
-                trivial = True
-                break
-            if c != 0:
-                break
-        if trivial:
+        if not _digit_starts(counts, d, lo, n):
             continue
-        pos = lo
-        for b in range(256):
-            c = counts[d, b]
-            counts[d, b] = pos
-            pos += c
         shift = np.uint64(8 * d)
         for i in range(lo, hi):
             v = src_v[i]
@@ -488,31 +499,14 @@ def _radix_sort_keys(vals, lo, hi, tv, counts, skip):
 
     Bytes equal in every value are skipped.  ``tv`` is scratch as long as ``vals``.
     """
-    counts[:, :] = 0
-    for i in range(lo, hi):
-        v = vals[i]
-        for d in range(skip, 8):
-            counts[d, (v >> np.uint64(8 * d)) & np.uint64(0xFF)] += 1
+    _count_digits(vals, lo, hi, counts, skip)
     n = hi - lo
     src = vals
     dst = tv
     passes = 0
     for d in range(skip, 8):
-        trivial = False
-        for b in range(256):
-            c = counts[d, b]
-            if c == n:
-                trivial = True
-                break
-            if c != 0:
-                break
-        if trivial:
+        if not _digit_starts(counts, d, lo, n):
             continue
-        pos = lo
-        for b in range(256):
-            c = counts[d, b]
-            counts[d, b] = pos
-            pos += c
         shift = np.uint64(8 * d)
         for i in range(lo, hi):
             v = src[i]
