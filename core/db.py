@@ -425,7 +425,8 @@ class Db:
         """Compact now and wait: one scheduler pass, or with ``full=True`` all
         of L0 and every sorted run into one sorted run (a major compaction,
         e.g. after a bulk load).  Returns what it did: ``jobs``,
-        ``trivial_moves``, ``bytes_in``, ``bytes_out``, ``seconds``.
+        ``trivial_moves``, ``bytes_in``, ``bytes_out``, ``seconds``, and
+        ``ranges``/``workers`` (key ranges merged, worker processes used).
 
         Asks the compactor service and waits ``request_timeout``
         (``full_compaction_timeout`` when ``full``); with

@@ -133,7 +133,7 @@ def test_full_compaction_then_gc_deletes_what_was_retired(tmp_path):
             _round(db, model, rng)
         before = _manifest(url)
         rep = db.compact(full=True)
-        assert set(rep) == {"jobs", "trivial_moves", "bytes_in", "bytes_out", "seconds"}
+        assert set(rep) == {"jobs", "trivial_moves", "bytes_in", "bytes_out", "seconds", "ranges", "workers"}
         assert rep["jobs"] == 1 and rep["bytes_in"] > rep["bytes_out"] > 0  # overwrites and deletes went
         after = _manifest(url)
         assert not after.l0 and len(after.sorted_runs) == 1
