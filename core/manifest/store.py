@@ -228,7 +228,6 @@ class ManifestStore:
             validate=self._validate,
             observe=self._observe,
             clock=self.clock,
-            rng=self.rng,
             probe_limit=probe_limit,
             max_cache_age=max_cache_age,
             update_timeout=update_timeout,

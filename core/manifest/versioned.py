@@ -37,7 +37,6 @@ through the store.
 from __future__ import annotations
 
 import contextlib
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -173,7 +172,6 @@ class VersionedObject(Generic[T]):
         id_of: Callable[[str], int | None],
         validate: Callable[[T, T, int], None] | None = None,
         clock: Clock | None = None,
-        rng: random.Random | None = None,
         probe_limit: int = 4,
         max_cache_age: float = 60.0,
         update_timeout: float = 60.0,
@@ -190,7 +188,6 @@ class VersionedObject(Generic[T]):
         self._validate = validate
         self._observe_cb = observe
         self.clock: Clock = clock or SystemClock()
-        self.rng = rng or random.Random()
         self.probe_limit = probe_limit
         self.max_cache_age = max_cache_age
         self.update_timeout = update_timeout

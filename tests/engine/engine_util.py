@@ -59,3 +59,36 @@ def open_db(root, **kw):
     opts = dict(SMALL)
     opts.update(kw)
     return shaledb.open(root, **opts)
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (gone, or a zombie nobody reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """True once ``pid`` no longer runs, False if it still runs after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not process_gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def pack_batch(keys, values, kinds=None):
+    """Keys and values as the arena kernels take them: (kd, ko, vd, vo, kinds)."""
+    import numpy as np
+
+    kd = np.frombuffer(b"".join(keys), dtype=np.uint8)
+    vd = np.frombuffer(b"".join(values), dtype=np.uint8)
+    ko = np.zeros(len(keys) + 1, dtype=np.int64)
+    vo = np.zeros(len(values) + 1, dtype=np.int64)
+    ko[1:] = np.cumsum([len(k) for k in keys])
+    vo[1:] = np.cumsum([len(v) for v in values])
+    kinds = np.ones(len(keys), dtype=np.uint8) if kinds is None else np.array(kinds, dtype=np.uint8)
+    return kd, ko, vd, vo, kinds

@@ -13,23 +13,13 @@ import pytest
 from shaledb.memtable import shm
 from shaledb.memtable.arena_pool import NO_ARENA, NO_MEMORY, ArenaPool
 from shaledb.format.enums import ArenaState
+from engine_util import pack_batch
 from shaledb.errors import Closed, Fenced, Internal, InvalidArgument, Unavailable
 from shaledb.kernels import arena as K
 from shaledb.memtable.writer import Writer
 
 CTX = multiprocessing.get_context("spawn")
 WAIT = 60  # seconds any child may take
-
-
-def _pack(keys, values, kinds=None):
-    kd = np.frombuffer(b"".join(keys), dtype=np.uint8)
-    vd = np.frombuffer(b"".join(values), dtype=np.uint8)
-    ko = np.zeros(len(keys) + 1, dtype=np.int64)
-    vo = np.zeros(len(values) + 1, dtype=np.int64)
-    ko[1:] = np.cumsum([len(k) for k in keys])
-    vo[1:] = np.cumsum([len(v) for v in values])
-    kinds = np.ones(len(keys), dtype=np.uint8) if kinds is None else np.array(kinds, dtype=np.uint8)
-    return kd, ko, vd, vo, kinds
 
 
 @pytest.fixture
@@ -166,7 +156,7 @@ def test_reader_in_other_process_sees_committed_records_only(make_pool):
         while time.monotonic() < end:
             seq0 = pool.next_seq()
             vals = [k + b"@%d" % (seq0 + j) for j, k in enumerate(keys)]
-            n, last, _ = pool.append(wid, *_pack(keys, vals))
+            n, last, _ = pool.append(wid, *pack_batch(keys, vals))
             if n == 0:  # arena pool full: recycle everything and go on
                 pool.seal()
                 for g in pool.sealed_generations():
@@ -187,9 +177,9 @@ def test_reader_in_other_process_sees_committed_records_only(make_pool):
 def test_index_never_exposes_bytes_beyond_committed():
     arena = np.zeros(64 << 10, dtype=np.uint8)
     K.arena_init(arena, 64)
-    K.arena_append(arena, *_pack([b"a"], [b"old"]), 1)
+    K.arena_append(arena, *pack_batch([b"a"], [b"old"]), 1)
     committed = K.arena_committed(arena)
-    K.arena_append(arena, *_pack([b"a", b"b"], [b"new", b"x"]), 2)
+    K.arena_append(arena, *pack_batch([b"a", b"b"], [b"new", b"x"]), 2)
     arena[32 : 40].view("<u8")[0] = committed  # as if the commit had not happened yet
     assert not K.arena_lookup(arena, b"a")[0] and not K.arena_lookup(arena, b"b")[0]
     assert K.arena_record_offsets(arena).size == 1
@@ -313,7 +303,7 @@ def test_backpressure_waits_then_raises_unavailable(make_pool):
     w._hooks.request_seal = lambda p: None  # nobody flushes
     w.put(b"a", bytes(6000), await_durable=False)
     wid = pool.register_writer()
-    assert pool.append(wid, *_pack([b"b"], [bytes(6000)]), nbytes=6024)[:2] == (0, NO_MEMORY)
+    assert pool.append(wid, *pack_batch([b"b"], [bytes(6000)]), nbytes=6024)[:2] == (0, NO_MEMORY)
     t = time.monotonic()
     with pytest.raises(Unavailable, match="max_unflushed_bytes"):
         w.put(b"b", bytes(6000), await_durable=False)
@@ -329,15 +319,15 @@ def test_backpressure_waits_then_raises_unavailable(make_pool):
 def test_no_free_arena_is_backpressure_too(make_pool):
     pool = make_pool(max_arenas=1)
     wid1, wid2 = pool.register_writer(), pool.register_writer()
-    assert pool.append(wid1, *_pack([b"a"], [b"1"]))[0] == 1
-    assert pool.append(wid2, *_pack([b"b"], [b"1"]))[:2] == (0, NO_ARENA)
+    assert pool.append(wid1, *pack_batch([b"a"], [b"1"]))[0] == 1
+    assert pool.append(wid2, *pack_batch([b"b"], [b"1"]))[:2] == (0, NO_ARENA)
 
 
 def test_batch_larger_than_an_arena_is_invalid(make_pool):
     pool = make_pool(arena_bytes=128 << 10)
     wid = pool.register_writer()
     with pytest.raises(InvalidArgument):
-        pool.append(wid, *_pack([b"a"], [bytes(200 << 10)]))
+        pool.append(wid, *pack_batch([b"a"], [bytes(200 << 10)]))
     assert pool.next_seq() == 1 and pool.unflushed_bytes() == 0
 
 
@@ -426,7 +416,7 @@ def _child_lookup_overlapping_append(desc, q) -> None:
     try:
         wid = pool.register_writer()
         seq_v2 = pool.next_seq()
-        pool.append(wid, *_pack([b"k"], [b"v2"]))  # the active arena (slot 1)
+        pool.append(wid, *pack_batch([b"k"], [b"v2"]))  # the active arena (slot 1)
         seen = pool.lookup(b"k")[1]  # seq_v2, from the active arena
         hash_fn = KK._xxh64
         calls = []
@@ -435,7 +425,7 @@ def _child_lookup_overlapping_append(desc, q) -> None:
             calls.append(1)
             if len(calls) == 2:  # slot 1: its committed offset is read already
                 KK._xxh64 = hash_fn
-                pool.append(wid, *_pack([b"k"], [b"v3"]))
+                pool.append(wid, *pack_batch([b"k"], [b"v3"]))
             return hash_fn(*args)
 
         KK._xxh64 = hash_with_append
@@ -454,7 +444,7 @@ def test_lookup_never_goes_back_when_an_append_overlaps_it(make_pool):
     older arena's (went back from seq v2 to v1)."""
     pool = make_pool(max_arenas=2, initial_arenas=1)
     wid = pool.register_writer()
-    pool.append(wid, *_pack([b"k"], [b"v1"]))  # slot 0
+    pool.append(wid, *pack_batch([b"k"], [b"v1"]))  # slot 0
     assert pool.seal() == 1  # slot 0 SEALED: v1 stays readable there
     q = CTX.Queue()
     old = os.environ.get("NUMBA_DISABLE_JIT")

@@ -20,7 +20,7 @@ import textwrap
 import time
 
 import pytest
-from engine_util import open_db, s3_opts, s3_url, scan_all
+from engine_util import open_db, process_gone, s3_opts, s3_url, scan_all
 
 import shaledb
 from shaledb.compact import Compactor
@@ -90,6 +90,15 @@ def _compact_until_idle(db, limit: int = 50) -> None:
     pytest.fail(f"the compactor still had jobs after {limit} passes")
 
 
+def _reopen_and_check(url, model, rng) -> None:
+    """Reopen (no compactor) and check every key against ``model``."""
+    db = open_db(url, compactor=False)
+    try:
+        _check(db, model, rng)
+    finally:
+        db.close()
+
+
 # ------------------------------------------------------------ shape of the tree
 
 
@@ -116,11 +125,7 @@ def test_many_flushes_keep_the_tree_small_and_read_back(tmp_path, where):
     if where == "local":
         m = _manifest(url)
         assert len(m.l0) <= TREE["l0_compaction_threshold"]  # the final close flush may add one
-        db = open_db(url, compactor=False)
-        try:
-            _check(db, model, rng)
-        finally:
-            db.close()
+        _reopen_and_check(url, model, rng)
 
 
 def test_full_compaction_then_gc_deletes_what_was_retired(tmp_path):
@@ -155,11 +160,7 @@ def test_full_compaction_then_gc_deletes_what_was_retired(tmp_path):
         assert st["gc_runs"] == 1 and st["gc_deleted"] == res["deleted"]
     finally:
         db.close()
-    db = open_db(url, compactor=False)
-    try:
-        _check(db, model, rng)
-    finally:
-        db.close()
+    _reopen_and_check(url, model, rng)
 
 
 def test_compactor_off_runs_one_shot_in_process(tmp_path):
@@ -180,11 +181,7 @@ def test_compactor_off_runs_one_shot_in_process(tmp_path):
         assert res["deleted"]["sst"] >= 5 and res["deleted"]["wal"] > 0
     finally:
         db.close()
-    db = open_db(url, compactor=False)
-    try:
-        _check(db, model, rng)
-    finally:
-        db.close()
+    _reopen_and_check(url, model, rng)
 
 
 def test_a_newer_compactor_fences_the_dbs_quietly(tmp_path):
@@ -246,14 +243,6 @@ _CHILD = textwrap.dedent(
 )
 
 
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-
-
 def test_sigkill_of_the_user_process_stops_the_compactor(tmp_path):
     url = str(tmp_path / "db")
     opts = dict(TREE, failpoints="compact-after-upload=sleep:120")
@@ -271,14 +260,14 @@ def test_sigkill_of_the_user_process_stops_the_compactor(tmp_path):
         assert line, f"the child failed (exit code {child.wait(30)})"
         info = json.loads(line)
         pids = [p for p in (info["compactor"], info["flusher"]) if p]
-        assert info["compactor"] and not _gone(info["compactor"])
+        assert info["compactor"] and not process_gone(info["compactor"])
         before = _listing(url)
         child.send_signal(signal.SIGKILL)
         child.wait(30)
         deadline = time.monotonic() + 30
-        while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
+        while not all(process_gone(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _gone(info["compactor"]), "the compactor outlived its Db's process"
+        assert process_gone(info["compactor"]), "the compactor outlived its Db's process"
         # it was in the middle of a job: it published nothing, wrote nothing more
         assert _listing(url) == before
     finally:
@@ -286,7 +275,7 @@ def test_sigkill_of_the_user_process_stops_the_compactor(tmp_path):
             child.kill()
             child.wait(30)
         for p in pids:
-            if not _gone(p):
+            if not process_gone(p):
                 os.kill(p, signal.SIGKILL)
         child.stdout.close()
         child.stdin.close()

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import shaledb
-from engine_util import SMALL, SPAWN, kill, open_db, reap, s3_opts, s3_url, scan_all
+from engine_util import SMALL, SPAWN, kill, open_db, reap, s3_opts, s3_url, scan_all, wait_gone
 
 
 def _user(root, failpoints, opts, conn, memtable_every, stop_after):
@@ -110,17 +110,9 @@ def _run_user(root, failpoints, *, opts=None, memtable_every=0, stop_after=None,
 
 
 def _wait_gone(pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split(")")[-1].split()[0] == "Z":
-                    return
-        except FileNotFoundError:
-            return
-        time.sleep(0.05)
-    kill(pid)
-    raise AssertionError(f"process {pid} still alive after {timeout}s")
+    if not wait_gone(pid, timeout):
+        kill(pid)
+        raise AssertionError(f"process {pid} still alive after {timeout}s")
 
 
 def _check(root, model, inflight, **extra):

@@ -24,23 +24,8 @@ import time
 import pytest
 
 import shaledb
-from engine_util import SPAWN, kill, open_db, reap, s3_opts, s3_url, scan_all
+from engine_util import SPAWN, kill, open_db, reap, s3_opts, s3_url, scan_all, wait_gone
 from shaledb.storage.wrappers import StoreWrapper
-
-
-def _wait_dead(pid: int, timeout: float) -> bool:
-    """True once ``pid`` is gone or a zombie (within ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split(")")[-1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
 
 
 def _ctl_dirs_of(pid: int) -> list[str]:
@@ -128,7 +113,7 @@ def test_user_killed_during_open_orphan_never_fences_successor(tmp_path, request
             (gate / "go").write_text("")  # the orphan may now try its write
             for i in range(20):
                 db.put(b"s%03d" % i, b"x")
-            assert _wait_dead(orphan, 10), "the orphaned flusher outlived its parent"
+            assert wait_gone(orphan, 10), "the orphaned flusher outlived its parent"
             for i in range(20, 40):
                 db.put(b"s%03d" % i, b"x")
             db.flush(memtable=True)  # a manifest update: sees any newer epoch
@@ -161,7 +146,7 @@ def test_orphaned_flusher_exits_without_writing(tmp_path):
     finally:
         reap([p], 10)
     try:
-        assert _wait_dead(flusher, 10)
+        assert wait_gone(flusher, 10)
         after = sorted(os.listdir(os.path.join(root, "wal"))), sorted(os.listdir(os.path.join(root, "manifest")))
         assert after == before
         assert _ctl_dirs_of(p.pid) == []
@@ -180,7 +165,7 @@ def test_close_after_flusher_killed_never_loses_silently(tmp_path):
     db.put_many(keys, [b"v"] * 100, await_durable=False)
     pid = db.status()["pid"]
     kill(pid)
-    assert _wait_dead(pid, 10)
+    assert wait_gone(pid, 10)
     with pytest.raises(shaledb.Unavailable, match="flusher"):
         db.close()
     db.close()  # idempotent once closed
@@ -197,7 +182,7 @@ def test_close_after_flusher_killed_returns_when_all_durable(tmp_path):
     db.flush()
     pid = db.status()["pid"]
     kill(pid)
-    assert _wait_dead(pid, 10)
+    assert wait_gone(pid, 10)
     with pytest.raises(shaledb.Unavailable, match="flusher"):
         db.flush()
     assert db.close() is None

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import shaledb
-from engine_util import SPAWN, kill, open_db, reap
+from engine_util import SPAWN, kill, open_db, pack_batch, reap, wait_gone
 from shaledb.errors import Closed, Internal, InvalidArgument, ShaleDBError, Unavailable
 from shaledb.kernels import arena as K
 from shaledb.memtable import shm
@@ -34,30 +34,6 @@ WAIT = 60  # seconds any child may take
 def _segments(dbtag: str) -> list[str]:
     prefix = f"shaledb-{dbtag}-"
     return sorted(n for n in os.listdir(shm.shm_dir()) if n.startswith(prefix))
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    """True once ``pid`` no longer runs (gone or a zombie) within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().split(")")[-1].split()[0] == "Z":
-                    return True
-        except FileNotFoundError:
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def _pack(keys, values):
-    kd = np.frombuffer(b"".join(keys), dtype=np.uint8)
-    vd = np.frombuffer(b"".join(values), dtype=np.uint8)
-    ko = np.zeros(len(keys) + 1, dtype=np.int64)
-    vo = np.zeros(len(values) + 1, dtype=np.int64)
-    ko[1:] = np.cumsum([len(k) for k in keys])
-    vo[1:] = np.cumsum([len(v) for v in values])
-    return kd, ko, vd, vo, np.ones(len(keys), dtype=np.uint8)
 
 
 # ---------------------------------------------------------------- item 2
@@ -143,7 +119,7 @@ def test_stale_arena_segment_of_any_size_is_replaced(tmp_path):
         assert K.arena_header(pool.arena(1))["magic"] == K.ARENA_MAGIC
         wid = pool.register_writer()
         for j in range(3):  # fills arena 0, then lands in arena 1
-            n, _, _ = pool.append(wid, *_pack([b"s%d" % j], [b"v" * (30 << 10)]))
+            n, _, _ = pool.append(wid, *pack_batch([b"s%d" % j], [b"v" * (30 << 10)]))
             assert n == 1
         assert pool.lookup(b"s2")[3] == b"v" * (30 << 10)
     finally:
@@ -213,7 +189,7 @@ def test_writer_of_a_killed_db_raises_closed_not_os_error(tmp_path):
 
         kill(owner.pid)
         owner.join(WAIT)
-        assert _wait_gone(flusher, WAIT), "the orphaned flusher did not exit"
+        assert wait_gone(flusher, WAIT), "the orphaned flusher did not exit"
         shm.cleanup_segments(dbtag)  # whatever the flusher left: the segments are gone
         assert _segments(dbtag) == []
 
@@ -271,7 +247,7 @@ def test_big_record_arena_returns_to_default_geometry(tmp_path):
     try:
         wid = pool.register_writer()
         big = b"v" * (pool.max_batch_bytes + 1000)
-        n, seq, _ = pool.append(wid, *_pack([b"big"], [big]))
+        n, seq, _ = pool.append(wid, *pack_batch([b"big"], [big]))
         assert n == 1
         i = pool._owned[wid]
         assert K.arena_header(pool.arena(i))["index_slots"] == 64
@@ -283,7 +259,7 @@ def test_big_record_arena_returns_to_default_geometry(tmp_path):
         pool.begin_flush(sg)
         pool.release(sg)
         # the next writer gets the arena back with the default index
-        n, _, _ = pool.append(wid, *_pack([b"a%04d" % j for j in range(1000)], [b"x"] * 1000))
+        n, _, _ = pool.append(wid, *pack_batch([b"a%04d" % j for j in range(1000)], [b"x"] * 1000))
         assert n == 1000
         i = pool._owned[wid]
         assert K.arena_header(pool.arena(i))["index_slots"] == pool.index_slots
@@ -300,7 +276,7 @@ def test_arena_kernel_errors_are_shaledb_errors():
     with pytest.raises(InvalidArgument):
         K.arena_init(a, 3)
     K.arena_init(a, 64)
-    kd, ko, vd, vo, kinds = _pack([b"k"], [b"v"])
+    kd, ko, vd, vo, kinds = pack_batch([b"k"], [b"v"])
     with pytest.raises(InvalidArgument):
         K.arena_append(a, kd, ko, vd, vo, kinds, -1)
     with pytest.raises(InvalidArgument):
@@ -308,7 +284,7 @@ def test_arena_kernel_errors_are_shaledb_errors():
     with pytest.raises(InvalidArgument):
         K.arena_record_offsets(a, K.arena_log_start(a) + 3)
     counter = np.array([K.MAX_SEQ], dtype=np.uint64)
-    kd, ko, vd, vo, kinds = _pack([b"k1", b"k2"], [b"v", b"v"])
+    kd, ko, vd, vo, kinds = pack_batch([b"k1", b"k2"], [b"v", b"v"])
     with pytest.raises(Unavailable, match="exhausted"):
         K.arena_append_counted(a, kd, ko, vd, vo, kinds, counter)
 

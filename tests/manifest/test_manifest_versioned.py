@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import threading
 
 import pytest
@@ -52,7 +51,6 @@ class FakeClock:
 
 def make(store, cls=VersionedObject, **kw):
     kw.setdefault("clock", FakeClock())
-    kw.setdefault("rng", random.Random(1))
     return cls(store, JsonCodec(), prefix="obj/", key_of=key_of, id_of=id_of, **kw)
 
 
@@ -300,7 +298,7 @@ def test_threads_racing_updates_lose_nothing():
     errors = []
 
     def worker():
-        o = make(s, clock=None, rng=random.Random())
+        o = make(s, clock=None)
         o.refresh()
         try:
             for _ in range(20):
