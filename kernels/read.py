@@ -14,6 +14,8 @@
 * ``lower_bound`` / ``upper_bound(buf, offs, lo, hi, key)``: first index in
   ``offs[lo:hi]`` (a run in record order) whose record key is >= / > key.
 * ``run_bytes(buf, offs)``: the bytes (padding included) of a run's records.
+* ``override_seq(buf, offs, seq)``: rewrite every record's trailer seq to
+  ``seq`` in place, kinds kept (an SST read with a global sequence number).
 * ``gather(src, offs, dst, dpos, out_offs, k)`` (kernels/block.py): copy
   records back to back; ``(error, end, min_seq, max_seq)``.
 * ``visible(buf, offs, prev, use_prev, dst, bounds)``: for a run in record
@@ -34,7 +36,7 @@ from shaledb.kernels._jit import kernel
 from shaledb.kernels.block import BLOCK_TAIL, check_block, find_entry, gather, seek_restart
 from shaledb.kernels.bloom import bloom_probe_hash
 from shaledb.kernels.hashing import xxh64_range
-from shaledb.kernels.mem import load_u32
+from shaledb.kernels.mem import load_u32, load_u64, store_u64
 from shaledb.kernels.record import compare_key, key_len, same_key, value_len
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "check_blocks",
     "gather",
     "lower_bound",
+    "override_seq",
     "pinned_get",
     "probe_blooms",
     "probe_mask",
@@ -166,6 +169,14 @@ def run_bytes(buf, offs):
 
 
 @kernel
+def override_seq(buf, offs, seq):
+    hi = np.uint64(seq) << np.uint64(8)
+    for i in range(offs.shape[0]):
+        p = offs[i] + TRAILER_OFF
+        store_u64(buf, p, hi | (load_u64(buf, p) & np.uint64(0xFF)))
+
+
+@kernel
 def visible(buf, offs, prev, use_prev, dst, bounds):
     """Newest version per key of a run in record order, tombstones dropped
     (and a first key equal to ``prev`` skipped); key and value bytes are
@@ -230,3 +241,4 @@ def _warmup() -> None:
         gather(b, o, dst, 0, out_offs, 0)
         bounds = np.empty(2 * n + 1, dtype=np.int64)
         visible(b, o, key, True, dst, bounds)
+    override_seq(buf, o, 7)

@@ -180,7 +180,8 @@ class Reader:
             from shaledb.format.keys import sst_key
             from shaledb.sst.reader import SstReader
 
-            r = SstReader(self.store, sst_key(ref.sst_id), block_cache=self._cache, size=ref.size)
+            r = SstReader(self.store, sst_key(ref.sst_id), block_cache=self._cache, size=ref.size,
+                          global_seq=getattr(ref, "global_seq", 0))
             with self._lock:
                 self._ssts[ref.sst_id] = r
         return r
@@ -213,7 +214,7 @@ class Reader:
             for j, ref in enumerate(l0[g : g + 64]):
                 r = self._sst(ref)
                 pinned = None
-                if ref.size <= budget:  # small enough: the whole SST in memory
+                if ref.size <= budget and not r.global_seq:  # small enough: the whole SST in memory
                     pinned = r.pin()
                     if pinned is not None:
                         budget -= ref.size

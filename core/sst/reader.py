@@ -14,6 +14,10 @@ and bloom filter in memory.
   per block, fetching up to ``read_ahead_bytes`` of consecutive blocks per
   ranged GET.
 
+``global_seq`` (bulk-ingested SSTs): when nonzero, every record of the SST
+reads as having that seq, in ``get``/``find`` results and in the record runs
+``iter_range`` yields (so merges of compactions see it too).
+
 Every checksum is verified before bytes are used; a mismatch, or an object
 shorter than its footer says, raises ``shaledb.Corruption`` naming the object
 and the block.  So does a missing object once its size is known (given by
@@ -52,6 +56,14 @@ def _block_find(block, karr):
     _block_find = block_find
     return block_find(block, karr)
 
+def _override_seq(buf, offs, seq):
+    global _override_seq
+    from shaledb.kernels.read import override_seq
+
+    _override_seq = override_seq
+    return override_seq(buf, offs, seq)
+
+
 TAIL_BYTES = 64 * 1024
 READ_AHEAD_BYTES = 256 * 1024
 #: blocks fetched together when a point read misses the block cache
@@ -81,7 +93,11 @@ class SstReader:
     """
 
     def __init__(self, store, key: str, *, block_cache=None, size: int | None = None,
-                 read_ahead_bytes: int = READ_AHEAD_BYTES):
+                 read_ahead_bytes: int = READ_AHEAD_BYTES, global_seq: int = 0):
+        if isinstance(global_seq, bool) or not isinstance(global_seq, (int, np.integer)) or not 0 <= global_seq < 1 << 56:
+            raise InvalidArgument(f"global_seq must be an int in [0, 2**56), got {global_seq!r}")
+        #: when nonzero, every record of the SST reads as having this seq
+        self.global_seq = int(global_seq)
         self.store = store
         self.key = key
         self.block_cache = block_cache
@@ -117,7 +133,8 @@ class SstReader:
         self._bloom = None
         if f.bloom_len:
             self._bloom = decode_bloom(region(f.bloom_offset, f.bloom_offset + f.bloom_len, "bloom"), key)
-        self.info = SstInfo(f.sst_id, self.size, f.first_key, f.last_key, f.num_entries, f.min_seq, f.max_seq)
+        lo, hi = (f.min_seq, f.max_seq) if not self.global_seq else (self.global_seq, self.global_seq)
+        self.info = SstInfo(f.sst_id, self.size, f.first_key, f.last_key, f.num_entries, lo, hi)
 
     # ------------------------------------------------------------- fetching
 
@@ -295,9 +312,10 @@ class SstReader:
         if not found:
             return None
         trailer = int(trailer)
+        seq = self.global_seq or trailer >> 8
         if trailer & 0xFF == 0:
-            return 0, trailer >> 8, None
-        return 1, trailer >> 8, block[vp : vp + vlen].tobytes()
+            return 0, seq, None
+        return 1, seq, block[vp : vp + vlen].tobytes()
 
     def get(self, key: bytes, max_seq: int | None = None):
         """``(kind, seq, value | None)`` of the newest version of ``key`` (with
@@ -307,7 +325,9 @@ class SstReader:
         key = bytes(key)
         if not key or not self.may_contain(key):
             return None
-        if max_seq is None:
+        if max_seq is None or self.global_seq:
+            if max_seq is not None and self.global_seq > max_seq:
+                return None
             return self.find(key, np.frombuffer(key, dtype=np.uint8))
         i = bisect.bisect_left(self._keys, key)
         if i >= len(self._keys):
@@ -353,6 +373,8 @@ class SstReader:
             lo = start if i == first else None
             buf, offs = decode_blocks_range(raw, starts, lo, end, what=f"{self.key}: block", first_block=i)
             if len(offs):
+                if self.global_seq:
+                    _override_seq(buf, offs, self.global_seq)
                 yield buf, offs
 
     @property
