@@ -29,6 +29,8 @@ GiB = 1024 * MiB
 MAX_KEY_BYTES = 64 * KiB
 #: Largest value, in bytes.  A record must also fit in one arena.
 MAX_VALUE_BYTES = 256 * MiB
+#: Values of ``Options.compression``.
+COMPRESSIONS = ("zstd", "none")
 
 
 def wrap_store(store, options: "Options"):
@@ -84,6 +86,10 @@ class Options:
     max_unflushed_bytes: int = 512 * MiB
     #: Target size of an SST data block.
     block_size: int = 4096
+    #: Codec of the SST data blocks that flushes and compactions write:
+    #: ``"zstd"`` (level 3, one frame per block) or ``"none"``.  Readers
+    #: read either (the codec is in each SST's footer).  docs/values.md.
+    compression: str = "zstd"
     #: Bloom filter bits per key in L0 SSTs (0 disables filters).
     bloom_bits_per_key: int = 10
     #: Size of the LRU cache of decoded SST blocks, per process.
@@ -184,6 +190,18 @@ class Options:
             raise InvalidArgument("Options.l0_max_ssts must be >= l0_compaction_threshold")
         if not isinstance(self.wal, bool):
             raise InvalidArgument(f"Options.wal must be a bool, got {self.wal!r}")
+        if self.compression not in COMPRESSIONS:
+            raise InvalidArgument(
+                f"Options.compression must be one of {', '.join(map(repr, COMPRESSIONS))}, got {self.compression!r}"
+            )
+        if self.compression == "zstd":
+            import importlib.util
+
+            if importlib.util.find_spec("zstandard") is None:
+                raise InvalidArgument(
+                    "Options.compression='zstd' needs the 'zstandard' package (pip install zstandard), "
+                    "or open with compression='none'"
+                )
         if self.initial_arenas > self.max_arenas:
             raise InvalidArgument("Options.initial_arenas must be <= max_arenas")
         if self.max_unflushed_bytes < self.l0_sst_bytes:

@@ -205,6 +205,7 @@ class Compactor:
             sst_target_bytes=o.sst_target_bytes,
             block_size=o.block_size,
             bloom_bits_per_key=o.bloom_bits_per_key,
+            compression=o.compression,
         )
         done = trivial = b_in = b_out = ranges = wmax = 0
         for job in jobs:

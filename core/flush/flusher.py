@@ -583,6 +583,7 @@ class Flusher:
                 target_bytes=self.options.l0_sst_bytes,
                 block_size=self.options.block_size,
                 bloom_bits_per_key=self.options.bloom_bits_per_key,
+                compression=self.options.compression,
             )
             if throttle:
                 self._await_l0_room()  # on the build thread: the WAL keeps moving meanwhile
