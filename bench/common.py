@@ -30,7 +30,12 @@ import numpy as np
 
 __all__ = [
     "Dataset",
+    "KEY_DISTS",
+    "VALUE_DISTS",
     "generate_dataset",
+    "generate_mixed",
+    "make_keys",
+    "make_values",
     "load_dataset",
     "op_plan",
     "read_indices",
@@ -142,6 +147,192 @@ def generate_dataset(n: int, key_size: int = 16, value_size: int = 100, seed: in
         vals_data=vals,
         vals_offs=np.arange(n + 1, dtype=np.int64) * value_size,
     )
+
+
+KEY_DISTS = ("random16", "prefixed", "uuid-text", "timestamp")
+VALUE_DISTS = ("random", "text", "json")
+
+
+def _perm(n: int, seed: int) -> np.ndarray:
+    """A bijection of ``0..n-1`` into uint64 (odd-multiplier permutation)."""
+    idx = np.arange(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return idx * np.uint64(_PERMUTE) + np.uint64(seed & 0xFFFFFFFF)
+
+
+def _pack_rows(rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``lengths[i]`` bytes of each row as a (data, offsets) pair."""
+    offs = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offs[1:])
+    mask = np.arange(rows.shape[1])[None, :] < lengths[:, None]
+    return np.ascontiguousarray(rows[mask]), offs
+
+
+def _digits(x: np.ndarray, width: int) -> np.ndarray:
+    """(n, width) ASCII decimal digits of ``x`` (uint64), zero-padded."""
+    out = np.empty((len(x), width), dtype=np.uint8)
+    x = x.copy()
+    for j in range(width - 1, -1, -1):
+        out[:, j] = (x % np.uint64(10)).astype(np.uint8) + 48
+        x //= np.uint64(10)
+    return out
+
+
+def make_keys(n: int, dist: str, key_size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` unique keys as a (data, offsets) pair, in insertion order.
+
+    * ``random16``: ``key_size`` bytes, random order (the classic dataset);
+    * ``prefixed``: 8..64 bytes over 64 prefixes of 16..32 bytes
+      (``tenant/NNNN/letters/``) then decimal digits (random, ending in 8 digits of a permuted index;
+      at least 8, so keys shorter than prefix + 8 keep the start of it);
+    * ``uuid-text``: 36-character UUID text (the last 16 hex digits are a
+      permuted index, so keys are unique);
+    * ``timestamp``: 16 bytes, a big-endian nanosecond timestamp that grows
+      by 1..1000 ns per record, then 8 bytes of source id; arrivals are
+      out of order only within windows of 64 records.
+    """
+    rng = np.random.default_rng([seed, 7])
+    if dist == "random16":
+        ds = generate_dataset(n, key_size, 0, seed)
+        return ds.keys_data, ds.keys_offs
+    if dist == "prefixed":
+        if n > 10**8:
+            raise ValueError("prefixed keys hold at most 10**8 records")
+        prefixes = np.zeros((64, 32), dtype=np.uint8)
+        plen = rng.integers(16, 33, size=64)
+        for j in range(64):
+            head = b"tenant/%04d/" % int(rng.integers(0, 10000))
+            fill = bytes(rng.integers(97, 123, size=int(plen[j]) - len(head) - 1, dtype=np.uint8))
+            prefixes[j, : plen[j]] = np.frombuffer(head + fill + b"/", dtype=np.uint8)
+        pick = rng.integers(0, 64, size=n)
+        total = rng.integers(8, 65, size=n)
+        ndig = np.maximum(total - plen[pick], 8)
+        keep = total - ndig  # prefix bytes kept
+        rows = np.zeros((n, 64), dtype=np.uint8)
+        rows[:, :32] = prefixes[pick]
+        # the last 8 digits: a permutation of 0..10**8-1 (48271 is prime to 10), so keys are unique
+        idx = np.arange(n, dtype=np.int64)
+        dig = _digits(((idx * 48271 + (seed % 10**8)) % 10**8).astype(np.uint64), 8)
+        pad = rng.integers(48, 58, size=(n, 64), dtype=np.uint8)
+        pad[:, 56:] = dig
+        # the key's digit tail is the last ndig digits of pad (zero-padded number)
+        col = np.arange(64)[None, :]
+        src = 64 - ndig[:, None] + (col - keep[:, None])
+        tail = np.take_along_axis(pad, np.clip(src, 0, 63), axis=1)
+        rows = np.where(col >= keep[:, None], tail, rows)
+        return _pack_rows(rows, total)
+    if dist == "uuid-text":
+        hexd = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+        raw = np.empty((n, 16), dtype=np.uint8)
+        raw[:, :8] = rng.integers(0, 256, size=(n, 8), dtype=np.uint8)
+        raw[:, 8:] = _perm(n, seed).astype(">u8").view(np.uint8).reshape(n, 8)
+        raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40  # version 4
+        nib = np.empty((n, 32), dtype=np.uint8)
+        nib[:, 0::2] = hexd[raw >> 4]
+        nib[:, 1::2] = hexd[raw & 0x0F]
+        rows = np.full((n, 36), ord("-"), dtype=np.uint8)
+        for a, b, c in ((0, 8, 0), (9, 13, 8), (14, 18, 12), (19, 23, 16), (24, 36, 20)):
+            rows[:, a:b] = nib[:, c : c + b - a]
+        return rows.reshape(-1).copy(), np.arange(n + 1, dtype=np.int64) * 36
+    if dist == "timestamp":
+        ts = np.uint64(1_790_000_000_000_000_000) + np.cumsum(rng.integers(1, 1001, size=n)).astype(np.uint64)
+        order = np.arange(n)
+        w = 64
+        m = n - n % w
+        blocks = order[:m].reshape(-1, w)
+        blocks[:] = np.take_along_axis(blocks, rng.permuted(np.tile(np.arange(w), (len(blocks), 1)), axis=1), axis=1)
+        rows = np.empty((n, 16), dtype=np.uint8)
+        rows[:, :8] = ts[order].astype(">u8").view(np.uint8).reshape(n, 8)
+        rows[:, 8:] = rng.integers(0, 256, size=(n, 8), dtype=np.uint8)
+        return rows.reshape(-1), np.arange(n + 1, dtype=np.int64) * 16
+    raise ValueError(f"unknown key distribution {dist!r} (known: {', '.join(KEY_DISTS)})")
+
+
+_WORDS = None
+
+
+def _text_corpus(nbytes: int, seed: int) -> np.ndarray:
+    """English-like text: words drawn Zipf-like from a 4096-word vocabulary."""
+    rng = np.random.default_rng([seed, 11])
+    lens = rng.integers(2, 11, size=4096)
+    vocab = [bytes(rng.integers(97, 123, size=int(k), dtype=np.uint8)) + b" " for k in lens]
+    ranks = np.minimum(rng.zipf(1.3, size=nbytes // 4 + 16) - 1, 4095)
+    text = b"".join(vocab[r] for r in ranks.tolist())
+    while len(text) < nbytes:
+        text += text
+    return np.frombuffer(text[:nbytes], dtype=np.uint8)
+
+
+def _json_corpus(nbytes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """JSON lines of event-like objects; also the start offset of every line."""
+    rng = np.random.default_rng([seed, 12])
+    words = _text_corpus(1 << 16, seed).tobytes().split()
+    kinds = [b"click", b"view", b"purchase", b"signup", b"logout", b"search"]
+    lines = []
+    total = 0
+    i = 0
+    while total < nbytes:
+        w = [words[int(k)].decode() for k in rng.integers(0, len(words), size=6)]
+        line = (
+            '{"id":%d,"user":"user-%06d","event":"%s","ts":%d,"score":%.3f,'
+            '"tags":["%s","%s"],"note":"%s %s %s %s"}\n'
+            % (i, int(rng.integers(0, 10**6)), kinds[i % len(kinds)].decode(),
+               1790000000000 + i * 37, float(rng.random()) * 100, w[0], w[1], w[2], w[3], w[4], w[5])
+        ).encode()
+        lines.append(line)
+        total += len(line)
+        i += 1
+    data = b"".join(lines)
+    starts = np.zeros(len(lines), dtype=np.int64)
+    np.cumsum([len(x) for x in lines[:-1]], out=starts[1:])
+    return np.frombuffer(data, dtype=np.uint8), starts
+
+
+def make_values(n: int, dist: str, value_size: int = 100, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` values of ``value_size`` bytes as a (data, offsets) pair.
+
+    * ``random``: random bytes (incompressible);
+    * ``text``: slices of English-like text (words Zipf-distributed over a
+      4096-word vocabulary); zstd shrinks it about 2x;
+    * ``json``: slices of a JSON-lines corpus of event objects, each
+      starting at an object boundary; zstd shrinks it 3-4x.
+
+    A corpus is at most 64 MiB, so values beyond it repeat corpus bytes
+    (never inside one block of 4 KiB values; a 1 MiB value is one slice).
+    """
+    rng = np.random.default_rng([seed, 13])
+    offs = np.arange(n + 1, dtype=np.int64) * value_size
+    if dist == "random":
+        return rng.integers(0, 256, size=n * value_size, dtype=np.uint8), offs
+    if dist not in ("text", "json"):
+        raise ValueError(f"unknown value distribution {dist!r} (known: {', '.join(VALUE_DISTS)})")
+    if value_size == 0:
+        return np.empty(0, dtype=np.uint8), offs
+    size = int(min(max(4 * value_size, n * value_size), 64 << 20)) + value_size
+    if dist == "text":
+        corpus = _text_corpus(size, seed)
+        starts = rng.integers(0, len(corpus) - value_size + 1, size=n)
+    else:
+        corpus, lines = _json_corpus(size, seed)
+        lines = lines[lines <= len(corpus) - value_size]
+        starts = lines[rng.integers(0, len(lines), size=n)]
+    out = np.empty(n * value_size, dtype=np.uint8)
+    view = out.reshape(n, value_size)
+    chunk = max(1, (64 << 20) // value_size)
+    windows = np.lib.stride_tricks.sliding_window_view(corpus, value_size)
+    for a in range(0, n, chunk):
+        view[a : a + chunk] = windows[starts[a : a + chunk]]
+    return out, offs
+
+
+def generate_mixed(n: int, key_dist: str = "random16", value_dist: str = "random", key_size: int = 16,
+                   value_size: int = 100, seed: int = 0) -> Dataset:
+    """``n`` records with keys from :func:`make_keys` and values from :func:`make_values`."""
+    if key_dist == "random16" and value_dist == "random":
+        return generate_dataset(n, key_size, value_size, seed)
+    kd, ko = make_keys(n, key_dist, key_size, seed)
+    vd, vo = make_values(n, value_dist, value_size, seed)
+    return Dataset(keys_data=kd, keys_offs=ko, vals_data=vd, vals_offs=vo)
 
 
 def load_dataset(directory: str | os.PathLike, mmap: bool = True) -> Dataset:
