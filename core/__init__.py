@@ -30,6 +30,10 @@ _LAZY = {
     "Options": ("shaledb.options", "Options"),
     "WriteBatch": ("shaledb.memtable.writer", "WriteBatch"),
     "Writer": ("shaledb.memtable.writer", "Writer"),
+    "DbReader": ("shaledb.readonly.reader", "DbReader"),
+    "open_reader": ("shaledb.readonly.reader", "open_reader"),
+    "Snapshot": ("shaledb.readonly.snapshot", "Snapshot"),
+    "checkpoints": ("shaledb.checkpoints", None),
 }
 
 
@@ -39,7 +43,8 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'shaledb' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(target[0]), target[1])
+    module = importlib.import_module(target[0])
+    value = module if target[1] is None else getattr(module, target[1])
     globals()[name] = value
     return value
 
@@ -52,6 +57,7 @@ __all__ = [
     "Conflict",
     "Corruption",
     "Db",
+    "DbReader",
     "Fenced",
     "Internal",
     "InvalidArgument",
@@ -59,10 +65,13 @@ __all__ = [
     "Options",
     "PreconditionFailed",
     "ShaleDBError",
+    "Snapshot",
     "StorageError",
     "Unavailable",
     "WriteBatch",
     "Writer",
     "__version__",
+    "checkpoints",
     "open",
+    "open_reader",
 ]

@@ -465,6 +465,51 @@ class Db:
 
         return gc_result_dict(collect(self._store, min_age=self.options.gc_min_age, dry_run=dry_run))
 
+    # ------------------------------------------------ snapshots, checkpoints
+
+    def snapshot(self):
+        """A read view that never changes (:class:`~shaledb.Snapshot`): flushes
+        the memtable to L0, then pins the latest manifest with a leased
+        checkpoint (renewed while the snapshot lives, deleted by its
+        ``close()``).  Costs one memtable flush and two manifest writes;
+        docs/readers.md."""
+        from shaledb.readonly.snapshot import Snapshot
+
+        self.flush(memtable=True)
+        return Snapshot.pin(self._store, self.options)
+
+    def create_checkpoint(self, *, lifetime=None, name: str | None = None):
+        """Flush the memtable to L0, then pin the latest manifest: a
+        :class:`shaledb.checkpoints.Checkpoint` holding every write made
+        before the call.  ``lifetime``: seconds or a timedelta (None: until
+        deleted)."""
+        from shaledb.checkpoints.api import create_in, lifetime_ms
+
+        lifetime_ms(lifetime)  # bad input fails before the flush
+        self.flush(memtable=True)
+        return create_in(self._store, lifetime=lifetime, name=name)
+
+    def list_checkpoints(self) -> list:
+        """The live checkpoints, in creation order."""
+        from shaledb.checkpoints.api import list_in
+
+        self._check_open()
+        return list_in(self._store)
+
+    def delete_checkpoint(self, checkpoint_id: str) -> None:
+        """Remove a checkpoint (InvalidArgument if there is none with that id)."""
+        from shaledb.checkpoints.api import delete_in
+
+        self._check_open()
+        delete_in(self._store, checkpoint_id)
+
+    def refresh_checkpoint(self, checkpoint_id: str, lifetime):
+        """Make a live checkpoint expire ``lifetime`` from now (None: never)."""
+        from shaledb.checkpoints.api import refresh_in
+
+        self._check_open()
+        return refresh_in(self._store, checkpoint_id, lifetime)
+
     def status(self) -> dict:
         """Counters from the flusher (for tools and tests), and under
         ``compactor`` the compactor service's (None when it is off; ``alive``

@@ -17,7 +17,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCES = {"core": "shaledb", "kernels": "shaledb.kernels", "storage": "shaledb.storage"}
-SUBPACKAGES = {"kernels", "storage", "format", "sst", "manifest", "memtable", "flush", "read", "compact", "gc", "ipc", "cli"}
+SUBPACKAGES = {"kernels", "storage", "format", "sst", "manifest", "memtable", "flush", "read", "compact", "gc", "ipc", "cli",
+               "readonly", "checkpoints"}
 
 #: unit -> the units it may import (besides itself).  ``shaledb`` (the
 #: package's __init__) re-exports lazily and may name anything.
@@ -47,6 +48,12 @@ ALLOWED: dict[str, set[str]] = {
     "shaledb.compact": _BASE
     | {"shaledb.format", "shaledb.kernels", "shaledb.sst", "shaledb.manifest", "shaledb.storage",
        "shaledb.options", "shaledb.failpoints", "shaledb.gc", "shaledb.ipc"},
+    # checkpoints by store or url (reader-role manifest updates)
+    "shaledb.checkpoints": _BASE | {"shaledb.format", "shaledb.manifest", "shaledb.storage", "shaledb.options"},
+    # read-only readers and snapshots: the read path over store views
+    "shaledb.readonly": _BASE
+    | {"shaledb.format", "shaledb.kernels", "shaledb.manifest", "shaledb.read", "shaledb.memtable",
+       "shaledb.storage", "shaledb.options", "shaledb.checkpoints"},
 }
 
 

@@ -210,6 +210,10 @@ class Checkpoint:
     def expired(self, now_ms: int) -> bool:
         return self.expires_at_ms != 0 and self.expires_at_ms <= now_ms
 
+    def replace_expiry(self, expires_at_ms: int) -> "Checkpoint":
+        """This checkpoint with another expiry (a refresh)."""
+        return dataclasses.replace(self, expires_at_ms=expires_at_ms)
+
 
 @dataclass(frozen=True, slots=True)
 class SstWatermark:

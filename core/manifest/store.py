@@ -135,7 +135,8 @@ def check_transition(
         if cid not in new_cps:
             if not (cid in drop or cp.expired(now_ms)):
                 raise bad(f"checkpoint {cid} would be dropped without being removed or expiring")
-        elif new_cps[cid] != cp:
+        elif new_cps[cid] != cp and not (cid in drop and new_cps[cid].replace_expiry(cp.expires_at_ms) == cp):
+            # (a checkpoint named in drop_checkpoints may also get a new expiry: a refresh)
             raise bad(f"checkpoint {cid} changed")
     for cid, cp in new_cps.items():
         if cid not in old_cps and cp.manifest_id > new_id:
@@ -417,6 +418,21 @@ class ManifestStore:
         )
         self.update(lambda m: m.replace(checkpoints=m.checkpoints + (cp,)) if cp not in m.checkpoints else None)
         return cp
+
+    def refresh_checkpoint(self, checkpoint_id: str, *, lifetime_ms: int | None) -> Checkpoint | None:
+        """Set a live checkpoint's expiry to now + ``lifetime_ms`` (None: never);
+        returns it, or None when the latest manifest has no such live checkpoint."""
+        expires = 0 if lifetime_ms is None else self.clock.now_ms() + lifetime_ms
+
+        def fn(m: Manifest) -> Manifest | None:
+            now = self.clock.now_ms()
+            if not any(c.id == checkpoint_id and not c.expired(now) for c in m.checkpoints):
+                return None
+            return m.replace(checkpoints=tuple(
+                c.replace_expiry(expires) if c.id == checkpoint_id else c for c in m.checkpoints))
+
+        m = self.update(fn, drop_checkpoints=[checkpoint_id])
+        return next((c for c in m.checkpoints if c.id == checkpoint_id and c.expires_at_ms == expires), None)
 
     def remove_checkpoint(self, checkpoint_id: str) -> Manifest:
         return self.update(

@@ -1,0 +1,210 @@
+"""Read-only readers: ``shaledb.open_reader(url)`` -> :class:`DbReader`
+(docs/readers.md).
+
+A DbReader reads a database from any process or machine while one writer
+(and a compactor) keep working on it, and it never writes to the store: its
+store is a :class:`~shaledb.readonly.views.ReadOnlyStore`, which refuses
+every write, and its manifest handle has the reader role (no epoch, so it
+fences nobody).  Two modes:
+
+* follow (no ``checkpoint``): the read path (:class:`shaledb.read.Reader`)
+  follows the latest manifest; with ``wal_tail`` a
+  :class:`~shaledb.readonly.wal_tail.WalTail`, refreshed every
+  ``poll_interval`` by a background thread, serves the records durable in
+  the WAL past the manifest's replay point.  What it reads stays alive only
+  by GC's ``gc_min_age`` plus retry (a get is retried on the latest
+  manifest, a scan resumes after its last key): a reader cannot pin with a
+  checkpoint of its own without writing.
+* checkpoint: the read path sees the checkpoint's manifest and nothing newer
+  (:class:`~shaledb.readonly.views.PinnedStore`): the same data forever,
+  while the checkpoint lives.
+
+Thread safety: a DbReader may be shared by threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterator
+
+from shaledb.errors import Closed, InvalidArgument, ShaleDBError
+
+__all__ = ["DbReader", "FixedMem", "open_reader"]
+
+
+class FixedMem:
+    """The read path's ``mem`` when there is no memtable: no records, and a
+    fixed manifest hint (a pinned manifest id, or 0)."""
+
+    def __init__(self, manifest_id: int = 0):
+        self._id = manifest_id
+
+    def manifest_id(self) -> int:
+        return self._id
+
+    def lookup(self, key: bytes):
+        return None
+
+    def sorted_runs_snapshot(self) -> list:
+        return []
+
+
+def open_reader(
+    url,
+    *,
+    checkpoint: str | None = None,
+    poll_interval: float = 1.0,
+    wal_tail: bool = True,
+    options=None,
+    **overrides: Any,
+) -> "DbReader":
+    """A read-only reader of the database at ``url`` (a path or url).
+
+    ``checkpoint``: read exactly that checkpoint (its id); otherwise follow
+    the latest manifest, polled every ``poll_interval`` seconds, and with
+    ``wal_tail`` also the WAL past it.  ``options``/``overrides``: engine
+    options (``store_options``, ``block_cache_bytes``, ``request_timeout``).
+    InvalidArgument when there is no database at ``url`` or the checkpoint
+    is unknown or expired.
+    """
+    if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)) or not poll_interval > 0:
+        raise InvalidArgument(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+    if not isinstance(wal_tail, bool):
+        raise InvalidArgument("wal_tail must be a bool")
+    from shaledb.checkpoints.api import open_root
+
+    store, opts = open_root(url, options, **overrides)
+    try:
+        return DbReader(str(url), store, opts.replace(manifest_poll_interval=float(poll_interval)),
+                        checkpoint=checkpoint, poll_interval=float(poll_interval), wal_tail=wal_tail)
+    except BaseException:
+        store.close()
+        raise
+
+
+class DbReader:
+    """A read-only view of one database; see :func:`open_reader`."""
+
+    def __init__(self, url: str, store, options, *, checkpoint=None, poll_interval=1.0, wal_tail=True):
+        from shaledb.checkpoints.api import find_live
+        from shaledb.manifest.store import ManifestStore
+        from shaledb.read import Reader
+        from shaledb.readonly.views import PinnedStore, ReadOnlyStore
+        from shaledb.storage.wrappers import call_deadline
+
+        self.url = url
+        self.options = options
+        self.poll_interval = poll_interval
+        self._raw = store
+        self._closed = False
+        self._stop = threading.Event()
+        self._thread = None
+        self.last_error: ShaleDBError | None = None  # the background refresh's last failure
+        ro = ReadOnlyStore(store)
+        self._store = ro
+        with call_deadline(options.request_timeout):
+            manifests = ManifestStore(ro)
+            if not manifests.exists():
+                raise InvalidArgument(f"no ShaleDB database at {url} (no manifest)")
+        self._manifests = manifests
+        self.checkpoint = None
+        self._tail = None
+        if checkpoint is not None:
+            cp = find_live(manifests.current, checkpoint, manifests.clock.now_ms(), url)
+            self.checkpoint = cp
+            self._reader = Reader(PinnedStore(store, cp.manifest_id), options, FixedMem(cp.manifest_id))
+            return
+        if wal_tail:
+            from shaledb.readonly.wal_tail import WalTail
+
+            self._tail = WalTail(ro, manifests)
+            with call_deadline(options.request_timeout):
+                self._tail.refresh()
+            mem = self._tail
+        else:
+            mem = FixedMem(0)
+        self._reader = Reader(ro, options, mem)
+        if wal_tail:
+            self._thread = threading.Thread(target=self._poll, name="shaledb-reader-poll", daemon=True)
+            self._thread.start()
+
+    # -- reads
+
+    def get(self, key: bytes) -> bytes | None:
+        """The newest value of ``key`` this reader can see, or None."""
+        from shaledb.memtable.writer import check_key
+
+        key = check_key(key)
+        self._check_open()
+        return self._reader.get(key)
+
+    def get_many(self, keys) -> list:
+        """``[get(k) for k in keys]``."""
+        return [self.get(k) for k in keys]
+
+    def scan(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """``(key, value)`` pairs with ``start <= key < end`` in key order (lazy)."""
+        from shaledb.memtable.writer import check_bound
+
+        start = check_bound("start", start)
+        end = check_bound("end", end)
+        self._check_open()
+        return self._reader.scan(start, end)
+
+    # -- freshness
+
+    def refresh(self) -> None:
+        """Catch up now: the latest manifest and (``wal_tail``) the WAL past
+        it.  A checkpoint reader has nothing to catch up on."""
+        self._check_open()
+        if self.checkpoint is not None:
+            return
+        from shaledb.storage.wrappers import call_deadline
+
+        with call_deadline(self.options.request_timeout):
+            if self._tail is not None:
+                self._tail.refresh()
+            else:
+                self._manifests.refresh()
+        self._reader.invalidate()
+
+    def _poll(self) -> None:
+        from shaledb.storage.wrappers import call_deadline
+
+        while not self._stop.wait(self.poll_interval):
+            try:
+                with call_deadline(self.options.request_timeout):
+                    self._tail.refresh()
+                self.last_error = None
+            except ShaleDBError as exc:  # keep serving the last view; the next poll retries
+                self.last_error = exc
+
+    # -- lifetime
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed("the reader is closed")
+
+    def close(self) -> None:
+        """Stop polling and drop cached SSTs.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(30.0, self.options.request_timeout))
+        self._reader.close()
+        try:
+            self._raw.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def __enter__(self) -> "DbReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        what = f"checkpoint {self.checkpoint.id}" if self.checkpoint is not None else "latest"
+        return f"<shaledb.DbReader {self.url!r} {what}{' closed' if self._closed else ''}>"
