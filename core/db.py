@@ -381,6 +381,25 @@ class Db:
             self._fail(exc)
             raise
 
+    def ingest(self, descriptors, *, verify: str = "tail") -> dict:
+        """Make a bulk load visible at once (docs/bulk.md): ``descriptors``
+        from ``shaledb.bulk.SstWriter.finish`` (any processes, one load or
+        several, key ranges not overlapping) become one new sorted run,
+        newer than every write made before this call, older than every
+        write after.  ``verify``: ``"tail"`` (footer checksums, one ranged
+        GET per SST), ``"full"`` (whole objects) or ``"none"``.  One fenced
+        manifest update: after a failure or crash either all of it is
+        visible or none.  Returns ``seq``, ``run_id``, ``ssts``,
+        ``records``, ``bytes``, ``manifest_id``, ``already_ingested``."""
+        from shaledb.bulk import prepare_ingest
+
+        self._check_open()
+        refs = prepare_ingest(self._store, descriptors, verify=verify)
+        self._drain()
+        out = self._call(Request.INGEST, refs)
+        self._reader.invalidate()
+        return out
+
     def writer(self):
         """A picklable handle that lets another process append and flush."""
         self._check_open()

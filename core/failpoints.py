@@ -42,6 +42,11 @@ to the object store, except ``mid-append`` and ``mid-arena-create``):
                        does not list them yet
 ``compact-after-manifest`` the manifest lists the job's output; the
                        compactor's bookkeeping is not yet cleaned up
+``ingest-before-commit`` a bulk ingest (``db.ingest``) reserved its seq
+                       and flushed the memtable to L0; the manifest does
+                       not list the load yet
+``ingest-after-commit`` the manifest lists the load; the caller has not
+                       been answered
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ FAILPOINT_NAMES = frozenset(
         "compact-mid-merge",
         "compact-after-upload",
         "compact-after-manifest",
+        "ingest-before-commit",
+        "ingest-after-commit",
     }
 )
 

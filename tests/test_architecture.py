@@ -19,6 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCES = {"core": "shaledb", "kernels": "shaledb.kernels", "storage": "shaledb.storage"}
 SUBPACKAGES = {"kernels", "storage", "format", "sst", "manifest", "memtable", "flush", "read", "compact", "gc", "ipc", "cli",
                "readonly", "checkpoints"}
+SUBPACKAGES |= {"bulk", "dask"}  # bulk loads (docs/bulk.md)
 
 #: unit -> the units it may import (besides itself).  ``shaledb`` (the
 #: package's __init__) re-exports lazily and may name anything.
@@ -48,6 +49,10 @@ ALLOWED: dict[str, set[str]] = {
     "shaledb.compact": _BASE
     | {"shaledb.format", "shaledb.kernels", "shaledb.sst", "shaledb.manifest", "shaledb.storage",
        "shaledb.options", "shaledb.failpoints", "shaledb.gc", "shaledb.ipc"},
+    # bulk loads: SSTs built outside the engine (docs/bulk.md)
+    "shaledb.bulk": _BASE | {"shaledb.format", "shaledb.kernels", "shaledb.sst", "shaledb.manifest", "shaledb.storage"},
+    # Dask on top: opens the database through the package (shaledb.open), never shaledb.db
+    "shaledb.dask": _BASE | {"shaledb", "shaledb.bulk", "shaledb.storage", "shaledb.format"},
     # checkpoints by store or url (reader-role manifest updates)
     "shaledb.checkpoints": _BASE | {"shaledb.format", "shaledb.manifest", "shaledb.storage", "shaledb.options"},
     # read-only readers and snapshots: the read path over store views

@@ -16,7 +16,7 @@ def test_persisted_enums_are_pinned():
 from shaledb.format import enums as manifest_enums  # noqa: E402
 
 MANIFEST_PINNED = {
-    "ManifestFormat": {"V1": 1},
+    "ManifestFormat": {"V1": 1, "V2": 2},
     "ManifestField": {
         "WRITER_EPOCH": 1,
         "COMPACTOR_EPOCH": 2,
@@ -37,6 +37,7 @@ MANIFEST_PINNED = {
         "MIN_SEQ": 5,
         "MAX_SEQ": 6,
         "NUM_ENTRIES": 7,
+        "GLOBAL_SEQ": 8,
     },
     "ManifestRunField": {"RUN_ID": 1, "SST": 2},
     "ManifestCheckpointField": {"ID": 1, "MANIFEST_ID": 2, "EXPIRES_AT_MS": 3, "NAME": 4},

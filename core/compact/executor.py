@@ -155,7 +155,8 @@ def _chunks(store, ssts: Sequence[SstRef], start, end, read_ahead: int):
             return
         if start is not None and ref.last_key < start:
             continue
-        reader = SstReader(store, sst_key(ref.sst_id), size=ref.size, read_ahead_bytes=read_ahead)
+        reader = SstReader(store, sst_key(ref.sst_id), size=ref.size, read_ahead_bytes=read_ahead,
+                           global_seq=ref.global_seq)  # an ingested SST's records carry the load's seq
         yield from reader.iter_range(start, end)
 
 

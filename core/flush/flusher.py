@@ -150,6 +150,7 @@ class Flusher:
             Request.FLUSH_MEMTABLE: self._flush_memtable,
             Request.SEAL: self._seal,
             Request.CLOSE: self._flush_memtable,
+            Request.INGEST: self._ingest,
         }
         self.stats = {"wal_uploads": 0, "l0_ssts": 0, "l0_flushes": 0, "manifest_updates": 0, "replayed": 0,
                       "l0_stalls": 0, "l0_slowdowns": 0, "l0_stall_seconds": 0.0}
@@ -352,7 +353,7 @@ class Flusher:
         try:
             if self._failed is not None:
                 raise _copy_error(self._failed)
-            req.result = self._work[req.op]()
+            req.result = self._work[req.op](*req.args)
         except BaseException as exc:  # noqa: BLE001 - answered to the caller
             self._note_error(exc)
             req.error = exc if isinstance(exc, ShaleDBError) else Internal(f"{type(exc).__name__}: {exc}")
@@ -399,6 +400,70 @@ class Flusher:
     def _seal(self) -> bool:
         self.pool.seal()
         return True
+
+    def _ingest(self, ssts) -> dict:
+        """A bulk ingest (docs/bulk.md): ``ssts`` (SstRefs in key order, not
+        overlapping, already verified by the caller) become one new sorted
+        run whose records all read as one reserved seq ``S``.
+
+        ``S`` is taken from the shared counter under the pool lock, so every
+        write acknowledged before has a smaller seq and every later one a
+        larger.  The memtable is then flushed to L0 (replay skips seq <=
+        ``last_l0_seq``, which becomes >= ``S``: nothing below ``S`` may stay
+        in the WAL only).  Then one fenced manifest update adds the run
+        (id: the highest + 2, so a compaction planned before, which writes
+        the highest + 1, still lands below it; reads compare seqs anyway).
+        A failure before that update leaves the load invisible (``S`` is a
+        gap); a repeat of a committed load changes nothing.
+        """
+        import dataclasses
+
+        from shaledb.format.enums import ManifestFormat
+        from shaledb.manifest.model import SortedRun
+
+        ssts = tuple(ssts)
+        if not ssts:
+            raise InvalidArgument("ingest needs at least one SST")
+        with self.pool.lock:  # reserve S: the same lock every append takes its seqs under
+            seq = int(self.pool.counter[0])
+            self.pool.counter[0] = seq + 1
+        self._flush_memtable()
+        self.fp.hit("ingest-before-commit")
+        refs = tuple(dataclasses.replace(r, min_seq=seq, max_seq=seq, global_seq=seq) for r in ssts)
+        ids = {r.sst_id for r in refs}
+        box = {}
+
+        def fn(m):
+            present = ids & m.sst_ids()
+            if present == ids:
+                box["already"] = True
+                return None  # committed before (a repeated request): nothing to do
+            if present:
+                raise InvalidArgument(f"{len(present)} of the {len(ids)} SSTs are already in the database, e.g. "
+                                      f"{sorted(present)[0]}")
+            run_id = (m.sorted_runs[0].run_id + 2) if m.sorted_runs else 1
+            box["run_id"] = run_id
+            return m.replace(
+                sorted_runs=(SortedRun(run_id, refs),) + m.sorted_runs,
+                last_l0_seq=max(m.last_l0_seq, seq),
+                format_version=max(m.format_version, ManifestFormat.V2),
+            )
+
+        self.mstore.update(fn)
+        self.stats["manifest_updates"] += 0 if box.get("already") else 1
+        self.stats["ingests"] = self.stats.get("ingests", 0) + 1
+        self._published()
+        self._set_durable(seq)
+        self.fp.hit("ingest-after-commit")
+        return {
+            "seq": seq,
+            "run_id": box.get("run_id"),
+            "ssts": len(refs),
+            "records": sum(r.num_entries for r in refs),
+            "bytes": sum(r.size for r in refs),
+            "manifest_id": self.mstore.manifest_id,
+            "already_ingested": bool(box.get("already")),
+        }
 
     def _background_tick(self) -> None:
         now = time.monotonic()

@@ -36,11 +36,16 @@ class Request(IntEnum):
     TICK = 9
     #: internal, never sent: the L0 build on the helper thread has finished
     BUILT = 10
+    #: [SstRefs in key order] a bulk ingest (docs/bulk.md): reserve a seq,
+    #: flush the memtable, add the SSTs as one new sorted run; answer a dict
+    INGEST = 11
 
 
 #: Requests that go through the worker's queue (the others are answered on
 #: the control thread).
-QUEUED = frozenset({Request.FLUSH_WAL, Request.FLUSH_MEMTABLE, Request.SEAL, Request.CLOSE, Request.ABORT})
+QUEUED = frozenset(
+    {Request.FLUSH_WAL, Request.FLUSH_MEMTABLE, Request.SEAL, Request.CLOSE, Request.ABORT, Request.INGEST}
+)
 
 #: Requests the worker serves while an L0 build runs on its helper thread;
 #: the other queued requests wait until the build is done.

@@ -25,6 +25,9 @@ class ManifestFormat(IntEnum):
     """Format version in the manifest header (u16 after the magic)."""
 
     V1 = 1  # TLV body, xxh64 trailer; the first ShaleDB manifest format
+    #: V1 plus SSTs with a GLOBAL_SEQ (bulk ingest): a build that cannot apply
+    #: the override must refuse the manifest, not read or carry it blindly
+    V2 = 2
 
 
 class ManifestField(IntEnum):
@@ -52,6 +55,7 @@ class ManifestSstField(IntEnum):
     MIN_SEQ = 5
     MAX_SEQ = 6
     NUM_ENTRIES = 7
+    GLOBAL_SEQ = 8  # optional; nonzero: every record reads as this seq (bulk ingest)
 
 
 class ManifestRunField(IntEnum):

@@ -129,7 +129,10 @@ class SstRef:
     """One SST as the manifest knows it: enough to skip it without a read.
 
     ``first_key``/``last_key`` are inclusive; ``min_seq``/``max_seq`` bound
-    the sequence numbers of its records.
+    the sequence numbers of its records.  ``global_seq`` (bulk ingest,
+    docs/bulk.md): when nonzero every record of the SST reads as having this
+    seq, and ``min_seq == max_seq == global_seq``; a manifest holding such an
+    SST is format V2.
     """
 
     sst_id: str
@@ -139,6 +142,7 @@ class SstRef:
     min_seq: int
     max_seq: int
     num_entries: int
+    global_seq: int = 0
 
     def __post_init__(self) -> None:
         _check_ulid("sst_id", self.sst_id)
@@ -152,6 +156,9 @@ class SstRef:
         if self.min_seq > self.max_seq:
             raise InvalidArgument(f"SST {self.sst_id}: min_seq {self.min_seq} > max_seq {self.max_seq}")
         _check_uint("num_entries", self.num_entries, lo=1)
+        _check_uint("global_seq", self.global_seq, MAX_SEQ)
+        if self.global_seq and not self.min_seq == self.max_seq == self.global_seq:
+            raise InvalidArgument(f"SST {self.sst_id}: global_seq {self.global_seq} needs min_seq == max_seq == it")
 
     @classmethod
     def from_info(cls, info) -> "SstRef":
@@ -293,6 +300,8 @@ class Manifest:
                 raise InvalidArgument(
                     f"SST {sst.sst_id} holds seq {sst.max_seq} above last_l0_seq {self.last_l0_seq}"
                 )
+        if self.format_version < ManifestFormat.V2 and any(s.global_seq for s in self.all_ssts()):
+            raise InvalidArgument("an SST with a global_seq needs manifest format V2")
         run_ids = [r.run_id for r in self.sorted_runs]
         if any(a <= b for a, b in zip(run_ids, run_ids[1:])):
             raise InvalidArgument(f"sorted runs must be in strictly descending run id order, got {run_ids}")
@@ -365,6 +374,8 @@ def _encode_sst(s: SstRef) -> bytes:
     _field(out, ManifestSstField.MIN_SEQ, _uvarint_bytes(s.min_seq))
     _field(out, ManifestSstField.MAX_SEQ, _uvarint_bytes(s.max_seq))
     _field(out, ManifestSstField.NUM_ENTRIES, _uvarint_bytes(s.num_entries))
+    if s.global_seq:  # optional: omitted when 0, so older entries keep their bytes
+        _field(out, ManifestSstField.GLOBAL_SEQ, _uvarint_bytes(s.global_seq))
     return bytes(out)
 
 
@@ -532,6 +543,7 @@ class _TagSet:
 
 
 _SST_SINGULAR = _TagSet(ManifestSstField)
+_SST_OPTIONAL = (ManifestSstField.GLOBAL_SEQ,)
 _WM_SINGULAR = _TagSet(ManifestWatermarkField)
 _RUN_SINGULAR = _TagSet(ManifestRunField, [ManifestRunField.SST])
 _CP_SINGULAR = _TagSet(ManifestCheckpointField)
@@ -541,7 +553,8 @@ _TOP_OPTIONAL = (ManifestField.WRITER_SST_WATERMARK, ManifestField.COMPACTOR_SST
 
 
 def _decode_sst(buf: memoryview, a: int, b: int, what: str) -> SstRef:
-    msg = _Message(buf, a, b, 0, _SST_SINGULAR, (), what)
+    msg = _Message(buf, a, b, 0, _SST_SINGULAR, (), what, _SST_OPTIONAL)
+    gseq = msg.uint(ManifestSstField.GLOBAL_SEQ) if ManifestSstField.GLOBAL_SEQ in msg.single else 0
     return SstRef(
         sst_id=msg.ulid(ManifestSstField.SST_ID),
         first_key=msg.raw(ManifestSstField.FIRST_KEY),
@@ -550,6 +563,7 @@ def _decode_sst(buf: memoryview, a: int, b: int, what: str) -> SstRef:
         min_seq=msg.uint(ManifestSstField.MIN_SEQ),
         max_seq=msg.uint(ManifestSstField.MAX_SEQ),
         num_entries=msg.uint(ManifestSstField.NUM_ENTRIES),
+        global_seq=gseq,
     )
 
 

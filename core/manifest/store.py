@@ -32,7 +32,8 @@ Invariants checked before every write (``check_transition``):
 * a checkpoint never disappears unless it expired (injected clock) or was
   removed explicitly, so no SST a checkpoint references (through the
   manifest it pins) is ever released; a checkpoint pins an id that exists;
-* a writer never touches sorted runs or the compactor epoch; a compactor
+* a writer never touches sorted runs (except adding runs above the highest:
+  a bulk ingest) or the compactor epoch; a compactor
   never touches the writer's fields or adds L0 SSTs; a reader changes only
   checkpoints.
 
@@ -154,8 +155,13 @@ def check_transition(
 
     # ownership
     if role == WRITER:
-        if new.sorted_runs != old.sorted_runs:
-            raise bad("a writer may not change sorted runs")
+        # a writer may add sorted runs above every existing one (a bulk
+        # ingest, docs/bulk.md), never change or remove one
+        top = max((r.run_id for r in old.sorted_runs), default=-1)
+        if tuple(r for r in new.sorted_runs if r.run_id <= top) != old.sorted_runs:
+            raise bad("a writer may not change sorted runs (only add runs above the highest)")
+        if any(s.sst_id in old_refs for r in new.sorted_runs if r.run_id > top for s in r.ssts):
+            raise bad("an added sorted run may only hold new SSTs")
         if new.compactor_epoch != old.compactor_epoch:
             raise bad("a writer may not change the compactor epoch")
         if new.compactor_sst_watermark != old.compactor_sst_watermark:

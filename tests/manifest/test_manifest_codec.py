@@ -212,8 +212,8 @@ def test_wrong_magic_version_flags():
     assert decode_manifest(good, "m") == Manifest()
     with pytest.raises(Corruption, match="magic"):
         decode_manifest(b"XXXX" + good[4:], "m")
-    with pytest.raises(Corruption, match="version 2"):
-        decode_manifest(reseal(body, version=2), "m")
+    with pytest.raises(Corruption, match="version 3"):  # V2 exists: bulk-ingested SSTs
+        decode_manifest(reseal(body, version=3), "m")
     with pytest.raises(Corruption, match="flags"):
         decode_manifest(reseal(body, flags=1), "m")
 
@@ -294,7 +294,7 @@ def test_unknown_fields_are_kept_and_nested_ones_skipped():
         lambda: Manifest(checkpoints=(Checkpoint(ulid(1), 1), Checkpoint(ulid(1), 2))),
         lambda: Manifest(extensions=((3, b""),)),
         lambda: Manifest(extensions=((20, b""), (10, b""))),
-        lambda: Manifest(format_version=2),
+        lambda: Manifest(format_version=3),
         lambda: Manifest(writer_epoch=-1),
         lambda: Manifest(l0=[]),
     ],
