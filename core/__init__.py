@@ -22,6 +22,11 @@ from shaledb.errors import (
 
 __version__ = "0.1.0.dev0"
 
+# Silent unless the application configures logging (docs/operations.md, "Logging").
+import logging as _logging
+
+_logging.getLogger("shaledb").addHandler(_logging.NullHandler())
+
 # Engine names, imported on first use (PEP 562) so ``import shaledb`` stays
 # light: no numpy/numba/boto3 until a database is opened.
 _LAZY = {

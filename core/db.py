@@ -36,8 +36,10 @@ from shaledb.flush.hooks import FlusherHooks
 from shaledb.flush.requests import Request
 from shaledb.format.enums import PoolStatus
 from shaledb.ipc.control import ControlClient, new_control_address, remove_control_address, sibling_address
+from shaledb.ipc.logs import receive_logs
 from shaledb.memtable.writer import MAX_KEY_BYTES, WriteBatch, Writer, check_bound, check_key  # noqa: F401 - re-exported
 from shaledb.options import Options, wrap_store
+from shaledb.status import DbStatus, ManifestWatch, db_status
 
 __all__ = ["Db", "WriteBatch", "Writer", "open"]
 
@@ -111,6 +113,7 @@ class Db:
         self._hooks = None
         self._writers_stopped = False
         self._store = None
+        self._manifest_watch: ManifestWatch | None = None  # status(): the latest manifest
         self._reader = None
         self._writer = None
         self._cproc = None  # the compactor process
@@ -168,6 +171,7 @@ class Db:
         except Exception:  # noqa: BLE001 - only a head start; the kernels load on first use anyway
             pass
         self._info = proc.wait_ready(self.options.open_timeout)
+        receive_logs(proc.conn, "flusher")  # its shaledb.* log records (docs/operations.md)
 
     def _start_compactor(self, url: str, store_options: dict, in_process: bool) -> None:
         """Start the compactor service (after the flusher: the database exists)."""
@@ -186,6 +190,7 @@ class Db:
         )
         self._cproc = CompactorProcess(config)
         self._cproc.wait_ready(self.options.open_timeout)
+        receive_logs(self._cproc.conn, "compactor")
         self._cclient = ControlClient(addr, self.options.request_timeout, peer="compactor")
 
     def _compactor_call(self, op: CompactorRequest, *args: Any, timeout: float | None = None) -> Any:
@@ -529,11 +534,14 @@ class Db:
         self._check_open()
         return refresh_in(self._store, checkpoint_id, lifetime)
 
-    def status(self) -> dict:
-        """Counters from the flusher (for tools and tests), and under
-        ``compactor`` the compactor service's (None when it is off; ``alive``
-        False when its process died).  Answers for a failed or fenced Db too
-        (``failed`` says why); Closed after close."""
+    def status(self) -> DbStatus:
+        """A typed ``shaledb.status.DbStatus``: durable seq, the tree's shape
+        in the flusher's manifest (L0, sorted runs, WAL range, compaction
+        backlog), the flusher's upload and request counters, stall time and
+        the compactor's counters (None when it is off; ``alive`` False when
+        its process died).  Counters start at zero at each open.  Answers for
+        a failed or fenced Db too (``flusher.failed`` says why); Closed after
+        close.  docs/operations.md, "Watching it"."""
         if self._closed:
             raise Closed("the database is closed")
         try:
@@ -547,8 +555,10 @@ class Db:
                 comp = dict(self._compactor_call(CompactorRequest.STATUS, timeout=10), alive=True)
             except ShaleDBError as exc:
                 comp = {"alive": False, "last_error": f"{type(exc).__name__}: {exc}"}
-        out["compactor"] = comp
-        return out
+        if self._manifest_watch is None:
+            self._manifest_watch = ManifestWatch(self._store)
+        return db_status(out, comp, latest=self._manifest_watch.latest(),
+                         l0_compaction_threshold=self.options.l0_compaction_threshold)
 
     # ------------------------------------------------------------------ close
 

@@ -53,6 +53,8 @@ ALLOWED: dict[str, set[str]] = {
     "shaledb.bulk": _BASE | {"shaledb.format", "shaledb.kernels", "shaledb.sst", "shaledb.manifest", "shaledb.storage"},
     # Dask on top: opens the database through the package (shaledb.open), never shaledb.db
     "shaledb.dask": _BASE | {"shaledb", "shaledb.bulk", "shaledb.storage", "shaledb.format"},
+    # Db.status() and `shaledb info`: typed status, tree shape and compaction backlog from a manifest
+    "shaledb.status": _BASE | {"shaledb.manifest", "shaledb.compact", "shaledb.options", "shaledb.storage"},
     # checkpoints by store or url (reader-role manifest updates)
     "shaledb.checkpoints": _BASE | {"shaledb.format", "shaledb.manifest", "shaledb.storage", "shaledb.options"},
     # read-only readers and snapshots: the read path over store views

@@ -1,6 +1,8 @@
 """``database_info``: the shape of one database, from its latest manifest and
 a listing of its root.  The ``info`` command prints it; library code may
-reuse it (it only reads).  ``manifest_dict`` renders a manifest as plain data.
+reuse it (it only reads).  The tree part is ``shaledb.status.tree_shape``,
+the same code ``Db.status().tree`` uses.  ``manifest_dict`` renders a
+manifest as plain data.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from shaledb.format.keys import (
 )
 from shaledb.manifest.model import Manifest, SstRef
 from shaledb.manifest.store import ManifestStore
+from shaledb.status import RunShape, tree_shape
 
 __all__ = ["KINDS", "database_info", "kind_of", "load_latest", "manifest_dict"]
 
@@ -47,14 +50,13 @@ def load_latest(store, what: str) -> ManifestStore:
     return ms
 
 
-def _ssts(ssts, enc: str) -> dict:
-    ssts = list(ssts)
+def _run(r: RunShape, enc: str) -> dict:
     return {
-        "count": len(ssts),
-        "bytes": sum(s.size for s in ssts),
-        "entries": sum(s.num_entries for s in ssts),
-        "first_key": render_bytes(min(s.first_key for s in ssts), enc) if ssts else None,
-        "last_key": render_bytes(max(s.last_key for s in ssts), enc) if ssts else None,
+        "count": r.ssts,
+        "bytes": r.bytes,
+        "entries": r.entries,
+        "first_key": None if r.first_key is None else render_bytes(r.first_key, enc),
+        "last_key": None if r.last_key is None else render_bytes(r.last_key, enc),
     }
 
 
@@ -68,6 +70,7 @@ def database_info(store, *, encoding: str = "utf8", now: float | None = None, wh
     now = time.time() if now is None else now
     ms = load_latest(store, what or repr(store))
     m = ms.current
+    shape = tree_shape(m, ms.manifest_id)
     totals: dict[str, dict[str, int]] = {k: {"objects": 0, "bytes": 0} for k in (*KINDS, "other")}
     wal_ids = []
     for meta in store.list(""):
@@ -78,20 +81,21 @@ def database_info(store, *, encoding: str = "utf8", now: float | None = None, wh
             wal_ids.append(parse_wal_key(meta.key))
     live = [i for i in wal_ids if i > m.replay_after_wal_id]
     return {
-        "format_version": int(m.format_version),
-        "manifest_id": ms.manifest_id,
-        "writer_epoch": m.writer_epoch,
-        "compactor_epoch": m.compactor_epoch,
-        "last_l0_seq": m.last_l0_seq,
+        "format_version": shape.format_version,
+        "manifest_id": shape.manifest_id,
+        "writer_epoch": shape.writer_epoch,
+        "compactor_epoch": shape.compactor_epoch,
+        "last_l0_seq": shape.last_l0_seq,
         "wal": {
-            "replay_after_id": m.replay_after_wal_id,
-            "next_id": m.next_wal_id,
+            "replay_after_id": shape.wal.replay_after_id,
+            "next_id": shape.wal.next_id,
             "objects_to_replay": len(live),
             "first_id": min(wal_ids) if wal_ids else None,
             "last_id": max(wal_ids) if wal_ids else None,
         },
-        "l0": _ssts(m.l0, encoding),
-        "sorted_runs": [{"run_id": r.run_id, **_ssts(r.ssts, encoding)} for r in m.sorted_runs],
+        "l0": _run(shape.l0, encoding),
+        "sorted_runs": [{"run_id": r.run_id, **_run(r, encoding)} for r in shape.sorted_runs],
+        "compaction_backlog": shape.backlog.as_dict(),
         "checkpoints": [_checkpoint(c, now) for c in m.checkpoints],
         "store": {
             "objects": sum(t["objects"] for t in totals.values()),

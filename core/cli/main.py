@@ -79,6 +79,8 @@ def cmd_info(args) -> int:
         )
     if not d["sorted_runs"]:
         lines.append("sorted runs      none")
+    b = d["compaction_backlog"]
+    lines.append(f"backlog          {b['jobs']} compaction jobs, {b['sources']} sources, {_fmt_bytes(b['bytes'])}")
     lines.append(f"checkpoints      {len(d['checkpoints'])}")
     for c in d["checkpoints"]:
         lines.append(f"  {c['id']}  manifest {c['manifest_id']}  {c['name']!r}{'  (expired)' if c['expired'] else ''}")

@@ -218,6 +218,9 @@ class Compactor:
             wmax = max(wmax, res.workers)
         for k, v in (("jobs", done), ("trivial_moves", trivial), ("bytes_in", b_in), ("bytes_out", b_out)):
             self.stats[k] += v
+        if done:
+            log.info("compactor: %d jobs (%d trivial moves), %d bytes in, %d out, %.2f s",
+                     done, trivial, b_in, b_out, time.perf_counter() - t0)
         return CompactionReport(done, trivial, b_in, b_out, time.perf_counter() - t0, ranges, wmax)
 
     def _run_job(self, m, job, params) -> JobResult:

@@ -35,6 +35,7 @@ from shaledb.compact.requests import CompactorRequest
 from shaledb.errors import Fenced, InvalidArgument, ShaleDBError
 from shaledb.ipc.child import ChildProcess, ParentWatch, error_message, read_child_config
 from shaledb.ipc.control import ControlAddress, ControlServer
+from shaledb.ipc.logs import LogForwarder
 from shaledb.options import Options, StoreOpener, wrap_store
 
 __all__ = ["CompactorConfig", "CompactorProcess", "CompactorService", "gc_result_dict", "main", "run_compactor_process"]
@@ -263,6 +264,7 @@ def run_compactor_process(config: CompactorConfig, ready_conn) -> None:
     watch = ParentWatch(config.parent_pid) if config.watch_parent else None
     if watch is not None:
         watch.install()
+    logs = LogForwarder(ready_conn, "shaledb-compactor")  # sends once ready went (docs/operations.md)
     svc = None
     try:
         from shaledb.storage import open_store
@@ -275,6 +277,7 @@ def run_compactor_process(config: CompactorConfig, ready_conn) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: svc.request_stop())
         ready_conn.send(("ready", {"pid": os.getpid(), "epoch": svc.compactor.epoch}))
+        logs.start()
     except BaseException as exc:  # noqa: BLE001 - reported to the opener
         if watch is not None:
             watch.check()  # an orphan reports nothing
@@ -289,6 +292,7 @@ def run_compactor_process(config: CompactorConfig, ready_conn) -> None:
         svc.wait_stopped()
     finally:
         svc.stop(timeout=config.options.close_timeout)
+        logs.stop()
         ready_conn.close()
 
 

@@ -24,11 +24,11 @@ store writes happen on the worker thread.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import queue
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,8 @@ from shaledb.failpoints import Failpoints
 from shaledb.format.keys import sst_key
 from shaledb.format.record import HEADER, record_size
 from shaledb.options import Options
+
+log = logging.getLogger("shaledb.flush")  # forwarded to the Db's process (shaledb.ipc.logs)
 
 __all__ = ["Flusher"]
 
@@ -153,7 +155,8 @@ class Flusher:
             Request.INGEST: self._ingest,
         }
         self.stats = {"wal_uploads": 0, "l0_ssts": 0, "l0_flushes": 0, "manifest_updates": 0, "replayed": 0,
-                      "l0_stalls": 0, "l0_slowdowns": 0, "l0_stall_seconds": 0.0}
+                      "l0_stalls": 0, "l0_slowdowns": 0, "l0_stall_seconds": 0.0, "wal_bytes": 0, "l0_bytes": 0}
+        self.request_counts = None  # () -> {op: counts} of the store's requests (set by the flusher process)
         self._compactor_epoch_at_open = 0
         self._l0_probe = None  # a read-only ManifestStore for the backpressure wait
         self._hurry = False  # close or abort asked: no more backpressure waits
@@ -181,6 +184,8 @@ class Flusher:
             self.mstore.publish_l0((), last_l0_seq=m.last_l0_seq, replay_after_wal_id=fence_id, next_wal_id=fence_id + 1)
         self.stats["replayed"] = replayed
         m = self.mstore.current
+        log.info("flusher: writer epoch %d opened manifest %d; replayed %d records from %d WAL objects",
+                 m.writer_epoch, self.mstore.manifest_id, replayed, nobj)
         self.durable_seq = m.last_l0_seq
         return {
             "last_seq": m.last_l0_seq,
@@ -269,6 +274,9 @@ class Flusher:
             "stopped": self._stopped.is_set(),
             "l0": len(self.mstore.current.l0) if self.mstore else 0,
             "pid": os.getpid(),
+            # (id, Manifest): shaledb.status computes the tree's shape from it
+            "manifest": (self.mstore.manifest_id, self.mstore.current) if self.mstore else None,
+            "requests": self.request_counts() if self.request_counts else {},
             **self.stats,
         }
 
@@ -375,7 +383,10 @@ class Flusher:
 
     def _note_error(self, exc: BaseException) -> None:
         self.stats["errors"] = self.stats.get("errors", 0) + 1
-        self.stats["last_error"] = f"{type(exc).__name__}: {exc}"
+        message, previous = f"{type(exc).__name__}: {exc}", self.stats.get("last_error")
+        self.stats["last_error"] = message
+        if self._failed is None and message != previous:  # once per distinct error, not per retry
+            log.warning("flusher: %s", message, exc_info=None if isinstance(exc, ShaleDBError) else exc)
         if isinstance(exc, Fenced) and self._failed is None:
             self._failed = exc
             self.pool.publish_fenced()
@@ -388,8 +399,6 @@ class Flusher:
             self.pool.publish_failed()
             with self._cond:
                 self._cond.notify_all()
-        elif not isinstance(exc, ShaleDBError):
-            traceback.print_exception(exc)
 
     def _flush_wal(self) -> int:
         if not self.options.wal:
@@ -571,6 +580,7 @@ class Flusher:
         # Create-only; the manifest store reuses one put-id per WAL id, so an
         # ambiguous earlier attempt that landed is recognised as ours.
         self.mstore.write_wal(wal_id, data)
+        self.stats["wal_bytes"] += len(data)
 
     def _set_durable(self, seq: int) -> None:
         if seq > self.durable_seq:
@@ -672,6 +682,7 @@ class Flusher:
         )
         self.stats["manifest_updates"] += 1
         self.stats["l0_ssts"] += len(refs)
+        self.stats["l0_bytes"] += sum(r.size for r in refs)
         self._published()
         self.fp.hit("after-manifest")
         return True
@@ -724,6 +735,7 @@ class Flusher:
                 if not stalled:
                     stalled = True
                     self.stats["l0_stalls"] += 1
+                    log.info("flusher: L0 is full (%d SSTs, l0_max_ssts=%d): waiting for the compactor", n, limit)
                 if time.monotonic() >= deadline:
                     raise Unavailable(
                         f"L0 is full ({n} SSTs, Options.l0_max_ssts={limit}) and the compactor is not keeping up: "

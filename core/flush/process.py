@@ -20,6 +20,7 @@ from typing import Any
 from shaledb.flush.flusher import Flusher
 from shaledb.ipc.child import ChildProcess, ParentWatch, error_message, read_child_config
 from shaledb.ipc.control import ControlAddress, remove_control_address
+from shaledb.ipc.logs import LogForwarder
 from shaledb.options import Options, wrap_store
 
 __all__ = ["FlusherConfig", "FlusherProcess", "flusher_watch", "main", "run_flusher_process"]
@@ -69,17 +70,21 @@ def run_flusher_process(config: FlusherConfig, ready_conn) -> None:
     watch = flusher_watch(config) if config.watch_parent else None
     if watch is not None:
         watch.install()
+    logs = LogForwarder(ready_conn, "shaledb-flusher")  # sends once ready went (docs/operations.md)
     try:
         from shaledb.memtable.arena_pool import ArenaPool
-        from shaledb.storage import open_store
+        from shaledb.storage import InstrumentedStore, open_store
 
-        raw = open_store(config.url, **config.store_options)
+        # counted inside the retry layer: status() reports every request made
+        raw = InstrumentedStore(open_store(config.url, **config.store_options))
         store = wrap_store(watch.guard(raw) if watch is not None else raw, config.options)
         flusher = Flusher(store, config.options, ArenaPool.attach(config.pool))
+        flusher.request_counts = lambda: _request_counts(raw)
         info = flusher.recover()
         flusher.start(config.control)
         info["pid"] = os.getpid()
         ready_conn.send(("ready", info))
+        logs.start()
     except BaseException as exc:  # noqa: BLE001 - reported to the opener
         if watch is not None:
             watch.check()  # an orphan reports nothing: it cleans up and exits
@@ -98,7 +103,17 @@ def run_flusher_process(config: FlusherConfig, ready_conn) -> None:
         flusher.wait_stopped()
     finally:
         flusher.stop()
+        logs.stop()
         ready_conn.close()
+
+
+def _request_counts(store) -> dict:
+    """{op: counts} of an InstrumentedStore, as plain data."""
+    return {
+        op: {"count": s.count, "errors": s.errors, "bytes_written": s.bytes_written, "bytes_read": s.bytes_read}
+        for op, s in store.snapshot().items()
+        if s.count
+    }
 
 
 def main(argv: list[str]) -> None:
