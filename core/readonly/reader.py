@@ -8,10 +8,11 @@ every write, and its manifest handle has the reader role (no epoch, so it
 fences nobody).  Two modes:
 
 * follow (no ``checkpoint``): the read path (:class:`shaledb.read.Reader`)
-  follows the latest manifest; with ``wal_tail`` a
-  :class:`~shaledb.readonly.wal_tail.WalTail`, refreshed every
-  ``poll_interval`` by a background thread, serves the records durable in
-  the WAL past the manifest's replay point.  What it reads stays alive only
+  follows the latest manifest, re-read every ``poll_interval`` by a
+  background thread (the read path also probes for a newer one on its own);
+  with ``wal_tail`` a :class:`~shaledb.readonly.wal_tail.WalTail`, refreshed
+  by the same thread, serves the records durable in the WAL past the
+  manifest's replay point.  What it reads stays alive only
   by GC's ``gc_min_age`` plus retry (a get is retried on the latest
   manifest, a scan resumes after its last key): a reader cannot pin with a
   checkpoint of its own without writing.
@@ -34,13 +35,17 @@ __all__ = ["DbReader", "FixedMem", "open_reader"]
 
 class FixedMem:
     """The read path's ``mem`` when there is no memtable: no records, and a
-    fixed manifest hint (a pinned manifest id, or 0)."""
+    manifest hint (a pinned manifest id; or, following without a WAL tail,
+    the newest id a poll found, raised by ``advance``)."""
 
     def __init__(self, manifest_id: int = 0):
         self._id = manifest_id
 
     def manifest_id(self) -> int:
         return self._id
+
+    def advance(self, manifest_id: int) -> None:
+        self._id = max(self._id, manifest_id)
 
     def lookup(self, key: bytes):
         return None
@@ -100,6 +105,7 @@ class DbReader:
         self._stop = threading.Event()
         self._thread = None
         self.last_error: ShaleDBError | None = None  # the background refresh's last failure
+        self.polls = 0  # background refreshes completed (tests count them instead of timing)
         ro = ReadOnlyStore(store)
         self._store = ro
         with call_deadline(options.request_timeout):
@@ -122,11 +128,12 @@ class DbReader:
                 self._tail.refresh()
             mem = self._tail
         else:
-            mem = FixedMem(0)
+            mem = FixedMem(manifests.manifest_id)
+        self._mem = mem
         self._reader = Reader(ro, options, mem)
-        if wal_tail:
-            self._thread = threading.Thread(target=self._poll, name="shaledb-reader-poll", daemon=True)
-            self._thread.start()
+        # follow mode: poll in the background
+        self._thread = threading.Thread(target=self._poll, name="shaledb-reader-poll", daemon=True)
+        self._thread.start()
 
     # -- reads
 
@@ -159,6 +166,9 @@ class DbReader:
         self._check_open()
         if self.checkpoint is not None:
             return
+        self._catch_up()
+
+    def _catch_up(self) -> None:
         from shaledb.storage.wrappers import call_deadline
 
         with call_deadline(self.options.request_timeout):
@@ -166,18 +176,16 @@ class DbReader:
                 self._tail.refresh()
             else:
                 self._manifests.refresh()
-        self._reader.invalidate()
+                self._mem.advance(self._manifests.manifest_id)
 
     def _poll(self) -> None:
-        from shaledb.storage.wrappers import call_deadline
-
         while not self._stop.wait(self.poll_interval):
             try:
-                with call_deadline(self.options.request_timeout):
-                    self._tail.refresh()
+                self._catch_up()
                 self.last_error = None
             except ShaleDBError as exc:  # keep serving the last view; the next poll retries
                 self.last_error = exc
+            self.polls += 1
 
     # -- lifetime
 
