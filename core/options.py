@@ -87,9 +87,10 @@ class Options:
     #: Target size of an SST data block.
     block_size: int = 4096
     #: Codec of the SST data blocks that flushes and compactions write:
-    #: ``"zstd"`` (level 3, one frame per block) or ``"none"``.  Readers
-    #: read either (the codec is in each SST's footer).  docs/values.md.
-    compression: str = "zstd"
+    #: ``"none"`` or ``"zstd"`` (level 3, one frame per block; needs the
+    #: ``shaledb[zstd]`` extra).  Readers read either (the codec is in each
+    #: SST's footer).  docs/values.md.
+    compression: str = "none"
     #: Bloom filter bits per key in L0 SSTs (0 disables filters).
     bloom_bits_per_key: int = 10
     #: Size of the LRU cache of decoded SST blocks, per process.

@@ -87,7 +87,7 @@ def test_bad_codec_is_invalid_argument():
         shaledb.Options(compression="lz4")
     with pytest.raises(shaledb.InvalidArgument, match="compression"):
         shaledb.Options(compression=None)
-    assert shaledb.Options().compression == "zstd"
+    assert shaledb.Options().compression == "none"
 
 
 def test_missing_zstandard_is_a_clear_error(tmp_path):
