@@ -344,6 +344,81 @@ def _open_writer(args):
     return shaledb.open(root_url(args.url), store_options=opts) if opts else shaledb.open(root_url(args.url))
 
 
+#: request_timeout of the CLI's reader: a store that stops answering ends a
+#: command within this many seconds (a dead endpoint fails at open, within
+#: the S3 probe timeout)
+CLI_REQUEST_TIMEOUT = 20.0
+
+
+def _open_reader(args):
+    """A read-only reader (``shaledb.open_reader``): never writes, never fences
+    a writer.  Follows the latest manifest and the WAL past it, or pins
+    ``--checkpoint``; no background polling (one command, one view)."""
+    import shaledb
+    from shaledb.cli.info import load_latest
+
+    url = root_url(args.url)
+    with _store(args) as store:  # a clear "no database" error before anything else
+        load_latest(store, args.url)
+    kw = dict(checkpoint=args.checkpoint, poll_interval=3600.0, wal_tail=not args.no_wal,
+              request_timeout=CLI_REQUEST_TIMEOUT)
+    opts = store_options(url, args.endpoint)
+    if opts:
+        kw["store_options"] = opts
+    return shaledb.open_reader(url, **kw)
+
+
+def _text(data: bytes, enc: str) -> str:
+    """``render_bytes`` for one line of text output: control characters
+    (tab, newline ...) escaped as ``\\xNN`` so a record stays on one line."""
+    out = render_bytes(data, enc)
+    if enc != "utf8":
+        return out
+    return "".join(c if c >= " " and c != "\x7f" else f"\\x{ord(c):02x}" for c in out)
+
+
+def cmd_get(args) -> int:
+    enc = _enc(args)
+    key = decode_arg(args.key, enc, "key")
+    with _open_reader(args) as r:
+        value = r.get(key)
+    if args.json:
+        _out(args, {"key": render_bytes(key, enc), "value": None if value is None else render_bytes(value, enc)})
+    elif value is not None:
+        print(_text(value, enc))
+    else:
+        print(f"shaledb: {args.key}: not found", file=sys.stderr)
+    return EXIT_OK if value is not None else EXIT_PROBLEMS
+
+
+def cmd_scan(args) -> int:
+    import itertools
+
+    enc = _enc(args)
+    start = None if args.start is None else decode_arg(args.start, enc, "--start")
+    end = None if args.end is None else decode_arg(args.end, enc, "--end")
+    if args.limit is not None and args.limit < 0:
+        raise InvalidArgument("--limit must be >= 0")
+    n = 0
+    with _open_reader(args) as r:
+        it = r.scan(start, end)
+        if args.limit is not None:
+            it = itertools.islice(it, args.limit)
+        if args.json:  # streamed: one JSON array, written as the scan goes
+            sys.stdout.write("[")
+            for k, v in it:
+                row = {"key": render_bytes(k, enc)} if args.keys_only else {"key": render_bytes(k, enc),
+                                                                           "value": render_bytes(v, enc)}
+                sys.stdout.write(("," if n else "") + "\n  " + json.dumps(row))
+                n += 1
+            sys.stdout.write("\n]\n" if n else "]\n")
+        else:
+            for k, v in it:
+                print(_text(k, enc) if args.keys_only else f"{_text(k, enc)}\t{_text(v, enc)}")
+                n += 1
+    return EXIT_OK
+
+
 def cmd_put(args) -> int:
     key = decode_arg(args.key, _enc(args), "key")
     value = decode_arg(args.value, _enc(args), "value")
@@ -434,6 +509,26 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--lifetime", type=float, help="seconds until it expires (default: never)")
         if name == "delete":
             p.add_argument("id", metavar="ID")
+
+    def reader_opts(p):
+        p.add_argument("--checkpoint", metavar="ID", help="read this checkpoint instead of the latest state")
+        p.add_argument("--no-wal", action="store_true",
+                       help="read what the manifest holds only (skip WAL objects past its replay point)")
+
+    p = cmd("get", cmd_get, "print the value of one key (exit 1 when absent); never fences a writer",
+            description="Print the value of KEY (exit 1 when it is absent).  A read-only reader: it never "
+                        "writes to the store and never fences a running writer.  It sees every write "
+                        "durable in the store (the manifest, and WAL objects past it unless --no-wal).")
+    p.add_argument("key", metavar="KEY")
+    reader_opts(p)
+    p = cmd("scan", cmd_scan, "print key/value pairs in key order; never fences a writer",
+            description="Print KEY<TAB>VALUE lines (or KEY with --keys-only) with START <= key < END in key "
+                        "order.  A read-only reader: it never writes and never fences a running writer.")
+    p.add_argument("--start", metavar="KEY", help="first key (inclusive)")
+    p.add_argument("--end", metavar="KEY", help="end key (exclusive)")
+    p.add_argument("--limit", type=int, metavar="N", help="print at most N records")
+    p.add_argument("--keys-only", action="store_true", help="print keys only")
+    reader_opts(p)
 
     for name, fn, help in (("put", cmd_put, "write one key"), ("delete", cmd_delete, "delete one key")):
         p = cmd(name, fn, help + " (fences a running writer)", description=f"{help[0].upper()}{help[1:]}. {_FENCES_WRITER}")

@@ -288,17 +288,62 @@ def test_checkpoint_and_gc_never_fence_a_running_writer(local_copy):
     assert "no checkpoint" in one_line_error(p)
 
 
+# ---------------------------------------------------- local: get and scan
+
+
+def test_get_and_scan(local_db):
+    assert run("get", local_db, "key00000").stdout == "value-0\n"
+    assert run("get", local_db, "tail039").stdout == "t\n"  # written after the last L0 flush: in the WAL
+    p = run("get", local_db, "key00007", check_rc=1)  # deleted
+    assert p.stdout == "" and "not found" in one_line_error(p)
+    assert run_json("get", local_db, "nope", check_rc=1) == {"key": "nope", "value": None}
+    assert run_json("get", local_db, "--hex", b"key00002".hex()) == {"key": b"key00002".hex(),
+                                                                     "value": b"value-2".hex()}
+    lines = run("scan", local_db, "--start", "key00005", "--end", "key00010").stdout.splitlines()
+    assert lines == [f"key{i:05d}\tvalue-{i}" for i in (5, 6, 8, 9)]  # 7 is deleted
+    assert run("scan", local_db, "--limit", 3, "--keys-only").stdout.split() == ["key00000", "key00001", "key00002"]
+    rows = run_json("scan", local_db, "--start", "dGFpbA==", "--base64")  # "tail"
+    assert len(rows) == 40 and rows[0] == {"key": "dGFpbDAwMA==", "value": "dA=="}
+    assert run_json("scan", local_db, "--start", "z") == []
+    everything = run_json("scan", local_db, "--keys-only")
+    assert len(everything) == 1500 - 1 + 40 and all(set(r) == {"key"} for r in everything)
+
+
+def test_get_and_scan_never_fence_a_running_writer(local_copy):
+    with shaledb.open(local_copy, flush_interval=0.02, compactor=False) as db:
+        epoch = run_json("info", local_copy)["writer_epoch"]
+        db.put(b"fresh", b"in the WAL only")  # durable: a WAL object past the manifest's replay point
+        db.put(b"tab\tkey", b"two\nlines")
+        assert run("get", local_copy, "fresh").stdout == "in the WAL only\n"
+        run("get", local_copy, "fresh", "--no-wal", check_rc=1)  # the manifest alone does not have it yet
+        out = run("scan", local_copy, "--start", "t", "--end", "tail").stdout
+        assert out == "tab\\x09key\ttwo\\x0alines\n"  # one record, one line
+        cp = run_json("checkpoint", "create", local_copy)["id"]
+        db.put(b"after-checkpoint", b"1")
+        db.flush(memtable=True)
+        assert run("get", local_copy, "after-checkpoint", "--no-wal").stdout == "1\n"
+        run("get", local_copy, "after-checkpoint", "--checkpoint", cp, check_rc=1)
+        assert run("get", local_copy, "key00001", "--checkpoint", cp).stdout == "value-1\n"
+        db.put(b"still", b"the writer")  # not fenced
+        assert db.get(b"still") == b"the writer"
+        assert run_json("info", local_copy)["writer_epoch"] == epoch
+    p = run("get", local_copy, "k", "--checkpoint", "no-such-checkpoint", check_rc=2)
+    assert "checkpoint" in one_line_error(p)
+
+
 # ------------------------------------------------------------------- errors
 
 
 def test_error_missing_database(tmp_path):
     missing = tmp_path / "nope"
-    for cmd in (("info",), ("verify",), ("ls",), ("manifest",), ("gc",), ("compact",), ("checkpoint", "list")):
+    for cmd in (("info",), ("verify",), ("ls",), ("manifest",), ("gc",), ("compact",), ("checkpoint", "list"),
+                ("scan",)):
         p = run(*cmd, missing, check_rc=2)
         assert "no ShaleDB database" in one_line_error(p)
     assert not missing.exists()  # reading never creates the directory
-    p = run("put", missing, "k", "v", check_rc=2)
-    assert "no ShaleDB database" in one_line_error(p)
+    for cmd in (("put", missing, "k", "v"), ("get", missing, "k")):
+        p = run(*cmd, check_rc=2)
+        assert "no ShaleDB database" in one_line_error(p)
     (tmp_path / "empty").mkdir()
     p = run("info", tmp_path / "empty", check_rc=2)
     assert "no manifest" in one_line_error(p)
@@ -306,6 +351,7 @@ def test_error_missing_database(tmp_path):
 
 def test_error_bad_url_and_usage(tmp_path):
     assert "unknown store url scheme" in one_line_error(run("info", "ftp://host/db", check_rc=2))
+    assert "unknown store url scheme" in one_line_error(run("get", "ftp://host/db", "k", check_rc=2))
     assert "s3:// URLs only" in one_line_error(run("info", tmp_path, "--endpoint", "http://x", check_rc=2))
     assert "required" in one_line_error(run("info", check_rc=2))
     assert "no such file" in one_line_error(run("sst", "dump", tmp_path / "x.sst", check_rc=2))
@@ -314,6 +360,9 @@ def test_error_bad_url_and_usage(tmp_path):
 def test_error_bad_key_encoding(local_db):
     assert "not valid hex" in one_line_error(run("put", local_db, "--hex", "zz", "00", check_rc=2))
     assert "not valid base64" in one_line_error(run("delete", local_db, "--base64", "!!", check_rc=2))
+    assert "not valid hex" in one_line_error(run("get", local_db, "--hex", "0g", check_rc=2))
+    assert "not valid base64" in one_line_error(run("scan", local_db, "--base64", "--start", "%%", check_rc=2))
+    assert "--limit" in one_line_error(run("scan", local_db, "--limit", -1, check_rc=2))
 
 
 def test_error_dead_endpoint_fails_fast(moto_server):
@@ -323,8 +372,10 @@ def test_error_dead_endpoint_fails_fast(moto_server):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    p = run("info", "s3://bucket/db", "--endpoint", f"http://127.0.0.1:{port}", check_rc=2)
-    assert "Unavailable" in one_line_error(p) and str(port) in p.stderr
+    for cmd in ("info", "get", "scan"):
+        args = (cmd, "s3://bucket/db") + (("k",) if cmd == "get" else ())
+        p = run(*args, "--endpoint", f"http://127.0.0.1:{port}", check_rc=2)
+        assert "Unavailable" in one_line_error(p) and str(port) in p.stderr
 
 
 # ----------------------------------------------------------------------- S3
@@ -342,6 +393,11 @@ def test_s3_read_commands(s3_db):
     run("verify", url, "--deep", "--endpoint", ep)
     # the endpoint may also come from the environment
     assert run_json("info", url, env={"AWS_ENDPOINT_URL": ep}) == d
+    assert run("get", url, "key00003", "--endpoint", ep).stdout == "value-3\n"
+    assert run("get", url, "tail000", env={"AWS_ENDPOINT_URL": ep}).stdout == "t\n"
+    run("get", url, "key00007", "--endpoint", ep, check_rc=1)
+    rows = run_json("scan", url, "--endpoint", ep, "--start", "key01495", "--limit", 10)
+    assert [r["key"] for r in rows] == [f"key0{i}" for i in range(1495, 1500)] + [f"tail{i:03d}" for i in range(5)]
 
 
 @pytest.mark.s3
