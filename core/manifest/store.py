@@ -64,6 +64,8 @@ from shaledb.manifest.model import (
     SstWatermark,
     decode_manifest,
     encode_manifest,
+    ulid_from_bytes,
+    ulid_to_bytes,
 )
 from shaledb.manifest.versioned import Clock, FenceableObject, SystemClock, Version, VersionedObject, create_only
 
@@ -247,6 +249,7 @@ class ManifestStore:
         self._drop: frozenset[str] = frozenset()
         self._wal_lock = threading.Lock()
         self._wal_put_ids: dict[int, str] = {}
+        self._last_id: str | None = None  # the last watermark id minted on an injected clock
 
     # ------------------------------------------------------------- shortcuts
 
@@ -358,7 +361,7 @@ class ManifestStore:
             if new == m:
                 return m  # idempotent: a repeated publish writes nothing
             return new.replace(
-                writer_sst_watermark=_raise_watermark(m.writer_sst_watermark, self.epoch, sst_watermark)
+                writer_sst_watermark=_raise_watermark(m.writer_sst_watermark, self.epoch, sst_watermark or self._new_id())
             )
 
         return self.update(fn)
@@ -466,7 +469,7 @@ class ManifestStore:
         self._become(
             WRITER,
             epoch_of=lambda m: m.writer_epoch,
-            with_epoch=lambda m, e: m.replace(writer_epoch=e, writer_sst_watermark=SstWatermark(e, new_sst_id())),
+            with_epoch=lambda m, e: m.replace(writer_epoch=e, writer_sst_watermark=SstWatermark(e, self._new_id())),
         )
         self.fence_wal_id = self._write_fence()
         self.refresh()
@@ -481,7 +484,7 @@ class ManifestStore:
         return self._become(
             COMPACTOR,
             epoch_of=lambda m: m.compactor_epoch,
-            with_epoch=lambda m, e: m.replace(compactor_epoch=e, compactor_sst_watermark=SstWatermark(e, new_sst_id())),
+            with_epoch=lambda m, e: m.replace(compactor_epoch=e, compactor_sst_watermark=SstWatermark(e, self._new_id())),
         )
 
     def _become(self, role: str, *, epoch_of, with_epoch) -> int:
@@ -605,6 +608,20 @@ class ManifestStore:
             raise Fenced(f"{wal_key(wal_id)} holds another writer's object: a newer writer fenced this one")
 
     # -------------------------------------------------------------- internals
+
+    def _new_id(self) -> str:
+        """A fresh ULID for a watermark, on this handle's clock and rng when
+        they are injected (so watermarks and SST ids minted on that clock
+        compare in time order); the process-monotonic ``new_sst_id()`` on
+        the system clock."""
+        if type(self.clock) is SystemClock:
+            return new_sst_id()
+        sid = new_sst_id(now_ms=self.clock.now_ms(), rand=self.rng.randbytes(10))
+        last = self._last_id
+        if last is not None and sid <= last:  # a clock that stands still: stay increasing
+            sid = ulid_from_bytes((int.from_bytes(ulid_to_bytes(last), "big") + 1).to_bytes(16, "big"))
+        self._last_id = sid
+        return sid
 
     def _require(self, role: str) -> None:
         if self.role != role:
