@@ -27,7 +27,7 @@ GiB = 1024 * MiB
 
 #: Largest key, in bytes (keys must also be non-empty).
 MAX_KEY_BYTES = 64 * KiB
-#: Largest value, in bytes.  A record must also fit in one arena.
+#: Largest value, in bytes (a record too big for an arena gets a segment of its own).
 MAX_VALUE_BYTES = 256 * MiB
 #: Values of ``Options.compression``.
 COMPRESSIONS = ("zstd", "none")

@@ -36,7 +36,7 @@ import numpy as np
 from shaledb.memtable import shm
 from shaledb.format.enums import ArenaState, PoolStatus
 from shaledb.format.record import RECORD_ALIGN, RECORD_HEADER
-from shaledb.errors import Closed, Fenced, InvalidArgument, Unavailable
+from shaledb.errors import Closed, Fenced, Internal, InvalidArgument, Unavailable
 from shaledb.kernels import arena as K
 
 __all__ = ["ArenaPool", "SealedGeneration", "NO_MEMORY", "NO_ARENA"]
@@ -48,10 +48,10 @@ C_MAGIC, C_VERSION, C_ARENA_BYTES, C_MAX_ARENAS = 0, 1, 2, 3
 C_INDEX_SLOTS, C_NEXT_SEQ, C_DURABLE, C_GENERATION = 4, 5, 6, 7
 C_STATUS, C_UNFLUSHED, C_MAX_UNFLUSHED, C_CREATED = 8, 9, 10, 11
 C_NEXT_WRITER, C_RELEASES, C_GEN_BYTES, C_SEAL_BYTES = 12, 13, 14, 15
-C_MANIFEST_ID = 16
-# words 17..31 are reserved (zero)
+C_MANIFEST_ID, C_LARGE_IDS = 16, 17
+# words 18..31 are reserved (zero)
 SLOT0, SLOT_WORDS = 32, 8
-S_STATE, S_GEN, S_WRITER, S_BYTES, S_WAL_END, S_WAL_INC = 0, 1, 2, 3, 4, 5
+S_STATE, S_GEN, S_WRITER, S_BYTES, S_WAL_END, S_WAL_INC, S_LARGE = 0, 1, 2, 3, 4, 5, 6
 
 # append() result codes (in place of a seq when n == 0)
 NO_MEMORY = -1  # unflushed bytes would exceed max_unflushed_bytes
@@ -144,7 +144,9 @@ class ArenaPool:
         self._segs: dict[int, shm.Segment] = {}
         self._arenas: dict[int, np.ndarray] = {}
         self._hdrs: dict[int, np.ndarray] = {}
+        self._mapped_large: dict[int, int] = {}  # slot -> large segment id mapped here
         self._states = self.ctl[SLOT0 + S_STATE :: SLOT_WORDS]  # per-arena state column
+        self._larges = self.ctl[SLOT0 + S_LARGE :: SLOT_WORDS]  # per-arena large segment id
         self._owned: dict[int, int] = {}  # writer_id -> slot, this process
         cap = (self.arena_bytes // 8) * 8
         #: record bytes (padding included) a batch of many records may take:
@@ -257,7 +259,8 @@ class ArenaPool:
         self._closed = True
         self._arenas.clear()
         self._hdrs.clear()
-        self._states = None
+        self._mapped_large.clear()
+        self._states = self._larges = None
         self.ctl = self.counter = None
         for seg in self._segs.values():
             seg.close()
@@ -277,16 +280,52 @@ class ArenaPool:
 
     # --------------------------------------------------------------- arenas
     def arena(self, i: int) -> np.ndarray:
-        """The uint8 view of arena ``i`` (mapped on first use in this process)."""
+        """The uint8 view of arena ``i`` (mapped on first use in this process;
+        re-mapped when the slot moved to or from a large segment)."""
         a = self._arenas.get(i)
-        if a is None:
-            try:
-                seg = shm.Segment.attach(shm.segment_name(self.dbtag, "arena", i))
-            except FileNotFoundError:
-                raise Closed(_GONE.format(self.dbtag)) from None
-            self._segs[i] = seg
-            a = self._arenas[i] = seg.array()
+        if a is None or self._mapped_large.get(i, 0) != int(self._larges[i]):
+            a = self._map(i, int(self._larges[i]))
         return a
+
+    def _map(self, i: int, large: int) -> np.ndarray:
+        """Map slot ``i``'s segment: ``arena-<i>``, or ``large-<large>`` when
+        ``large`` > 0 (a one-record arena sized for its record)."""
+        self._unmap(i)
+        name = shm.segment_name(self.dbtag, "large", large) if large else shm.segment_name(self.dbtag, "arena", i)
+        try:
+            seg = shm.Segment.attach(name)
+        except FileNotFoundError:
+            if large and not self._live.gone():
+                # released meanwhile (a lock-free reader raced the flusher):
+                # the slot is back on its own segment; the reader's seqlock
+                # check sees the release and retries
+                return self._map(i, 0)
+            raise Closed(_GONE.format(self.dbtag)) from None
+        return self._install(i, large, seg)
+
+    def _install(self, i: int, large: int, seg: shm.Segment) -> np.ndarray:
+        self._segs[i] = seg
+        if large:
+            self._mapped_large[i] = large
+        a = self._arenas[i] = seg.array()
+        return a
+
+    def _unmap(self, i: int) -> None:
+        self._arenas.pop(i, None)
+        self._hdrs.pop(i, None)
+        self._mapped_large.pop(i, None)
+        seg = self._segs.pop(i, None)
+        if seg is not None:
+            seg.close()
+
+    def _drop_stale_large(self) -> None:
+        """Unmap the large segments of this process whose slot moved on (the
+        segment was released): their pages are freed once nobody maps them.
+        Cheap when none is mapped (the usual case)."""
+        if self._mapped_large:
+            for i, k in list(self._mapped_large.items()):
+                if int(self._larges[i]) != k:
+                    self._unmap(i)
 
     def _slot(self, i: int) -> int:
         return SLOT0 + SLOT_WORDS * i
@@ -512,6 +551,11 @@ class ArenaPool:
             unflushed = int(ctl[C_UNFLUSHED])
             if nbytes and unflushed and unflushed + nbytes > int(ctl[C_MAX_UNFLUSHED]):
                 return 0, NO_MEMORY, 0
+            self._drop_stale_large()
+            if n_rec == 1:
+                need = _records_bytes(key_offs, value_offs)
+                if need > self.max_record_bytes:
+                    return self._append_large_locked(writer_id, keys, key_offs, values, value_offs, kinds, need)
             i = self._owned.get(writer_id, -1)
             gen = int(ctl[C_GENERATION])
             if i >= 0:
@@ -560,6 +604,64 @@ class ArenaPool:
                 self._owned.pop(writer_id, None)
                 i = -1
             return 0, NO_ARENA, 0  # pragma: no cover - a fresh, fitted arena always fits
+
+    def _append_large_locked(self, writer_id: int, keys, key_offs, values, value_offs, kinds, need: int):
+        """Append one record too big for an arena into a segment of its own
+        (``large-<id>``, sized for it) in a FREE slot, which goes FULL at
+        once: it joins the current generation and is flushed, logged and
+        released like any arena (its segment is unlinked at release).
+        docs/values.md, "Large values".  REQUIRES: the pool lock."""
+        ctl = self.ctl
+        gen = int(ctl[C_GENERATION])
+        i = -1
+        for j in range(int(ctl[C_CREATED])):
+            if int(ctl[self._slot(j) + S_STATE]) == _FREE:
+                i = j
+                break
+        if i < 0:
+            i = self._create_arena_locked()
+            if i < 0:
+                return 0, NO_ARENA, 0
+        if self._live.gone():
+            raise Closed(_GONE.format(self.dbtag))
+        slots = K.index_slots_for(1)
+        size = K.HEADER_BYTES + 8 * slots + ((need + 4095) & ~4095)
+        large = int(ctl[C_LARGE_IDS]) + 1
+        ctl[C_LARGE_IDS] = large
+        seg = shm.Segment.create(
+            shm.segment_name(self.dbtag, "large", large), size, prefault=self.desc.get("prefault", True), replace=True
+        )
+        try:
+            a = seg.array()
+            K.arena_init(a, slots)
+        except BaseException:
+            seg.close()
+            seg.unlink()
+            raise
+        self._unmap(i)
+        b = self._slot(i)
+        ctl[b + S_LARGE] = large
+        self._install(i, large, seg)
+        self._set(i, _ACTIVE, gen, writer_id)
+        n, base = K.arena_append_counted(a, keys, key_offs, values, value_offs, kinds, self.counter)
+        h = a[: K.HEADER_BYTES].view("<u8")
+        used = int(h[K.H_COMMITTED]) - int(h[K.H_LOG_OFF])
+        if n != 1:  # pragma: no cover - the segment is sized for the record
+            self._set(i, _FREE, 0, 0)
+            ctl[b + S_LARGE] = 0
+            self._unmap(i)
+            seg.unlink()
+            raise Internal(f"a large record of {need} bytes did not fit its own segment of {size} bytes")
+        ctl[b + S_BYTES] = used
+        ctl[C_UNFLUSHED] = int(ctl[C_UNFLUSHED]) + used
+        gb = int(ctl[C_GEN_BYTES]) + used
+        ctl[C_GEN_BYTES] = gb
+        self._set(i, _FULL, gen, 0)  # nothing else goes in
+        sealed = 0
+        sb = int(ctl[C_SEAL_BYTES])
+        if sb and gb >= sb:
+            sealed = self._seal_locked() or 0
+        return 1, base, sealed
 
     def _half_append_locked(self, a: np.ndarray, committed: int, n_rec: int, nbytes: int) -> None:
         """The ``mid-append`` failpoint's moment: the seqs of the batch are
@@ -632,8 +734,14 @@ class ArenaPool:
             self.ctl[C_RELEASES] = int(self.ctl[C_RELEASES]) + 1  # odd: in progress
             for i in gen.slots:
                 self._set(i, _FLUSHING, gen.number, 0)
+        larges = []
         for i in gen.slots:
-            K.arena_init(self.arena(i), self.index_slots)  # bumps the incarnation
+            large = int(self._larges[i])
+            if large:
+                K.arena_init(self.arena(i), K.index_slots_for(1))  # bumps the incarnation
+                larges.append(large)
+            else:
+                K.arena_init(self.arena(i), self.index_slots)  # bumps the incarnation
         with self.lock:
             ctl = self.ctl
             freed = 0
@@ -643,7 +751,15 @@ class ArenaPool:
                 ctl[b + S_BYTES] = 0
                 ctl[b + S_WAL_END] = 0
                 ctl[b + S_WAL_INC] = 0
+                if int(ctl[b + S_LARGE]):
+                    ctl[b + S_LARGE] = 0  # back to its own arena segment (FREE, empty)
+                    self._unmap(i)
                 self._set(i, _FREE, 0, 0)
+            for large in larges:  # pages go back once every process unmapped it
+                try:
+                    os.unlink(shm.segment_path(shm.segment_name(self.dbtag, "large", large)))
+                except FileNotFoundError:
+                    pass
             ctl[C_UNFLUSHED] = max(0, int(ctl[C_UNFLUSHED]) - freed)
             ctl[C_RELEASES] = int(ctl[C_RELEASES]) + 1  # even: done
 
@@ -728,6 +844,7 @@ class ArenaPool:
         if karr.shape[0] == 0:
             return None
         best = None
+        self._drop_stale_large()
         for attempt in range(200):
             r = int(ctl[C_RELEASES])
             if r & 1:
@@ -746,7 +863,7 @@ class ArenaPool:
             if not states[i]:
                 continue
             a = self._arenas.get(i)
-            if a is None:
+            if a is None or self._mapped_large.get(i, 0) != int(self._larges[i]):
                 a = self.arena(i)
             h = self._hdrs.get(i)
             if h is None:
@@ -807,6 +924,12 @@ _GONE = (
     "the database is gone (its shared memory {} was removed: it was closed, or its "
     "process died); open it again"
 )
+
+
+def _records_bytes(key_offs, value_offs) -> int:
+    """Arena bytes of a batch's records (headers and padding included)."""
+    pad = RECORD_ALIGN - 1
+    return int(((RECORD_HEADER + np.diff(key_offs) + np.diff(value_offs) + pad) & ~np.int64(pad)).sum())
 
 
 def _too_big(pool: "ArenaPool", n_rec: int, key_offs, value_offs) -> str:

@@ -379,7 +379,8 @@ class Writer:
         vd, vo = _pack_list([op[2] for op in ops], "values")
         sizes = _record_bytes(ko, vo)
         total = int(sizes.sum())
-        if len(ops) > pool.max_batch_records or total > pool.batch_capacity(len(ops)):
+        # one record of any size fits (a record too big for an arena gets a segment of its own)
+        if len(ops) > 1 and (len(ops) > pool.max_batch_records or total > pool.batch_capacity(len(ops))):
             raise InvalidArgument(
                 f"a write batch of {len(ops)} records / {total} record bytes does not fit one arena: "
                 f"arena_bytes={pool.arena_bytes} holds at most {pool.max_batch_records} records and "
@@ -412,14 +413,9 @@ class Writer:
         if vlen.max() > MAX_VALUE_BYTES:
             raise InvalidArgument(f"every value must be at most {MAX_VALUE_BYTES} bytes")
         sizes = _record_bytes(ko, vo)
-        if sizes.max() > pool.max_record_bytes:
-            raise InvalidArgument(
-                f"a record of {int(sizes.max())} bytes (16-byte header + key + value, padded to 8) "
-                f"does not fit one arena: arena_bytes={pool.arena_bytes} holds records of at most "
-                f"{pool.max_record_bytes} bytes; raise Options.arena_bytes"
-            )
         kinds = np.full(n, KIND_PUT, dtype=np.uint8)
-        # a record larger than the limit travels alone (its arena gets a small index)
+        # a record larger than the limit travels alone (its arena gets a small
+        # index; one too big for an arena gets a segment of its own)
         limit = pool.max_batch_bytes // 8
         max_records = max(1, pool.max_batch_records // 8)
         csum = np.cumsum(sizes)

@@ -324,10 +324,11 @@ def test_no_free_arena_is_backpressure_too(make_pool):
 
 
 def test_batch_larger_than_an_arena_is_invalid(make_pool):
+    # (one record of any size fits: tests/engine/test_large_values.py)
     pool = make_pool(arena_bytes=128 << 10)
     wid = pool.register_writer()
     with pytest.raises(InvalidArgument):
-        pool.append(wid, *pack_batch([b"a"], [bytes(200 << 10)]))
+        pool.append(wid, *pack_batch([b"a", b"b"], [bytes(100 << 10), bytes(100 << 10)]))
     assert pool.next_seq() == 1 and pool.unflushed_bytes() == 0
 
 
