@@ -62,6 +62,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import mmap as _mmap
 import os
 import stat
 import time
@@ -307,6 +308,26 @@ class LocalStore(ObjectStore):
             if start >= stop:
                 return b""
             return _read_exact(fd, hdr.length + start, stop - start, path)
+        finally:
+            os.close(fd)
+
+    def mmap(self, key: str) -> memoryview:
+        """The object's bytes as a read-only memoryview of a shared mapping of
+        its file (the page cache is the cache; no copy).  The mapping stays
+        valid after the object is deleted or replaced: it is of the file that
+        was current when called, which is never modified in place (writes
+        publish a new inode).  ObjectNotFound if absent."""
+        fd, path = self._open_object(key)
+        try:
+            hdr = _read_header(fd, path)
+            size = os.fstat(fd).st_size
+            if size <= hdr.length:
+                return memoryview(b"")
+            try:
+                mm = _mmap.mmap(fd, size, access=_mmap.ACCESS_READ)
+            except OSError as e:
+                raise StorageError(f"cannot map {path}: {e.strerror}") from None
+            return memoryview(mm)[hdr.length :]
         finally:
             os.close(fd)
 

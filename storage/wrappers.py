@@ -77,6 +77,12 @@ class StoreWrapper(ObjectStore):
     def head(self, key: str) -> ObjectMeta:
         return self.inner.head(key)
 
+    def mmap(self, key: str):
+        """The inner store's ``mmap(key)`` (a read-only memoryview of the
+        object), or None when it cannot map objects."""
+        fn = getattr(self.inner, "mmap", None)
+        return fn(key) if fn is not None else None
+
     def put(self, key: str, data, metadata: Mapping[str, str] | None = None, *, put_id: str | None = None) -> PutResult:
         return self.inner.put(key, data, metadata, put_id=put_id)
 
@@ -675,6 +681,10 @@ class FaultyStore(StoreWrapper):
 
     def get_range(self, key: str, start: int, end: int | None) -> bytes:
         return self._run("get_range", key, lambda: self.inner.get_range(key, start, end))
+
+    def mmap(self, key: str):
+        """None: reads go through ``get_range``, where the faults run."""
+        return None
 
     def head(self, key: str) -> ObjectMeta:
         return self._run("head", key, lambda: self.inner.head(key))

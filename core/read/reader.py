@@ -1,11 +1,13 @@
 """The read path of one process (``Reader``): arenas, then L0 newest first,
 then sorted runs.  The highest seq wins, whatever the source.
 
-Point reads (``Reader.get``): every L0 bloom filter is probed by one kernel
-call (the key hashed once), the key range checked, and an SST skipped when a
-version already found is newer than its ``max_seq``; small SSTs are pinned
-(searched in memory by one kernel call), others are read through the block
-cache (``SstReader.find``).  Scans (``Reader.scan``) merge whole record runs
+Point reads (``Reader.get``, ``Reader.get_many``): a :class:`Plan` per
+manifest describes every SST (index, bloom, key range, max seq, and its data
+region when in memory: mapped by the local store, or small and pinned) to
+one kernel, shaledb.kernels.point.plan_get, which walks L0 and every sorted
+run for a key in one call (key hashed once, an SST skipped when a version
+already found is newer than its ``max_seq``); an SST not in memory (S3,
+compressed) hands its block back to Python, read through the block cache.  Scans (``Reader.scan``) merge whole record runs
 with kernels (:func:`merge_visible`), lazily, about one read-ahead group per SST.
 
 Manifests: the flusher's newest id arrives through shared memory; manifests
@@ -26,11 +28,11 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
-from shaledb.errors import Corruption, ObjectNotFound, Unavailable
-from shaledb.format.record import HEADER, KIND_MASK, KIND_PUT, RECORD_HEADER
+from shaledb.errors import Corruption, InvalidArgument, ObjectNotFound, Unavailable
+from shaledb.format.record import HEADER, KIND_MASK, KIND_PUT, MAX_KEY_BYTES, RECORD_HEADER
 from shaledb.storage.wrappers import call_deadline
 
-__all__ = ["Entry", "Reader", "merge_visible", "newest"]
+__all__ = ["Entry", "Reader", "get_many", "merge_visible", "newest"]
 
 #: (key, seq, kind, value or None)
 Entry = tuple
@@ -44,54 +46,68 @@ MISSING_SST_RETRIES = 3
 _now = time.monotonic
 
 
-class L0Entry(NamedTuple):
-    """One L0 SST in a point-read plan.  ``bit``: its bit in the group's
-    bloom mask; ``pinned``: ``SstReader.pin()`` arrays or None.
-
-    A plan stores entries, groups and the lone SST as plain tuples in these
-    field orders (``tuple(L0Entry(...))``): the hot loop unpacks them, and
-    CPython unpacks an exact tuple faster than a tuple subclass."""
-
-    bit: int
-    first_key: bytes
-    last_key: bytes
-    max_seq: int
-    reader: Any
-    pinned: tuple | None
-
-
-class L0Group(NamedTuple):
-    """At most 64 L0 SSTs, newest first, probed by one bloom kernel call:
-    ``filters`` are their bloom filters concatenated (an empty slice for an
-    SST without one or a pinned one: always a candidate), None when every
-    slice is empty; ``starts`` the slice bounds."""
-
-    entries: tuple
-    filters: np.ndarray | None
-    starts: np.ndarray
-
-
-class LonePinned(NamedTuple):
-    """The plan's shortcut for one pinned L0 SST and nothing else."""
-
-    first_key: bytes
-    last_key: bytes
-    data: np.ndarray
-    boffs: np.ndarray
-    ikeys: np.ndarray
-    ioffs: np.ndarray
-    bloom: np.ndarray
-    name: str  # the SST's object key, for errors
-
-
 class Plan(NamedTuple):
-    """What point reads need of one manifest; rebuilt when it changes."""
+    """What point reads need of one manifest; rebuilt when it changes.
+
+    ``meta``/``srcs`` describe every SST to shaledb.kernels.point (one row
+    per table; sources = each L0 SST newest first, then each sorted run).
+    ``datas[t]`` is table t's data region in memory (a mapping or a pinned
+    copy) or None (blocks read through ``readers[t].read_block``); the plan
+    holds every array whose address ``meta`` holds.  ``in_memory``: every
+    table's data is in memory (a get is one kernel call, no store I/O)."""
 
     manifest_id: int
-    groups: tuple  # of L0Group (as plain tuples)
     manifest: Any  # shaledb.manifest.model.Manifest or None
-    max_seq: int  # the largest max_seq of every SST
-    lone: tuple | None  # a LonePinned (as a plain tuple)
+    meta: np.ndarray
+    srcs: np.ndarray
+    datas: tuple
+    readers: tuple
+    keep: tuple  # arrays the rows point into that nothing else holds
+    in_memory: bool
+
+
+def get_many(reader: "Reader", keys):
+    """``Db.get_many``: ``keys`` a sequence of bytes -> a list of ``bytes |
+    None`` in the same order; a numpy ``(uint8 data, int64 offsets)`` pair
+    (n + 1 offsets) -> ``(values data, values offsets, found)`` arrays
+    (value i is ``data[offsets[i]:offsets[i+1]]`` when ``found[i]``).
+    Keys may repeat and come in any order.  InvalidArgument on a bad key."""
+    if isinstance(keys, tuple) and len(keys) == 2 and isinstance(keys[0], np.ndarray):
+        kdata, koffs = keys
+        if kdata.dtype != np.uint8 or kdata.ndim != 1:
+            raise InvalidArgument("get_many: keys data must be a 1-d uint8 array")
+        if not isinstance(koffs, np.ndarray) or koffs.dtype != np.int64 or koffs.ndim != 1 or len(koffs) < 1:
+            raise InvalidArgument("get_many: keys offsets must be a 1-d int64 array of n + 1 offsets")
+        kdata = np.ascontiguousarray(kdata)
+        koffs = np.ascontiguousarray(koffs)
+        if len(koffs) > 1:
+            lens = np.diff(koffs)
+            if koffs[0] < 0 or koffs[-1] > len(kdata) or lens.min() < 1 or lens.max() > MAX_KEY_BYTES:
+                raise InvalidArgument(f"get_many: every key must be 1..{MAX_KEY_BYTES} bytes inside the data")
+        return reader.get_many(kdata, koffs)
+    if isinstance(keys, (bytes, bytearray, memoryview, str)):
+        raise InvalidArgument("get_many takes a sequence of keys (or a numpy pair), not one key")
+    keys = list(keys)
+    n = len(keys)
+    if not all(type(k) is bytes for k in keys):
+        keys = [_as_key_bytes(k) for k in keys]
+    koffs = np.zeros(n + 1, dtype=np.int64)
+    if n:
+        lens = np.fromiter(map(len, keys), dtype=np.int64, count=n)
+        if lens.min() < 1 or lens.max() > MAX_KEY_BYTES:
+            raise InvalidArgument(f"get_many: every key must be 1..{MAX_KEY_BYTES} bytes")
+        np.cumsum(lens, out=koffs[1:])
+    kdata = np.frombuffer(b"".join(keys), dtype=np.uint8)
+    vdata, voffs, found = reader.get_many(kdata, koffs)
+    raw = vdata.tobytes()
+    bounds = voffs.tolist()
+    return [raw[a:b] if f else None for a, b, f in zip(bounds, bounds[1:], found.tolist())]
+
+
+def _as_key_bytes(k) -> bytes:
+    if isinstance(k, (bytes, bytearray, memoryview)):
+        return bytes(k)
+    raise InvalidArgument(f"keys must be bytes-like, got {type(k).__name__}")
 
 
 def newest(a: Entry | None, b: Entry | None) -> Entry | None:
@@ -193,10 +209,11 @@ class Reader:
         mid = plan.manifest_id
         return mid == self._manifest_id and self._manifest_id_of_mem() <= mid and _now() < self._check_at
 
-    def _l0_plan(self) -> Plan:
-        """The :class:`Plan` of the newest manifest.  SSTs up to half the
-        block cache in all are pinned (``SstReader.pin``: the whole SST in
-        memory, one kernel call per point read)."""
+    def _point_plan(self) -> Plan:
+        """The :class:`Plan` of the newest manifest.  SSTs the store maps are
+        read through their mapping; others, uncompressed and up to half the
+        block cache in all, are pinned (``SstReader.pin``: fetched whole,
+        once); the rest are read block by block through the block cache."""
         plan = self._plan
         if plan is not None and self._fresh(plan):
             return plan
@@ -204,41 +221,41 @@ class Reader:
         plan = self._plan
         if plan is not None and plan.manifest_id == self._manifest_id and plan.manifest is m:
             return plan
-        groups = []
-        l0 = list(m.l0) if m is not None else []
+        from shaledb.kernels.point import META_COLS
+
         cache = self._cache
         budget = cache.capacity_bytes // 2 if cache is not None else 0
-        for g in range(0, len(l0), 64):
-            entries = []
-            filters = []
-            for j, ref in enumerate(l0[g : g + 64]):
-                r = self._sst(ref)
-                pinned = None
-                if ref.size <= budget and not r.global_seq:  # small enough: the whole SST in memory
+        refs = []
+        srcs = [0]
+        if m is not None:
+            for ref in m.l0:
+                refs.append(ref)
+                srcs.append(len(refs))
+            for run in m.sorted_runs:
+                refs.extend(run.ssts)
+                srcs.append(len(refs))
+        rows, datas, readers, keep = [], [], [], []
+        for ref in refs:
+            r = self._sst(ref)
+            mp = r.mapped()
+            if mp is not None:
+                data, verified = mp
+            else:
+                data = verified = None
+                if ref.size <= budget:
                     pinned = r.pin()
                     if pinned is not None:
                         budget -= ref.size
-                        if len(l0) == 1:  # the only SST: its search costs about what a bloom probe saves
-                            pinned = tuple(pinned[:4]) + (_NO_BLOOM,)
-                entries.append(tuple(L0Entry(1 << j, ref.first_key, ref.last_key, ref.max_seq, r, pinned)))
-                f = r.bloom
-                if f is None or pinned is not None:  # a pinned SST probes its own bloom
-                    filters.append(_NO_BLOOM)
-                else:
-                    filters.append(np.ascontiguousarray(f, dtype=np.uint8))
-            starts = np.zeros(len(filters) + 1, dtype=np.int64)
-            np.cumsum([f.shape[0] for f in filters], out=starts[1:])
-            cat = np.concatenate(filters)
-            groups.append(tuple(L0Group(tuple(entries), cat if cat.shape[0] else None, starts)))
-        max_seq = max([0] + ([s.max_seq for s in m.all_ssts()] if m is not None else []))
-        # the common case of one pinned L0 SST and nothing else: get() takes
-        # a shorter path (first key, last key, pinned arrays)
-        lone = None
-        if len(l0) == 1 and not m.sorted_runs:
-            e = L0Entry(*L0Group(*groups[0]).entries[0])
-            if e.pinned is not None:
-                lone = tuple(LonePinned(e.first_key, e.last_key, *e.pinned, e.reader.key))
-        plan = Plan(self._manifest_id, tuple(groups), m, max_seq, lone)
+                        data = pinned[0]
+                        verified = np.ones(r.num_blocks, dtype=np.uint8)  # pin() checked every block
+                        keep.append(verified)
+            gs = r.global_seq
+            rows.append(r.meta_row(data, verified, max_seq=gs if gs else ref.max_seq))
+            datas.append(data)
+            readers.append(r)
+        meta = np.stack(rows) if rows else np.zeros((0, META_COLS), dtype=np.int64)
+        plan = Plan(self._manifest_id, m, meta, np.array(srcs, dtype=np.int64), tuple(datas), tuple(readers),
+                    tuple(keep), all(d is not None for d in datas))
         self._plan = plan
         return plan
 
@@ -252,10 +269,18 @@ class Reader:
         """
         best = self._mem_lookup(key)
         plan = self._plan
-        if best is None and plan is not None and plan.lone is not None:  # _fresh(plan), inlined
+        if plan is not None and plan.in_memory:  # _fresh(plan), inlined: no store I/O at all
             mid = plan.manifest_id
             if mid == self._manifest_id and self._manifest_id_of_mem() <= mid and _now() < self._check_at:
-                return _lone_get(plan.lone, key)  # one pinned L0 SST, nothing in the arenas: no store I/O
+                err, t, tr, vp, vlen, _nt, nb, _s = _plan_get(
+                    np.frombuffer(key, dtype=np.uint8), 0, -1 if best is None else best[1], plan.meta, plan.srcs)
+                if err:
+                    _raise_corruption(int(err), f"{plan.readers[_nt].key}: block {int(nb)}")
+                if t < 0:
+                    return None if best is None or best[2] != KIND_PUT else best[3]
+                if int(tr) & KIND_MASK != KIND_PUT:
+                    return None
+                return plan.datas[t][vp : vp + vlen].tobytes()
         with self._deadline():
             attempt = 0
             while True:
@@ -271,59 +296,86 @@ class Reader:
         return call_deadline(self.options.request_timeout)
 
     def _get(self, key: bytes, best):
-        plan = self._plan
-        if (plan is None or plan.manifest_id != self._manifest_id or self._manifest_id_of_mem() > plan.manifest_id
-                or _now() >= self._check_at):  # not _fresh(plan): the hot path avoids the call
-            plan = self._l0_plan()
-        if plan.lone is not None and best is None:
-            return _lone_get(plan.lone, key)
-        groups = plan.groups
-        top = plan.max_seq
-        if groups:
-            karr = np.frombuffer(key, dtype=np.uint8)
-            for entries, filters, starts in groups:
-                # (no filters: every SST of the group is pinned or has no bloom)
-                mask = -1 if filters is None else int(_probe_mask(filters, starts, karr))
-                if not mask:
-                    continue
-                for bit, first, last, max_seq, reader, pinned in entries:
-                    if mask & bit and first <= key <= last and (best is None or best[1] < max_seq):
-                        if pinned is not None:
-                            data, boffs, ikeys, ioffs, bloom = pinned
-                            err, found, t, vp, vlen = _pinned_get(bloom, data, boffs, ikeys, ioffs, karr)
-                            if err:
-                                _raise_corruption(int(err), f"{reader.key}: the block holding {key!r}")
-                            if not found:
-                                continue
-                            t = int(t)
-                            seq = t >> 8
-                            if best is None or seq > best[1]:
-                                kind = t & KIND_MASK
-                                best = (key, seq, kind, data[vp : vp + vlen].tobytes() if kind else None)
-                        else:
-                            r = reader.find(key, karr)
-                            if r is None or (best is not None and r[1] <= best[1]):
-                                continue
-                            best = (key, r[1], r[0], r[2])
-                        if best[1] >= top:  # newer than every L0 and sorted run
-                            break
-        m = plan.manifest
-        if m is not None and m.sorted_runs and (best is None or best[1] < top):
-            for run in m.sorted_runs:
-                ref = _find_in_run(run, key)
-                if ref is None or (best is not None and best[1] >= ref.max_seq):
-                    continue
-                best = newest(best, self._sst_get(ref, key))
+        best = _plan_lookup(self._point_plan(), key, best)
         if best is None or best[2] != KIND_PUT:
             return None
         return best[3]
 
-    def _sst_get(self, ref, key):
-        r = self._sst(ref).get(key)
-        if r is None:
-            return None
-        kind, seq, value = r
-        return (key, int(seq), int(kind), None if value is None else bytes(value))
+    def get_many(self, kdata: np.ndarray, koffs: np.ndarray):
+        """Point reads of keys ``kdata[koffs[i]:koffs[i+1]]`` (valid keys):
+        ``(vdata, voffs, found)``, key i's value ``vdata[voffs[i]:voffs[i+1]]``
+        when ``found[i]``.  Arenas first (skipped when they hold nothing),
+        then one kernel call walks the plan for every key; keys that meet an
+        SST not in memory finish one by one.  One deadline for the call."""
+        n = koffs.shape[0] - 1
+        best_seq = np.full(n, -1, dtype=np.int64)
+        mem_best = {}
+        if self.mem.unflushed_bytes():  # arenas are read before the manifest
+            lookup = self._mem_lookup
+            raw = kdata.tobytes()
+            bounds = koffs.tolist()
+            for i in range(n):
+                e = lookup(raw[bounds[i] : bounds[i + 1]])
+                if e is not None:
+                    mem_best[i] = e
+                    best_seq[i] = e[1]
+        with self._deadline():
+            attempt = 0
+            while True:
+                try:
+                    return self._get_many(kdata, koffs, best_seq, mem_best)
+                except Corruption:
+                    if attempt >= MISSING_SST_RETRIES or not self._advance_to_latest():
+                        raise
+                    attempt += 1
+
+    def _get_many(self, kdata, koffs, best_seq, mem_best):
+        from shaledb.kernels import point as P
+
+        plan = self._point_plan()
+        n = koffs.shape[0] - 1
+        out = np.empty((n, P.G_COLS), dtype=np.int64)
+        order = P.sort_keys(kdata, koffs)
+        err, i, nt, nb = P.plan_get_many(kdata, koffs, order, best_seq, plan.meta, plan.srcs, out)
+        if err:
+            _raise_corruption(int(err), f"{plan.readers[nt].key}: block {int(nb)}")
+        slow = {}  # key index -> value or None, for keys settled here in Python
+        for i in np.flatnonzero(out[:, P.G_NEED] >= 0).tolist():
+            key = kdata[koffs[i] : koffs[i + 1]].tobytes()
+            t, seq, kind, vp, vlen, need, nxt = out[i].tolist()
+            best = mem_best.get(i)
+            if t >= 0:
+                best = (key, seq, kind, plan.datas[t][vp : vp + vlen].tobytes() if kind else None)
+            best = _plan_lookup(plan, key, best, need >> 32, need & 0xFFFFFFFF, nxt)
+            slow[i] = best[3] if best is not None and best[2] == KIND_PUT else None
+            out[i, P.G_TABLE] = -1
+        for i, e in mem_best.items():  # arena versions no table beat
+            if i not in slow and out[i, P.G_TABLE] < 0:
+                slow[i] = e[3] if e[2] == KIND_PUT else None
+        hit = (out[:, P.G_TABLE] >= 0) & (out[:, P.G_KIND] != 0)
+        total = int(out[hit, P.G_VLEN].sum()) if n else 0
+        vdata = np.empty(total, dtype=np.uint8)
+        voffs = np.empty(n + 1, dtype=np.int64)
+        found = np.empty(n, dtype=np.bool_)
+        P.gather_values(plan.meta, out, vdata, voffs, found)
+        if not slow:
+            return vdata, voffs, found
+        # splice the values settled in Python in, in key order
+        vl = np.diff(voffs)
+        for i, v in slow.items():
+            found[i] = v is not None
+            vl[i] = 0 if v is None else len(v)
+        parts = []
+        prev = 0
+        for i in sorted(slow):
+            parts.append(vdata[int(voffs[prev]) : int(voffs[i])])
+            if slow[i]:
+                parts.append(np.frombuffer(slow[i], dtype=np.uint8))
+            prev = i + 1
+        parts.append(vdata[int(voffs[prev]) :])
+        vdata = np.concatenate(parts) if parts else vdata
+        np.cumsum(vl, out=voffs[1:])
+        return vdata, voffs, found
 
     # -- scans
 
@@ -388,46 +440,55 @@ class Reader:
 _CHUNK = 16384  # records emitted per batch of a scan
 
 
-def _lone_get(lone: tuple, key: bytes):
-    """Point read in a plan's lone pinned L0 SST (no store I/O)."""
-    first, last, data, boffs, ikeys, ioffs, bloom, name = lone
-    if key < first or key > last:
-        return None
-    err, found, t, vp, vlen = _pinned_get(bloom, data, boffs, ikeys, ioffs, np.frombuffer(key, dtype=np.uint8))
-    if err:
-        _raise_corruption(int(err), f"{name}: the block holding {key!r}")
-    if not found or (int(t) & KIND_MASK) != KIND_PUT:
-        return None
-    return data[vp : vp + vlen].tobytes()
-
-
-def _deadlined(it, seconds: float):
-    """``it`` with each step (each ``next``) under its own ``seconds`` deadline."""
-    it = iter(it)
+def _plan_lookup(plan: Plan, key: bytes, best, need_t: int = -1, need_b: int = -1, s: int = 0):
+    """The newest Entry of ``key`` in ``plan``, or ``best`` when nothing in
+    the plan is newer: kernel walks of the tables in memory, and for a
+    table that is not, one block read here (``need_t``/``need_b``), then
+    the walk resumes at source ``s``."""
+    karr = np.frombuffer(key, dtype=np.uint8)
+    meta, srcs = plan.meta, plan.srcs
+    last = srcs.shape[0] - 1
     while True:
-        with call_deadline(seconds):
-            try:
-                item = next(it)
-            except StopIteration:
-                return
-        yield item
+        if need_t >= 0:
+            r = plan.readers[need_t]
+            block = r.read_block(need_b)
+            err, found, tr, vp, vlen = _block_find(block, karr)
+            if err:
+                _raise_corruption(int(err), f"{r.key}: block {need_b}")
+            if found:
+                tr = int(tr)
+                seq = r.global_seq or tr >> 8
+                if best is None or seq > best[1]:
+                    kind = tr & KIND_MASK
+                    best = (key, seq, kind, block[vp : vp + vlen].tobytes() if kind else None)
+        if s >= last:
+            return best
+        err, t, tr, vp, vlen, need_t, need_b, s = _plan_get(karr, s, -1 if best is None else best[1], meta, srcs)
+        if err:
+            _raise_corruption(int(err), f"{plan.readers[need_t].key}: block {int(need_b)}")
+        if t >= 0:
+            tr = int(tr)
+            kind = tr & KIND_MASK
+            best = (key, tr >> 8, kind, plan.datas[t][vp : vp + vlen].tobytes() if kind else None)
+        if need_t < 0:
+            return best
 
 
 # The kernels are bound on first use (importing them loads numba).
-def _pinned_get(*args):
-    global _pinned_get
-    from shaledb.kernels.read import pinned_get as kern
+def _plan_get(*args):
+    global _plan_get
+    from shaledb.kernels.point import plan_get as kern
 
-    _pinned_get = kern
+    _plan_get = kern
     return kern(*args)
 
 
-def _probe_mask(filters, starts, karr):
-    global _probe_mask
-    from shaledb.kernels.read import probe_mask as kern
+def _block_find(block, karr):
+    global _block_find
+    from shaledb.kernels.read import block_find as kern
 
-    _probe_mask = kern
-    return kern(filters, starts, karr)
+    _block_find = kern
+    return kern(block, karr)
 
 
 def _raise_corruption(err: int, what: str):
@@ -475,7 +536,6 @@ def _emit(buf, offs, prev):
     return zip(map(cut, map(slice, bl[0:-1:2], bl[1::2])), map(cut, map(slice, bl[1::2], bl[2::2])))
 
 
-_NO_BLOOM = np.empty(0, dtype=np.uint8)
 _NO_KEY = np.zeros(1, dtype=np.uint8)
 _NO_KEY.flags.writeable = False  # the same array type as keys from bytes
 
@@ -577,16 +637,6 @@ def _overlaps(ref, start, end) -> bool:
     if end is not None and ref.first_key >= end:
         return False
     return True
-
-
-def _find_in_run(run, key):
-    import bisect
-
-    ssts = run.ssts
-    i = bisect.bisect_right([s.first_key for s in ssts], key) - 1
-    if i >= 0 and key <= ssts[i].last_key:
-        return ssts[i]
-    return None
 
 
 def _read_latest_manifest(store, known_id: int, known=None, known_manifest_id: int = -1):

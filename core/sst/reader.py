@@ -5,14 +5,22 @@ last ``TAIL_BYTES`` (trailer, footer, and usually the index and bloom block
 too; whatever is missing costs one more ranged GET), then keeps the index
 and bloom filter in memory.
 
-* ``get(key, max_seq=None)``: bloom filter -> binary search of the index ->
-  one block (through the optional block cache; on a miss the aligned group
-  of ``GET_GROUP_BLOCKS`` blocks around it is fetched in one ranged GET and
-  cached) -> seek inside the block.  ``find(key, karr)`` is ``get`` for a
+* Stores that map objects (``store.mmap``, the local directory store):
+  an uncompressed SST's data region is read through the mapping (zero
+  copy; the page cache is the cache).  A block is verified (checksum,
+  restart array) the first time a read touches it, and a per-block flag
+  (``mapped()[1]``) remembers it, so a verified block is never hashed again.
+* Other stores (S3), or compressed SSTs: a block comes from the optional
+  block cache; a miss is one ranged GET of that one block, verified and
+  decompressed, then cached.
+* ``get(key, max_seq=None)``: key range, bloom filter, binary search of the
+  index, one block, seek inside it.  ``find(key, karr)`` is ``get`` for a
   caller that already checked the key range and the bloom filter.
+  ``meta_row()`` describes the SST to the plan kernels of
+  shaledb.kernels.point (the read path's one-call point reads).
 * ``iter_range(start, end)``: record runs ``(buf, offs)`` in key order, one
-  per block, fetching up to ``read_ahead_bytes`` of consecutive blocks per
-  ranged GET.
+  per group of consecutive blocks of up to ``read_ahead_bytes`` (one ranged
+  GET each, or a slice of the mapping).
 
 ``global_seq`` (bulk-ingested SSTs): when nonzero, every record of the SST
 reads as having that seq, in ``get``/``find`` results and in the record runs
@@ -22,8 +30,10 @@ Every checksum is verified before bytes are used; a mismatch, or an object
 shorter than its footer says, raises ``shaledb.Corruption`` naming the object
 and the block.  So does a missing object once its size is known (given by
 the manifest that lists it, or found by ``head``): an SST that is referenced
-but gone is damage to the database, not a lookup miss.  Thread safety: after construction a reader is immutable
-apart from the (thread-safe) block cache, so threads may share it.
+but gone is damage to the database, not a lookup miss.  Thread safety:
+threads may share a reader (after construction it only changes by filling
+lazily built arrays, the verified flags and the thread-safe block cache;
+a race verifies a block twice, harmlessly).
 """
 
 from __future__ import annotations
@@ -56,6 +66,14 @@ def _block_find(block, karr):
     _block_find = block_find
     return block_find(block, karr)
 
+def _plan_get(*args):
+    global _plan_get
+    from shaledb.kernels.point import plan_get
+
+    _plan_get = plan_get
+    return plan_get(*args)
+
+
 def _override_seq(buf, offs, seq):
     global _override_seq
     from shaledb.kernels.read import override_seq
@@ -66,8 +84,6 @@ def _override_seq(buf, offs, seq):
 
 TAIL_BYTES = 64 * 1024
 READ_AHEAD_BYTES = 256 * 1024
-#: blocks fetched together when a point read misses the block cache
-GET_GROUP_BLOCKS = 16
 
 
 class _Pinned(tuple):
@@ -133,6 +149,11 @@ class SstReader:
         self._bloom = None
         if f.bloom_len:
             self._bloom = decode_bloom(region(f.bloom_offset, f.bloom_offset + f.bloom_len, "bloom"), key)
+        self._arrays = None  # (ikeys, ioffs, boffs, first key, last key), built on first use
+        self._data = None  # the mapped data region (read-only uint8), once mapped
+        self._mapped = None  # None: not tried yet; False: the store cannot map
+        self._verified = None  # one flag per block of the mapped data: checksum checked
+        self._meta1 = None  # (meta row, sources) of this SST alone, for find()
         lo, hi = (f.min_seq, f.max_seq) if not self.global_seq else (self.global_seq, self.global_seq)
         self.info = SstInfo(f.sst_id, self.size, f.first_key, f.last_key, f.num_entries, lo, hi)
 
@@ -170,6 +191,19 @@ class SstReader:
         return raw
 
     def _block(self, i: int, *, fill_cache: bool = True) -> np.ndarray:
+        if self._mapped is None:
+            self.mapped()
+        if self._mapped:  # a view of the mapping, verified on first touch
+            start, end = int(self._offsets[i]), int(self._offsets[i + 1])
+            block = self._data[start:end]
+            if not self._verified[i]:
+                from shaledb.kernels.block import check_block, raise_corruption
+
+                err = int(check_block(block)[0])
+                if err != 0:
+                    raise_corruption(err, f"{self.key}: block {i}")
+                self._verified[i] = 1
+            return block
         cache = self.block_cache
         ck = (self.key, i)
         if cache is not None:
@@ -181,6 +215,95 @@ class SstReader:
         if cache is not None and fill_cache:
             cache.put(ck, raw)
         return raw
+
+    def arrays(self):
+        """``(ikeys, ioffs, boffs, first_key, last_key, ipre, lcp)``: index
+        keys back to back with their bounds, block offsets (int64,
+        ``num_blocks + 1``), first and last key (uint8), the index search
+        prefixes and their common prefix length (shaledb.kernels.point,
+        M_IPRE).  Built once."""
+        a = self._arrays
+        if a is None:
+            keys = self._keys
+            ioffs = np.zeros(len(keys) + 1, dtype=np.int64)
+            np.cumsum(np.fromiter(map(len, keys), dtype=np.int64, count=len(keys)), out=ioffs[1:])
+            ikeys = np.frombuffer(b"".join(keys), dtype=np.uint8)
+            boffs = np.ascontiguousarray(self._offsets, dtype=np.int64)
+            first, last = self.footer.first_key, self.footer.last_key
+            fk = np.frombuffer(first, dtype=np.uint8)
+            lk = np.frombuffer(last, dtype=np.uint8)
+            lcp = 0
+            while lcp < min(len(first), len(last)) and first[lcp] == last[lcp]:
+                lcp += 1
+            from shaledb.kernels.point import index_prefixes
+
+            ipre = np.empty(len(keys), dtype=np.uint64)
+            index_prefixes(ikeys, ioffs, lcp, ipre)
+            a = self._arrays = (ikeys, ioffs, boffs, fk, lk, ipre, lcp)
+        return a
+
+    def mapped(self):
+        """``(data, verified)`` when the store maps objects (``store.mmap``)
+        and the SST is uncompressed: the data region as a read-only uint8
+        view of the mapping (no copy; the page cache is the cache) and the
+        per-block flags of blocks already verified (the read kernels check a
+        block the first time they touch it).  None otherwise."""
+        if self._mapped is None:
+            self._mapped = False
+            fn = getattr(self.store, "mmap", None)
+            if fn is not None and self.footer.compression == CompressionCodec.NONE and self.footer.num_blocks > 0:
+                try:
+                    view = fn(self.key)
+                except ObjectNotFound:
+                    raise Corruption(
+                        f"{self.key}: the SST object is missing from the store (it is referenced with size {self.size})"
+                    ) from None
+                if view is not None:
+                    if len(view) != self.size:
+                        raise Corruption(f"{self.key}: the object has {len(view)} bytes, expected {self.size}")
+                    self._data = np.frombuffer(view, dtype=np.uint8)[: int(self._offsets[-1])]
+                    self._verified = np.zeros(self.footer.num_blocks, dtype=np.uint8)
+                    self._mapped = True
+        return (self._data, self._verified) if self._mapped else None
+
+    def meta_row(self, data=None, verified=None, max_seq: int | None = None) -> np.ndarray:
+        """This SST's row of a point-read plan (``shaledb.kernels.point``
+        ``meta``): addresses of its arrays, with ``data``/``verified`` (the
+        data region in memory and its flags) or without (address 0: the
+        caller reads blocks with :meth:`read_block`).  REQUIRES: the caller
+        keeps this reader, and ``data``/``verified``, alive while the row is
+        used."""
+        from shaledb.kernels import point as P
+
+        ikeys, ioffs, boffs, fk, lk, ipre, lcp = self.arrays()
+        row = np.zeros(P.META_COLS, dtype=np.int64)
+        if data is not None:
+            row[P.M_DATA] = data.ctypes.data
+            row[P.M_DLEN] = data.shape[0]
+            row[P.M_VER] = verified.ctypes.data
+        row[P.M_BOFFS] = boffs.ctypes.data
+        row[P.M_NB] = self.footer.num_blocks
+        row[P.M_IKEYS] = ikeys.ctypes.data
+        row[P.M_IKLEN] = ikeys.shape[0]
+        row[P.M_IOFFS] = ioffs.ctypes.data
+        row[P.M_IPRE] = ipre.ctypes.data
+        row[P.M_LCP] = lcp
+        bloom = self._bloom
+        if bloom is not None and bloom.shape[0]:
+            row[P.M_BLOOM] = bloom.ctypes.data
+            row[P.M_BLEN] = bloom.shape[0]
+        row[P.M_FK] = fk.ctypes.data
+        row[P.M_FKLEN] = fk.shape[0]
+        row[P.M_LK] = lk.ctypes.data
+        row[P.M_LKLEN] = lk.shape[0]
+        row[P.M_GSEQ] = self.global_seq
+        row[P.M_MAXSEQ] = self.info.max_seq if max_seq is None else max_seq
+        return row
+
+    def read_block(self, i: int) -> np.ndarray:
+        """Verified raw block ``i`` (through the block cache, when there is
+        one; a miss is one ranged GET of that block)."""
+        return self._block(i)
 
     def pin(self):
         """The whole data region in memory for ``kernels.read.pinned_get``:
@@ -216,32 +339,23 @@ class SstReader:
             cache.put(ck, pinned)
         return pinned
 
-    def _read_around(self, i: int) -> np.ndarray:
-        """Block ``i`` for a point read that missed the cache: fetch the
-        aligned group of ``GET_GROUP_BLOCKS`` blocks around it with one ranged
-        GET (about as cheap as one block), verify and cache every block not
-        cached yet, return block ``i``."""
-        cache = self.block_cache
-        g0 = i - i % GET_GROUP_BLOCKS
-        g1 = min(self.footer.num_blocks, g0 + GET_GROUP_BLOCKS)
-        offsets = self._offsets
-        start = int(offsets[g0])
-        data = memoryview(self._fetch(start, int(offsets[g1]), f"blocks {g0}..{g1 - 1}"))
-        out = None
-        for b in range(g0, g1):
-            ck = (self.key, b)
-            if b != i and ck in cache:
-                continue
-            raw = self._raw_block(b, data[int(offsets[b]) - start : int(offsets[b + 1]) - start])
-            cache.put(ck, raw)
-            if b == i:
-                out = raw
-        return out
-
     def _block_groups(self, first: int, last: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """``(first block, raw bytes, block starts)`` covering blocks first..last-1
         in order: a cached block alone, else runs of consecutive blocks fetched
         with one ranged GET of up to ``read_ahead_bytes``."""
+        if self._mapped is None:
+            self.mapped()
+        if self._mapped:  # straight from the mapping (decoding checks every block)
+            offsets = self._offsets
+            i = first
+            while i < last:
+                j = i + 1
+                start = int(offsets[i])
+                while j < last and int(offsets[j + 1]) - start <= self.read_ahead_bytes:
+                    j += 1
+                yield i, self._data[start : int(offsets[j])], offsets[i : j + 1] - start
+                i = j
+            return
         cache = self.block_cache
         i = first
         while i < last:
@@ -292,18 +406,15 @@ class SstReader:
     def find(self, key: bytes, karr: np.ndarray):
         """:meth:`get` without the key range and bloom checks (the caller made
         them): ``karr`` is ``key`` as a uint8 array."""
+        if self._mapped is None:
+            self.mapped()
+        if self._mapped:
+            return self._mapped_find(karr)
         keys = self._keys
         i = bisect.bisect_left(keys, key)
         if i >= len(keys):
             return None
-        cache = self.block_cache
-        block = None
-        if cache is not None:
-            block = cache.get((self.key, i))
-            if block is None:
-                block = self._read_around(i)
-        else:
-            block = self._block(i)
+        block = self._block(i)
         err, found, trailer, vp, vlen = _block_find(block, karr)
         if err:
             from shaledb.kernels.block import raise_corruption
@@ -316,6 +427,24 @@ class SstReader:
         if trailer & 0xFF == 0:
             return 0, seq, None
         return 1, seq, block[vp : vp + vlen].tobytes()
+
+    def _mapped_find(self, karr):
+        m = self._meta1
+        if m is None:
+            data, verified = self.mapped()
+            m = self._meta1 = (self.meta_row(data, verified, max_seq=1 << 62)[None, :].copy(),
+                               np.array([0, 1], dtype=np.int64))
+        err, t, trailer, vp, vlen, _nt, nb, _s = _plan_get(karr, 0, -1, m[0], m[1])
+        if err:
+            from shaledb.kernels.block import raise_corruption
+
+            raise_corruption(int(err), f"{self.key}: block {int(nb)}")
+        if t < 0:
+            return None
+        trailer = int(trailer)
+        if trailer & 0xFF == 0:
+            return 0, trailer >> 8, None
+        return 1, trailer >> 8, self._data[vp : vp + vlen].tobytes()
 
     def get(self, key: bytes, max_seq: int | None = None):
         """``(kind, seq, value | None)`` of the newest version of ``key`` (with

@@ -1,0 +1,448 @@
+"""Point reads over a whole read plan in one kernel call (``plan_get``) or
+over a batch of keys (``plan_get_many``).
+
+A plan is a list of *tables* (SSTs whose index and bloom are in memory) and
+of *sources* that group them: ``srcs[s]:srcs[s+1]`` are the tables of source
+``s`` in key order (an L0 SST is a source of one table, a sorted run a
+source of many).  Sources are listed in read precedence (L0 newest first,
+then sorted runs); the highest seq wins whatever the source, and an equal
+seq goes to the earlier source.
+
+Each table is one row of ``meta`` (int64, ``META_COLS`` columns, names
+``M_*``): the *addresses* and lengths of its arrays, so that one call takes
+five arguments however many tables there are (numba's per-argument dispatch
+cost is what a point read pays most):
+
+    M_DATA, M_DLEN    data region (uint8); address 0 = not in memory
+    M_VER             verified flags (uint8, one per block, 0 = unchecked)
+    M_BOFFS, M_NB     block offsets (int64, nb + 1) into the data region
+    M_IKEYS, M_IKLEN  index keys, back to back (uint8)
+    M_IPRE, M_LCP     per index key, the 8 bytes after the table's common
+                      prefix (``M_LCP`` bytes: the first and last key's) as a
+                      big-endian uint64, zero padded (``index_prefixes``):
+                      the index search compares these, full keys on a tie
+    M_IOFFS           index key bounds (int64, nb + 1) into M_IKEYS
+    M_BLOOM, M_BLEN   bloom filter (uint8); length 0 = none
+    M_FK, M_FKLEN     first key;  M_LK, M_LKLEN   last key
+    M_GSEQ            nonzero: every record reads with this seq
+    M_MAXSEQ          the table's largest (effective) seq
+
+A block is verified (checksum and restart array, ``check_block``) the first
+time a read touches it and its flag set, so corruption found through a
+mapping is reported (error code, table, block) and a verified block is never
+hashed again.  A table not in memory (address 0) stops the walk: the caller
+reads that block itself and calls again from the next source.
+
+REQUIRES: every address in ``meta`` stays valid for the call (the caller
+keeps the arrays alive: see shaledb.read.reader); the index, offsets and
+bloom were validated when the SST was opened.  Thread-safe as far as the
+verified flags go (two threads may verify one block twice, harmlessly).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba.core import config
+
+from shaledb.kernels._jit import kernel
+from shaledb.format.record import MAX_KEY_BYTES
+from shaledb.kernels.block import BLOCK_TAIL, E_ENTRY, E_KEYLEN, E_RESTARTS, _entry_head, check_block, seek_restart
+from shaledb.kernels.bloom import bloom_probe_hash
+from shaledb.kernels.hashing import xxh64_range
+from shaledb.kernels.mem import load_u32
+
+__all__ = [
+    "G_COLS",
+    "G_KIND",
+    "G_NEED",
+    "G_NEXT",
+    "G_SEQ",
+    "G_TABLE",
+    "G_VLEN",
+    "G_VPOS",
+    "META_COLS",
+    "M_BLEN",
+    "M_BLOOM",
+    "M_BOFFS",
+    "M_DATA",
+    "M_DLEN",
+    "M_FK",
+    "M_FKLEN",
+    "M_GSEQ",
+    "M_IKEYS",
+    "M_IKLEN",
+    "M_IOFFS",
+    "M_IPRE",
+    "M_LCP",
+    "M_LK",
+    "M_LKLEN",
+    "M_MAXSEQ",
+    "M_NB",
+    "M_VER",
+    "block_seek",
+    "gather_values",
+    "index_prefixes",
+    "plan_get",
+    "plan_get_many",
+    "sort_keys",
+]
+
+(M_DATA, M_DLEN, M_VER, M_BOFFS, M_NB, M_IKEYS, M_IOFFS, M_BLOOM, M_BLEN,
+ M_FK, M_FKLEN, M_LK, M_LKLEN, M_GSEQ, M_MAXSEQ, M_IKLEN, M_IPRE, M_LCP) = range(18)
+META_COLS = 18
+
+_OK = 0
+
+if config.DISABLE_JIT:  # plain Python: views through ctypes
+    import ctypes
+
+    def _view_u8(addr, n):
+        if n == 0:
+            return np.empty(0, dtype=np.uint8)
+        return np.ctypeslib.as_array((ctypes.c_uint8 * int(n)).from_address(int(addr)))
+
+    def _view_i64(addr, n):
+        if n == 0:
+            return np.empty(0, dtype=np.int64)
+        return np.ctypeslib.as_array((ctypes.c_int64 * int(n)).from_address(int(addr)))
+
+    def _view_u64(addr, n):
+        if n == 0:
+            return np.empty(0, dtype=np.uint64)
+        return np.ctypeslib.as_array((ctypes.c_uint64 * int(n)).from_address(int(addr)))
+
+else:
+    from llvmlite import ir
+    from numba import carray, types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _u8_ptr(typingctx, addr):
+        """int64 address -> uint8 pointer."""
+        if not isinstance(addr, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+
+        return types.CPointer(types.uint8)(types.int64), codegen
+
+    @intrinsic
+    def _i64_ptr(typingctx, addr):
+        """int64 address -> int64 pointer."""
+        if not isinstance(addr, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+
+        return types.CPointer(types.int64)(types.int64), codegen
+
+    @intrinsic
+    def _u64_ptr(typingctx, addr):
+        """int64 address -> uint64 pointer."""
+        if not isinstance(addr, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+
+        return types.CPointer(types.uint64)(types.int64), codegen
+
+    @kernel
+    def _view_u64(addr, n):
+        return carray(_u64_ptr(addr), (n,))
+
+    @kernel
+    def _view_u8(addr, n):
+        return carray(_u8_ptr(addr), (n,))
+
+    @kernel
+    def _view_i64(addr, n):
+        return carray(_i64_ptr(addr), (n,))
+
+
+@kernel
+def _cmp(a, key):
+    """-1, 0, 1: bytes ``a`` against ``key``."""
+    n = min(a.shape[0], key.shape[0])
+    for j in range(n):
+        x = a[j]
+        y = key[j]
+        if x != y:
+            return -1 if x < y else 1
+    if a.shape[0] == key.shape[0]:
+        return 0
+    return -1 if a.shape[0] < key.shape[0] else 1
+
+
+@kernel
+def _table_of(meta, a, b, key):
+    """The last table in [a, b) whose first key <= key, or -1."""
+    lo = a
+    hi = b
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _cmp(_view_u8(meta[mid, M_FK], meta[mid, M_FKLEN]), key) <= 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo - 1 if lo > a else -1
+
+
+@kernel
+def _prefix(a, lcp):
+    """Big-endian u64 of ``a[lcp:lcp+8]``, zero padded."""
+    x = np.uint64(0)
+    for j in range(8):
+        x <<= np.uint64(8)
+        if lcp + j < a.shape[0]:
+            x |= np.uint64(a[lcp + j])
+    return x
+
+
+@kernel
+def index_prefixes(ikeys, ioffs, lcp, out):
+    """``out[i]`` = the prefix (see M_IPRE) of index key i."""
+    for i in range(out.shape[0]):
+        out[i] = _prefix(ikeys[ioffs[i] : ioffs[i + 1]], lcp)
+
+
+@kernel
+def _first_ge(ikeys, ioffs, ipre, lcp, nb, key):
+    """The first block whose index key is >= key (nb if none).
+    REQUIRES: key starts with the table's common prefix (lcp bytes)."""
+    kp = _prefix(key, lcp)
+    lo = 0
+    hi = nb
+    while lo < hi:
+        mid = (lo + hi) // 2
+        p = ipre[mid]
+        if p < kp:
+            c = -1
+        elif p > kp:
+            c = 1
+        else:
+            c = _cmp(ikeys[ioffs[mid] : ioffs[mid + 1]], key)
+        if c < 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@kernel
+def block_seek(block, key):
+    """The first entry of a verified block whose key is >= key: ``(error,
+    found, trailer, value_pos, value_len)`` (as kernels.read.block_find),
+    without rebuilding keys: ``m``, the common prefix of the previous
+    entry's key and ``key``, decides most entries from their ``shared``
+    count alone (shared > m: still smaller), and only the bytes after it
+    are compared, in place."""
+    n = block.shape[0]
+    nr = np.int64(load_u32(block, n - BLOCK_TAIL))
+    data_end = n - BLOCK_TAIL - 4 * nr
+    err, ri = seek_restart(block, data_end, nr, key)
+    if err != _OK:
+        return err, False, np.uint64(0), 0, 0
+    p = np.int64(load_u32(block, data_end + 4 * ri))
+    next_ri = ri
+    next_restart = p
+    klen = 0
+    m = 0  # common prefix of the previous key (< key) and key
+    kl = key.shape[0]
+    while p < data_end:
+        is_restart = False
+        if p == next_restart:
+            is_restart = True
+            next_ri += 1
+            next_restart = np.int64(load_u32(block, data_end + 4 * next_ri)) if next_ri < nr else data_end
+        elif p > next_restart:
+            return E_RESTARTS, False, np.uint64(0), 0, 0
+        err, shared, unshared, vlen, t, kp = _entry_head(block, p, data_end)
+        if err != _OK:
+            return err, False, np.uint64(0), 0, 0
+        if (is_restart and shared != 0) or shared > klen:
+            return E_KEYLEN, False, np.uint64(0), 0, 0
+        newk = shared + unshared
+        if newk < 1 or newk > MAX_KEY_BYTES:
+            return E_KEYLEN, False, np.uint64(0), 0, 0
+        vp = kp + unshared
+        p = vp + vlen
+        if p > next_restart:
+            return E_ENTRY, False, np.uint64(0), 0, 0
+        klen = newk
+        if shared > m:  # equal to the previous key past m: smaller than key too
+            continue
+        m = shared
+        lim = min(unshared, kl - m)
+        j = 0
+        while j < lim and block[kp + j] == key[m + j]:
+            j += 1
+        m += j
+        if j < lim:
+            if block[kp + j] > key[m]:
+                return _OK, False, t, vp, vlen
+            continue
+        if newk == kl:
+            return _OK, True, t, vp, vlen
+        if newk > kl:  # key is a proper prefix of this entry's key
+            return _OK, False, t, vp, vlen
+    if p != data_end:
+        return E_ENTRY, False, np.uint64(0), 0, 0
+    return _OK, False, np.uint64(0), 0, 0
+
+
+@kernel
+def plan_get(key, s0, best_seq, meta, srcs):
+    """Walk sources ``s0..`` for ``key``, skipping tables whose max seq is
+    <= ``best_seq``.  Returns ``(error, table, trailer, value_pos,
+    value_len, need_table, need_block, next_source)``: ``table`` >= 0 is the
+    newest version found with seq > best_seq (the trailer carries its
+    effective seq; the value is ``data[value_pos:value_pos+value_len]`` of
+    that table); ``need_table`` >= 0 asks the caller to read block
+    ``need_block`` of that table (not in memory) and call again from
+    ``next_source``.  On an error, ``need_table``/``need_block`` name the
+    bad block."""
+    hashed = False
+    h = np.uint64(0)
+    bt = -1
+    btr = np.uint64(0)
+    bvp = np.int64(0)
+    bvl = np.int64(0)
+    ns = srcs.shape[0] - 1
+    for s in range(s0, ns):
+        t = _table_of(meta, srcs[s], srcs[s + 1], key)
+        if t < 0 or meta[t, M_MAXSEQ] <= best_seq:
+            continue
+        if _cmp(_view_u8(meta[t, M_LK], meta[t, M_LKLEN]), key) < 0:
+            continue
+        # the last source's bloom is not probed: a get there is the search
+        # the probe would save (about as cheap), and it finds most keys
+        if meta[t, M_BLEN] > 0 and s != ns - 1:
+            if not hashed:
+                h = xxh64_range(key, 0, key.shape[0], np.uint64(0))
+                hashed = True
+            if not bloom_probe_hash(_view_u8(meta[t, M_BLOOM], meta[t, M_BLEN]), h):
+                continue
+        nb = meta[t, M_NB]
+        bi = _first_ge(_view_u8(meta[t, M_IKEYS], meta[t, M_IKLEN]), _view_i64(meta[t, M_IOFFS], nb + 1),
+                       _view_u64(meta[t, M_IPRE], nb), meta[t, M_LCP], nb, key)
+        if bi >= nb:
+            continue
+        if meta[t, M_DATA] == 0:
+            return _OK, bt, btr, bvp, bvl, t, bi, s + 1
+        boffs = _view_i64(meta[t, M_BOFFS], nb + 1)
+        b0 = boffs[bi]
+        block = _view_u8(meta[t, M_DATA] + b0, boffs[bi + 1] - b0)
+        ver = _view_u8(meta[t, M_VER], nb)
+        if ver[bi] == 0:
+            err, _de, _nr = check_block(block)
+            if err != _OK:
+                return err, -1, np.uint64(0), 0, 0, t, bi, s
+            ver[bi] = 1
+        err, found, tr, vp, vlen = block_seek(block, key)
+        if err != _OK:
+            return err, -1, np.uint64(0), 0, 0, t, bi, s
+        if found:
+            g = meta[t, M_GSEQ]
+            seq = g if g != 0 else np.int64(tr >> np.uint64(8))
+            if seq > best_seq:
+                best_seq = seq
+                bt = t
+                btr = (np.uint64(seq) << np.uint64(8)) | (tr & np.uint64(0xFF))
+                bvp = b0 + vp
+                bvl = vlen
+    return _OK, bt, btr, bvp, bvl, -1, -1, ns
+
+
+@kernel
+def sort_keys(kdata, koffs):
+    """The order of keys ``kdata[koffs[i]:koffs[i+1]]`` sorted bytewise (an
+    int64 permutation): by the 8 bytes after the keys' common prefix
+    (argsort of uint64), ties settled by full compares."""
+    n = koffs.shape[0] - 1
+    order = np.arange(n)
+    if n < 2:
+        return order
+    k0 = kdata[koffs[0] : koffs[1]]
+    lcp = k0.shape[0]
+    for i in range(1, n):
+        k = kdata[koffs[i] : koffs[i + 1]]
+        j = 0
+        lim = min(lcp, k.shape[0])
+        while j < lim and k[j] == k0[j]:
+            j += 1
+        lcp = j
+    pre = np.empty(n, dtype=np.uint64)
+    for i in range(n):
+        pre[i] = _prefix(kdata[koffs[i] : koffs[i + 1]], lcp)
+    order = np.argsort(pre, kind="mergesort")
+    i = 0
+    while i < n:  # runs of equal prefixes: insertion sort on whole keys
+        j = i + 1
+        while j < n and pre[order[j]] == pre[order[i]]:
+            j += 1
+        for a in range(i + 1, j):
+            x = order[a]
+            kx = kdata[koffs[x] : koffs[x + 1]]
+            b = a - 1
+            while b >= i and _cmp(kdata[koffs[order[b]] : koffs[order[b] + 1]], kx) > 0:
+                order[b + 1] = order[b]
+                b -= 1
+            order[b + 1] = x
+        i = j
+    return order
+
+
+#: columns of ``plan_get_many``'s output rows
+G_TABLE, G_SEQ, G_KIND, G_VPOS, G_VLEN, G_NEED, G_NEXT = range(7)
+G_COLS = 7
+
+
+@kernel
+def plan_get_many(kdata, koffs, order, best_seq, meta, srcs, out):
+    """``plan_get`` for keys ``kdata[koffs[i]:koffs[i+1]]``, visited in
+    ``order`` (sorted keys walk each table's index and blocks in order, so
+    memory stays warm), each from source 0 with its own ``best_seq[i]``
+    (-1: nothing newer known).  Row i of ``out`` (int64, ``G_COLS``
+    columns: one cache line per key) gets plan_get's best (``G_TABLE`` -1
+    if none, ``G_SEQ``, ``G_KIND``, ``G_VPOS``, ``G_VLEN``) and ``G_NEED``
+    = need_table * 2**32 + need_block (-1: none) with ``G_NEXT`` the
+    source to resume from.  Returns ``(error, key index, table, block)`` of
+    the first bad block, or ``(0, -1, -1, -1)``."""
+    for x in range(order.shape[0]):
+        i = order[x]
+        key = kdata[koffs[i] : koffs[i + 1]]
+        err, t, tr, vp, vlen, nt, nb, sn = plan_get(key, 0, best_seq[i], meta, srcs)
+        if err != _OK:
+            return err, i, nt, nb
+        out[i, G_TABLE] = t
+        out[i, G_SEQ] = np.int64(tr >> np.uint64(8))
+        out[i, G_KIND] = np.int64(tr & np.uint64(0xFF))
+        out[i, G_VPOS] = vp
+        out[i, G_VLEN] = vlen
+        out[i, G_NEED] = -1 if nt < 0 else (nt << 32) | nb
+        out[i, G_NEXT] = sn
+    return _OK, -1, -1, -1
+
+
+@kernel
+def gather_values(meta, out, vdata, voffs, found):
+    """Copy the value of every row of ``out`` (plan_get_many) with a table
+    and a put kind into ``vdata`` back to back: key i's value is
+    ``vdata[voffs[i]:voffs[i+1]]`` and ``found[i]`` says whether it has one.
+    Returns the bytes used.  REQUIRES: vdata holds the sum of those lengths."""
+    d = np.int64(0)
+    voffs[0] = 0
+    for i in range(out.shape[0]):
+        t = out[i, G_TABLE]
+        if t >= 0 and out[i, G_KIND] != 0:
+            n = out[i, G_VLEN]
+            vdata[d : d + n] = _view_u8(meta[t, M_DATA] + out[i, G_VPOS], n)
+            d += n
+            found[i] = True
+        else:
+            found[i] = False
+        voffs[i + 1] = d
+    return d
