@@ -423,6 +423,16 @@ class Db:
             w.drain()
         return self._rget(key)
 
+    def get_many(self, keys):
+        """Point reads of many keys at once: a sequence of bytes -> a list of
+        ``bytes | None`` in order; a numpy ``(uint8 data, int64 offsets)``
+        pair -> ``(values data, values offsets, found)`` arrays."""
+        self._check_open()
+        self._drain()
+        from shaledb.read import get_many
+
+        return get_many(self._reader, keys)
+
     def scan(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """``(key, value)`` pairs with ``start <= key < end`` in key order (lazy)."""
         start = check_bound("start", start)
