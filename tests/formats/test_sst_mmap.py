@@ -1,0 +1,121 @@
+"""SSTs read through the local store's mapping (``LocalStore.mmap``): the
+same answers as a plain read, a block verified the first time it is touched
+(and never hashed again), and damage found through the mapping raised as
+Corruption naming the object and the block."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from formats_testlib import golden_records, ids, model_get, run_arrays
+
+from shaledb.errors import Corruption
+from shaledb.sst.reader import SstReader
+from shaledb.sst.writer import build_ssts
+from shaledb.storage import LocalStore, MemoryStore
+from shaledb.storage.wrappers import FaultyStore, RetryingStore
+
+NAME = "compacted/mapped.sst"
+
+
+def _sst(n=300, compression=None):
+    recs = golden_records(n)
+    ((_, data, _),) = build_ssts(*run_arrays(recs), target_bytes=1 << 30, block_size=256, min_bloom_keys=1,
+                                 compression=compression, new_id=ids())
+    return recs, data
+
+
+def _local(tmp_path, data):
+    st = LocalStore(str(tmp_path / "db"), fsync=False)
+    st.put(NAME, data)
+    return st
+
+
+def _file(st) -> str:
+    return os.path.join(st.root, *NAME.split("/"))
+
+
+def test_mmap_returns_the_object_bytes_read_only(tmp_path):
+    _, data = _sst(20)
+    st = _local(tmp_path, data)
+    view = st.mmap(NAME)
+    assert bytes(view) == data and view.readonly
+    # wrappers forward it; the fault injector does not (its faults live on get_range)
+    assert bytes(RetryingStore(st).mmap(NAME)) == data
+    assert FaultyStore(st).mmap(NAME) is None
+    assert not hasattr(MemoryStore(), "mmap") or MemoryStore().mmap(NAME) is None
+
+
+def test_mapped_reads_equal_plain_reads_and_verify_each_block_once(tmp_path):
+    recs, data = _sst()
+    st = _local(tmp_path, data)
+    r = SstReader(st, NAME, size=len(data))
+    plain = SstReader(_memory(data), NAME, size=len(data))
+    mapped, verified = r.mapped()
+    assert plain.mapped() is None
+    assert mapped.shape[0] == plain.footer.data_end and not mapped.flags.writeable
+    assert not verified.any()
+    keys = sorted({k for k, *_ in recs})
+    for k in keys + [k + b"\x00" for k in keys[::5]] + [b"\x00", b"\xff"]:
+        want = model_get(recs, k)
+        assert r.get(k) == want == plain.get(k)
+        assert r.find(k, np.frombuffer(k, dtype=np.uint8)) == plain.find(k, np.frombuffer(k, dtype=np.uint8))
+        assert r.get(k, max_seq=1_100) == model_get(recs, k, 1_100)
+    assert verified.all()  # every block was touched, and flagged
+    assert [(b.tobytes(), o.tolist()) for b, o in r.iter_range(keys[10], keys[200])] == \
+        [(b.tobytes(), o.tolist()) for b, o in plain.iter_range(keys[10], keys[200])]
+
+
+def _memory(data):
+    st = MemoryStore()
+    st.put(NAME, data)
+    return st
+
+
+def _damage(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(-(os.path.getsize(path) - offset) if offset >= 0 else offset, os.SEEK_END)
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0x40]))
+
+
+@pytest.mark.parametrize("block", [0, 3])
+def test_a_damaged_block_found_through_the_mapping_is_corruption(tmp_path, block):
+    recs, data = _sst()
+    st = _local(tmp_path, data)
+    r = SstReader(st, NAME, size=len(data))
+    _, offs = r.block_bounds()
+    size = len(data)
+    # flip one byte in the middle of the block (the file is the header then the object)
+    path = _file(st)
+    header = os.path.getsize(path) - size
+    _damage(path, header + (int(offs[block]) + int(offs[block + 1])) // 2)
+    keys = [k for k, *_ in recs]
+    r2 = SstReader(st, NAME, size=size)  # a fresh mapping of the damaged file
+    in_block = [k for k in keys if r2.block_bounds()[0][block] >= k and (block == 0 or r2.block_bounds()[0][block - 1] < k)]
+    with pytest.raises(Corruption, match=rf"{NAME}: block {block}\b"):
+        r2.get(in_block[0])
+    with pytest.raises(Corruption, match=NAME):
+        list(r2.iter_range())
+
+
+def test_a_truncated_object_is_corruption_not_a_short_mapping(tmp_path):
+    recs, data = _sst()
+    st = _local(tmp_path, data)
+    r = SstReader(st, NAME, size=len(data))  # opened (footer, index) before the damage
+    os.truncate(_file(st), os.path.getsize(_file(st)) - 10)
+    with pytest.raises(Corruption, match=NAME):
+        r.get(recs[0][0])
+
+
+def test_compressed_ssts_are_not_mapped(tmp_path):
+    pytest.importorskip("zstandard")
+    recs, data = _sst(compression="zstd")
+    st = _local(tmp_path, data)
+    r = SstReader(st, NAME, size=len(data))
+    assert r.mapped() is None
+    for k, *_ in recs[::7]:
+        assert r.get(k) == model_get(recs, k)
