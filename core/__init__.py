@@ -39,6 +39,7 @@ _LAZY = {
     "open_reader": ("shaledb.readonly.reader", "open_reader"),
     "Snapshot": ("shaledb.readonly.snapshot", "Snapshot"),
     "checkpoints": ("shaledb.checkpoints", None),
+    "clone": ("shaledb.clones.clone", "clone"),
 }
 
 
@@ -77,6 +78,7 @@ __all__ = [
     "Writer",
     "__version__",
     "checkpoints",
+    "clone",
     "open",
     "open_reader",
 ]

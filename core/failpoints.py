@@ -47,6 +47,10 @@ to the object store, except ``mid-append`` and ``mid-arena-create``):
                        not list the load yet
 ``ingest-after-commit`` the manifest lists the load; the caller has not
                        been answered
+``clone-mid-wal-copy`` a clone (``shaledb.clone``) wrote its descriptor
+                       and copied its first WAL object, not the rest
+``clone-before-manifest`` a clone copied the WAL it needs; its manifest is
+                       not written yet
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ FAILPOINT_NAMES = frozenset(
         "compact-after-manifest",
         "ingest-before-commit",
         "ingest-after-commit",
+        "clone-mid-wal-copy",
+        "clone-before-manifest",
     }
 )
 

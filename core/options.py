@@ -38,12 +38,32 @@ def wrap_store(store, options: "Options"):
     flusher, compactor): ``options.store_wrapper`` (a test seam) applied
     first, then the engine's one retry layer, retrying Unavailable within
     ``min(30 s, request_timeout)`` per operation (``storage.wrappers.RetryingStore``).
+    In a clone's root (one GET of ``clone/source.json`` tells) reads of the
+    SSTs it shares with its source go to the source (docs/readers.md, "Clones").
     """
     from shaledb.storage.wrappers import RetryingStore
 
     if options.store_wrapper is not None:
         store = options.store_wrapper(store)
-    return RetryingStore(store, deadline=min(30.0, options.request_timeout))
+    return _with_clone_source(RetryingStore(store, deadline=min(30.0, options.request_timeout)), options)
+
+
+def _with_clone_source(store, options: "Options"):
+    from shaledb.errors import ObjectNotFound
+    from shaledb.format.clone import CLONE_DESCRIPTOR_KEY, decode_clone_descriptor
+
+    try:
+        d = decode_clone_descriptor(store.get(CLONE_DESCRIPTOR_KEY))
+    except ObjectNotFound:
+        return store
+    from shaledb.format.keys import sst_key
+    from shaledb.storage import open_store
+    from shaledb.storage.overlay import OverlayStore
+
+    def source():
+        return wrap_store(open_store(d.source, **dict(options.store_options)), options)
+
+    return OverlayStore(store, [sst_key(s) for s in d.ssts], source)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCES = {"core": "shaledb", "kernels": "shaledb.kernels", "storage": "shaledb.storage"}
 SUBPACKAGES = {"kernels", "storage", "format", "sst", "manifest", "memtable", "flush", "read", "compact", "gc", "ipc", "cli",
-               "readonly", "checkpoints"}
+               "readonly", "checkpoints", "clones"}
 SUBPACKAGES |= {"bulk", "dask"}  # bulk loads (docs/bulk.md)
 
 #: unit -> the units it may import (besides itself).  ``shaledb`` (the
@@ -61,6 +61,10 @@ ALLOWED: dict[str, set[str]] = {
     "shaledb.readonly": _BASE
     | {"shaledb.format", "shaledb.kernels", "shaledb.manifest", "shaledb.read", "shaledb.memtable",
        "shaledb.storage", "shaledb.options", "shaledb.checkpoints"},
+    # clones: a descriptor, the source's WAL tail and a first manifest in the destination
+    "shaledb.clones": _BASE
+    | {"shaledb.format", "shaledb.manifest", "shaledb.storage", "shaledb.options", "shaledb.checkpoints",
+       "shaledb.failpoints"},
 }
 
 
