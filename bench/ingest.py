@@ -63,7 +63,9 @@ from bench.common import (
     fmt_rate,
     fmt_seconds,
     format_table,
-    generate_dataset,
+    KEY_DISTS,
+    VALUE_DISTS,
+    generate_mixed,
     machine_info,
     probe_local_write_bandwidth,
     probe_s3_put_bandwidth,
@@ -107,8 +109,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peer-records", default=None,
                    help="records for peers: N for all, or engine=N,... "
                         f"(default: --records for rocksdict, min(--records, {SLATEDB_DEFAULT_RECORDS}) for slatedb)")
-    p.add_argument("--key-size", type=_positive_int, default=16)
-    p.add_argument("--value-size", type=_positive_int, default=100)
+    p.add_argument("--key-size", type=_positive_int, default=16, help="key bytes of --key-dist random16")
+    p.add_argument("--key-dist", default="random16", choices=KEY_DISTS,
+                   help="keys (bench.common.make_keys): random16 (--key-size random bytes), prefixed (8..64 B "
+                        "over 64 prefixes of 16..32 B), uuid-text (36 B), timestamp (16 B, nearly in order)")
+    p.add_argument("--value-size", type=_positive_int, default=100, help="bytes per value, up to 1 MiB")
+    p.add_argument("--value-dist", default="random", choices=VALUE_DISTS,
+                   help="values (bench.common.make_values): random (incompressible), text (English-like), "
+                        "json (JSON-lines slices)")
+    p.add_argument("--compression", default=None, choices=("zstd", "none"),
+                   help="ShaleDB's Options.compression (default: the engine's default)")
     p.add_argument("--batch", type=_positive_int, default=10_000, help="records per put_many / write batch")
     p.add_argument("--wal", action=argparse.BooleanOptionalAction, default=True, help="write-ahead log")
     p.add_argument("--await-durable", action=argparse.BooleanOptionalAction, default=False,
@@ -138,6 +148,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--plot-interval must be > 0")
     if args.batch < 1:
         p.error("--batch must be >= 1")
+    if args.value_size > 1 << 20:
+        p.error("--value-size must be at most 1 MiB (1048576)")
     if args.writers < 1:
         p.error("--writers must be >= 1")
     if not 0 <= args.put_percentage <= 100:
@@ -315,6 +327,7 @@ def run_engine(engine: str, args, stores: Stores, data_dir: Path, work: Path, sh
         "progress": show_bars,
         "timeline": bool(args.plot) and engine == "shaledb",
         "timeline_interval": args.plot_interval,
+        "compression": args.compression,
     }
     spec_path, result_path = work / f"{engine}.spec.json", work / f"{engine}.result.json"
     spec_path.write_text(json.dumps(spec))
@@ -630,8 +643,8 @@ def render(report: dict) -> str:
         d = (eng.get(e) or {}).get("describe") or {}
         if d:
             how.append(f"{e}: {d.get('engine')}; store {d.get('store')}")
-            for k in ("prefill_api", "flush_api", "put_api", "get_api", "scan_api", "close_api", "compact_api", "gc_api",
-                      "fsync", "writers_note", "requests_source", "open_note", "tree_note"):
+            for k in ("compression", "prefill_api", "flush_api", "put_api", "get_api", "scan_api", "close_api",
+                      "compact_api", "gc_api", "fsync", "writers_note", "requests_source", "open_note", "tree_note"):
                 if d.get(k):
                     how.append(f"    {k.replace('_', ' ')}: {d[k]}")
     how.extend("note: " + note for note in report.get("notes", []))
@@ -773,13 +786,14 @@ def main(argv=None) -> int:
     }
     try:
         t0 = time.perf_counter()
-        ds = generate_dataset(n_max, args.key_size, args.value_size, args.seed)
+        ds = generate_mixed(n_max, args.key_dist, args.value_dist, args.key_size, args.value_size, args.seed)
         ds.save(work / "data")
         del ds
         report["config"]["data_gen_s"] = time.perf_counter() - t0
         stores.setup()
         report["config"]["store_description"] = stores.describe()
-        print(f"data: {n_max:,} records x ({args.key_size} B key + {args.value_size} B value), seed {args.seed}; "
+        kdesc = f"{args.key_size} B random key" if args.key_dist == "random16" else f"{args.key_dist} key"
+        print(f"data: {n_max:,} records x ({kdesc} + {args.value_size} B {args.value_dist} value), seed {args.seed}; "
               f"store: {stores.describe()}", file=sys.stderr)
         report["write_probe"] = _probe(args, stores)
         for e in engines:

@@ -37,6 +37,7 @@ class RocksdictAdapter(Adapter):
         wal = bool(self.spec["wal"])
         return {
             "engine": "RocksDB via rocksdict " + version("rocksdict"),
+            "compression": "snappy (RocksDB's default; 4 KiB blocks; no bottommost override)",
             "store": f"local directory {self.path}",
             "prefill_api": "WriteBatch(raw_mode=True).put per record + Rdict.write(batch)"
             + ("" if wal else " with disable_wal"),

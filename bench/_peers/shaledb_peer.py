@@ -106,6 +106,12 @@ def _find_request_counts(obj) -> dict | None:
     return None
 
 
+def _default_compression() -> str:
+    from shaledb import Options
+
+    return Options().compression
+
+
 class ShaleDBAdapter(Adapter):
     name = "shaledb"
 
@@ -128,6 +134,8 @@ class ShaleDBAdapter(Adapter):
         # gc_min_age 0: the space-amplification figure is taken after a GC
         # that keeps nothing it may delete (this bench is the only user).
         ov: dict = {"wal": bool(self.spec["wal"]), "gc_min_age": 0.0}
+        if self.spec.get("compression"):
+            ov["compression"] = self.spec["compression"]
         if self.endpoint:
             ov["store_options"] = {"endpoint_url": self.endpoint}
         return ov
@@ -137,6 +145,7 @@ class ShaleDBAdapter(Adapter):
         w = int(self.spec["writers"])
         return {
             "engine": "ShaleDB " + _version(),
+            "compression": self.spec.get("compression") or f"{_default_compression()} (default)",
             "store": self.url + (f" (endpoint {self.endpoint})" if self.endpoint else ""),
             "prefill_api": "put_many(numpy (data, offsets) pairs, await_durable=False) per batch"
             + (f" from {w} writer processes via db.writer()" if w > 1 else " from the engine process"),
