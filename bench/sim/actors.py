@@ -301,7 +301,14 @@ class Writer(Actor):
             ref = self.upload_sst(data)
             self.sst = (ref, self.mem[-1][1], self.mem[-1][0], len(self.mem))
         ref, last_seq, last_wal, n = self.sst
-        self.ms.publish_l0([ref], last_l0_seq=last_seq, replay_after_wal_id=last_wal, next_wal_id=self.next_wal)
+        try:
+            self.ms.publish_l0([ref], last_l0_seq=last_seq, replay_after_wal_id=last_wal, next_wal_id=self.next_wal)
+        except (Unavailable, Conflict):
+            # As the engine's flusher does: the next attempt builds new SSTs
+            # (new ids).  Re-publishing this id could meet a compaction that
+            # already retired it (check_transition refuses a reused id).
+            self.sst = None
+            raise
         self.world.count("writer.flush")
         self.mem = self.mem[n:]
         self.sst = None
@@ -337,6 +344,8 @@ class Compactor(Actor):
             if self.job is None:
                 return
         rm_l0, rm_runs, run = self.job
+        if self.rng.random() < 0.5:
+            self.job = None  # half the time a failed job is planned afresh, half the time retried as is
         self.ms.apply_compaction(removed_l0=rm_l0, removed_runs=rm_runs, new_runs=[run], sst_watermark=self.mint())
         self.world.count("compactor.apply")
         self.job = None
