@@ -28,6 +28,7 @@ def test_import_shaledb_is_light():
         "Closed", "Conflict", "Corruption", "Db", "Fenced", "Internal", "InvalidArgument", "ObjectNotFound",
         "Options", "PreconditionFailed", "ShaleDBError", "StorageError", "Unavailable", "WriteBatch", "Writer",
         "__version__", "open",
+        "DbReader", "Snapshot", "checkpoints", "clone", "open_reader",  # readers (docs/readers.md)
     }
     for name in shaledb.__all__:
         assert getattr(shaledb, name) is not None
