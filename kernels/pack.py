@@ -11,6 +11,8 @@ Thread safety: pure; the kernel runs without the GIL.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from shaledb.errors import InvalidArgument
@@ -23,6 +25,7 @@ __all__ = ["pack_records", "packed_size"]
 @kernel
 def _pack(keys, key_offs, values, value_offs, first_seq, buf, offs):
     n = key_offs.shape[0] - 1
+    words = buf.view(np.uint64)  # records start 8-aligned: headers are whole (native = little-endian) words
     pos = 0
     for i in range(n):
         k0 = key_offs[i]
@@ -30,22 +33,15 @@ def _pack(keys, key_offs, values, value_offs, first_seq, buf, offs):
         v0 = value_offs[i]
         vlen = value_offs[i + 1] - v0
         offs[i] = pos
-        for b in range(4):
-            buf[pos + b] = (klen >> (8 * b)) & 0xFF
-            buf[pos + 4 + b] = (vlen >> (8 * b)) & 0xFF
-        trailer = ((first_seq + np.uint64(i)) << np.uint64(KIND_BITS)) | np.uint64(KIND_PUT)
-        for b in range(8):
-            buf[pos + 8 + b] = (trailer >> np.uint64(8 * b)) & np.uint64(0xFF)
+        end = (pos + RECORD_HEADER + klen + vlen + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
+        w = pos // 8
+        words[w] = np.uint64(klen) | (np.uint64(vlen) << np.uint64(32))
+        words[w + 1] = ((first_seq + np.uint64(i)) << np.uint64(KIND_BITS)) | np.uint64(KIND_PUT)
+        words[end // 8 - 1] = 0  # the padding (the copies below overwrite the rest of this word)
         p = pos + RECORD_HEADER
-        for j in range(klen):
-            buf[p + j] = keys[k0 + j]
+        buf[p : p + klen] = keys[k0 : k0 + klen]
         p += klen
-        for j in range(vlen):
-            buf[p + j] = values[v0 + j]
-        p += vlen
-        end = (p + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
-        for j in range(p, end):
-            buf[j] = 0
+        buf[p : p + vlen] = values[v0 : v0 + vlen]
         pos = end
     return pos
 
@@ -54,7 +50,8 @@ def packed_size(key_offs: np.ndarray, value_offs: np.ndarray) -> int:
     """Bytes ``pack_records`` needs for these pairs (headers and padding included)."""
     n = len(key_offs) - 1
     raw = RECORD_HEADER * n + int(key_offs[-1] - key_offs[0]) + int(value_offs[-1] - value_offs[0])
-    return raw + RECORD_ALIGN * n  # an upper bound: at most RECORD_ALIGN - 1 padding each
+    # an upper bound (at most RECORD_ALIGN - 1 padding each), whole words
+    return (raw + RECORD_ALIGN * n + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
 
 
 def pack_records(keys, key_offs, values, value_offs, first_seq: int):
@@ -82,6 +79,8 @@ def pack_records(keys, key_offs, values, value_offs, first_seq: int):
         raise InvalidArgument("offsets point outside their data")
     if isinstance(first_seq, bool) or not (0 <= int(first_seq) and int(first_seq) + n - 1 <= MAX_SEQ):
         raise InvalidArgument(f"seqs {first_seq}..{first_seq}+{n} do not fit in 56 bits")
+    if sys.byteorder != "little":  # the kernel stores header words natively
+        raise InvalidArgument("pack_records needs a little-endian machine")
     buf = np.empty(packed_size(key_offs, value_offs), dtype=np.uint8)
     offs = np.empty(n, dtype=np.int64)
     used = _pack(keys, key_offs, values, value_offs, np.uint64(first_seq), buf, offs) if n else 0
