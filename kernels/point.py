@@ -446,3 +446,44 @@ def gather_values(meta, out, vdata, voffs, found):
             found[i] = False
         voffs[i + 1] = d
     return d
+
+
+def _warmup() -> None:
+    """Load (or compile) every kernel of this module with the argument types
+    the read path passes: keys from ``bytes`` (read-only) or user arrays
+    (writable), mapped (read-only) SST bytes, writable outputs."""
+    from shaledb.format.record import encode_record
+    from shaledb.kernels.block import encode_blocks
+
+    raw = b"".join(encode_record(k, b"v", 5, 1) for k in (b"a", b"ab", b"b"))
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    offs = np.array([0, 24, 48], dtype=np.int64)
+    block = np.frombuffer(encode_blocks(buf, offs).block(0).tobytes(), dtype=np.uint8)
+    ikeys = np.frombuffer(b"b", dtype=np.uint8)
+    ioffs = np.array([0, 1], dtype=np.int64)
+    ipre = np.empty(1, dtype=np.uint64)
+    index_prefixes(ikeys, ioffs, 0, ipre)
+    boffs = np.array([0, block.shape[0]], dtype=np.int64)
+    verified = np.zeros(1, dtype=np.uint8)
+    fk = np.frombuffer(b"a", dtype=np.uint8)
+    meta = np.zeros((1, META_COLS), dtype=np.int64)
+    for col, arr in ((M_DATA, block), (M_VER, verified), (M_BOFFS, boffs), (M_IKEYS, ikeys), (M_IOFFS, ioffs),
+                     (M_IPRE, ipre), (M_FK, fk), (M_LK, ikeys)):
+        meta[0, col] = arr.ctypes.data
+    meta[0, M_DLEN] = block.shape[0]
+    meta[0, M_NB] = 1
+    meta[0, M_IKLEN] = meta[0, M_FKLEN] = meta[0, M_LKLEN] = 1
+    meta[0, M_MAXSEQ] = 9
+    srcs = np.array([0, 1], dtype=np.int64)
+    key = np.frombuffer(b"ab", dtype=np.uint8)
+    plan_get(key, 0, -1, meta, srcs)
+    plan_get(key, np.int64(0), np.int64(-1), meta, srcs)
+    block_seek(block, key)
+    kd_ro = np.frombuffer(b"abb", dtype=np.uint8)
+    for kd in (kd_ro, kd_ro.copy()):
+        for ko in (np.array([0, 2, 3], dtype=np.int64), np.frombuffer(np.array([0, 2, 3], dtype=np.int64).tobytes(), dtype=np.int64)):
+            order = sort_keys(kd, ko)
+            out = np.empty((2, G_COLS), dtype=np.int64)
+            plan_get_many(kd, ko, order, np.full(2, -1, dtype=np.int64), meta, srcs, out)
+    vdata = np.empty(int(out[:, G_VLEN].sum()), dtype=np.uint8)
+    gather_values(meta, out, vdata, np.empty(3, dtype=np.int64), np.empty(2, dtype=np.bool_))

@@ -228,6 +228,7 @@ def _warmup() -> None:
     block = encode_blocks(buf, o).block(0).copy()
     block.flags.writeable = False
     block_find(block, key)
+    check_blocks(block, np.array([0, block.shape[0]], dtype=np.int64))  # SstReader.pin: whole data regions
     filt = np.ascontiguousarray(bloom_build(buf, o), dtype=np.uint8)
     starts = np.array([0, filt.shape[0]], dtype=np.int64)
     probe_mask(filt, starts, key)

@@ -19,7 +19,7 @@ import time
 
 __all__ = ["warmup"]
 
-_OPTIONAL_MODULES = ("block", "arena", "read")
+_OPTIONAL_MODULES = ("block", "arena", "read", "point", "batch")
 
 
 def _sample_run() -> tuple[bytes, list[int]]:
@@ -73,6 +73,14 @@ def _warm_own() -> None:
             for key in (np.frombuffer(b"a", dtype=np.uint8), np.frombuffer(bytearray(b"a"), dtype=np.uint8)):
                 bloom_probe(f, key, 0, 1)
     concat_runs([_variants(raw, offs)[0], _variants(raw, offs)[3]])
+    # more than 1024 keys: bloom_build hashes in buffer order (offsets sorted into a new array)
+    from shaledb.format.record import encode_record
+
+    many = [encode_record(b"k%05d" % i, b"", 1, 1) for i in range(1100)]
+    big = b"".join(many)
+    big_offs = np.cumsum([0] + [len(r) for r in many[:-1]]).astype(np.int64)
+    for buf in (np.frombuffer(big, dtype=np.uint8), np.frombuffer(bytearray(big), dtype=np.uint8)):
+        bloom_build(buf, big_offs)
 
 
 def warmup() -> dict[str, float]:
