@@ -697,6 +697,8 @@ def _iteration(cfg: StressConfig, i: int, rundir: str, shm_base: str, root: str,
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait(10)
+            if p is not None and p.stderr is not None:
+                p.stderr.close()
         for pid in _marked_pids(tag) + _marked_pids(tag + "-v"):
             _kill(pid)
         shutil.rmtree(shm, ignore_errors=True)

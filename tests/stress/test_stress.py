@@ -1,0 +1,100 @@
+"""``bench.stress`` as a test (docs/testing.md): its expected-state checks,
+one short iteration on a local directory and one on moto S3 in the default
+suite, and a 2-minute run of each marked ``slow``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import shaledb  # noqa: E402
+from bench.stress import CHECKS, ENGINE_OPTIONS, StressConfig, State, _verify_main, allowed, key_of, run, value_of  # noqa: E402
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _assert_clean(s: dict) -> None:
+    detail = json.dumps(s["failed_iterations"], indent=1)[:4000]
+    assert s["ok"], f"stress failures (logs in {s.get('rundir')}):\n{detail}"
+    assert all(s[c] == 0 for c in CHECKS)
+    assert s["iterations"] > 0 and s["operations"] > 0
+    assert s["keys_verified"] == s["iterations"] * 600
+
+
+def test_allowed_states_of_a_key():
+    k = 7
+    assert allowed(k, None, 0, 0) is None  # never written
+    assert allowed(k, value_of(k, 3), 3, 3) is None
+    assert allowed(k, value_of(k, 4), 3, 6) is None  # an unacknowledged write may be there
+    assert allowed(k, None, 3, 6) is None  # ... and version 5 is a delete
+    assert allowed(k, None, 3, 4) == "lost"
+    assert allowed(k, value_of(k, 2), 3, 4) == "lost"
+    assert allowed(k, value_of(k, 9), 3, 4) == "phantom"
+    assert allowed(k, value_of(k + 1, 3), 3, 3) == "wrong"
+    assert allowed(k, value_of(k, 3)[:-1] + b"#", 3, 3) == "wrong"
+    assert allowed(k, value_of(k, 5), 0, 9) == "wrong"  # a delete version has no value
+
+
+def test_unknown_kill_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown kill"):
+        run(StressConfig(iterations=1, kills=("nobody",), workdir=str(tmp_path), quiet=True))
+
+
+def test_verifier_reports_lost_phantom_and_wrong(tmp_path):
+    """The reopen check of the expected state finds each kind of damage, and
+    the database's state becomes the next baseline."""
+    root = str(tmp_path / "db")
+    n = 40
+    state = State(str(tmp_path / "state"), n, create=True)
+    with shaledb.open(root, **ENGINE_OPTIONS) as db:
+        for k in range(n):
+            db.put(key_of(k), value_of(k, 2))
+        db.put(key_of(3), b"garbage")
+    state.issued[:] = 2
+    state.durable[:] = 2
+    state.durable[1] = state.issued[1] = 4  # acknowledged version 4: lost
+    state.durable[2] = state.issued[2] = 1  # only 1 was ever issued: 2 is a phantom
+    state.issued[4] = 3  # an unacknowledged newer write: either is fine
+    state.flush()
+    cfg = {"root": root, "opts": ENGINE_OPTIONS, "state": str(tmp_path / "state"), "nkeys": n,
+           "checkpoints": str(tmp_path / "none.json"), "reader_opts": {}}
+    out = tmp_path / "out.json"
+    _verify_main(cfg, str(out))
+    res = json.loads(out.read_text())
+    assert res["open"] == "ok" and res["verified"] == n
+    assert res["counts"]["lost"] == 1 and res["counts"]["phantom"] == 1 and res["counts"]["wrong"] == 1
+    assert res["counts"]["reader_wrong"] == 0
+    again = State(str(tmp_path / "state"), n)
+    assert int(again.durable[1]) == 2 and int(again.durable[4]) == 2 and int(again.issued[4]) == 3
+    assert np.all(again.issued >= again.durable)
+
+
+def test_short_local_run(tmp_path):
+    s = run(StressConfig(iterations=2, seed=3, ops=120, processes=1, keys=600, kills=("flusher", "failpoint"),
+                         workdir=str(tmp_path), quiet=True))
+    _assert_clean(s)
+    assert s["iterations"] == 2 and s["checkpoints_verified"] >= 0
+
+
+def test_short_moto_run(tmp_path, moto_server):
+    s = run(StressConfig(endpoint=moto_server.endpoint_url, iterations=1, seed=4, ops=120, processes=1, keys=600,
+                         kills=("user",), workdir=str(tmp_path), quiet=True))
+    _assert_clean(s)
+    assert s["store"] == "moto"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["local", "moto"])
+def test_two_minute_run(tmp_path, where, request):
+    extra = {}
+    if where == "moto":
+        extra["endpoint"] = request.getfixturevalue("moto_server").endpoint_url
+    s = run(StressConfig(duration=120, seed=5, keys=600, ops=200, processes=1, faults=0.0, workdir=str(tmp_path),
+                         quiet=True, **extra))
+    _assert_clean(s)
