@@ -15,6 +15,7 @@ Every decoder checks its checksum before using a byte (Corruption otherwise).
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -242,6 +243,9 @@ def decode_bloom(data: bytes, name: str) -> np.ndarray:
 # ------------------------------------------------------------- data blocks
 
 
+_dctx = threading.local()
+
+
 def _zstd():
     try:
         import zstandard
@@ -284,8 +288,11 @@ def decode_stored_block(stored, codec: int, what: str) -> np.ndarray:
         raise Corruption(f"{what}: checksum mismatch (compressed block)")
     (raw_len,) = _U32.unpack_from(mv)
     zstandard = _zstd()
+    dctx = getattr(_dctx, "d", None)
+    if dctx is None:  # one per thread: a context is not thread-safe, and making one costs ~6 decodes
+        dctx = _dctx.d = zstandard.ZstdDecompressor()
     try:
-        raw = zstandard.ZstdDecompressor().decompress(bytes(mv[4:-8]), max_output_size=raw_len)
+        raw = dctx.decompress(mv[4:-8], max_output_size=raw_len)
     except zstandard.ZstdError as exc:
         raise Corruption(f"{what}: zstd frame does not decompress: {exc}") from None
     if len(raw) != raw_len:
