@@ -122,6 +122,9 @@ def test_info_reports_shape_and_totals(local_db):
     assert d["format_version"] == 1 and d["writer_epoch"] == 1 and d["compactor_epoch"] == 0
     assert d["l0"]["count"] >= 2 and d["l0"]["first_key"] == "key00000" and d["l0"]["last_key"] == "tail039"
     assert d["sorted_runs"] == [] and d["checkpoints"] == []
+    n, b = d["l0"]["count"], d["compaction_backlog"]  # size-tiered: one job of the oldest <= 8 once L0 has 4
+    assert b["jobs"] == (n >= 4) and b["sources"] == (min(n, 8) if n >= 4 else 0)
+    assert 0 < b["bytes"] <= d["l0"]["bytes"] if n >= 4 else b["bytes"] == 0
     ls = run_json("ls", local_db)
     assert d["store"]["objects"] == len(ls)
     assert d["store"]["bytes"] == sum(r["size"] for r in ls)
@@ -253,6 +256,7 @@ def test_compact_full_then_verify(local_copy):
     assert rep["jobs"] >= 1 and rep["compactor_epoch"] == 1
     d = run_json("info", local_copy)
     assert d["l0"]["count"] == 0 and len(d["sorted_runs"]) == 1 and d["compactor_epoch"] == 1
+    assert d["compaction_backlog"] == {"jobs": 0, "sources": 0, "bytes": 0}
     run("verify", local_copy, "--deep")
 
 
