@@ -25,6 +25,9 @@ engine then runs, in its own process (``bench._peers.driver``), the phases
     compact  a major compaction (ShaleDB db.compact(full=True), RocksDB
              compact_range), timed, MB/s of input
     read     the read phase again, on the compacted tree
+    get_many the same keys through one batch call (ShaleDB db.get_many,
+             RocksDB multi_get), warm, best of three; with its ratio to the
+             engine's own warm gets
     scan     one full scan
     gc       ShaleDB db.gc() with gc_min_age=0; space amplification = store
              bytes / live key+value bytes
@@ -77,7 +80,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: in Python (about 20-50 k records/s), so the full default run would take minutes.
 SLATEDB_DEFAULT_RECORDS = 50_000
 MOTO_BUCKET = "shaledb-bench"
-PHASES = ("prefill", "flush", "ingest_close", "mixed", "read_before_compact", "compact", "read", "scan", "gc", "close")
+PHASES = ("prefill", "flush", "ingest_close", "mixed", "read_before_compact", "compact", "read", "get_many", "scan",
+          "gc", "close")
 #: Phases whose tree shape is printed, in order.
 TREE_PHASES = ("prefill", "ingest_close", "mixed", "read_before_compact", "compact", "scan", "gc", "close")
 
@@ -562,6 +566,20 @@ def render(report: dict) -> str:
 
     rows = []
     for e in names:
+        p = ph(e, "get_many")
+        warm = (ph(e, "read").get("warm") or {}).get("records_per_s")
+        if not p.get("ran"):
+            if p:
+                rows.append([e, "not run: " + (p.get("why") or "-"), "-", "-", "-", "-"])
+            continue
+        ratio = f"{p['records_per_s'] / warm:.1f}x" if warm and p.get("records_per_s") else "-"
+        rows.append([e, _short(p.get("api") or "-", 40), f"{p['records']:,}", fmt_seconds(p["seconds"]),
+                     fmt_rate(p["records_per_s"]), ratio])
+    out.append(format_table(["engine", "call", "keys", "time", "keys/s", "vs own warm get"], rows,
+                            "== get_many (the read keys again, one batch call, warm; best of 3) =="))
+
+    rows = []
+    for e in names:
         p = ph(e, "scan")
         if not p:
             continue
@@ -679,6 +697,7 @@ def compute_ratios(report: dict) -> dict:
         "mixed gets/s": ("phases", "mixed", "gets_per_s"),
         "read cold gets/s": ("phases", "read", "cold", "records_per_s"),
         "read warm gets/s": ("phases", "read", "warm", "records_per_s"),
+        "get_many keys/s": ("phases", "get_many", "records_per_s"),
         "scan records/s": ("phases", "scan", "records_per_s"),
     }
     lower_better = {

@@ -91,6 +91,11 @@ class Adapter(abc.ABC):
     def get_many(self, keys: list) -> tuple[list, list]:
         """Point-get each key in order; returns (latencies_ns, values)."""
 
+    def batch_get(self, keys: list):
+        """``(api name, values)`` of one batch point read of ``keys`` (the
+        engine's multi-get), or None when it has none."""
+        return None
+
     def compact(self) -> dict:
         """Merge everything into as few sorted runs as the engine offers (a
         major compaction).  Returns {"api": str} plus, when known,

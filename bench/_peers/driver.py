@@ -9,7 +9,8 @@ phase ran and the data verified, 1 otherwise (RESULT still says why).
 Phases, in order: prefill, flush, ingest_close (close right after the
 flush: the through-close ingest figure; then an untimed reopen), mixed,
 read_before_compact and read (each: reopen, then cold and warm gets of the
-same random existing keys) around compact (a major compaction), scan, gc
+same random existing keys) around compact (a major compaction), get_many
+(the read keys again through the engine's batch get, if any), scan, gc
 (then the space amplification), close; each phase records the tree's shape
 after it (``tree``: L0 count, sorted runs, bytes).  Then an untimed
 verification after a fresh open: sampled gets and a full scan that checks
@@ -245,6 +246,7 @@ class Driver:
             ph["compact"]["mb_per_s"] = b_in / secs / 1e6 if b_in and secs > 0 else None
 
         ph["read"] = self._read()
+        ph["get_many"] = self._batch_get()
 
         # scan
         req = self._requests()
@@ -348,6 +350,28 @@ class Driver:
             out[temp] = self._phase(f"read_{temp}", secs, len(keys), nbytes, req, latency=latency_summary(lat), wrong_gets=wrong)
         return out
 
+    def _batch_get(self) -> dict:
+        """The read phase's keys again (warm), through the engine's batch
+        get if it has one: the best of three passes."""
+        a, ds = self.adapter, self.ds
+        count = min(int(self.spec["reads"]), max(self.n, 1) * 10)
+        idx = read_indices(int(self.spec["seed"]), self.n, count)
+        keys = [ds.key(i) for i in idx]
+        best = None
+        for _ in range(3):
+            req = self._requests()
+            t0 = time.perf_counter()
+            got = a.batch_get(keys)
+            secs = time.perf_counter() - t0
+            if got is None:
+                return {"ran": False, "why": "the engine's adapter has no batch get"}
+            api, values = got
+            wrong = sum(1 for i, v in zip(idx, values) if v != ds.value(i))
+            if best is None or secs < best["seconds"]:
+                best = self._phase("get_many", secs, len(keys), self._payload(idx), req, ran=True, api=api,
+                                   wrong_gets=wrong)
+        return best
+
     def _verify(self) -> dict:
         a, ds = self.adapter, self.ds
         out: dict = {"ok": False}
@@ -369,7 +393,7 @@ class Driver:
         wrong_reads = sum(
             p.get("wrong_gets", 0)
             for p in (self.result["phases"]["mixed"], *self.result["phases"]["read"].values(),
-                      *self.result["phases"]["read_before_compact"].values())
+                      *self.result["phases"]["read_before_compact"].values(), self.result["phases"].get("get_many"))
             if isinstance(p, dict)
         )
         out["wrong_gets_during_phases"] = wrong_reads

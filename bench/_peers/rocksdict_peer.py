@@ -128,6 +128,9 @@ class RocksdictAdapter(Adapter):
     def get_many(self, keys):
         return timed_gets(self.db.get, keys)
 
+    def batch_get(self, keys):
+        return "Rdict.get(list) (multi_get)", self.db.get(keys)
+
     def scan(self, bar, check: bool = False) -> dict:
         tally = ScanCheck(check)
         tally.add_all(self.db.items(), bar)

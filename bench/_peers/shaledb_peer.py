@@ -420,6 +420,9 @@ class ShaleDBAdapter(Adapter):
     def get_many(self, keys):
         return timed_gets(self.db.get, keys)
 
+    def batch_get(self, keys):
+        return "Db.get_many(list of bytes)", self.db.get_many(keys)
+
     def scan(self, bar, check: bool = False) -> dict:
         tally = ScanCheck(check, copy=True)
         tally.add_all(self.db.scan(), bar)
