@@ -378,8 +378,17 @@ class Db:
 
     def put_many(self, keys, values, *, await_durable: bool = True) -> int:
         """Write many pairs: sequences of bytes, or numpy ``(uint8 data, int64
-        offsets)`` pairs for keys and values.  Return the last seq."""
+        offsets)`` pairs for keys and values, or pyarrow binary/string
+        arrays (``shaledb[arrow]``; the data buffers are used in place).
+        Return the last seq."""
         self._check_open()
+        from shaledb.read.arrow import is_arrow
+
+        if is_arrow(keys) or is_arrow(values):
+            from shaledb.read.arrow import packed_from_arrow
+
+            keys = packed_from_arrow(keys, "keys") if is_arrow(keys) else keys
+            values = packed_from_arrow(values, "values") if is_arrow(values) else values
         try:
             return self._writer.put_many(keys, values, await_durable=await_durable)
         except (Fenced, StorageError) as exc:
@@ -434,12 +443,40 @@ class Db:
         return get_many(self._reader, keys)
 
     def scan(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        """``(key, value)`` pairs with ``start <= key < end`` in key order (lazy)."""
+        """``(key, value)`` pairs with ``start <= key < end`` in key order (lazy),
+        of one snapshot (as :meth:`scan_arrays`)."""
         start = check_bound("start", start)
         end = check_bound("end", end)
         self._check_open()
         self._drain()
-        return self._reader.scan(start, end)
+        from shaledb.read.scan import scan_pairs, snapshot_seq  # the batch scan, as tuples
+
+        return scan_pairs(self._reader, start, end, snapshot_seq(self._pool))
+
+    def scan_arrays(self, start: bytes | None = None, end: bytes | None = None, *,
+                    batch_records: int = 65536) -> Iterator[tuple]:
+        """Batches ``(keys_data, keys_offsets, values_data, values_offsets)``
+        (uint8 data, int64 offsets of n + 1 entries from 0) of the pairs with
+        ``start <= key < end``, in key order, at most ``batch_records`` pairs
+        each (lazy).  Every batch shows one snapshot: the writes made before
+        the call, none made after.  docs/reads.md."""
+        from shaledb.read.scan import check_batch_records, scan_arrays, snapshot_seq
+
+        start = check_bound("start", start)
+        end = check_bound("end", end)
+        batch_records = check_batch_records(batch_records)
+        self._check_open()
+        self._drain()
+        return scan_arrays(self._reader, start, end, batch_records, snapshot_seq(self._pool))
+
+    def scan_arrow(self, start: bytes | None = None, end: bytes | None = None, *,
+                   batch_records: int = 65536):
+        """:meth:`scan_arrays` as one ``pyarrow.Table`` (``large_binary``
+        columns ``key`` and ``value``, one record batch per scan batch, the
+        arrays' buffers shared, not copied).  Needs ``shaledb[arrow]``."""
+        from shaledb.read.arrow import table_from_batches
+
+        return table_from_batches(self.scan_arrays(start, end, batch_records=batch_records))
 
     # ------------------------------------------------------------- durability
 

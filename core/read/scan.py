@@ -1,0 +1,354 @@
+"""Batch scans: ``Db.scan_arrays`` / ``Db.scan_arrow`` and the fast tuple scan.
+
+A batch scan merges the same sources as ``Reader.scan`` (arenas, L0, sorted
+runs: ``Reader._sources``) and turns each merged record run into packed numpy
+arrays with one kernel call (``shaledb.kernels.batch.visible_into``); no
+Python runs per record.  A batch is ``(keys_data, keys_offsets, values_data,
+values_offsets)``: uint8 data and int64 offsets (n + 1 entries, from 0), pair
+``i`` being ``keys_data[keys_offsets[i]:keys_offsets[i+1]]`` and likewise for
+the value.
+
+Snapshot: the scan reads the sequence counter under the pool lock *before*
+it copies the arenas and reads the manifest, and shows, for every key, its
+newest version with ``seq <=`` that number.  Every seq up to it is committed
+(appends reserve seqs and commit in one hold of the lock), either in the
+arena copies or, if its arena was flushed meanwhile, in an L0 the manifest
+read afterwards lists; writes after it are filtered out wherever they are
+found.  So all batches, including a scan that resumes on a newer manifest
+after an SST it needed was compacted away and collected, show one
+sequence number.  docs/reads.md has the long story.
+
+Merging (:func:`merged_runs`): each source's runs are first re-cut so that
+no key's versions straddle two runs (:func:`_whole_keys`); then each step
+takes, from every source, the records up to the smallest last key among the
+sources' current runs, and merges them (shaledb.kernels.merge.merge_runs) if
+more than one source contributes.  Each step's run therefore holds every
+version of each of its keys, and the kernel picks the newest visible one.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterator
+
+import numpy as np
+
+from shaledb.errors import Corruption, InvalidArgument
+from shaledb.format.record import HEADER, RECORD_HEADER
+from shaledb.storage.wrappers import call_deadline
+
+__all__ = [
+    "Batch",
+    "DEFAULT_BATCH_RECORDS",
+    "batches",
+    "check_batch_records",
+    "merged_runs",
+    "scan_arrays",
+    "scan_pairs",
+    "snapshot_seq",
+]
+
+#: ``batch_records`` default of ``Db.scan_arrays``.
+DEFAULT_BATCH_RECORDS = 65536
+#: Pairs per batch of the tuple scan's fast path (``scan_pairs``).
+PAIRS_BATCH = 16384
+#: Key/value bytes first allocated per batch (grown by doubling, then sized
+#: from the previous batch).
+_FIRST_BYTES = 1 << 16
+
+#: ``(keys_data, keys_offsets, values_data, values_offsets)``
+Batch = tuple
+
+
+def snapshot_seq(mem) -> int:
+    """The largest seq handed out so far, read under the pool lock: every
+    seq up to it is committed in an arena or an L0 (see module docstring)."""
+    with mem.lock:
+        return mem.next_seq() - 1
+
+
+def check_batch_records(batch_records) -> int:
+    if isinstance(batch_records, bool) or not isinstance(batch_records, (int, np.integer)):
+        raise InvalidArgument(f"batch_records must be an int, got {type(batch_records).__name__}")
+    if not 1 <= batch_records <= 1 << 31:
+        raise InvalidArgument(f"batch_records must be in 1..{1 << 31}, got {batch_records}")
+    return int(batch_records)
+
+
+# -- merging ---------------------------------------------------------------
+
+
+def _key_of(buf, off: int) -> bytes:
+    klen = HEADER.unpack_from(buf, off)[0]
+    return buf[off + RECORD_HEADER : off + RECORD_HEADER + klen].tobytes()
+
+
+def _gather(parts):
+    """``parts`` (record runs) copied back to back into one buffer:
+    ``(buf, offs, bounds)`` with run ``j`` at ``offs[bounds[j]:bounds[j+1]]``."""
+    from shaledb.kernels import read as K
+
+    total = sum(int(K.run_bytes(b, o)) for b, o in parts)
+    cat = np.empty(total, dtype=np.uint8)
+    coffs = np.empty(sum(len(o) for _, o in parts), dtype=np.int64)
+    bounds = np.zeros(len(parts) + 1, dtype=np.int64)
+    pos = 0
+    k = 0
+    for j, (b, o) in enumerate(parts):
+        err, pos = K.gather(b, o, cat, pos, coffs, k)[:2]
+        if err:
+            from shaledb.kernels.block import raise_corruption
+
+            raise_corruption(int(err), "a record run of a scan")
+        pos = int(pos)
+        k += len(o)
+        bounds[j + 1] = k
+    return cat, coffs, bounds
+
+
+def _whole_keys(runs) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The runs of one source (record order, each after the previous one),
+    re-cut so that every version of a key is in one run: a run's last key
+    is held back and joined with the versions of that key at the head of
+    the next run (a small copy, only when a key straddles two runs)."""
+    from shaledb.kernels import read as K
+
+    carry = None  # [(buf, offs), ...] of one key, held back
+    ckey = None  # that key as a uint8 array
+    for buf, offs in runs:
+        n = len(offs)
+        if not n:
+            continue
+        offs = np.asarray(offs, dtype=np.int64)
+        if carry is not None:
+            cut = int(K.upper_bound(buf, offs, 0, n, ckey))
+            if cut:
+                carry.append((buf, offs[:cut]))
+            if cut == n:
+                continue
+            yield _join(carry)
+            carry = None
+            offs = offs[cut:]
+            n -= cut
+        last = np.frombuffer(_key_of(buf, int(offs[-1])), dtype=np.uint8)
+        t = int(K.lower_bound(buf, offs, 0, n, last))
+        if t:
+            yield buf, offs[:t]
+        carry = [(buf, offs[t:])]
+        ckey = last
+    if carry is not None:
+        yield _join(carry)
+
+
+def _join(parts):
+    if len(parts) == 1:
+        return parts[0]
+    cat, coffs, _bounds = _gather(parts)
+    return cat, coffs
+
+
+def merged_runs(sources) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Record runs in key order, every version of each key of a run inside
+    it (record order: key ascending, newest first), from ``sources``: each
+    an iterator of runs ``(buf, offs)`` in key order.  Earlier sources win
+    ties (equal key and seq come first).  Lazy: one step reads about one
+    run of each source."""
+    from shaledb.kernels import read as K
+
+    its = [_whole_keys(s) for s in sources]
+    cur: list = [None] * len(its)  # (buf, offs, pos)
+    while True:
+        live = []
+        for i, it in enumerate(its):
+            c = cur[i]
+            if c is None or c[2] >= len(c[1]):
+                nxt = next(it, None)
+                c = None if nxt is None else (nxt[0], nxt[1], 0)
+                cur[i] = c
+            if c is not None:
+                live.append(i)
+        if not live:
+            return
+        if len(live) == 1:
+            i = live[0]
+            buf, offs, pos = cur[i]
+            cur[i] = None
+            yield buf, offs[pos:]
+            continue
+        bound = min(_key_of(cur[i][0], int(cur[i][1][-1])) for i in live)
+        bkey = np.frombuffer(bound, dtype=np.uint8)
+        parts = []
+        for i in live:
+            buf, offs, pos = cur[i]
+            cut = int(K.upper_bound(buf, offs, pos, len(offs), bkey))
+            if cut > pos:
+                parts.append((buf, offs[pos:cut]))
+                cur[i] = (buf, offs, cut)
+        if len(parts) == 1:
+            yield parts[0]
+            continue
+        from shaledb.kernels.merge import merge_runs
+
+        cat, coffs, bounds = _gather(parts)
+        yield cat, merge_runs(cat, bounds, coffs)
+
+
+# -- batches ----------------------------------------------------------------
+
+
+def _visible_into(*args):
+    global _visible_into
+    from shaledb.kernels.batch import visible_into
+
+    _visible_into = visible_into
+    return visible_into(*args)
+
+
+class _Out:
+    """The batch being filled: key/value data grown by doubling."""
+
+    __slots__ = ("kd", "ko", "vd", "vo", "n", "kpos", "vpos")
+
+    def __init__(self, records: int, kbytes: int, vbytes: int):
+        self.kd = np.empty(kbytes, dtype=np.uint8)
+        self.vd = np.empty(vbytes, dtype=np.uint8)
+        self.ko = np.empty(records + 1, dtype=np.int64)
+        self.vo = np.empty(records + 1, dtype=np.int64)
+        self.ko[0] = 0
+        self.vo[0] = 0
+        self.n = self.kpos = self.vpos = 0
+
+    def grow(self, buf, offs, i: int) -> None:
+        """Room for the pair of any version of the key group at ``offs[i]``
+        (the kernel stopped there: GROW), at least doubling the short one."""
+        key = _key_of(buf, int(offs[i]))
+        klen = vlen = 0
+        j = i
+        while j < len(offs) and _key_of(buf, int(offs[j])) == key:
+            k, v = HEADER.unpack_from(buf, int(offs[j]))[:2]
+            klen, vlen = max(klen, k), max(vlen, v)
+            j += 1
+        self.kd = _grown(self.kd, self.kpos, self.kpos + klen)
+        self.vd = _grown(self.vd, self.vpos, self.vpos + vlen)
+
+    def batch(self) -> Batch:
+        n = self.n
+        return self.kd[: self.kpos], self.ko[: n + 1], self.vd[: self.vpos], self.vo[: n + 1]
+
+
+def _grown(a: np.ndarray, used: int, need: int) -> np.ndarray:
+    if need <= a.shape[0]:
+        return a
+    b = np.empty(max(need, 2 * a.shape[0]), dtype=np.uint8)
+    b[:used] = a[:used]
+    return b
+
+
+def batches(runs, max_seq: int, batch_records: int) -> Iterator[tuple[Batch, bool]]:
+    """``(batch, run_done)`` from merged record runs: at most
+    ``batch_records`` pairs each, newest version per key with ``seq <=
+    max_seq``, tombstones dropped; the last batch may be short, an empty
+    scan yields nothing.  ``run_done``: the batch ends at the end of a run
+    (every key up to the run's last one is settled)."""
+    from shaledb.kernels.batch import FULL, GROW
+
+    seq = np.uint64(max_seq)
+    kbytes = vbytes = _FIRST_BYTES
+    out = _Out(batch_records, kbytes, vbytes)
+    for buf, offs in runs:
+        i = 0
+        while True:
+            st, i, n, kp, vp = _visible_into(
+                buf, offs, i, seq, batch_records, out.kd, out.ko, out.vd, out.vo, out.n, out.kpos, out.vpos
+            )
+            out.n, out.kpos, out.vpos = int(n), int(kp), int(vp)
+            i = int(i)
+            if st == GROW:
+                out.grow(buf, offs, i)
+                continue
+            if st == FULL:
+                kbytes, vbytes = max(out.kpos, 1), max(out.vpos, 1)
+                yield out.batch(), False
+                out = _Out(batch_records, kbytes + kbytes // 8, vbytes + vbytes // 8)
+                continue
+            break
+    if out.n:
+        yield out.batch(), True
+
+
+def scan_arrays(reader, start, end, batch_records: int, max_seq: int) -> Iterator[Batch]:
+    """The batches of ``reader``'s view of [start, end) at ``max_seq``.
+
+    The call (manifest, L0 opens) has one ``request_timeout`` deadline, and
+    so does each merge step (the store reads it needs).  When a step meets
+    a missing SST while a newer manifest exists (compacted and collected),
+    the scan resumes after the last key of the last finished step on the
+    latest manifest, at the same ``max_seq``.
+    REQUIRES: start/end checked (bytes or None), batch_records >= 1.
+    """
+    timeout = reader.options.request_timeout
+    with call_deadline(timeout):
+        sources = reader._sources(start, end)
+    return _resuming(reader, sources, start, end, batch_records, max_seq, timeout)
+
+
+def _resuming(reader, sources, start, end, batch_records, max_seq, timeout):
+    from shaledb.read.reader import MISSING_SST_RETRIES
+
+    attempt = 0
+    while True:
+        runs = merged_runs(sources)
+
+        def stepped(runs=runs):
+            while True:
+                with call_deadline(timeout):
+                    r = next(runs, None)
+                if r is None:
+                    return
+                yield r
+
+        try:
+            for batch, _done in batches(stepped(), max_seq, batch_records):
+                kd, ko = batch[0], batch[1]
+                n = len(ko) - 1
+                # a resumed scan starts just after the last key handed out
+                # (the batch being filled is lost with the generator)
+                start = kd[int(ko[n - 1]) : int(ko[n])].tobytes() + b"\x00"
+                yield batch
+                attempt = 0
+            return
+        except Corruption:
+            with call_deadline(timeout):
+                if attempt >= MISSING_SST_RETRIES or not reader._advance_to_latest():
+                    raise
+                attempt += 1
+                sources = reader._sources(start, end)
+
+
+def scan_pairs(reader, start, end, max_seq: int) -> Iterator[tuple[bytes, bytes]]:
+    """``(key, value)`` pairs of the same view as :func:`scan_arrays`, built
+    from its batches (one ``bytes`` object per batch, sliced)."""
+    return itertools.chain.from_iterable(
+        map(_pairs, scan_arrays(reader, start, end, PAIRS_BATCH, max_seq))
+    )
+
+
+def _pairs(batch: Batch):
+    kd, ko, vd, vo = batch
+    return zip(_column(kd, ko), _column(vd, vo))
+
+
+def _column(data: np.ndarray, offs: np.ndarray):
+    """The items of a packed column as ``bytes``: one C-level ``tolist`` of
+    a fixed-width view when every item has the same length (keys and
+    values usually do), else slices of one ``bytes`` copy."""
+    n = len(offs) - 1
+    w = (int(offs[-1]) - int(offs[0])) // n if n else 0
+    if n and int(offs[-1]) - int(offs[0]) == w * n and (n == 1 or not np.any(np.diff(offs) - w)):
+        if w == 0:
+            return [b""] * n
+        a = int(offs[0])
+        return data[a : a + w * n].view(f"V{w}").tolist()
+    cut = data.tobytes().__getitem__
+    b = offs.tolist()
+    return map(cut, map(slice, b[:-1], b[1:]))

@@ -1,0 +1,323 @@
+"""Batch scans (``Db.scan_arrays``, ``Db.scan_arrow``, the tuple scan built on
+them) against a dict model: the merge and kernel alone (shaledb.read.scan),
+then whole databases with arenas, L0 SSTs and sorted runs, tombstones and
+overwrites, on memory, local and S3 stores."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import shaledb
+from shaledb.read import scan as S
+
+from engine_util import memory_url, open_db, s3_opts, s3_url
+
+
+# -- the merge and the kernel ----------------------------------------------
+
+
+def _run(entries):
+    """A record run (buf, offs) of (key, seq, kind, value) in record order."""
+    from shaledb.format.record import encode_record
+
+    entries = sorted(entries, key=lambda e: (e[0], -e[1]))
+    parts, offs, pos = [], [], 0
+    for key, seq, kind, value in entries:
+        rec = encode_record(key, value if kind == 1 else b"", seq, kind)
+        offs.append(pos)
+        parts.append(rec)
+        pos += len(rec)
+    return np.frombuffer(b"".join(parts), dtype=np.uint8), np.array(offs, dtype=np.int64)
+
+
+def _cut_anywhere(entries, pieces, rng):
+    """One source cut into runs at arbitrary record positions: the versions
+    of one key may straddle runs (as they may across SST blocks)."""
+    entries = sorted(entries, key=lambda e: (e[0], -e[1]))
+    cuts = sorted(rng.sample(range(1, len(entries)), min(pieces, len(entries) - 1))) if len(entries) > 1 else []
+    out, lo = [], 0
+    for c in cuts + [len(entries)]:
+        out.append(_run(entries[lo:c]))
+        lo = c
+    return out
+
+
+def _model(sources_entries, max_seq):
+    best = {}
+    for entries in sources_entries:
+        for key, seq, kind, value in entries:
+            if seq <= max_seq and (key not in best or seq > best[key][0]):
+                best[key] = (seq, kind, value)
+    return [(k, v[2]) for k, v in sorted(best.items()) if v[1] == 1]
+
+
+def _flatten(batches):
+    out = []
+    for kd, ko, vd, vo in batches:
+        assert ko.dtype == np.int64 and vo.dtype == np.int64 and kd.dtype == np.uint8 and vd.dtype == np.uint8
+        assert ko[0] == 0 and vo[0] == 0 and ko[-1] == len(kd) and vo[-1] == len(vd)
+        for i in range(len(ko) - 1):
+            out.append((kd[ko[i] : ko[i + 1]].tobytes(), vd[vo[i] : vo[i + 1]].tobytes()))
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 5), st.integers(1, 9), st.booleans())
+def test_batches_match_model(seed, nsources, batch_records, snapshot):
+    rng = random.Random(seed)
+    seq = 0
+    sources_entries = []
+    for _ in range(nsources):
+        entries = []
+        for _ in range(rng.randrange(0, 40)):
+            seq += 1
+            kind = 1 if rng.random() < 0.75 else 0
+            value = b"v%d" % seq * rng.randrange(0, 3)  # empty values too
+            entries.append((b"k%03d" % rng.randrange(30), seq, kind, value))
+        sources_entries.append(entries)
+    max_seq = rng.randrange(0, seq + 1) if snapshot else seq
+    sources = [_cut_anywhere(e, rng.randrange(0, 6), rng) for e in sources_entries]
+    got = list(S.batches(S.merged_runs(sources), max_seq, batch_records))
+    assert all(1 <= len(b[1]) - 1 <= batch_records for b, _ in got)
+    assert all(len(b[1]) - 1 == batch_records for b, _ in got[:-1])
+    assert _flatten(b for b, _ in got) == _model(sources_entries, max_seq)
+
+
+def test_batches_grow_for_big_values():
+    big = [(b"a", 1, 1, b"x" * 300_000), (b"b", 2, 1, b"y" * 5), (b"c", 3, 1, b"z" * 200_000)]
+    got = _flatten(b for b, _ in S.batches(S.merged_runs([[_run(big)]]), 3, 2))
+    assert got == [(k, v) for k, _s, _kind, v in big]
+
+
+def test_merged_runs_nothing():
+    assert list(S.batches(S.merged_runs([]), 10, 5)) == []
+    assert list(S.batches(S.merged_runs([iter([]), iter([])]), 10, 5)) == []
+    only_tombstones = [_run([(b"a", 1, 0, b""), (b"b", 2, 0, b"")])]
+    assert list(S.batches(S.merged_runs([only_tombstones]), 10, 5)) == []
+
+
+# -- whole databases -------------------------------------------------------
+
+
+def _scan_arrays(db, start=None, end=None, batch_records=65536):
+    return dict(_flatten(db.scan_arrays(start, end, batch_records=batch_records)))
+
+
+def _expect(model, start=None, end=None):
+    return {k: v for k, v in sorted(model.items()) if (start is None or k >= start) and (end is None or k < end)}
+
+
+def _apply(db, model, ops):
+    for op, a, b in ops:
+        key = b"key-%04d" % a
+        if op == "put":
+            model[key] = b"val-%d-" % b + b"x" * (b % 50)
+            db.put(key, model[key], await_durable=False)
+        elif op == "del":
+            model.pop(key, None)
+            db.delete(key, await_durable=False)
+        elif op == "many":
+            keys = [b"key-%04d" % ((a + 7 * j) % 400) for j in range(1 + b % 40)]
+            vals = [b"m%d-%d" % (b, j) for j in range(len(keys))]
+            db.put_many(keys, vals, await_durable=False)
+            model.update(zip(keys, vals))
+        elif op == "flush":
+            db.flush(memtable=True)
+        elif op == "compact":
+            db.flush(memtable=True)
+            db.compact(full=bool(b % 2))
+
+
+_OPS = st.lists(
+    st.tuples(st.sampled_from(["put", "put", "put", "del", "many", "flush", "compact"]),
+              st.integers(0, 399), st.integers(0, 1000)),
+    max_size=40,
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_OPS, st.integers(1, 50), st.integers(0, 420), st.integers(0, 420))
+def test_db_scan_arrays_matches_model(ops, batch_records, a, b):
+    model: dict = {}
+    with open_db(memory_url(), compactor=False) as db:
+        _apply(db, model, ops)
+        start, end = b"key-%04d" % min(a, b), b"key-%04d" % max(a, b)
+        assert _scan_arrays(db, batch_records=batch_records) == model
+        assert list(_scan_arrays(db, start, end, batch_records)) == list(_expect(model, start, end))
+        assert list(db.scan(start, end)) == list(_expect(model, start, end).items())
+
+
+def _seeded_ops(seed, n):
+    rng = random.Random(seed)
+    kinds = ["put"] * 6 + ["del"] * 2 + ["many"] * 2
+    ops = []
+    for i in range(n):
+        ops.append((rng.choice(kinds), rng.randrange(400), rng.randrange(1000)))
+        if i % 60 == 59:
+            ops.append(("flush", 0, 0))
+        if i % 150 == 149:
+            ops.append(("compact", 0, rng.randrange(2)))
+    return ops
+
+
+def _layers(db, model, seed, n):
+    """Sorted runs, then an L0 SST and arena records over them."""
+    _apply(db, model, _seeded_ops(seed, n) + [("compact", 0, 1)])
+    _apply(db, model, _seeded_ops(seed + 1, 30) + [("flush", 0, 0)] + _seeded_ops(seed + 2, 30))
+
+
+def _check_tree(db, model):
+    """Every layer present, and the batch scans agree with the model."""
+    m = db._reader.manifest()
+    assert m is not None and m.l0 and m.sorted_runs, "want arenas, L0 and sorted runs at once"
+    for br in (1, 7, 65536):
+        got = _scan_arrays(db, batch_records=br)
+        assert got == model and list(got) == sorted(model)
+    assert list(_scan_arrays(db, b"key-0100", b"key-0200", 13)) == list(_expect(model, b"key-0100", b"key-0200"))
+    assert dict(db.scan()) == model
+
+
+@pytest.mark.parametrize("seed", [1])
+def test_local_db_all_layers(tmp_path, seed):
+    model: dict = {}
+    with open_db(tmp_path / "db", compactor=False) as db:
+        _layers(db, model, seed, 400)
+        _check_tree(db, model)
+    with open_db(tmp_path / "db", compactor=False) as db:  # reopened: everything in SSTs
+        assert _scan_arrays(db) == model
+
+
+def test_s3_db_all_layers(moto_server, s3_bucket):
+    model: dict = {}
+    with open_db(s3_url(s3_bucket), compactor=False, **s3_opts(moto_server)) as db:
+        _layers(db, model, 7, 300)
+        _check_tree(db, model)
+
+
+def test_scan_arrays_is_one_snapshot():
+    """Writes after the call (arenas and L0 both) are not seen, even those
+    that reach an L0 before the scan reads the SSTs."""
+    with open_db(memory_url(), compactor=False) as db:
+        db.put_many([b"a%03d" % i for i in range(300)], [b"old"] * 300)
+        db.flush(memtable=True)
+        db.put(b"b", b"old")
+        it = db.scan_arrays(batch_records=16)
+        pairs = db.scan()
+        db.put_many([b"a%03d" % i for i in range(0, 300, 2)], [b"new"] * 150)
+        db.delete(b"b")
+        db.put(b"c", b"new")
+        db.flush(memtable=True)
+        db.put(b"a000", b"newer")
+        got = dict(_flatten(it))
+        assert got == dict([(b"a%03d" % i, b"old") for i in range(300)] + [(b"b", b"old")])
+        assert dict(pairs) == got
+        assert _scan_arrays(db)[b"a000"] == b"newer"
+
+
+def test_empty_ranges_and_empty_db(tmp_path):
+    with open_db(memory_url(), compactor=False) as db:
+        assert list(db.scan_arrays()) == []
+        db.put(b"k", b"v")
+        assert list(db.scan_arrays(b"z")) == []
+        assert list(db.scan_arrays(b"a", b"a")) == []
+        assert list(db.scan_arrays(b"m", b"a")) == []
+        assert _scan_arrays(db, b"k", b"k\x00") == {b"k": b"v"}
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3", None, 1 << 40])
+def test_bad_batch_records(bad):
+    with open_db(memory_url(), compactor=False) as db:
+        with pytest.raises(shaledb.InvalidArgument):
+            db.scan_arrays(batch_records=bad)
+
+
+@pytest.mark.parametrize("bad", [1, 2.0, "a", object()])
+def test_bad_bounds(bad):
+    with open_db(memory_url(), compactor=False) as db:
+        with pytest.raises(shaledb.InvalidArgument):
+            db.scan_arrays(bad)
+        with pytest.raises(shaledb.InvalidArgument):
+            db.scan_arrays(None, bad)
+
+
+def test_scan_arrays_after_close_raises():
+    db = open_db(memory_url(), compactor=False)
+    db.close()
+    with pytest.raises(shaledb.Closed):
+        db.scan_arrays()
+
+
+# -- Arrow -----------------------------------------------------------------
+
+
+def test_engine_does_not_import_pyarrow(tmp_path):
+    code = (
+        "import sys, shaledb\n"
+        f"db = shaledb.open({str(tmp_path / 'db')!r}, compactor=False)\n"
+        "db.put_many([b'a', b'b'], [b'1', b'2'])\n"
+        "db.flush(memtable=True)\n"
+        "assert [len(b[1]) for b in db.scan_arrays()] == [3]\n"
+        "assert list(db.scan()) == [(b'a', b'1'), (b'b', b'2')]\n"
+        "assert db.get(b'a') == b'1'\n"
+        "db.close()\n"
+        "assert 'pyarrow' not in sys.modules, 'the engine imported pyarrow'\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_scan_arrow_matches_model():
+    pa = pytest.importorskip("pyarrow")
+    with open_db(memory_url(), compactor=False) as db:
+        model = {b"k%04d" % i: b"v" * (i % 7) for i in range(1000)}
+        db.put_many(list(model), list(model.values()))
+        db.delete(b"k0005")
+        del model[b"k0005"]
+        t = db.scan_arrow(batch_records=300)
+        assert t.schema == pa.schema([("key", pa.large_binary()), ("value", pa.large_binary())])
+        assert t.column("key").num_chunks == 4
+        assert dict(zip(t.column("key").to_pylist(), t.column("value").to_pylist())) == model
+        t2 = db.scan_arrow(b"k0100", b"k0110")
+        assert t2.column("key").to_pylist() == [b"k%04d" % i for i in range(100, 110)]
+        assert db.scan_arrow(b"z").num_rows == 0
+
+
+def test_scan_arrow_buffers_are_not_copied():
+    pa = pytest.importorskip("pyarrow")
+    from shaledb.read.arrow import table_from_batches
+
+    kd = np.frombuffer(b"abcd", dtype=np.uint8)
+    ko = np.array([0, 1, 4], dtype=np.int64)
+    vd = np.frombuffer(b"xyz", dtype=np.uint8)
+    vo = np.array([0, 2, 3], dtype=np.int64)
+    t = table_from_batches([(kd, ko, vd, vo)])
+    keys = t.column("key").chunk(0)
+    assert keys.to_pylist() == [b"a", b"bcd"] and t.column("value").to_pylist() == [b"xy", b"z"]
+    assert keys.buffers()[2].address == kd.ctypes.data
+    assert keys.buffers()[1].address == ko.ctypes.data
+
+
+@pytest.mark.parametrize("kind", ["binary", "large_binary", "string", "large_string"])
+def test_put_many_takes_arrow_arrays(kind):
+    pa = pytest.importorskip("pyarrow")
+    typ = getattr(pa, kind)()
+    keys = [b"k%03d" % i for i in range(200)]
+    vals = [b"v%d" % i for i in range(200)]
+    conv = (lambda x: x.decode()) if "string" in kind else (lambda x: x)
+    with open_db(memory_url(), compactor=False) as db:
+        ka = pa.array([conv(k) for k in keys], type=typ)
+        va = pa.array([conv(v) for v in vals], type=typ)
+        db.put_many(ka.slice(10), va.slice(10))  # a sliced array: nonzero offset
+        db.put_many(pa.chunked_array([ka.slice(0, 5), ka.slice(5, 5)]), va.slice(0, 10))
+        assert dict(db.scan()) == dict(zip(keys, vals))
+        with pytest.raises(shaledb.InvalidArgument):
+            db.put_many(pa.array([b"a", None]), pa.array([b"1", b"2"]))
+        with pytest.raises(shaledb.InvalidArgument):
+            db.put_many(pa.array([1, 2]), pa.array([b"1", b"2"]))
