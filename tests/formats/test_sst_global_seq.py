@@ -84,14 +84,18 @@ class _NoArenas:
     def sorted_runs_snapshot(self):
         return []
 
+    def unflushed_bytes(self):
+        return 0
+
 
 def _ref(sid, data, recs, global_seq):
     return types.SimpleNamespace(sst_id=sid, first_key=recs[0][0], last_key=recs[-1][0], size=len(data),
                                  min_seq=global_seq, max_seq=global_seq, num_entries=len(recs), global_seq=global_seq)
 
 
+@pytest.mark.parametrize("cache", [64 << 20, 0], ids=["pinned", "block-by-block"])
 @pytest.mark.parametrize("where", ["l0", "run"])
-def test_read_path_orders_sources_by_global_seq(monkeypatch, where):
+def test_read_path_orders_sources_by_global_seq(monkeypatch, where, cache):
     """An ingested SST (seqs 0 on disk, global_seq 50) sits under a newer L0
     SST (seq 60) and over an older one (seq 40): the read path and a scan
     pick the version with the highest effective seq."""
@@ -110,7 +114,7 @@ def test_read_path_orders_sources_by_global_seq(monkeypatch, where):
         runs = (types.SimpleNamespace(run_id=2, ssts=(refs["ing"],)), types.SimpleNamespace(run_id=1, ssts=(refs["old"],)))
     m = types.SimpleNamespace(l0=l0, sorted_runs=runs, all_ssts=lambda: list(l0) + [s for r in runs for s in r.ssts])
     monkeypatch.setattr(read_mod, "_read_latest_manifest", lambda *a, **k: (m, 1))
-    rd = read_mod.Reader(st, Options(), _NoArenas())
+    rd = read_mod.Reader(st, Options(block_cache_bytes=cache), _NoArenas())
     want = {}
     for recs in (old, ing, new):  # in seq order: later wins
         for k, _s, kind, v in recs:
@@ -118,3 +122,8 @@ def test_read_path_orders_sources_by_global_seq(monkeypatch, where):
     for k in sorted(want):
         assert rd.get(k) == want[k], k
     assert list(rd.scan(None, None)) == [(k, v) for k, v in sorted(want.items()) if v is not None]
+    keys = sorted(want)
+    kd = np.frombuffer(b"".join(keys), dtype=np.uint8)
+    ko = np.array([0] + [len(k) for k in keys], dtype=np.int64).cumsum()
+    vd, vo, found = rd.get_many(kd, ko)
+    assert [vd[a:b].tobytes() if f else None for a, b, f in zip(vo, vo[1:], found)] == [want[k] for k in keys]
