@@ -22,6 +22,8 @@ from bench.sim.world import Baton, Crash, Faults, Hang, SimClock, SimStore, Stop
 
 __all__ = ["BUGS", "SimConfig", "SimResult", "World", "run", "shrink"]
 
+_SHORT = {"writer": "w", "compactor": "c", "gc": "g", "reader": "r", "checkpoint": "k"}
+
 #: deliberately broken actors, to show that the checks catch what they claim
 BUGS = ("", "ack-early", "gc-min-age-0")
 
@@ -110,7 +112,7 @@ class World:
             ("checkpoint", cfg.checkpointers),
         ):
             for i in range(n):
-                self.actors.append(ACTOR_KINDS[kind](self, f"{kind[0]}{i}", random.Random(seeds.randrange(1 << 62))))
+                self.actors.append(ACTOR_KINDS[kind](self, f"{_SHORT[kind]}{i}", random.Random(seeds.randrange(1 << 62))))
 
     # ------------------------------------------------------ called by actors
 
