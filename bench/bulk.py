@@ -16,15 +16,19 @@ values), loaded into a fresh, empty database each run, durable at the end:
     order, ``Rdict.ingest_external_file`` (durable when it returns), always
     on a local directory.
 
-Prints records/s, median of ``--repeat`` runs, and the ratios the goals are
+Prints records/s, median of ``--repeat`` runs (and CPU seconds of (a), (b),
+(d): this process and its reaped children, so for (a) the flusher too, with
+open and close), and the ratios the goals are
 about: (b)/(a), (b)/(d) and (c, 2 workers)/(c, 1 worker).  ``--moto`` runs
 ShaleDB against a moto S3 server on loopback (RocksDB stays local).
+``--manifest N`` only measures the manifest codec with N ingested SSTs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -95,21 +99,38 @@ class Where:
             self.server.stop()
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (the flusher, once closed)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+CPU: dict[str, list[float]] = {}
+
+
+def _cpu(name: str, c0: float) -> None:
+    CPU.setdefault(name, []).append(cpu_seconds() - c0)
+
+
 def run_put_many(where: Where, recs: np.ndarray, batch: int = 100_000) -> float:
     root = where.new_root()
+    c0 = cpu_seconds()
     with where.open(root) as db:
         t0 = time.perf_counter()
         for a in range(0, len(recs), batch):
             k, v = columns(recs[a : a + batch])
             db.put_many(k, v, await_durable=False)
         db.flush()
-        return time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+    _cpu("put_many", c0)
+    return dt
 
 
 def run_sst_writer(where: Where, recs: np.ndarray, batch: int = 1_000_000) -> float:
     from shaledb.bulk import SstWriter
 
     root = where.new_root()
+    c0 = cpu_seconds()
     with where.open(root) as db:
         t0 = time.perf_counter()
         with SstWriter(root, store_options=where.store_options, memory_bytes=1 << 30) as w:
@@ -119,7 +140,8 @@ def run_sst_writer(where: Where, recs: np.ndarray, batch: int = 1_000_000) -> fl
         db.ingest(descs)
         dt = time.perf_counter() - t0
         assert db.get(bytes(recs[len(recs) // 2, :KEY])) == bytes(recs[len(recs) // 2, KEY:])
-        return dt
+    _cpu("sst_writer", c0)
+    return dt
 
 
 def _block(lo: int, hi: int) -> np.ndarray:
@@ -155,6 +177,7 @@ def run_rocksdb(tmp: str, recs: np.ndarray) -> float:
     d = os.path.join(tmp, "rocks-" + uuid.uuid4().hex[:8])
     os.makedirs(d)
     db = Rdict(os.path.join(d, "db"), Options(raw_mode=True))
+    c0 = cpu_seconds()
     try:
         t0 = time.perf_counter()
         keys = np.ascontiguousarray(recs[:, :KEY]).view(f"S{KEY}").ravel()
@@ -171,10 +194,39 @@ def run_rocksdb(tmp: str, recs: np.ndarray) -> float:
         dt = time.perf_counter() - t0
         mid = len(recs) // 2
         assert db[bytes(recs[mid, :KEY])] == bytes(recs[mid, KEY:])
+        _cpu("rocksdb", c0)
         return dt
     finally:
         db.close()
         shutil.rmtree(d, ignore_errors=True)
+
+
+def manifest_figures(n_ssts: int, repeat: int = 3) -> dict:
+    """Encode/decode time and size of a manifest listing ``n_ssts`` ingested
+    SSTs (one sorted run; 16-byte first/last keys, as a 100-worker load of
+    1000 SSTs each would leave), with the model's own codec."""
+    from shaledb.format.enums import ManifestFormat
+    from shaledb.format.keys import new_sst_id
+    from shaledb.manifest.model import Manifest, SortedRun, SstRef, decode_manifest, encode_manifest
+
+    seq = 1_000_000
+    keys = records(0, 2 * n_ssts)[:, :KEY]
+    keys = np.sort(np.ascontiguousarray(keys).view(f"S{KEY}").ravel())
+    refs = tuple(SstRef(new_sst_id(), bytes(keys[2 * i]), bytes(keys[2 * i + 1]), 64 << 20, seq, seq, 550_000,
+                        global_seq=seq) for i in range(n_ssts))
+    m = Manifest(writer_epoch=3, compactor_epoch=2, next_wal_id=10, replay_after_wal_id=9, last_l0_seq=seq,
+                 sorted_runs=(SortedRun(1, refs),), format_version=ManifestFormat.V2)
+    enc, dec = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        raw = encode_manifest(m)
+        enc.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        back = decode_manifest(raw, "bench")
+        dec.append(time.perf_counter() - t0)
+    assert back == m
+    return {"ssts": n_ssts, "bytes": len(raw), "bytes_per_sst": len(raw) / n_ssts,
+            "encode_s": statistics.median(enc), "decode_s": statistics.median(dec)}
 
 
 def main(argv=None) -> int:
@@ -185,8 +237,18 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=250_000, help="records per input block of (c)")
     p.add_argument("--moto", action="store_true", help="ShaleDB against a moto S3 server on loopback")
     p.add_argument("--skip", default="", help="comma-separated of put_many,sst_writer,dask,rocksdb")
+    p.add_argument("--manifest", type=int, default=0, metavar="N",
+                   help="only measure the manifest codec with N ingested SSTs (e.g. 100000)")
     p.add_argument("--json", default=None, metavar="PATH")
     a = p.parse_args(argv)
+    if a.manifest:
+        fig = manifest_figures(a.manifest, a.repeat)
+        print(f"manifest with {fig['ssts']:,} ingested SSTs: {fig['bytes'] / 1e6:.1f} MB "
+              f"({fig['bytes_per_sst']:.0f} B/SST), encode {fig['encode_s']:.2f} s, decode {fig['decode_s']:.2f} s "
+              f"(median of {a.repeat})")
+        if a.json:
+            write_json(a.json, {"bench": "bulk-manifest", **fig, "machine": machine_info()})
+        return 0
     skip = set(filter(None, a.skip.split(",")))
     n = a.records
     tmp = tempfile.mkdtemp(prefix="shaledb-bench-bulk-")
@@ -200,6 +262,7 @@ def main(argv=None) -> int:
         runs = [("put_many", lambda: run_put_many(where, recs)), ("sst_writer", lambda: run_sst_writer(where, recs)),
                 ("rocksdb", lambda: run_rocksdb(tmp, recs))]
         run_sst_writer(where, recs[: min(n, 20_000)])  # warm-up: numba caches, imports
+        CPU.clear()
         for rep in range(a.repeat):
             for name, fn in runs:
                 if name in skip:
@@ -226,8 +289,10 @@ def main(argv=None) -> int:
     rate = {k: n / v for k, v in med.items()}
     print(f"\nbulk load of {n:,} records (16 B keys, 100 B values), {'moto S3' if a.moto else 'local directory'}"
           f", median of {a.repeat}:")
+    cpu = {k: statistics.median(v) for k, v in CPU.items()}
     for k, r in rate.items():
-        print(f"  {k:12s} {r / 1e6:7.2f} M rec/s  ({med[k]:.2f} s)")
+        extra = f", CPU {cpu[k]:.2f} s ({n / cpu[k] / 1e6:.2f} M rec per CPU-s)" if k in cpu else ""
+        print(f"  {k:12s} {r / 1e6:7.2f} M rec/s  ({med[k]:.2f} s wall{extra})")
     ratios = {}
     for label, x, y in (("sst_writer / put_many", "sst_writer", "put_many"),
                         ("sst_writer / rocksdb", "sst_writer", "rocksdb"),
@@ -235,9 +300,15 @@ def main(argv=None) -> int:
         if x in rate and y in rate:
             ratios[label] = rate[x] / rate[y]
             print(f"  {label:28s} {ratios[label]:.2f}x")
+    for label, x, y in (("CPU: put_many / sst_writer", "put_many", "sst_writer"),
+                        ("CPU: rocksdb / sst_writer", "rocksdb", "sst_writer")):
+        if x in cpu and y in cpu:
+            ratios[label] = cpu[x] / cpu[y]
+            print(f"  {label:28s} {ratios[label]:.2f}x (CPU seconds; open and close included for ShaleDB)")
     if a.json:
         write_json(a.json, {"bench": "bulk", "records": n, "moto": a.moto, "repeat": a.repeat, "seconds": times,
-                            "median_seconds": med, "records_per_s": rate, "ratios": ratios,
+                            "median_seconds": med, "records_per_s": rate,
+                            "cpu_seconds": CPU, "ratios": ratios,
                             "machine": machine_info()})
     return 0
 

@@ -36,7 +36,8 @@ from shaledb.sst.format import TRAILER_SIZE, decode_trailer
 
 __all__ = ["SstWriter"]
 
-_UPLOAD_THREADS = 4
+#: Threads that encode and upload slices in ``finish``.
+_THREADS = 3
 
 
 def _column(x, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -252,30 +253,36 @@ class SstWriter:
             if len(keep) < n_in and self.on_duplicate == "error":
                 raise InvalidArgument(f"duplicate key {_first_duplicate(buf, offs)!r} in partition {self.partition} "
                                       f"of load {self.load_id} (on_duplicate='error')")
-            counter = iter(range(1 << 32))
-            new_id = lambda: bulk_sst_id(self.load_id, self.partition, self.attempt, next(counter))  # noqa: E731
-            # encode one target-sized slice at a time (bounded memory), upload
-            # on a few threads while the next slice encodes (kernels drop the GIL)
+            # encode target-sized slices on a few threads (the kernels drop
+            # the GIL; bounded memory: a few slices in flight), each uploaded
+            # by the thread that built it.  SST n of slice i is named
+            # (i << 16) + n: deterministic whatever the thread timing.
             per = max(1, int(self.sst_target_bytes // max(1, _mean_record_bytes(buf, keep))))
+            starts = range(0, len(keep), per)
             out: list = []
-            with ThreadPoolExecutor(_UPLOAD_THREADS) as pool:
+            with ThreadPoolExecutor(_THREADS) as pool:
                 futures = []
-                for a in range(0, len(keep), per):
-                    b = min(len(keep), a + per)
-                    for sst_id, data, info in build_ssts(
-                        buf, keep[a:b], key_hashes=hashes[a:b], target_bytes=2 * self.sst_target_bytes,
-                        block_size=self.block_size, bloom_bits_per_key=self.bloom_bits_per_key,
-                        compression=self.compression, new_id=new_id,
-                    ):
-                        futures.append(pool.submit(self._upload, sst_id, data, info))
-                    while len(futures) > 2 * _UPLOAD_THREADS:
-                        out.append(futures.pop(0).result())
-                out.extend(f.result() for f in futures)
+                for i, a in enumerate(starts):
+                    futures.append(pool.submit(self._build_slice, build_ssts, buf, keep, hashes, i, a,
+                                               min(len(keep), a + per)))
+                    while len(futures) > _THREADS:
+                        out.extend(futures.pop(0).result())
+                for f in futures:
+                    out.extend(f.result())
             self.stats["ssts"] = len(out)
             self.stats["bytes"] = sum(d.size for d in out)
             return out
         finally:
             self._cleanup()
+
+    def _build_slice(self, build_ssts, buf, keep, hashes, i: int, a: int, b: int) -> list[SstDescriptor]:
+        n = iter(range(1 << 16))
+        ssts = build_ssts(
+            buf, keep[a:b], key_hashes=hashes[a:b], target_bytes=2 * self.sst_target_bytes,
+            block_size=self.block_size, bloom_bits_per_key=self.bloom_bits_per_key, compression=self.compression,
+            new_id=lambda: bulk_sst_id(self.load_id, self.partition, self.attempt, (i << 16) + next(n)),
+        )
+        return [self._upload(sst_id, data, info) for sst_id, data, info in ssts]
 
     def _upload(self, sst_id: str, data: bytes, info) -> SstDescriptor:
         size = len(data)
