@@ -38,6 +38,8 @@ def wrap_store(store, options: "Options"):
     flusher, compactor): ``options.store_wrapper`` (a test seam) applied
     first, then the engine's one retry layer, retrying Unavailable within
     ``min(30 s, request_timeout)`` per operation (``storage.wrappers.RetryingStore``).
+    With ``options.cache_dir``, an S3 store's SST reads go through a local
+    disk cache (``storage.cache.DiskCacheStore``) under the retry layer.
     In a clone's root (one GET of ``clone/source.json`` tells) reads of the
     SSTs it shares with its source go to the source (docs/readers.md, "Clones").
     """
@@ -45,6 +47,12 @@ def wrap_store(store, options: "Options"):
 
     if options.store_wrapper is not None:
         store = options.store_wrapper(store)
+    if options.cache_dir is not None and store.spec()[0].startswith("s3://"):
+        from shaledb.format.keys import COMPACTED_PREFIX
+        from shaledb.storage.cache import DiskCacheStore
+
+        # SST objects only: manifests and WAL objects change meaning or are re-read for news
+        store = DiskCacheStore(store, options.cache_dir, options.cache_bytes, cacheable=(COMPACTED_PREFIX,))
     return _with_clone_source(RetryingStore(store, deadline=min(30.0, options.request_timeout)), options)
 
 
@@ -165,6 +173,13 @@ class Options:
     #: How long ``db.compact(full=True)`` waits for a major compaction
     #: (``db.compact()`` and ``db.gc()`` wait ``request_timeout``).
     full_compaction_timeout: float = 3600.0
+    #: S3 disk cache (docs/reads.md): a local directory holding the parts of
+    #: SST objects that reads fetched (shared safely by processes; manifests
+    #: and WAL objects are never cached).  None (default): no disk cache.
+    #: Local directory stores ignore it (their page cache is the cache).
+    cache_dir: str | None = None
+    #: Bound on the disk cache's bytes (least recently used parts evicted).
+    cache_bytes: int = 1 * GiB
 
     def __post_init__(self) -> None:
         def _int(name: str, lo: int, hi: int | None = None) -> None:
@@ -205,6 +220,12 @@ class Options:
         _int("sst_target_bytes", 4 * KiB)
         _seconds("compaction_interval", 0.0)
         _seconds("full_compaction_timeout", 0.0)
+        _int("cache_bytes", 1 * MiB)
+        if self.cache_dir is not None:
+            if isinstance(self.cache_dir, os.PathLike):
+                object.__setattr__(self, "cache_dir", os.fspath(self.cache_dir))
+            if not isinstance(self.cache_dir, str) or not self.cache_dir or "\x00" in self.cache_dir:
+                raise InvalidArgument(f"Options.cache_dir must be None or a directory path, got {self.cache_dir!r}")
         if not isinstance(self.compactor, bool):
             raise InvalidArgument(f"Options.compactor must be a bool, got {self.compactor!r}")
         if self.l0_max_ssts < self.l0_compaction_threshold:
