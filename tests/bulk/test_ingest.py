@@ -123,3 +123,20 @@ def test_missing_short_or_corrupt_objects_are_refused(tmp_path):
         assert scan_all(db) == {}
         with pytest.raises(InvalidArgument, match="verify"):
             db.ingest(descs[2:], verify="maybe")
+
+
+def test_with_the_compactor_service_and_memory_store(tmp_path):
+    """The compactor service (own process) merges an ingested run with L0;
+    a memory:// database (flusher thread) ingests too."""
+    import uuid
+
+    for root, kw in ((str(tmp_path / "db"), {}), ("memory://bulk-" + uuid.uuid4().hex[:8], {"compactor": False})):
+        with open_db(root, **kw) as db:
+            db.put_many(*pairs(3000, tag=b"old"))
+            db.flush(memtable=True)
+            keys, values = pairs(3000, start=1500, tag=b"new")
+            db.ingest(_load(root, keys, values, sst_target_bytes=16 << 10))
+            model = dict(zip(*pairs(3000, tag=b"old")))
+            model.update(zip(keys, values))
+            db.compact(full=True)
+            assert scan_all(db) == model
