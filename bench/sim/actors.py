@@ -461,8 +461,8 @@ class Checkpointer(Actor):
             return
         cp = self.cp
         if self.rng.random() < 0.25:
+            self.cp = None  # from the request on: a removal that reports failure may have landed
             self.ms.remove_checkpoint(cp.id)
-            self.cp = None
             self.world.count("checkpoint.remove")
             return
         if self.clock.peek_ms() >= cp.expires_at_ms:
