@@ -52,6 +52,7 @@ from shaledb.kernels.hashing import xxh64_range
 from shaledb.kernels.mem import load_u32
 
 __all__ = [
+    "E_SCRATCH",
     "G_COLS",
     "G_KIND",
     "G_NEED",
@@ -398,53 +399,66 @@ def sort_keys(kdata, koffs):
 #: columns of ``plan_get_many``'s output rows
 G_TABLE, G_SEQ, G_KIND, G_VPOS, G_VLEN, G_NEED, G_NEXT = range(7)
 G_COLS = 7
+#: ``plan_get_many``: ``scratch`` is full; grow it and call again from the returned position
+E_SCRATCH = 1
 
 
 @kernel
-def plan_get_many(kdata, koffs, order, best_seq, meta, srcs, out):
+def plan_get_many(kdata, koffs, order, x0, best_seq, meta, srcs, out, scratch, used):
     """``plan_get`` for keys ``kdata[koffs[i]:koffs[i+1]]``, visited in
-    ``order`` (sorted keys walk each table's index and blocks in order, so
-    memory stays warm), each from source 0 with its own ``best_seq[i]``
+    ``order[x0:]`` (sorted keys walk each table's index and blocks in order,
+    so memory stays warm), each from source 0 with its own ``best_seq[i]``
     (-1: nothing newer known).  Row i of ``out`` (int64, ``G_COLS``
     columns: one cache line per key) gets plan_get's best (``G_TABLE`` -1
-    if none, ``G_SEQ``, ``G_KIND``, ``G_VPOS``, ``G_VLEN``) and ``G_NEED``
-    = need_table * 2**32 + need_block (-1: none) with ``G_NEXT`` the
-    source to resume from.  Returns ``(error, key index, table, block)`` of
-    the first bad block, or ``(0, -1, -1, -1)``."""
-    for x in range(order.shape[0]):
+    if none, ``G_SEQ``, ``G_KIND``, ``G_VLEN``) and ``G_NEED`` = need_table
+    * 2**32 + need_block (-1: none) with ``G_NEXT`` the source to resume
+    from.  The value found is copied while its block is hot, to
+    ``scratch[used:]`` (``G_VPOS``: its position there).  Returns ``(error,
+    position, table, block, used)``: error 0 when done; ``E_SCRATCH`` when
+    ``scratch`` is full (grow it, call again from ``position``); otherwise
+    a kernel error in that table and block, for key ``order[position]``."""
+    for x in range(x0, order.shape[0]):
         i = order[x]
         key = kdata[koffs[i] : koffs[i + 1]]
         err, t, tr, vp, vlen, nt, nb, sn = plan_get(key, 0, best_seq[i], meta, srcs)
         if err != _OK:
-            return err, i, nt, nb
+            return err, x, nt, nb, used
+        kind = np.int64(tr & np.uint64(0xFF))
+        if t >= 0 and kind != 0:
+            if used + vlen > scratch.shape[0]:
+                return E_SCRATCH, x, -1, -1, used
+            scratch[used : used + vlen] = _view_u8(meta[t, M_DATA] + vp, vlen)
+            out[i, G_VPOS] = used
+            used += vlen
         out[i, G_TABLE] = t
         out[i, G_SEQ] = np.int64(tr >> np.uint64(8))
-        out[i, G_KIND] = np.int64(tr & np.uint64(0xFF))
-        out[i, G_VPOS] = vp
+        out[i, G_KIND] = kind
         out[i, G_VLEN] = vlen
         out[i, G_NEED] = -1 if nt < 0 else (nt << 32) | nb
         out[i, G_NEXT] = sn
-    return _OK, -1, -1, -1
+    return _OK, order.shape[0], -1, -1, used
 
 
 @kernel
-def gather_values(meta, out, vdata, voffs, found):
-    """Copy the value of every row of ``out`` (plan_get_many) with a table
-    and a put kind into ``vdata`` back to back: key i's value is
-    ``vdata[voffs[i]:voffs[i+1]]`` and ``found[i]`` says whether it has one.
-    Returns the bytes used.  REQUIRES: vdata holds the sum of those lengths."""
+def gather_values(out, order, scratch, vdata, voffs, found):
+    """The values ``plan_get_many`` left in ``scratch``, in row order: key
+    i's value is ``vdata[voffs[i]:voffs[i+1]]`` when ``found[i]`` (a table
+    had it, as a put).  Returns the bytes used.  REQUIRES: vdata holds the
+    sum of those lengths."""
+    n = out.shape[0]
     d = np.int64(0)
     voffs[0] = 0
-    for i in range(out.shape[0]):
-        t = out[i, G_TABLE]
-        if t >= 0 and out[i, G_KIND] != 0:
-            n = out[i, G_VLEN]
-            vdata[d : d + n] = _view_u8(meta[t, M_DATA] + out[i, G_VPOS], n)
-            d += n
-            found[i] = True
-        else:
-            found[i] = False
+    for i in range(n):
+        hit = out[i, G_TABLE] >= 0 and out[i, G_KIND] != 0
+        found[i] = hit
+        if hit:
+            d += out[i, G_VLEN]
         voffs[i + 1] = d
+    for x in range(order.shape[0]):  # scratch is in visiting order: read it straight through
+        i = order[x]
+        if found[i]:
+            a = out[i, G_VPOS]
+            vdata[voffs[i] : voffs[i + 1]] = scratch[a : a + out[i, G_VLEN]]
     return d
 
 
@@ -484,6 +498,9 @@ def _warmup() -> None:
         for ko in (np.array([0, 2, 3], dtype=np.int64), np.frombuffer(np.array([0, 2, 3], dtype=np.int64).tobytes(), dtype=np.int64)):
             order = sort_keys(kd, ko)
             out = np.empty((2, G_COLS), dtype=np.int64)
-            plan_get_many(kd, ko, order, np.full(2, -1, dtype=np.int64), meta, srcs, out)
+            scratch = np.empty(8, dtype=np.uint8)
+            for x0 in (0, np.int64(0)):
+                plan_get_many(kd, ko, order, x0, np.full(2, -1, dtype=np.int64), meta, srcs, out, scratch, 0)
+                plan_get_many(kd, ko, order, x0, np.full(2, -1, dtype=np.int64), meta, srcs, out, scratch, np.int64(0))
     vdata = np.empty(int(out[:, G_VLEN].sum()), dtype=np.uint8)
-    gather_values(meta, out, vdata, np.empty(3, dtype=np.int64), np.empty(2, dtype=np.bool_))
+    gather_values(out, order, scratch, vdata, np.empty(3, dtype=np.int64), np.empty(2, dtype=np.bool_))

@@ -336,7 +336,16 @@ class Reader:
         n = koffs.shape[0] - 1
         out = np.empty((n, P.G_COLS), dtype=np.int64)
         order = P.sort_keys(kdata, koffs)
-        err, i, nt, nb = P.plan_get_many(kdata, koffs, order, best_seq, plan.meta, plan.srcs, out)
+        scratch = np.empty(max(4096, n * 128), dtype=np.uint8)
+        x, used = 0, 0
+        while True:
+            err, x, nt, nb, used = P.plan_get_many(kdata, koffs, order, x, best_seq, plan.meta, plan.srcs, out,
+                                                   scratch, used)
+            if err != P.E_SCRATCH:
+                break
+            grown = np.empty(max(2 * scratch.shape[0], int(used) + (1 << 20)), dtype=np.uint8)
+            grown[:used] = scratch[:used]
+            scratch = grown
         if err:
             _raise_corruption(int(err), f"{plan.readers[nt].key}: block {int(nb)}")
         slow = {}  # key index -> value or None, for keys settled here in Python
@@ -345,7 +354,7 @@ class Reader:
             t, seq, kind, vp, vlen, need, nxt = out[i].tolist()
             best = mem_best.get(i)
             if t >= 0:
-                best = (key, seq, kind, plan.datas[t][vp : vp + vlen].tobytes() if kind else None)
+                best = (key, seq, kind, scratch[vp : vp + vlen].tobytes() if kind else None)
             best = _plan_lookup(plan, key, best, need >> 32, need & 0xFFFFFFFF, nxt)
             slow[i] = best[3] if best is not None and best[2] == KIND_PUT else None
             out[i, P.G_TABLE] = -1
@@ -357,7 +366,7 @@ class Reader:
         vdata = np.empty(total, dtype=np.uint8)
         voffs = np.empty(n + 1, dtype=np.int64)
         found = np.empty(n, dtype=np.bool_)
-        P.gather_values(plan.meta, out, vdata, voffs, found)
+        P.gather_values(out, order, scratch, vdata, voffs, found)
         if not slow:
             return vdata, voffs, found
         # splice the values settled in Python in, in key order

@@ -138,3 +138,15 @@ def test_get_many_checks_its_keys():
             db.get_many((np.zeros(3, dtype=np.uint8), np.array([0, 0, 3], dtype=np.int64)))  # an empty key
         with pytest.raises(shaledb.InvalidArgument):
             db.get_many((np.zeros(3, dtype=np.uint8), np.array([0, 4], dtype=np.int64)))  # past the data
+
+
+def test_get_many_values_larger_than_its_first_buffer(tmp_path):
+    """Values of 1-3 KiB overflow get_many's first value buffer (128 bytes a
+    key): it grows and the walk resumes where it stopped."""
+    vals = {b"big%04d" % i: bytes([i % 251]) * (1024 + 7 * i) for i in range(300)}
+    with open_db(str(tmp_path / "db")) as db:
+        db.put_many(list(vals), list(vals.values()), await_durable=False)
+        db.flush(memtable=True)
+        db.compact(full=True)
+        keys = sorted(vals, reverse=True) + [b"nope"]
+        assert db.get_many(keys) == [vals.get(k) for k in keys]
