@@ -4,7 +4,9 @@
 
 Per engine, on a local directory: prefill ``--records`` records (flushed
 to L0), then for ``--duration`` seconds one writer ingests batches of new
-records, each batch followed by a marker put and a WAL flush, while
+records at ``--rate`` records/s (the same for every engine, so the readers
+have the same WAL to follow), each batch followed by a marker put and a WAL
+flush, while
 ``--readers`` reader processes do random gets of prefilled keys.  Reported:
 
 * reader gets/s (all readers together, and per reader);
@@ -174,6 +176,10 @@ def run_engine(cls, root, args) -> dict:
             w.put(MARKER, b"%d" % marker)
             w.flush()
             durable[marker] = time.time()
+            if args.rate:  # the same ingest rate for every engine: comparable freshness
+                ahead = t0 + (nxt - args.records) / args.rate - time.time()
+                if ahead > 0:
+                    time.sleep(ahead)
         time.sleep(3 * args.poll + 0.5)  # the last marker's poll window
         stop.set()
         results = [q.get(timeout=300) for _ in procs]
@@ -273,8 +279,9 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=5.0, help="seconds of ingest while readers read")
     p.add_argument("--records", type=int, default=50_000, help="prefilled records")
     p.add_argument("--value-size", type=int, default=100)
-    p.add_argument("--batch", type=int, default=2000, help="records per writer batch (then a marker and a flush)")
+    p.add_argument("--batch", type=int, default=1000, help="records per writer batch (then a marker and a flush)")
     p.add_argument("--poll", type=float, default=0.1, help="reader poll interval, seconds")
+    p.add_argument("--rate", type=float, default=10_000, help="writer records/s (0: as fast as it goes)")
     p.add_argument("--peers", default="auto", choices=("auto", "none"))
     p.add_argument("--json", default=None, metavar="PATH")
     args = p.parse_args(argv)
@@ -298,7 +305,7 @@ def main(argv=None) -> int:
     table = [[r["engine"], r["readers"], f"{r['reader_gets_per_s']:.0f}",
               *(f"{r[k]:.0f}" if r[k] is not None else "-" for k in ("lag_ms_p50", "lag_ms_p95", "lag_ms_max")),
               r["lag_samples"], f"{r['writer_records_per_s']:.0f}"] for r in rows]
-    print(format_table(heads, table, title=f"readers while one writer ingests (poll {args.poll} s, {args.duration} s)"))
+    print(format_table(heads, table, title=f"readers while one writer ingests (poll {args.poll} s, {args.duration} s, writer rate {args.rate or 'max'})"))
     print(format_table(["figure", "value"], [[k, f"{v:.1f}"] for k, v in cost.items()], title="ShaleDB snapshot cost"))
     if args.json:
         write_json(args.json, {"args": vars(args), "engines": rows, "snapshot_cost": cost})

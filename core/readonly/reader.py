@@ -7,15 +7,16 @@ store is a :class:`~shaledb.readonly.views.ReadOnlyStore`, which refuses
 every write, and its manifest handle has the reader role (no epoch, so it
 fences nobody).  Two modes:
 
-* follow (no ``checkpoint``): the read path (:class:`shaledb.read.Reader`)
-  follows the latest manifest, re-read every ``poll_interval`` by a
-  background thread (the read path also probes for a newer one on its own);
-  with ``wal_tail`` a :class:`~shaledb.readonly.wal_tail.WalTail`, refreshed
-  by the same thread, serves the records durable in the WAL past the
-  manifest's replay point.  What it reads stays alive only
-  by GC's ``gc_min_age`` plus retry (a get is retried on the latest
-  manifest, a scan resumes after its last key): a reader cannot pin with a
-  checkpoint of its own without writing.
+* follow (no ``checkpoint``): a background thread re-reads the latest
+  manifest every ``poll_interval`` and, with ``wal_tail``, the WAL past its
+  replay point (:class:`~shaledb.readonly.wal_tail.WalTail`, the read path's
+  ``mem``).  The read path (:class:`shaledb.read.Reader`) sees manifests up
+  to the one the last poll followed and no newer (a
+  :class:`~shaledb.readonly.views.PinnedStore` ceiling the poll raises), so
+  it never runs ahead of the tail.  What it reads stays alive only by GC's
+  ``gc_min_age`` plus retry (a get that meets a missing object catches up
+  and reads again, a scan resumes after its last key): a reader cannot pin
+  with a checkpoint of its own without writing.
 * checkpoint: the read path sees the checkpoint's manifest and nothing newer
   (:class:`~shaledb.readonly.views.PinnedStore`): the same data forever,
   while the checkpoint lives.
@@ -28,9 +29,12 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterator
 
-from shaledb.errors import Closed, InvalidArgument, ShaleDBError
+from shaledb.errors import Closed, Corruption, InvalidArgument, ShaleDBError
 
 __all__ = ["DbReader", "FixedMem", "open_reader"]
+
+#: A read that meets a missing object catches up and retries this many times.
+MISSING_RETRIES = 3
 
 
 class FixedMem:
@@ -120,17 +124,19 @@ class DbReader:
             self.checkpoint = cp
             self._reader = Reader(PinnedStore(store, cp.manifest_id), options, FixedMem(cp.manifest_id))
             return
+        # the read path sees manifests up to the one the last poll followed (its ceiling)
+        self._view = PinnedStore(store, manifests.manifest_id)
         if wal_tail:
             from shaledb.readonly.wal_tail import WalTail
 
-            self._tail = WalTail(ro, manifests)
+            self._tail = WalTail(ro, manifests, on_manifest=self._view.raise_to)
             with call_deadline(options.request_timeout):
                 self._tail.refresh()
             mem = self._tail
         else:
             mem = FixedMem(manifests.manifest_id)
         self._mem = mem
-        self._reader = Reader(ro, options, mem)
+        self._reader = Reader(self._view, options, mem)
         # follow mode: poll in the background
         self._thread = threading.Thread(target=self._poll, name="shaledb-reader-poll", daemon=True)
         self._thread.start()
@@ -143,7 +149,14 @@ class DbReader:
 
         key = check_key(key)
         self._check_open()
-        return self._reader.get(key)
+        for attempt in range(MISSING_RETRIES + 1):
+            try:
+                return self._reader.get(key)
+            except Corruption:
+                # an SST of the followed manifest is gone (compacted, then
+                # collected): catch up past it and read again
+                if self.checkpoint is not None or attempt == MISSING_RETRIES or not self._caught_up():
+                    raise
 
     def get_many(self, keys) -> list:
         """``[get(k) for k in keys]``."""
@@ -156,7 +169,35 @@ class DbReader:
         start = check_bound("start", start)
         end = check_bound("end", end)
         self._check_open()
-        return self._reader.scan(start, end)
+        if self.checkpoint is not None:
+            return self._reader.scan(start, end)
+        return self._resuming_scan(start, end)
+
+    def _resuming_scan(self, start, end):
+        """The read path's scan; when it meets an object that is gone while
+        the followed manifest still lists it, catch up and resume just after
+        the last key returned."""
+        attempt = 0
+        it = self._reader.scan(start, end)
+        while True:
+            try:
+                for k, v in it:
+                    yield k, v
+                    start = k + b"\x00"  # the smallest key after k
+                    attempt = 0
+                return
+            except Corruption:
+                if attempt >= MISSING_RETRIES or not self._caught_up():
+                    raise
+                attempt += 1
+                it = self._reader.scan(start, end)
+
+    def _caught_up(self) -> bool:
+        """Catch up now; whether that moved to a newer manifest."""
+        before = self._view.manifest_id
+        self._catch_up()
+        self._reader.invalidate()
+        return self._view.manifest_id != before
 
     # -- freshness
 
@@ -168,6 +209,12 @@ class DbReader:
             return
         self._catch_up()
 
+    @property
+    def tail(self):
+        """The WAL tail's current :class:`~shaledb.readonly.wal_tail.TailState`
+        (manifest followed, WAL range, runs), or None without a tail."""
+        return None if self._tail is None else self._tail.state
+
     def _catch_up(self) -> None:
         from shaledb.storage.wrappers import call_deadline
 
@@ -176,6 +223,7 @@ class DbReader:
                 self._tail.refresh()
             else:
                 self._manifests.refresh()
+                self._view.raise_to(self._manifests.manifest_id)
                 self._mem.advance(self._manifests.manifest_id)
 
     def _poll(self) -> None:

@@ -46,12 +46,20 @@ class ReadOnlyStore(StoreWrapper):
 class PinnedStore(ReadOnlyStore):
     """A read-only view in which manifests above ``manifest_id`` do not exist.
 
-    REQUIRES: manifest ``manifest_id`` exists (a live checkpoint pins it, so
-    GC keeps it and every object it references)."""
+    A checkpoint reader's view (fixed), or a following reader's manifest
+    ceiling (``raise_to``: the manifest its WAL tail follows, so the read
+    path never runs ahead of the tail).  REQUIRES: manifest ``manifest_id``
+    exists (a live checkpoint pins it, or it is recent: GC keeps a manifest
+    at least ``MIN_MANIFEST_AGE`` after a newer one appears)."""
 
     def __init__(self, inner, manifest_id: int):
         super().__init__(inner)
         self.manifest_id = manifest_id
+
+    def raise_to(self, manifest_id: int) -> None:
+        """Let manifests up to ``manifest_id`` be seen (never lowers)."""
+        if manifest_id > self.manifest_id:
+            self.manifest_id = manifest_id
 
     def _hidden(self, key: str) -> bool:
         i = parse_manifest_key(key)
