@@ -341,8 +341,9 @@ class SstReader:
 
     def _block_groups(self, first: int, last: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """``(first block, raw bytes, block starts)`` covering blocks first..last-1
-        in order: a cached block alone, else runs of consecutive blocks fetched
-        with one ranged GET of up to ``read_ahead_bytes``."""
+        in order: runs of consecutive blocks of up to ``read_ahead_bytes``, a
+        slice of the mapping, or one ranged GET each with several in flight
+        (shaledb.sst.prefetch; the block cache is not consulted)."""
         if self._mapped is None:
             self.mapped()
         if self._mapped:  # straight from the mapping (decoding checks every block)
@@ -356,24 +357,13 @@ class SstReader:
                 yield i, self._data[start : int(offsets[j])], offsets[i : j + 1] - start
                 i = j
             return
-        cache = self.block_cache
-        i = first
-        while i < last:
-            if cache is not None:
-                hit = cache.get((self.key, i))
-                if hit is not None:
-                    yield i, hit, np.array([0, hit.shape[0]], dtype=np.int64)
-                    i += 1
-                    continue
-            j = i + 1
+        from shaledb.sst.prefetch import fetch_groups  # several ranged GETs in flight (S3)
+
+        def fetch(i: int, j: int) -> bytes:
+            return self._fetch(int(self._offsets[i]), int(self._offsets[j]), f"blocks {i}..{j - 1}")
+
+        for i, j, data in fetch_groups(fetch, self._offsets, first, last, group_bytes=self.read_ahead_bytes):
             start = int(self._offsets[i])
-            while (
-                j < last
-                and int(self._offsets[j + 1]) - start <= self.read_ahead_bytes
-                and (cache is None or (self.key, j) not in cache)
-            ):
-                j += 1
-            data = self._fetch(start, int(self._offsets[j]), f"blocks {i}..{j - 1}")
             if self.footer.compression == CompressionCodec.NONE:
                 yield i, np.frombuffer(data, dtype=np.uint8), self._offsets[i : j + 1] - start
             else:
@@ -388,7 +378,6 @@ class SstReader:
                 starts = np.zeros(len(raws) + 1, dtype=np.int64)
                 np.cumsum([r.shape[0] for r in raws], out=starts[1:])
                 yield i, np.concatenate(raws), starts
-            i = j
 
     # -------------------------------------------------------------- reading
 
