@@ -54,8 +54,12 @@ def packed_size(key_offs: np.ndarray, value_offs: np.ndarray) -> int:
     return (raw + RECORD_ALIGN * n + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
 
 
-def pack_records(keys, key_offs, values, value_offs, first_seq: int):
+def pack_records(keys, key_offs, values, value_offs, first_seq: int, *, out: np.ndarray | None = None):
     """One PUT record per (key, value) pair, seqs rising from ``first_seq``.
+
+    ``out``: a uint8 buffer of at least ``packed_size`` bytes, length a
+    multiple of 8, to write into (a reused, already faulted-in buffer);
+    default a new one.
 
     REQUIRES: ``keys``/``values`` uint8 arrays, ``key_offs``/``value_offs``
     int64 offsets of equal length n+1, non-decreasing; keys of 1 ..
@@ -81,7 +85,14 @@ def pack_records(keys, key_offs, values, value_offs, first_seq: int):
         raise InvalidArgument(f"seqs {first_seq}..{first_seq}+{n} do not fit in 56 bits")
     if sys.byteorder != "little":  # the kernel stores header words natively
         raise InvalidArgument("pack_records needs a little-endian machine")
-    buf = np.empty(packed_size(key_offs, value_offs), dtype=np.uint8)
+    need = packed_size(key_offs, value_offs)
+    if out is None:
+        buf = np.empty(need, dtype=np.uint8)
+    else:
+        if not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 1 and out.flags.c_contiguous
+                and out.shape[0] >= need and out.shape[0] % RECORD_ALIGN == 0):
+            raise InvalidArgument(f"out must be a contiguous uint8 buffer of >= {need} bytes, a multiple of 8")
+        buf = out
     offs = np.empty(n, dtype=np.int64)
     used = _pack(keys, key_offs, values, value_offs, np.uint64(first_seq), buf, offs) if n else 0
     return buf[:used], offs

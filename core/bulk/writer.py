@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -148,8 +149,9 @@ class SstWriter:
 
         if not ManifestStore(self.store).exists():  # never fill a location that is not a database
             raise InvalidArgument(f"no ShaleDB database at {url!r}: open it once (shaledb.open) before a bulk load")
-        self._runs: list[tuple[np.ndarray, np.ndarray]] = []  # packed, unsorted
-        self._buffered = 0
+        self._buf: np.ndarray | None = None  # packed records of the current run, unsorted
+        self._offs: list[np.ndarray] = []  # their offsets in _buf, batch by batch
+        self._buffered = 0  # bytes of _buf in use
         self._count = 0  # records added: the next record's seq is count + 1
         self._spill = None  # (buf file, offs file, run bounds) once spilled
         self._done = False
@@ -161,7 +163,7 @@ class SstWriter:
         """Add one batch: ``keys`` and ``values`` as lists of bytes, numpy
         ``(data, offsets)`` pairs, fixed-width numpy arrays or pyarrow
         binary arrays (the two may differ in form, not in length)."""
-        from shaledb.kernels.pack import pack_records
+        from shaledb.kernels.pack import pack_records, packed_size
 
         self._check_live()
         kd, ko = _column(keys, "keys")
@@ -171,34 +173,49 @@ class SstWriter:
         n = len(ko) - 1
         if n == 0:
             return
-        buf, offs = pack_records(kd, ko, vd, vo, self._count + 1)
+        need = packed_size(ko, vo)
+        if self._buffered and self._buffered + need > self.memory_bytes:
+            self._spill_runs()
+        self._reserve(self._buffered + need)
+        buf, offs = pack_records(kd, ko, vd, vo, self._count + 1, out=self._buf[self._buffered :])
         self._count += n
         self.stats["records"] += n
-        self._runs.append((buf, offs))
+        self._offs.append(offs + self._buffered)
         self._buffered += len(buf)
-        if self._buffered >= self.memory_bytes:
-            self._spill_runs()
 
     def put(self, key: bytes, value: bytes) -> None:
         """Add one pair (slow path; prefer :meth:`add` with batches)."""
         self.add([key], [value])
 
+    def _reserve(self, nbytes: int) -> None:
+        """Room for ``nbytes`` of records in ``_buf`` (one buffer, grown by
+        doubling and reused across runs and writers of this process: fresh
+        memory costs a page fault per page, reused memory nothing)."""
+        if self._buf is not None and len(self._buf) >= nbytes:
+            return
+        cap = max(nbytes, 2 * len(self._buf) if self._buf is not None else 0)
+        cap = (cap + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
+        new = _take_spare(cap)
+        if self._buf is not None and self._buffered:
+            new[: self._buffered] = self._buf[: self._buffered]
+        self._buf = new
+
     # --------------------------------------------------------------- sorting
 
     def _sorted_buffer(self) -> tuple[np.ndarray, np.ndarray]:
-        from shaledb.kernels.sort import concat_runs, sort_records
+        """The buffered run, sorted: ``(buf, offs)`` (``buf`` is ``_buf``;
+        the caller is done with it before the next :meth:`add`)."""
+        from shaledb.kernels.sort import sort_records
 
-        if len(self._runs) == 1:
-            buf, offs = self._runs[0]
-        else:
-            buf, offs = concat_runs(self._runs)
-        self._runs = []
+        offs = self._offs[0] if len(self._offs) == 1 else np.concatenate(self._offs)
+        buf = self._buf[: self._buffered]
+        self._offs = []
         self._buffered = 0
         return buf, sort_records(buf, offs)
 
     def _spill_runs(self) -> None:
         """Sort the buffered records and append them as one run to the spill files."""
-        if not self._runs:
+        if not self._buffered:
             return
         buf, offs = self._sorted_buffer()
         if self._spill is None:
@@ -218,7 +235,7 @@ class SstWriter:
         from shaledb.kernels.merge import merge_runs
 
         if self._spill is None:
-            if not self._runs:
+            if not self._buffered:
                 return np.zeros(0, np.uint8), np.zeros(0, np.int64)
             return self._sorted_buffer()
         self._spill_runs()
@@ -309,8 +326,11 @@ class SstWriter:
         self._cleanup()
 
     def _cleanup(self) -> None:
-        self._runs = []
+        self._offs = []
         self._buffered = 0
+        if self._buf is not None:
+            _give_spare(self._buf)
+            self._buf = None
         if self._spill is not None:
             fb, fo, _ = self._spill
             self._spill = None
@@ -327,6 +347,23 @@ class SstWriter:
     def __exit__(self, *exc) -> None:
         if not self._done:
             self.abort()
+
+
+_spare_lock = threading.Lock()
+_spare: list = []  # at most one record buffer, kept for the next writer of this process
+
+
+def _take_spare(nbytes: int) -> np.ndarray:
+    with _spare_lock:
+        if _spare and len(_spare[0]) >= nbytes:
+            return _spare.pop()
+    return np.empty(nbytes, dtype=np.uint8)
+
+
+def _give_spare(buf: np.ndarray) -> None:
+    with _spare_lock:
+        if not _spare or len(_spare[0]) < len(buf):
+            _spare[:] = [buf]
 
 
 def _mean_record_bytes(buf: np.ndarray, offs: np.ndarray) -> float:
