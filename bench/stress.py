@@ -13,8 +13,8 @@ Each iteration, every random choice drawn from ``(seed, iteration)``:
    (``db.writer()``) and a reader process (``shaledb.open_reader``).  Each
    writing process owns a slice of the key space and runs puts, deletes,
    write batches and put_many, with and without ``await_durable``, plus
-   flushes; the user process also flushes the memtable, compacts, runs GC
-   and creates checkpoints.
+   flushes; the user process also flushes the memtable, compacts, runs GC,
+   creates checkpoints and ingests bulk loads (``SstWriter`` + ``db.ingest``).
 2. The killer SIGKILLs one of them (the user process, the flusher, the
    compactor, a writer, the reader) after a seeded delay, or lets a
    failpoint kill, or lets the iteration end with a clean close.
@@ -82,6 +82,8 @@ FAILPOINTS = (
     "compact-after-upload",
     "compact-after-manifest",
     "gc-mid-delete",
+    "ingest-before-commit",
+    "ingest-after-commit",
 )
 CHECKS = ("lost", "wrong", "phantom", "hung", "leaked_shm", "orphans", "raw_errors", "verify_failed", "checkpoint_wrong", "reader_wrong")
 
@@ -347,6 +349,9 @@ def _user_main(cfg: dict) -> int:
                     json.dump(cps, f)
                 os.replace(cfg["checkpoints"] + ".tmp", cfg["checkpoints"])
                 log.event("A", "checkpoint")
+            elif r < 0.085:
+                _ingest(db, ops, cfg, opts, rng)
+                log.event("A", "ingest")
             else:
                 ops.step()
             if i % 20 == 0:
@@ -372,6 +377,25 @@ def _user_main(cfg: dict) -> int:
     ops._promote()
     log.event("R", "ok")
     return 0
+
+
+def _ingest(db, ops: "_Ops", cfg: dict, opts: dict, rng: random.Random) -> None:
+    """A bulk load of a few keys of this process's slice (``SstWriter`` then
+    ``db.ingest``): durable, and newer than every earlier write, once it returns."""
+    from shaledb.bulk import SstWriter
+
+    ks = sorted(ops.keys(rng.randint(5, 60)))
+    kv = {k: ops._next(k, put_only=True) for k in ks}
+    w = SstWriter(cfg["root"], store_options=dict(opts.get("store_options") or {}), memory_bytes=1 << 16,
+                  sst_target_bytes=1 << 13)
+    try:
+        w.add([key_of(k) for k in ks], [value_of(k, kv[k]) for k in ks])
+        descs = w.finish()
+    except BaseException:
+        w.abort()
+        raise
+    db.ingest(descs)
+    ops._done(kv, True)
 
 
 def _verify_main(cfg: dict, out_path: str) -> int:
@@ -517,6 +541,7 @@ class IterationResult:
     checkpoints: int = 0
     faults: int = 0
     close: str = "-"
+    actions: dict = field(default_factory=dict)  # compact / gc / checkpoint / ingest calls that returned
     failures: dict = field(default_factory=dict)
 
     @property
@@ -650,6 +675,8 @@ def _iteration(cfg: StressConfig, i: int, rundir: str, shm_base: str, root: str,
                     res.fail("hung", f"{name}: {ln}")
                 elif ln.startswith("R "):
                     res.close = ln[2:]
+                elif ln.startswith("A "):
+                    res.actions[ln[2:]] = res.actions.get(ln[2:], 0) + 1
                 elif ln.startswith("K ") and name != "reader":
                     done_ops[name] = int(ln.split(" ")[1])
         if "user" in res.killed:
@@ -782,6 +809,7 @@ def run(cfg: StressConfig) -> dict:
         "operations": sum(r.ops for r in results),
         "crashes": dict(sorted(crashes.items())),
         "faults_injected": sum(r.faults for r in results),
+        "actions": {a: sum(r.actions.get(a, 0) for r in results) for a in ("compact", "gc", "checkpoint", "ingest")},
         "keys_verified": sum(r.verified for r in results),
         "checkpoints_verified": sum(r.checkpoints for r in results),
         **{c: sum(len(r.failures.get(c, [])) for r in results) for c in CHECKS},
@@ -798,7 +826,9 @@ def run(cfg: StressConfig) -> dict:
 def _print(s: dict) -> None:
     rows = [("iterations", s["iterations"]), ("operations", s["operations"]),
             ("crashes", ", ".join(f"{k} {v}" for k, v in s["crashes"].items()) or "0"),
-            ("faults injected", s["faults_injected"]), ("keys verified", s["keys_verified"]),
+            ("faults injected", s["faults_injected"]),
+            ("compact / gc / checkpoint / ingest", " / ".join(str(v) for v in s["actions"].values())),
+            ("keys verified", s["keys_verified"]),
             ("checkpoints verified", s["checkpoints_verified"])]
     rows += [(c.replace("_", " "), s[c]) for c in CHECKS]
     rows.append(("wall", f"{s['wall_s']} s"))
