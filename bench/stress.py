@@ -305,7 +305,9 @@ def _user_main(cfg: dict) -> int:
     state = State(cfg["state"], cfg["nkeys"])
     opts = dict(cfg["opts"])
     if cfg.get("faults"):
-        opts["store_wrapper"] = FaultWrapper(cfg["faults"], cfg["rng"], cfg["fault_log"])
+        from bench.stress import FaultWrapper as picklable  # not __main__'s copy: other processes unpickle it
+
+        opts["store_wrapper"] = picklable(cfg["faults"], cfg["rng"], cfg["fault_log"])
     try:
         db = shaledb.open(cfg["root"], **opts)
     except BaseException as exc:  # noqa: BLE001
@@ -482,19 +484,21 @@ def _verify_main(cfg: dict, out_path: str) -> int:
 
 
 class FaultWrapper:
-    """``Options.store_wrapper``: every process's store fails with
-    probability ``p`` per operation (half of the failed writes land first),
-    logging each injected fault to ``log_path`` (one byte each)."""
+    """``Options.store_wrapper``: in every process of the database, each
+    store operation fails (Unavailable) with probability ``p / 2`` before it
+    reaches the store, and each write lands and then reports failure with
+    probability ``p / 2``.  Each injected fault appends one byte to
+    ``log_path`` (the driver counts them)."""
 
     def __init__(self, p: float, seed: int, log_path: str):
         self.p, self.seed, self.log_path = p, seed, log_path
 
     def __call__(self, store):
-        from shaledb.storage.wrappers import ApplyThenFail, FailRandomly, FaultyStore
+        from shaledb.storage.wrappers import FailRandomly, FaultyStore
 
         log_path = self.log_path
 
-        class _Counted(FailRandomly):
+        class Counted(FailRandomly):
             def apply(self, op, key):
                 try:
                     super().apply(op, key)
@@ -504,8 +508,11 @@ class FaultWrapper:
                     os.close(fd)
                     raise
 
+        class LandThenFail(Counted):
+            phase = "after"
+
         seed = self.seed ^ os.getpid()
-        return FaultyStore(store, _Counted(self.p, "all", seed=seed))
+        return FaultyStore(store, Counted(self.p / 2, "all", seed=seed), LandThenFail(self.p / 2, "write", seed=seed + 1))
 
 
 # -------------------------------------------------------------- the driver
@@ -542,6 +549,7 @@ class IterationResult:
     faults: int = 0
     close: str = "-"
     actions: dict = field(default_factory=dict)  # compact / gc / checkpoint / ingest calls that returned
+    errors: dict = field(default_factory=dict)  # errors the processes saw, by class
     failures: dict = field(default_factory=dict)
 
     @property
@@ -675,6 +683,9 @@ def _iteration(cfg: StressConfig, i: int, rundir: str, shm_base: str, root: str,
                     res.fail("hung", f"{name}: {ln}")
                 elif ln.startswith("R "):
                     res.close = ln[2:]
+                elif ln.startswith("E "):
+                    kind = ln.split(" ")[2]
+                    res.errors[kind] = res.errors.get(kind, 0) + 1
                 elif ln.startswith("A "):
                     res.actions[ln[2:]] = res.actions.get(ln[2:], 0) + 1
                 elif ln.startswith("K ") and name != "reader":
@@ -810,6 +821,7 @@ def run(cfg: StressConfig) -> dict:
         "crashes": dict(sorted(crashes.items())),
         "faults_injected": sum(r.faults for r in results),
         "actions": {a: sum(r.actions.get(a, 0) for r in results) for a in ("compact", "gc", "checkpoint", "ingest")},
+        "errors_seen": _sum_dicts(r.errors for r in results),
         "keys_verified": sum(r.verified for r in results),
         "checkpoints_verified": sum(r.checkpoints for r in results),
         **{c: sum(len(r.failures.get(c, [])) for r in results) for c in CHECKS},
@@ -823,11 +835,20 @@ def run(cfg: StressConfig) -> dict:
     return s
 
 
+def _sum_dicts(ds) -> dict:
+    out: dict = {}
+    for d in ds:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return dict(sorted(out.items()))
+
+
 def _print(s: dict) -> None:
     rows = [("iterations", s["iterations"]), ("operations", s["operations"]),
             ("crashes", ", ".join(f"{k} {v}" for k, v in s["crashes"].items()) or "0"),
             ("faults injected", s["faults_injected"]),
             ("compact / gc / checkpoint / ingest", " / ".join(str(v) for v in s["actions"].values())),
+            ("errors seen (expected)", ", ".join(f"{k} {v}" for k, v in s["errors_seen"].items()) or "0"),
             ("keys verified", s["keys_verified"]),
             ("checkpoints verified", s["checkpoints_verified"])]
     rows += [(c.replace("_", " "), s[c]) for c in CHECKS]
