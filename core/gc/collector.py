@@ -16,7 +16,9 @@ What may go, in the order a pass decides it:
    ``inflight``, and both their ULID time and their ``last_modified`` are
    older than ``min_age``.
 5. WAL objects: non-empty ones at or below ``M.replay_after_wal_id`` and
-   outside every live manifest's replay range.  Zero-byte fences always stay.
+   outside every live manifest's replay range (for a manifest in the
+   ``min_age`` window: everything above its replay point, which its
+   readers tail).  Zero-byte fences always stay.
 6. Manifests: not the latest, not pinned, and whose successor is older than
    ``max(min_age, MIN_MANIFEST_AGE)`` (probing handles with a cached id rely
    on recent versions existing; see shaledb.manifest.versioned).
@@ -205,13 +207,17 @@ def collect(
                     continue
                 res._add("sst", meta.key, meta.size)
 
-    # 5. WAL objects (never a zero-byte fence)
+    # 5. WAL objects (never a zero-byte fence).  A pinned manifest needs its
+    # range; a reader of a recently superseded one tails the WAL past its
+    # next_wal_id (objects written after it), so it keeps everything above
+    # its replay point until it leaves the window.
     if complete:
-        keep = [(m.replay_after_wal_id, m.next_wal_id) for m in live.values() if m is not latest]
+        keep = [(m.replay_after_wal_id, m.next_wal_id) for i, m in live.items() if m is not latest]
+        tails = [m.replay_after_wal_id for i, m in live.items() if m is not latest and i in window]
         for wid, meta in wals:
             if wid is None or meta.size == 0 or wid > latest.replay_after_wal_id:
                 continue
-            if any(lo < wid <= hi for lo, hi in keep):
+            if any(lo < wid <= hi for lo, hi in keep) or any(lo < wid for lo in tails):
                 continue
             res._add("wal", meta.key, meta.size)
 
