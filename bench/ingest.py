@@ -29,6 +29,9 @@ engine then runs, in its own process (``bench._peers.driver``), the phases
              RocksDB multi_get), warm, best of three; with its ratio to the
              engine's own warm gets
     scan     one full scan
+    scan_arrays  ShaleDB only: a full scan into numpy batches (db.scan_arrays),
+             best of three; with its ratio to ShaleDB's own scan and to each
+             peer's scan
     gc       ShaleDB db.gc() with gc_min_age=0; space amplification = store
              bytes / live key+value bytes
     close
@@ -81,7 +84,7 @@ REPO = Path(__file__).resolve().parents[1]
 SLATEDB_DEFAULT_RECORDS = 50_000
 MOTO_BUCKET = "shaledb-bench"
 PHASES = ("prefill", "flush", "ingest_close", "mixed", "read_before_compact", "compact", "read", "get_many", "scan",
-          "gc", "close")
+          "scan_arrays", "gc", "close")
 #: Phases whose tree shape is printed, in order.
 TREE_PHASES = ("prefill", "ingest_close", "mixed", "read_before_compact", "compact", "scan", "gc", "close")
 
@@ -586,6 +589,19 @@ def render(report: dict) -> str:
         rows.append([e, f"{p['records']:,}", fmt_seconds(p["seconds"]), fmt_rate(p["records_per_s"]),
                      f"{p['mb_per_s']:.1f}" if p.get("mb_per_s") else "-", _req(p.get("requests"))])
     out.append(format_table(["engine", "records", "time", "records/s", "MB/s", "requests"], rows, "== scan (full) =="))
+
+    rows = []
+    for e in names:
+        p = ph(e, "scan_arrays")
+        if not p.get("ran"):
+            continue
+        vs = [f"{p['records_per_s'] / r:.2f}x" if r and p.get("records_per_s") else "-"
+              for r in [ph(x, "scan").get("records_per_s") for x in names]]
+        rows.append([e, _short(p.get("api") or "-", 40), f"{p['records']:,}", fmt_seconds(p["seconds"]),
+                     fmt_rate(p["records_per_s"]), *vs])
+    if rows:
+        out.append(format_table(["engine", "call", "records", "time", "records/s", *[f"vs {x} scan" for x in names]],
+                                rows, "== scan_arrays (full scan into numpy batches; best of 3) =="))
 
     rows = []
     for e in names:

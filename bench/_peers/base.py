@@ -96,6 +96,11 @@ class Adapter(abc.ABC):
         engine's multi-get), or None when it has none."""
         return None
 
+    def batch_scan(self):
+        """``(api name, records, key+value bytes)`` of one full scan into
+        column arrays (no per-record objects), or None when the engine has none."""
+        return None
+
     def compact(self) -> dict:
         """Merge everything into as few sorted runs as the engine offers (a
         major compaction).  Returns {"api": str} plus, when known,

@@ -423,6 +423,13 @@ class ShaleDBAdapter(Adapter):
     def batch_get(self, keys):
         return "Db.get_many(list of bytes)", self.db.get_many(keys)
 
+    def batch_scan(self):
+        n = nbytes = 0
+        for kd, ko, vd, _vo in self.db.scan_arrays():
+            n += len(ko) - 1
+            nbytes += len(kd) + len(vd)
+        return "Db.scan_arrays() (numpy batches of 65536)", n, nbytes
+
     def scan(self, bar, check: bool = False) -> dict:
         tally = ScanCheck(check, copy=True)
         tally.add_all(self.db.scan(), bar)
