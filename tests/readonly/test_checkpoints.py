@@ -79,3 +79,23 @@ class _Behind(SystemClock):
 
     def now_ms(self) -> int:
         return super().now_ms() - self.ms
+
+
+def test_refresh_may_change_only_the_expiry():
+    """check_transition: a checkpoint named in drop_checkpoints may change its
+    expiry (a refresh), nothing else; without the name, not even that."""
+    from shaledb.manifest.model import Checkpoint as Model
+    from shaledb.manifest.model import Manifest
+    from shaledb.manifest.store import check_transition
+
+    cp = Model(id="01ARZ3NDEKTSV4RRFFQ69G5FAV", manifest_id=1, expires_at_ms=5_000, name="n")
+    old = Manifest(checkpoints=(cp,))
+    longer = old.replace(checkpoints=(cp.replace_expiry(9_000),))
+    check_transition(old, longer, 2, role="reader", now_ms=1_000, drop_checkpoints=[cp.id])
+    with pytest.raises(shaledb.InvalidArgument, match="changed"):
+        check_transition(old, longer, 2, role="reader", now_ms=1_000)
+    import dataclasses
+
+    moved = old.replace(checkpoints=(dataclasses.replace(cp, manifest_id=2, expires_at_ms=9_000),))
+    with pytest.raises(shaledb.InvalidArgument, match="changed"):
+        check_transition(old, moved, 2, role="reader", now_ms=1_000, drop_checkpoints=[cp.id])
