@@ -341,7 +341,10 @@ def _open_writer(args):
         with _store(args) as store:
             load_latest(store, args.url)
     opts = store_options(root_url(args.url), args.endpoint)
-    return shaledb.open(root_url(args.url), store_options=opts) if opts else shaledb.open(root_url(args.url))
+    # no compactor service: one write does not need one, and opening one
+    # would bump the compactor epoch and fence a running compactor
+    kw = {"compactor": False, **({"store_options": opts} if opts else {})}
+    return shaledb.open(root_url(args.url), **kw)
 
 
 #: request_timeout of the CLI's reader: a store that stops answering ends a

@@ -262,6 +262,7 @@ def test_compact_full_then_verify(local_copy):
 
 def test_put_and_delete_open_a_writer(local_copy):
     run("put", local_copy, "hello", "world")
+    assert run_json("info", local_copy)["compactor_epoch"] == 0  # no compactor service: none fenced
     run("put", local_copy, "--hex", "00ff", "0102")
     run("put", local_copy, "--base64", "AAE=", "YmluYXJ5")
     run("delete", local_copy, "key00001")
@@ -445,3 +446,45 @@ def test_s3_errors(s3_db):
     assert "no ShaleDB database" in one_line_error(p)
     p = run("info", "s3://no-such-bucket-cli/db", "--endpoint", ep, check_rc=2)
     assert "does not exist" in one_line_error(p)
+    for cmd in (("get", f"s3://{bucket}/nothing-here", "k"), ("scan", f"s3://{bucket}/nothing-here")):
+        assert "no ShaleDB database" in one_line_error(run(*cmd, "--endpoint", ep, check_rc=2))
+
+
+def _s3_fresh_db(moto_server) -> tuple[str, tuple[str, str]]:
+    bucket = "cli-op-" + uuid.uuid4().hex[:12]
+    moto_server.create_bucket(bucket)
+    url = f"s3://{bucket}/db"
+    build(url, moto_server.endpoint_url)
+    return url, ("--endpoint", moto_server.endpoint_url)
+
+
+@pytest.mark.s3
+def test_s3_operating_commands(moto_server):
+    """checkpoint create/list/delete, compact, gc and a checkpoint read on a
+    moto database of its own (the module's is shared by the reading tests)."""
+    url, e = _s3_fresh_db(moto_server)
+    cp = run_json("checkpoint", "create", url, "--name", "before", *e)
+    rep = run_json("compact", url, "--full", *e)
+    assert rep["jobs"] >= 1 and rep["compactor_epoch"] == 1
+    d = run_json("info", url, *e)
+    assert d["l0"]["count"] == 0 and len(d["sorted_runs"]) == 1 and d["writer_epoch"] == 1
+    gc = run_json("gc", url, "--min-age", 0, *e)
+    assert not gc["dry_run"] and gc["counts"]["wal"] > 0
+    assert run("get", url, "key00001", "--checkpoint", cp["id"], "--no-wal", *e).stdout == "value-1\n"
+    assert [c["id"] for c in run_json("checkpoint", "list", url, *e)] == [cp["id"]]
+    run("checkpoint", "delete", url, cp["id"], *e)
+    assert run_json("checkpoint", "list", url, *e) == []
+    run("verify", url, "--deep", *e)
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_s3_put_and_delete(moto_server):
+    """put and delete open a writer (no compactor service) on S3."""
+    url, e = _s3_fresh_db(moto_server)
+    run("put", url, "hello", "world", *e)
+    run("delete", url, "key00001", *e)
+    d = run_json("info", url, *e)
+    assert d["writer_epoch"] == 3 and d["compactor_epoch"] == 0  # they fence the writer, never a compactor
+    assert run("get", url, "hello", *e).stdout == "world\n"
+    run("get", url, "key00001", *e, check_rc=1)

@@ -9,13 +9,14 @@ data path, so hundreds of manifest updates take seconds.  Afterwards the
 whole manifest history is read back: every step is a legal writer or
 compactor transition, the epochs never moved, and every L0 SST the writer
 published is either still in L0 or was consumed by exactly one compaction,
-whose output runs account for every entry.  Local and S3 (moto); a longer
-run is marked slow.
+whose output runs account for every entry.  Local and S3 (moto), 500
+updates each; ``SHALEDB_DUEL_LONG=1`` adds 5000 (local) and 3000 (S3).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import random
 import time
 
@@ -219,12 +220,18 @@ def test_duel_s3(s3_bucket, moto_server):
     run_duel(f"s3://{s3_bucket}/db", {"endpoint_url": moto_server.endpoint_url}, 500)
 
 
+LONG = pytest.mark.skipif(not os.environ.get("SHALEDB_DUEL_LONG"),
+                          reason="the long duel runs with SHALEDB_DUEL_LONG=1 (about 1-3 minutes)")
+
+
 @pytest.mark.slow
+@LONG
 def test_duel_local_long(tmp_path):
     run_duel(f"file://{tmp_path}/db", {}, 5000)
 
 
 @pytest.mark.slow
 @pytest.mark.s3
+@LONG
 def test_duel_s3_long(s3_bucket, moto_server):
     run_duel(f"s3://{s3_bucket}/db", {"endpoint_url": moto_server.endpoint_url}, 3000)
