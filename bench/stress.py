@@ -14,7 +14,8 @@ Each iteration, every random choice drawn from ``(seed, iteration)``:
    writing process owns a slice of the key space and runs puts, deletes,
    write batches and put_many, with and without ``await_durable``, plus
    flushes; the user process also flushes the memtable, compacts, runs GC,
-   creates checkpoints and ingests bulk loads (``SstWriter`` + ``db.ingest``).
+   creates checkpoints, takes snapshots (checked after more writes) and
+   ingests bulk loads (``SstWriter`` + ``db.ingest``).
 2. The killer SIGKILLs one of them (the user process, the flusher, the
    compactor, a writer, the reader) after a seeded delay, or lets a
    failpoint kill, or lets the iteration end with a clean close.
@@ -85,7 +86,8 @@ FAILPOINTS = (
     "ingest-before-commit",
     "ingest-after-commit",
 )
-CHECKS = ("lost", "wrong", "phantom", "hung", "leaked_shm", "orphans", "raw_errors", "verify_failed", "checkpoint_wrong", "reader_wrong")
+CHECKS = ("lost", "wrong", "phantom", "hung", "leaked_shm", "orphans", "raw_errors", "verify_failed", "checkpoint_wrong",
+          "reader_wrong", "snapshot_wrong")
 
 ENGINE_OPTIONS = dict(
     arena_bytes=1 << 18,
@@ -354,6 +356,9 @@ def _user_main(cfg: dict) -> int:
             elif r < 0.085:
                 _ingest(db, ops, cfg, opts, rng)
                 log.event("A", "ingest")
+            elif r < 0.095:
+                _snapshot(db, ops, state, rng, log)
+                log.event("A", "snapshot")
             else:
                 ops.step()
             if i % 20 == 0:
@@ -398,6 +403,25 @@ def _ingest(db, ops: "_Ops", cfg: dict, opts: dict, rng: random.Random) -> None:
         raise
     db.ingest(descs)
     ops._done(kv, True)
+
+
+def _snapshot(db, ops: "_Ops", state: State, rng: random.Random, log: _Log) -> None:
+    """``db.snapshot()``, then more writes, then the snapshot must still show
+    what this process had written before it (S lines on a mismatch)."""
+    ops._promote()
+    ks = ops.keys(16)
+    exp = {k: (int(state.durable[k]), int(state.issued[k])) for k in ks}
+    snap = db.snapshot()
+    try:
+        for _ in range(rng.randint(1, 6)):
+            ops.step()
+        for k, (lo, hi) in exp.items():
+            got = snap.get(key_of(k))
+            why = allowed(k, got, lo, hi)
+            if why:
+                log.event("S", k, why, (got or b"")[:40].decode("latin-1"), lo, hi)
+    finally:
+        snap.close()
 
 
 def _verify_main(cfg: dict, out_path: str) -> int:
@@ -679,6 +703,8 @@ def _iteration(cfg: StressConfig, i: int, rundir: str, shm_base: str, root: str,
                     res.fail("raw_errors", f"{name}: {ln}")
                 elif ln.startswith("B "):
                     res.fail("reader_wrong", f"reader: {ln}")
+                elif ln.startswith("S "):
+                    res.fail("snapshot_wrong", f"{name}: {ln}")
                 elif ln.startswith("H "):
                     res.fail("hung", f"{name}: {ln}")
                 elif ln.startswith("R "):
@@ -820,7 +846,7 @@ def run(cfg: StressConfig) -> dict:
         "operations": sum(r.ops for r in results),
         "crashes": dict(sorted(crashes.items())),
         "faults_injected": sum(r.faults for r in results),
-        "actions": {a: sum(r.actions.get(a, 0) for r in results) for a in ("compact", "gc", "checkpoint", "ingest")},
+        "actions": {a: sum(r.actions.get(a, 0) for r in results) for a in ("compact", "gc", "checkpoint", "ingest", "snapshot")},
         "errors_seen": _sum_dicts(r.errors for r in results),
         "keys_verified": sum(r.verified for r in results),
         "checkpoints_verified": sum(r.checkpoints for r in results),
@@ -847,7 +873,7 @@ def _print(s: dict) -> None:
     rows = [("iterations", s["iterations"]), ("operations", s["operations"]),
             ("crashes", ", ".join(f"{k} {v}" for k, v in s["crashes"].items()) or "0"),
             ("faults injected", s["faults_injected"]),
-            ("compact / gc / checkpoint / ingest", " / ".join(str(v) for v in s["actions"].values())),
+            ("compact / gc / checkpoint / ingest / snapshot", " / ".join(str(v) for v in s["actions"].values())),
             ("errors seen (expected)", ", ".join(f"{k} {v}" for k, v in s["errors_seen"].items()) or "0"),
             ("keys verified", s["keys_verified"]),
             ("checkpoints verified", s["checkpoints_verified"])]
