@@ -557,7 +557,7 @@ class StressConfig:
     faults: float = 0.0  # probability of a store fault per operation (0: off)
     kills: tuple = KILLS
     workdir: str | None = None
-    iteration_timeout: float = 120.0
+    iteration_timeout: float = 300.0  # the user process must finish within this (else: hung)
     quiet: bool = False
 
 
@@ -904,6 +904,8 @@ def main(argv=None) -> int:
     ap.add_argument("--keys", type=int, default=2000)
     ap.add_argument("--faults", type=float, default=0.0, help="store fault probability per operation (e.g. 0.01)")
     ap.add_argument("--kills", default=",".join(KILLS), help=f"comma-separated, from {', '.join(KILLS)}")
+    ap.add_argument("--iteration-timeout", type=float, default=300.0,
+                    help="seconds an iteration's user process may take before it counts as hung")
     ap.add_argument("--workdir")
     ap.add_argument("--json", help="write the summary here")
     ap.add_argument("--quiet", action="store_true")
@@ -919,7 +921,8 @@ def main(argv=None) -> int:
         ap.error("--processes >= 0 and --keys >= 4 per process")
     cfg = StressConfig(url=a.url, moto=a.moto, endpoint=a.endpoint, duration=a.duration, iterations=a.iterations,
                        start=a.start, seed=a.seed, ops=a.ops, processes=a.processes, keys=a.keys, faults=a.faults,
-                       kills=tuple(k.strip() for k in a.kills.split(",") if k.strip()), workdir=a.workdir, quiet=a.quiet)
+                       kills=tuple(k.strip() for k in a.kills.split(",") if k.strip()), workdir=a.workdir, quiet=a.quiet,
+                       iteration_timeout=a.iteration_timeout)
     try:
         s = run(cfg)
     except ValueError as exc:
