@@ -142,6 +142,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--verify-samples", type=_positive_int, default=1000, help="sampled gets in the final check")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per engine")
+    p.add_argument("--readers", type=int, default=0, metavar="N",
+                   help="afterwards, N reader processes doing random gets while one writer ingests, per engine "
+                        "(bench.readers: reader gets/s, freshness lag; slatedb's DbReader side by side)")
     p.add_argument("--plot", default=None, metavar="PATH",
                    help="draw ShaleDB's timeline (records/s, L0, sorted runs, store bytes, stall time; "
                         "sampled once a second during prefill, flush and compact) to PATH (needs matplotlib)")
@@ -856,6 +859,10 @@ def main(argv=None) -> int:
         print(f"\nFAILED: {', '.join(failed)}: data wrong or engine error (see above)")
     if not ok_engine:
         print(f"\nShaleDB did not run: {why}")
+    if args.readers > 0:  # bench.readers, with this run's duration and peers
+        from bench.readers import run_readers
+
+        report["readers"] = run_readers(args.readers, args.duration, peers=args.peers_list)
     if args.json:
         write_json(args.json, report)
     if args.plot:

@@ -273,7 +273,18 @@ def snapshot_cost(root, reps: int = 15) -> dict:
         db.close()
 
 
-def main(argv=None) -> int:
+def run_readers(readers: int, duration: float = 5.0, peers=("slatedb",), **overrides) -> dict:
+    """The reader benchmark with the default settings (``bench.ingest --readers N``
+    calls this): prints its tables and returns the figures."""
+    argv = ["--readers", str(readers), "--duration", str(duration), "--peers", "auto" if "slatedb" in peers else "none"]
+    for k, v in overrides.items():
+        argv += [f"--{k.replace('_', '-')}", str(v)]
+    out: dict = {}
+    main(argv, result=out)
+    return out
+
+
+def main(argv=None, result: dict | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--readers", type=int, default=2, help="reader processes per engine")
     p.add_argument("--duration", type=float, default=5.0, help="seconds of ingest while readers read")
@@ -307,8 +318,11 @@ def main(argv=None) -> int:
               r["lag_samples"], f"{r['writer_records_per_s']:.0f}"] for r in rows]
     print(format_table(heads, table, title=f"readers while one writer ingests (poll {args.poll} s, {args.duration} s, writer rate {args.rate or 'max'})"))
     print(format_table(["figure", "value"], [[k, f"{v:.1f}"] for k, v in cost.items()], title="ShaleDB snapshot cost"))
+    figures = {"args": vars(args), "engines": rows, "snapshot_cost": cost}
+    if result is not None:
+        result.update(figures)
     if args.json:
-        write_json(args.json, {"args": vars(args), "engines": rows, "snapshot_cost": cost})
+        write_json(args.json, figures)
     return 0
 
 
