@@ -44,6 +44,8 @@ LATEST_CHECK_SECONDS = 0.1
 MISSING_SST_RETRIES = 3
 
 _now = time.monotonic
+_frombuffer = np.frombuffer
+_U8 = np.dtype(np.uint8)
 
 
 class Plan(NamedTuple):
@@ -61,6 +63,7 @@ class Plan(NamedTuple):
     meta: np.ndarray
     srcs: np.ndarray
     datas: tuple
+    views: tuple  # memoryviews of ``datas`` (slicing one is cheaper than slicing an array)
     readers: tuple
     keep: tuple  # arrays the rows point into that nothing else holds
     in_memory: bool
@@ -254,7 +257,8 @@ class Reader:
             datas.append(data)
             readers.append(r)
         meta = np.stack(rows) if rows else np.zeros((0, META_COLS), dtype=np.int64)
-        plan = Plan(self._manifest_id, m, meta, np.array(srcs, dtype=np.int64), tuple(datas), tuple(readers),
+        plan = Plan(self._manifest_id, m, meta, np.array(srcs, dtype=np.int64), tuple(datas),
+                    tuple(None if d is None else memoryview(d) for d in datas), tuple(readers),
                     tuple(keep), all(d is not None for d in datas))
         self._plan = plan
         return plan
@@ -273,14 +277,14 @@ class Reader:
             mid = plan.manifest_id
             if mid == self._manifest_id and self._manifest_id_of_mem() <= mid and _now() < self._check_at:
                 err, t, tr, vp, vlen, _nt, nb, _s = _plan_get(
-                    np.frombuffer(key, dtype=np.uint8), 0, -1 if best is None else best[1], plan.meta, plan.srcs)
+                    _frombuffer(key, _U8), 0, -1 if best is None else best[1], plan.meta, plan.srcs)
                 if err:
                     _raise_corruption(int(err), f"{plan.readers[_nt].key}: block {int(nb)}")
                 if t < 0:
                     return None if best is None or best[2] != KIND_PUT else best[3]
                 if int(tr) & KIND_MASK != KIND_PUT:
                     return None
-                return plan.datas[t][vp : vp + vlen].tobytes()
+                return plan.views[t][vp : vp + vlen].tobytes()
         with self._deadline():
             attempt = 0
             while True:
