@@ -304,12 +304,15 @@ class ManifestWatch:
     """Reads the latest manifest of a store for ``Db.status()``, within a
     short deadline (a store that does not answer leaves the caller with the
     flusher's view instead of a wait).  A reader-role handle: never writes.
-    REQUIRES: one caller at a time."""
+    Safe to share between threads (one read at a time)."""
 
     def __init__(self, store, timeout: float = 2.0):
+        import threading
+
         self.store = store
         self.timeout = timeout
         self._ms = None
+        self._lock = threading.Lock()
 
     def latest(self) -> tuple[int, Manifest] | None:
         """``(id, manifest)``, or None when it could not be read in time."""
@@ -318,7 +321,7 @@ class ManifestWatch:
         from shaledb.storage.wrappers import call_deadline
 
         try:
-            with call_deadline(self.timeout):
+            with self._lock, call_deadline(self.timeout):
                 if self._ms is None:
                     self._ms = ManifestStore(self.store)
                 m = self._ms.refresh()
