@@ -266,7 +266,8 @@ class World:
                 if s > m.last_l0_seq and s > view.get(k, -1):
                     view[k] = s
             wid += 1
-        above = [i for i in self._wal_ids if i > wid and wal_key(i) in objs]
+        self._wal_ids = {i for i in self._wal_ids if wal_key(i) in objs}  # only what exists (GC deletes)
+        above = [i for i in self._wal_ids if i > wid]
         if above:
             raise _Violation(f"WAL hole: {wal_key(wid)} is missing below {wal_key(min(above))} (replay after {m.replay_after_wal_id})")
         # no acknowledged write lost
