@@ -837,8 +837,8 @@ def run(cfg: StressConfig) -> dict:
         for role in r.killed:
             role = "writer" if role.startswith("w") and role != "writer" else role
             crashes[role] = crashes.get(role, 0) + 1
-        if r.kill == "failpoint":
-            crashes[f"failpoint:{r.failpoint}"] = crashes.get(f"failpoint:{r.failpoint}", 0) + 1
+        if r.kill == "failpoint":  # armed with kill@n; it fires if the process gets that far
+            crashes[f"armed:{r.failpoint}"] = crashes.get(f"armed:{r.failpoint}", 0) + 1
     s = {
         "seed": cfg.seed,
         "store": "moto" if (cfg.moto or cfg.endpoint) else (cfg.url or "local"),
