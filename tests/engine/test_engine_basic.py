@@ -165,8 +165,8 @@ def test_bad_input(tmp_path):
             db.scan(start="a")
         with pytest.raises(shaledb.InvalidArgument):
             db.flush(memtable="yes")
-        with pytest.raises(shaledb.InvalidArgument):
-            db.put(b"huge", b"x" * (2 << 20))  # larger than an arena
+        with pytest.raises(shaledb.InvalidArgument):  # an atomic batch larger than an arena
+            db.write(shaledb.WriteBatch().put(b"huge", b"x" * (2 << 20)).put(b"k", b"v"))
         assert scan_all(db) == {}  # nothing was written
     with pytest.raises(shaledb.InvalidArgument):
         shaledb.open(root, no_such_option=1)
