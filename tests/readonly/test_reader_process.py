@@ -42,8 +42,11 @@ def _reader_main(url, extra, wal_tail, conn):
         raise
 
 
-@pytest.mark.parametrize("wal_tail", [True, False], ids=["wal_tail", "l0_only"])
-@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.mark.parametrize("where,wal_tail", [
+    ("local", True), ("local", False),
+    pytest.param("s3", True, marks=pytest.mark.s3),
+    pytest.param("s3", False, marks=[pytest.mark.s3, pytest.mark.slow]),
+], ids=["local-wal_tail", "local-l0_only", "s3-wal_tail", "s3-l0_only"])
 def test_reader_in_another_process_sees_flushed_data(where, wal_tail, tmp_path, request):
     if where == "local":
         url, extra = str(tmp_path / "db"), {}

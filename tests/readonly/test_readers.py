@@ -22,6 +22,16 @@ N = 600
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def root(request, tmp_path):
+    return _root(request, tmp_path)
+
+
+#: the slowest S3 variants run only with the slow tests (their local twins always run)
+@pytest.fixture(params=["local", pytest.param("s3", marks=[pytest.mark.s3, pytest.mark.slow])])
+def root_slow_s3(request, tmp_path):
+    return _root(request, tmp_path)
+
+
+def _root(request, tmp_path):
     """(url, extra options) of an empty database root, local or on moto S3."""
     if request.param == "local":
         return str(tmp_path / "db"), {}
@@ -63,8 +73,8 @@ def test_reader_follows_wal_tail_and_l0(root):
             assert scan_all(db) == dict(tail.scan())
 
 
-def test_reader_across_writer_failover(root):
-    url, extra = root
+def test_reader_across_writer_failover(root_slow_s3):
+    url, extra = root_slow_s3
     db1 = open_db(url, **OPTS, **extra)
     try:
         _load(db1, 0, 100)
@@ -173,11 +183,11 @@ def test_snapshot_isolation(root):
         assert db.get(kv(1)[0]) == b"reborn"
 
 
-def test_readers_never_write(root):
+def test_readers_never_write(root_slow_s3):
     """Readers of every kind, with a writer and a compactor running: the
     readers' stores receive no write, and the writer is never fenced; with
     the writer closed, the bucket listing is unchanged by readers."""
-    url, extra = root
+    url, extra = root_slow_s3
     del WRITES[:]
     opts = dict(OPTS, compactor=True, l0_compaction_threshold=2)
     with open_db(url, **opts, **extra) as db:
