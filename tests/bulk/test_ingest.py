@@ -140,3 +140,19 @@ def test_with_the_compactor_service_and_memory_store(tmp_path):
             model.update(zip(keys, values))
             db.compact(full=True)
             assert scan_all(db) == model
+
+
+def test_a_later_ingest_wins_over_an_earlier_one_through_compaction(tmp_path):
+    root = str(tmp_path / "db")
+    keys, _ = pairs(4000)
+    with open_db(root, compactor=False) as db:
+        db.ingest(_load(root, keys, [b"one"] * len(keys), sst_target_bytes=16 << 10))
+        db.put(keys[5], b"put")  # between the two loads
+        db.ingest(_load(root, keys[::2], [b"two"] * len(keys[::2]), sst_target_bytes=16 << 10))
+        model = {k: (b"two" if i % 2 == 0 else b"one") for i, k in enumerate(keys)}
+        model[keys[5]] = b"put"
+        assert scan_all(db) == model
+        db.compact(full=True)
+        assert scan_all(db) == model
+    with open_db(root, compactor=False) as db:
+        assert scan_all(db) == model
