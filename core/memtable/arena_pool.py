@@ -553,7 +553,7 @@ class ArenaPool:
                 return 0, NO_MEMORY, 0
             self._drop_stale_large()
             if n_rec == 1:
-                need = _records_bytes(key_offs, value_offs)
+                need = nbytes or _records_bytes(key_offs, value_offs)  # the writer passes the padded size
                 if need > self.max_record_bytes:
                     return self._append_large_locked(writer_id, keys, key_offs, values, value_offs, kinds, need)
             i = self._owned.get(writer_id, -1)
