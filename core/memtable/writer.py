@@ -101,6 +101,9 @@ def check_value(value) -> bytes:
     if type(value) is not bytes:
         if not isinstance(value, _BYTES_LIKE):
             raise _bad_type("values", value)
+        n = value.nbytes if isinstance(value, memoryview) else len(value)
+        if n > MAX_VALUE_BYTES:  # checked before the copy
+            raise InvalidArgument(f"value of {n} bytes is longer than {MAX_VALUE_BYTES}")
         value = bytes(value)
     if len(value) > MAX_VALUE_BYTES:
         raise InvalidArgument(f"value of {len(value)} bytes is longer than {MAX_VALUE_BYTES}")

@@ -167,3 +167,16 @@ def test_100_mib_value_with_default_options(tmp_path):
     with shaledb.open(root, compactor=False) as db:
         assert db.get(b"big") == big and db.get(b"k") == b"v"
     assert time.monotonic() - t0 < 600  # a hang guard, not a speed check
+
+
+def test_value_over_the_limit_is_refused_before_any_copy():
+    """A memoryview over MAX_VALUE_BYTES is refused by its byte size (its
+    len() counts items) before it is copied; np.zeros maps pages lazily, so
+    nothing here touches 256 MiB."""
+    from shaledb.format.record import MAX_VALUE_BYTES
+    from shaledb.memtable.writer import check_value
+
+    big = memoryview(np.zeros(MAX_VALUE_BYTES // 4 + 1, dtype=np.uint32))
+    with pytest.raises(shaledb.InvalidArgument, match=str(MAX_VALUE_BYTES + 4)):
+        check_value(big)
+    assert check_value(memoryview(np.zeros(3, dtype=np.uint32))) == bytes(12)
