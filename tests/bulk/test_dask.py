@@ -104,7 +104,7 @@ def test_a_load_that_fails_for_good_changes_nothing(tmp_path, client):
 def test_load_into_s3(moto_server, s3_bucket, client):
     url = f"s3://{s3_bucket}/db"
     so = {"endpoint_url": moto_server.endpoint_url}
-    pairs = [(b"s%06d" % i, b"v%06d" % i) for i in range(20_000)]
+    pairs = [(b"s%06d" % i, b"v%06d" % i) for i in range(5_000)]
     with open_db(url, compactor=False, store_options=so) as db:
         rep = bulk_load(url, dbag.from_sequence(pairs, npartitions=4), db=db, client=client, store_options=so)
         assert rep.records == len(pairs)
