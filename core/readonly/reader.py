@@ -51,6 +51,9 @@ class FixedMem:
     def advance(self, manifest_id: int) -> None:
         self._id = max(self._id, manifest_id)
 
+    def unflushed_bytes(self) -> int:
+        return 0
+
     def lookup(self, key: bytes):
         return None
 
@@ -149,18 +152,58 @@ class DbReader:
 
         key = check_key(key)
         self._check_open()
+        return self._retrying(lambda: self._reader.get(key))
+
+    def get_many(self, keys):
+        """Point reads of many keys, as ``Db.get_many``: a sequence of bytes
+        -> a list of ``bytes | None``; a numpy ``(uint8 data, int64
+        offsets)`` pair -> ``(values data, values offsets, found)``."""
+        from shaledb.read import get_many
+
+        self._check_open()
+        return self._retrying(lambda: get_many(self._reader, keys))
+
+    def _retrying(self, call):
         for attempt in range(MISSING_RETRIES + 1):
             try:
-                return self._reader.get(key)
+                return call()
             except Corruption:
                 # an SST of the followed manifest is gone (compacted, then
                 # collected): catch up past it and read again
                 if self.checkpoint is not None or attempt == MISSING_RETRIES or not self._caught_up():
                     raise
 
-    def get_many(self, keys) -> list:
-        """``[get(k) for k in keys]``."""
-        return [self.get(k) for k in keys]
+    def scan_arrays(self, start: bytes | None = None, end: bytes | None = None, *, batch_records: int = 65536):
+        """Batches ``(keys_data, keys_offsets, values_data, values_offsets)``
+        of the pairs with ``start <= key < end``, as ``Db.scan_arrays`` (lazy;
+        like :meth:`scan`, not a snapshot unless the reader reads a checkpoint)."""
+        from shaledb.memtable.writer import check_bound
+        from shaledb.read.scan import check_batch_records
+
+        start = check_bound("start", start)
+        end = check_bound("end", end)
+        batch_records = check_batch_records(batch_records)
+        self._check_open()
+        return self._resuming_arrays(start, end, batch_records)
+
+    def _resuming_arrays(self, start, end, batch_records):
+        from shaledb.format.record import MAX_SEQ
+        from shaledb.read.scan import scan_arrays
+
+        attempt = 0
+        while True:
+            try:
+                for batch in scan_arrays(self._reader, start, end, batch_records, MAX_SEQ):
+                    yield batch
+                    kdata, koffs = batch[0], batch[1]
+                    if len(koffs) > 1:
+                        start = kdata[int(koffs[-2]) : int(koffs[-1])].tobytes() + b"\x00"
+                    attempt = 0
+                return
+            except Corruption:
+                if self.checkpoint is not None or attempt >= MISSING_RETRIES or not self._caught_up():
+                    raise
+                attempt += 1
 
     def scan(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """``(key, value)`` pairs with ``start <= key < end`` in key order (lazy)."""

@@ -95,6 +95,24 @@ class Snapshot:
         self._check_open()
         return self._reader.scan(start, end)
 
+    def get_many(self, keys):
+        """Point reads of many keys in the snapshot, as ``Db.get_many``."""
+        from shaledb.read import get_many
+
+        self._check_open()
+        return get_many(self._reader, keys)
+
+    def scan_arrays(self, start: bytes | None = None, end: bytes | None = None, *, batch_records: int = 65536):
+        """The snapshot's pairs with ``start <= key < end`` in batches, as ``Db.scan_arrays``."""
+        from shaledb.memtable.writer import check_bound
+        from shaledb.read.scan import check_batch_records, scan_arrays
+
+        start = check_bound("start", start)
+        end = check_bound("end", end)
+        batch_records = check_batch_records(batch_records)
+        self._check_open()
+        return scan_arrays(self._reader, start, end, batch_records, self.seq)
+
     def _renew(self) -> None:
         from shaledb.checkpoints.api import refresh_in
 

@@ -116,6 +116,10 @@ class WalTail:
             return (key, trailer >> KIND_BITS, kind, value)
         return None
 
+    def unflushed_bytes(self) -> int:
+        """Bytes of records in the tail (0: a read may skip ``lookup``)."""
+        return sum(int(r.buf.shape[0]) for r in self._state.runs)
+
     def sorted_runs_snapshot(self) -> list:
         return [(r.buf, r.offs) for r in reversed(self._state.runs)]
 

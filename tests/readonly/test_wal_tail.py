@@ -43,3 +43,45 @@ def test_tail_runs_match_the_writer(tmp_path):
             for k in rng.sample(keys, 40):
                 assert r.get(k) == want.get(k), f"round {rnd}: {k!r}"
         assert max(shapes) >= 2  # several runs at once were exercised
+
+
+def _from_batches(batches) -> dict:
+    out = {}
+    for kd, ko, vd, vo in batches:
+        for i in range(len(ko) - 1):
+            out[kd[ko[i] : ko[i + 1]].tobytes()] = vd[vo[i] : vo[i + 1]].tobytes()
+    return out
+
+
+def test_batch_reads_of_readers_and_snapshots(tmp_path):
+    """get_many (list and numpy forms) and scan_arrays of a following
+    reader (tail + L0), a checkpoint reader and a snapshot."""
+    import numpy as np
+
+    url = str(tmp_path / "db")
+    keys = [b"k%04d" % i for i in range(500)]
+    with open_db(url, **OPTS) as db:
+        for i, k in enumerate(keys):
+            db.put(k, b"a%d" % i, await_durable=False)
+        db.flush(memtable=True)
+        for k in keys[::3]:
+            db.put(k, b"b", await_durable=False)
+        for k in keys[1::7]:
+            db.delete(k, await_durable=False)
+        db.flush()  # the newer versions only in the WAL
+        want = scan_all(db)
+        cp = db.create_checkpoint()
+        with shaledb.open_reader(url, poll_interval=3600.0) as r, \
+                shaledb.open_reader(url, checkpoint=cp.id) as c, db.snapshot() as s:
+            probe = keys[:50] + [b"absent"]
+            kd = np.frombuffer(b"".join(probe), dtype=np.uint8)
+            ko = np.zeros(len(probe) + 1, dtype=np.int64)
+            np.cumsum([len(k) for k in probe], out=ko[1:])
+            for view in (r, c, s):
+                assert view.get_many(probe) == [want.get(k) for k in probe]
+                vd, vo, found = view.get_many((kd, ko))
+                assert [vd[vo[i] : vo[i + 1]].tobytes() if found[i] else None for i in range(len(probe))] == \
+                    [want.get(k) for k in probe]
+                assert _from_batches(view.scan_arrays(batch_records=37)) == want
+                assert _from_batches(view.scan_arrays(keys[10], keys[90])) == \
+                    {k: v for k, v in want.items() if keys[10] <= k < keys[90]}
