@@ -69,6 +69,7 @@ def _shaledb(a, ds, endpoint, scratch):
         db.flush(memtable=True)
         db.compact(full=True)
     load_s = time.perf_counter() - t0
+    print(f"shaledb: loaded {ds.n} records in {load_s:.1f} s", file=sys.stderr, flush=True)
     idx = read_indices(a.seed, ds.n, a.reads)
     keys = [ds.key(int(i)) for i in idx]
     want = [ds.value(int(i)) for i in idx]
@@ -100,6 +101,7 @@ def _shaledb(a, ds, endpoint, scratch):
                         figs["scan_arrays"].append(n / (time.perf_counter() - t))
                         assert n == ds.n
         rows[name] = {k: _median(v) for k, v in figs.items()}
+        print(f"{name}: {rows[name]}", file=sys.stderr, flush=True)  # partial results survive a kill
     rows["shaledb"]["load_s"] = load_s
     return rows
 
@@ -137,6 +139,7 @@ def _slatedb(a, ds, endpoint):
         ad.close()
     out = {k: _median(v) for k, v in figs.items()}
     out["load_s"] = load_s
+    print(f"slatedb: {out}", file=sys.stderr, flush=True)
     return {"slatedb": out}
 
 

@@ -3,9 +3,10 @@ several ranged GETs in flight, results handed out in key order.
 
 ``fetch_groups(fetch, offsets, first, last)`` cuts blocks ``first..last-1``
 (``offsets``: the SST's block offsets) into groups of consecutive blocks of
-up to ``GROUP_BYTES`` and yields ``(i, j, bytes)`` per group (blocks
-``i..j-1``), in order, while a shared pool of ``THREADS`` threads fetches the
-groups ahead with ``fetch(i, j)``, at most ``MAX_IN_FLIGHT_BYTES``
+up to ``group_bytes`` and yields ``(i, j, bytes)`` per group (blocks
+``i..j-1``; a memoryview into the GET's bytes), in order, while a shared pool
+of ``THREADS`` threads fetches ahead with ``fetch(i, j)``, one ranged GET
+per run of groups of up to ``GET_BYTES``, at most ``MAX_IN_FLIGHT_BYTES``
 beyond the group being handed out.  Each fetch runs in a copy of the
 submitting thread's context, so the caller's ``call_deadline`` (the scan
 step's) bounds its retries.  An error is raised when its group's turn
@@ -25,10 +26,13 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
-__all__ = ["GROUP_BYTES", "MAX_IN_FLIGHT_BYTES", "THREADS", "fetch_groups"]
+__all__ = ["GET_BYTES", "GROUP_BYTES", "MAX_IN_FLIGHT_BYTES", "THREADS", "fetch_groups"]
 
-#: Bytes of consecutive blocks fetched by one ranged GET of a scan.
-GROUP_BYTES = 1024 * 1024
+#: Bytes of consecutive blocks handed out at a time (the caller decodes a group at once).
+GROUP_BYTES = 256 * 1024
+#: Bytes of consecutive blocks fetched by one ranged GET (several groups:
+#: fewer, larger requests; an object store's cost is mostly per request).
+GET_BYTES = 1024 * 1024
 #: Bytes requested ahead of the group being handed out, per scan of one SST.
 MAX_IN_FLIGHT_BYTES = 8 * 1024 * 1024
 #: Fetch threads shared by every scan of the process.
@@ -60,15 +64,26 @@ def _groups(offsets, first: int, last: int, group_bytes: int):
 
 
 def fetch_groups(fetch: Callable[[int, int], bytes], offsets, first: int, last: int, *,
-                 group_bytes: int = GROUP_BYTES,
-                 max_in_flight: int = MAX_IN_FLIGHT_BYTES) -> Iterator[tuple[int, int, bytes]]:
+                 group_bytes: int = GROUP_BYTES, get_bytes: int = GET_BYTES,
+                 max_in_flight: int = MAX_IN_FLIGHT_BYTES) -> Iterator[tuple[int, int, memoryview]]:
     """See the module docstring.  REQUIRES: 0 <= first <= last < len(offsets)."""
-    plan = _groups(offsets, first, last, group_bytes)
+    for i, j, data in _fetch_gets(fetch, offsets, first, last, max(get_bytes, group_bytes), max_in_flight):
+        if j - i == 1:
+            yield i, j, data
+            continue
+        mv = memoryview(data)
+        base = int(offsets[i])
+        for a, b, s, e in _groups(offsets, i, j, group_bytes):
+            yield a, b, mv[s - base : e - base]
+
+
+def _fetch_gets(fetch, offsets, first, last, get_bytes, max_in_flight):
+    plan = _groups(offsets, first, last, get_bytes)
     nxt = next(plan, None)
     if nxt is None:
         return
     after = next(plan, None)
-    if after is None:  # one group: no thread
+    if after is None:  # one GET: no thread
         i, j, a, b = nxt
         yield i, j, fetch(i, j)
         return

@@ -22,8 +22,12 @@ from shaledb.storage.wrappers import call_deadline, deadline_left
 OFFS = np.arange(0, 41 * 100, 100, dtype=np.int64)  # 40 blocks of 100 bytes
 
 
+OBJ = bytes(x % 251 for x in range(int(OFFS[-1])))  # the object the blocks are cut from
+
+
 def _data(i, j):
-    return bytes(range(i, j))
+    """Bytes of blocks i..j-1 (what a ranged GET returns)."""
+    return OBJ[int(OFFS[i]) : int(OFFS[j])]
 
 
 def test_groups_in_order_and_complete():
@@ -32,6 +36,19 @@ def test_groups_in_order_and_complete():
     assert all(d == _data(i, j) for i, j, d in got)
     assert list(fetch_groups(_data, OFFS, 5, 5)) == []
     assert list(fetch_groups(_data, OFFS, 5, 6)) == [(5, 6, _data(5, 6))]
+
+
+def test_one_get_serves_several_groups():
+    calls = []
+
+    def fetch(i, j):
+        calls.append((i, j))
+        return _data(i, j)
+
+    got = list(fetch_groups(fetch, OFFS, 0, 40, group_bytes=200, get_bytes=1000))
+    assert [(i, j) for i, j, _ in got] == [(b, b + 2) for b in range(0, 40, 2)]
+    assert all(bytes(d) == _data(i, j) for i, j, d in got)
+    assert calls == [(b, b + 10) for b in range(0, 40, 10)]
 
 
 def test_several_fetches_in_flight():
@@ -44,7 +61,7 @@ def test_several_fetches_in_flight():
             barrier.wait()
         return _data(i, j)
 
-    got = list(fetch_groups(fetch, OFFS, 0, 10, group_bytes=100, max_in_flight=400))
+    got = list(fetch_groups(fetch, OFFS, 0, 10, group_bytes=100, get_bytes=100, max_in_flight=400))
     assert [d for _i, _j, d in got] == [_data(b, b + 1) for b in range(10)]
 
 
@@ -59,7 +76,7 @@ def test_bytes_in_flight_are_bounded():
             state["max"] = max(state["max"], state["ahead"])
         return _data(i, j)
 
-    for i, j, _d in fetch_groups(fetch, OFFS, 0, 40, group_bytes=200, max_in_flight=600):
+    for i, j, _d in fetch_groups(fetch, OFFS, 0, 40, group_bytes=200, get_bytes=200, max_in_flight=600):
         handed.append((i, j))
     assert len(handed) == 20
     assert state["max"] <= 600 + 200  # requested ahead of the last group handed out
@@ -73,7 +90,7 @@ def test_error_comes_in_its_turn_and_early_stop_cancels():
 
     seen = []
     with pytest.raises(shaledb.Corruption, match="block 4"):
-        for i, _j, _d in fetch_groups(fetch, OFFS, 0, 10, group_bytes=100):
+        for i, _j, _d in fetch_groups(fetch, OFFS, 0, 10, group_bytes=100, get_bytes=100):
             seen.append(i)
     assert seen == [0, 1, 2, 3]
     it = fetch_groups(_data, OFFS, 0, 40, group_bytes=100)
@@ -90,7 +107,7 @@ def test_fetches_run_under_the_callers_deadline():
         return _data(i, j)
 
     with call_deadline(60):
-        list(fetch_groups(fetch, OFFS, 0, 8, group_bytes=100))
+        list(fetch_groups(fetch, OFFS, 0, 8, group_bytes=100, get_bytes=100))
     assert len(lefts) == 8 and all(x is not None and 0 < x <= 60 for x in lefts)
 
 
