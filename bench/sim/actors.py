@@ -409,6 +409,8 @@ class Reader(Actor):
         m = self.ms.refresh()
         view: dict[int, int] = {}
         for ref in m.all_ssts():
+            for _ in range(self.rng.randrange(4)):  # a slow reader: widens its race with compaction + GC
+                self.world.baton.park(self, "reading")
             try:
                 _merge(view, self.read_sst(ref.sst_id))
             except ObjectNotFound:

@@ -416,17 +416,25 @@ class ManifestStore:
     def add_checkpoint(
         self, *, manifest_id: int | None = None, lifetime_ms: int | None = None, name: str = ""
     ) -> Checkpoint:
-        """Pin ``manifest_id`` (default: the current one); returns the checkpoint."""
-        pin = manifest_id if manifest_id is not None else self.manifest_id
+        """Pin ``manifest_id`` (default: the latest one when the checkpoint
+        lands, i.e. the version the update is based on); returns the checkpoint.
+
+        The default is never a cached id: a manifest superseded before the
+        pin lands may already have lost its SSTs to a GC pass with a small
+        ``min_age`` (found by bench.sim, docs/testing.md)."""
         expires = 0 if lifetime_ms is None else self.clock.now_ms() + lifetime_ms
-        cp = Checkpoint(
-            id=new_sst_id(now_ms=self.clock.now_ms(), rand=self.rng.randbytes(10)),
-            manifest_id=pin,
-            expires_at_ms=expires,
-            name=name,
-        )
-        self.update(lambda m: m.replace(checkpoints=m.checkpoints + (cp,)) if cp not in m.checkpoints else None)
-        return cp
+        cid = new_sst_id(now_ms=self.clock.now_ms(), rand=self.rng.randbytes(10))
+        made: list[Checkpoint] = []
+
+        def fn(m: Manifest) -> Manifest | None:
+            if any(c.id == cid for c in m.checkpoints):
+                return None
+            pin = manifest_id if manifest_id is not None else self.manifest_id  # the base of this attempt
+            made.append(Checkpoint(id=cid, manifest_id=pin, expires_at_ms=expires, name=name))
+            return m.replace(checkpoints=m.checkpoints + (made[-1],))
+
+        m = self.update(fn)
+        return next((c for c in m.checkpoints if c.id == cid), made[-1])
 
     def refresh_checkpoint(self, checkpoint_id: str, *, lifetime_ms: int | None) -> Checkpoint | None:
         """Set a live checkpoint's expiry to now + ``lifetime_ms`` (None: never);
