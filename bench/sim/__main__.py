@@ -54,6 +54,9 @@ def main(argv=None) -> int:
             counts[k] = counts.get(k, 0) + v
         if sys.stderr.isatty():
             print(f"\r{tot['runs']}/{len(plan)} runs, {tot['steps']} steps, {time.perf_counter() - t0:.0f}s", end="", file=sys.stderr)
+        elif len(plan) > 1:
+            print(f"run {tot['runs']}/{len(plan)} seed {cfg.seed}: {r.steps} steps {'ok' if r.ok else 'FAILED'}, "
+                  f"{tot['steps']} steps in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
         if not r.ok:
             print(f"\nFAILED: seed {cfg.seed} ({cfg}) at step {r.steps}:\n  {r.violation}")
             fcfg, fr = cfg, r
