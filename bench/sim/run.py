@@ -156,9 +156,6 @@ class World:
                 f"(GC min_age {self.cfg.gc_min_age}s)"
             )
 
-    def on_read(self, actor, key: str) -> None:
-        pass
-
     # ------------------------------------------------------------- the store
 
     def _on_create(self, key: str, data: bytes) -> None:

@@ -219,7 +219,6 @@ class StoreView(ObjectStore):
         obj = self.sim.objs.get(key)
         if obj is None:
             raise ObjectNotFound(f"object {key!r} not found")
-        self.sim.world.on_read(self.actor, key)
         return obj.data
 
     def get_range(self, key: str, start: int, end: int | None) -> bytes:
