@@ -21,7 +21,7 @@ def test_random_interleavings_match_a_dict(tmp_path, seed):
     keyspace = [b"k%04d" % i for i in range(600)]
     db = open_db(root, compactor=False)
     try:
-        for step in range(14):
+        for step in range(10):
             op = rng.choice(["put", "put", "delete", "ingest", "ingest", "flush", "compact", "reopen"])
             if op == "put":
                 ks = rng.sample(keyspace, 50)
