@@ -102,11 +102,11 @@ class DiskCacheStore(StoreWrapper):
             q = p + 1  # fetch every consecutive missing part in one GET
             while q <= p1 and not os.path.exists(os.path.join(folder, str(q))):
                 q += 1
-            blob = self.inner.get_range(key, p * pb, q * pb)
+            blob = memoryview(self.inner.get_range(key, p * pb, q * pb))
             self.stats["misses"] += q - p
             last = False
             for i in range(p, q):
-                piece = blob[(i - p) * pb : (i - p + 1) * pb]
+                piece = blob[(i - p) * pb : (i - p + 1) * pb]  # a view: no copy
                 self._write_part(folder, i, piece)
                 parts.append(piece)
                 if len(piece) < pb:
