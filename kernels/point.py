@@ -358,41 +358,48 @@ def plan_get(key, s0, best_seq, meta, srcs):
 
 
 @kernel
+def _key_lens(koffs, order, lo, hi):
+    out = np.empty(hi - lo, dtype=np.int64)
+    for x in range(lo, hi):
+        out[x - lo] = koffs[order[x] + 1] - koffs[order[x]]
+    return out
+
+
+@kernel
 def sort_keys(kdata, koffs):
     """The order of keys ``kdata[koffs[i]:koffs[i+1]]`` sorted bytewise (an
-    int64 permutation): by the 8 bytes after the keys' common prefix
-    (argsort of uint64), ties settled by full compares."""
+    int64 permutation): most-significant-digit first, 8 bytes a digit
+    (argsort of big-endian uint64), each group of equal digits refined by
+    the next 8 bytes; a group whose keys all end within the digit is
+    ordered by length (equal padded digits: the shorter key is smaller,
+    equal lengths: the same key).  O(n log n * key length / 8)."""
     n = koffs.shape[0] - 1
     order = np.arange(n)
     if n < 2:
         return order
-    k0 = kdata[koffs[0] : koffs[1]]
-    lcp = k0.shape[0]
-    for i in range(1, n):
-        k = kdata[koffs[i] : koffs[i + 1]]
-        j = 0
-        lim = min(lcp, k.shape[0])
-        while j < lim and k[j] == k0[j]:
-            j += 1
-        lcp = j
     pre = np.empty(n, dtype=np.uint64)
-    for i in range(n):
-        pre[i] = _prefix(kdata[koffs[i] : koffs[i + 1]], lcp)
-    order = np.argsort(pre, kind="mergesort")
-    i = 0
-    while i < n:  # runs of equal prefixes: insertion sort on whole keys
-        j = i + 1
-        while j < n and pre[order[j]] == pre[order[i]]:
-            j += 1
-        for a in range(i + 1, j):
-            x = order[a]
-            kx = kdata[koffs[x] : koffs[x + 1]]
-            b = a - 1
-            while b >= i and _cmp(kdata[koffs[order[b]] : koffs[order[b] + 1]], kx) > 0:
-                order[b + 1] = order[b]
-                b -= 1
-            order[b + 1] = x
-        i = j
+    stack = [(0, n, 0)]
+    while len(stack):
+        lo, hi, d = stack.pop()
+        for x in range(lo, hi):
+            i = order[x]
+            pre[x] = _prefix(kdata[koffs[i] : koffs[i + 1]], d)
+        idx = np.argsort(pre[lo:hi], kind="mergesort")
+        order[lo:hi] = order[lo:hi][idx]
+        pre[lo:hi] = pre[lo:hi][idx]
+        a = lo
+        while a < hi:
+            b = a + 1
+            while b < hi and pre[b] == pre[a]:
+                b += 1
+            if b - a > 1:
+                lens = _key_lens(koffs, order, a, b)
+                if lens.max() <= d + 8:  # every key ends in this digit: by length
+                    li = np.argsort(lens, kind="mergesort")
+                    order[a:b] = order[a:b][li]
+                else:
+                    stack.append((a, b, d + 8))
+            a = b
     return order
 
 

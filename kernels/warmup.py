@@ -19,7 +19,7 @@ import time
 
 __all__ = ["warmup"]
 
-_OPTIONAL_MODULES = ("block", "arena", "read", "point", "batch")
+_OPTIONAL_MODULES = ("block", "arena", "read", "point", "getmany", "batch")
 
 
 def _sample_run() -> tuple[bytes, list[int]]:

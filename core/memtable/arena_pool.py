@@ -855,6 +855,78 @@ class ArenaPool:
                 return best
         return best
 
+    def lookup_many(self, kdata: np.ndarray, koffs: np.ndarray):
+        """:meth:`lookup` of keys ``kdata[koffs[i]:koffs[i+1]]`` (valid keys,
+        uint8 data, int64 offsets), one kernel pass per arena: arrays
+        ``(rows, seqs, kinds, value starts, value lengths, values)`` for the
+        keys some live arena holds (key ``rows[j]``'s newest version: value
+        ``values[starts[j]:starts[j]+lengths[j]]``, empty for a tombstone),
+        or None when no arena holds a record.  Same consistency as
+        :meth:`lookup` (a pass no release overlapped)."""
+        ctl = self.ctl
+        if not ctl[C_UNFLUSHED]:
+            return None
+        found = None
+        for attempt in range(200):
+            r = int(ctl[C_RELEASES])
+            if r & 1:
+                time.sleep(0.005)
+                continue
+            found = self._lookup_many_pass(kdata, koffs)
+            if int(ctl[C_RELEASES]) == r:
+                return found
+        return found
+
+    def _lookup_many_pass(self, kdata, koffs):
+        from shaledb.kernels import getmany as G
+
+        states = self._states
+        n = koffs.shape[0] - 1
+        best_seq = np.full(n, -1, dtype=np.int64)
+        out = np.empty((n, G.A_COLS), dtype=np.int64)
+        src = np.full(n, -1, dtype=np.int64)  # per key: index in ``parts`` of its newest arena version
+        at = np.zeros(n, dtype=np.int64)  # and its row there
+        parts = []  # per arena with hits: (seqs, kinds, lengths, value data, value bounds)
+        for i in range(int(self.ctl[C_CREATED])):
+            if not states[i]:
+                continue
+            a = self._arenas.get(i)
+            if a is None or self._mapped_large.get(i, 0) != int(self._larges[i]):
+                a = self.arena(i)
+            h = self._hdrs.get(i)
+            if h is None:
+                h = self._hdrs[i] = a[: K.HEADER_BYTES].view("<u8")
+            inc = h[K.H_INCARNATION]
+            before = best_seq.copy()
+            if not G.arena_lookup_many(a, kdata, koffs, best_seq, out):
+                continue
+            rows = np.flatnonzero(out[:, G.A_OFF] >= 0)
+            vdata = np.empty(int(out[rows, G.A_VLEN].sum()), dtype=np.uint8)
+            voffs = np.empty(rows.shape[0] + 1, dtype=np.int64)
+            G.copy_values(a, out, rows, vdata, voffs)
+            if h[K.H_INCARNATION] != inc or states[i] == _FREE:  # recycled meanwhile: not this arena's
+                best_seq = before
+                continue
+            src[rows] = len(parts)
+            at[rows] = np.arange(rows.shape[0])
+            parts.append((out[rows, G.A_SEQ], out[rows, G.A_KIND], voffs, vdata))
+        rows = np.flatnonzero(src >= 0)
+        if not parts:
+            return rows, rows, rows, rows, rows, np.empty(0, dtype=np.uint8)
+        base = np.cumsum([0] + [p[3].shape[0] for p in parts])
+        seqs = np.empty(rows.shape[0], dtype=np.int64)
+        kinds = np.empty(rows.shape[0], dtype=np.int64)
+        starts = np.empty(rows.shape[0], dtype=np.int64)
+        lens = np.empty(rows.shape[0], dtype=np.int64)
+        for k, (pseq, pkind, pvoffs, _pdata) in enumerate(parts):
+            sel = src[rows] == k
+            j = at[rows[sel]]
+            seqs[sel] = pseq[j]
+            kinds[sel] = pkind[j]
+            starts[sel] = base[k] + pvoffs[j]
+            lens[sel] = pvoffs[j + 1] - pvoffs[j]
+        return rows, seqs, kinds, starts, lens, np.concatenate([p[3] for p in parts])
+
     def _lookup_pass(self, key, karr):
         states = self._states
         best = None

@@ -69,6 +69,23 @@ class Plan(NamedTuple):
     in_memory: bool
 
 
+def _lookup_each(lookup, kdata, koffs):
+    """``ArenaPool.lookup_many``'s answer from single lookups (arena stand-ins without it)."""
+    raw = kdata.tobytes()
+    bounds = koffs.tolist()
+    rows, seqs, kinds, starts, lens, vals = [], [], [], [], [], []
+    pos = 0
+    for i in range(len(bounds) - 1):
+        e = lookup(raw[bounds[i] : bounds[i + 1]])
+        if e is not None:
+            v = e[3] or b""
+            rows.append(i), seqs.append(e[1]), kinds.append(e[2]), starts.append(pos), lens.append(len(v))
+            vals.append(v)
+            pos += len(v)
+    arr = [np.array(x, dtype=np.int64) for x in (rows, seqs, kinds, starts, lens)]
+    return (*arr, np.frombuffer(b"".join(vals), dtype=np.uint8))
+
+
 def get_many(reader: "Reader", keys):
     """``Db.get_many``: ``keys`` a sequence of bytes -> a list of ``bytes |
     None`` in the same order; a numpy ``(uint8 data, int64 offsets)`` pair
@@ -313,27 +330,23 @@ class Reader:
         SST not in memory finish one by one.  One deadline for the call."""
         n = koffs.shape[0] - 1
         best_seq = np.full(n, -1, dtype=np.int64)
-        mem_best = {}
+        mem = None  # (rows, seqs, kinds, value starts, value lengths, values) of arena versions
         if self.mem.unflushed_bytes():  # arenas are read before the manifest
-            lookup = self._mem_lookup
-            raw = kdata.tobytes()
-            bounds = koffs.tolist()
-            for i in range(n):
-                e = lookup(raw[bounds[i] : bounds[i + 1]])
-                if e is not None:
-                    mem_best[i] = e
-                    best_seq[i] = e[1]
+            many = getattr(self.mem, "lookup_many", None)
+            mem = many(kdata, koffs) if many is not None else _lookup_each(self._mem_lookup, kdata, koffs)
+            if mem is not None:
+                best_seq[mem[0]] = mem[1]
         with self._deadline():
             attempt = 0
             while True:
                 try:
-                    return self._get_many(kdata, koffs, best_seq, mem_best)
+                    return self._get_many(kdata, koffs, best_seq, mem)
                 except Corruption:
                     if attempt >= MISSING_SST_RETRIES or not self._advance_to_latest():
                         raise
                     attempt += 1
 
-    def _get_many(self, kdata, koffs, best_seq, mem_best):
+    def _get_many(self, kdata, koffs, best_seq, mem):
         from shaledb.kernels import point as P
 
         plan = self._point_plan()
@@ -352,19 +365,35 @@ class Reader:
             scratch = grown
         if err:
             _raise_corruption(int(err), f"{plan.readers[nt].key}: block {int(nb)}")
+        used = int(used)
         slow = {}  # key index -> value or None, for keys settled here in Python
-        for i in np.flatnonzero(out[:, P.G_NEED] >= 0).tolist():
+        needs = np.flatnonzero(out[:, P.G_NEED] >= 0).tolist()
+        mem_at = {r: j for j, r in enumerate(mem[0].tolist())} if needs and mem is not None else {}
+        for i in needs:
             key = kdata[koffs[i] : koffs[i + 1]].tobytes()
             t, seq, kind, vp, vlen, need, nxt = out[i].tolist()
-            best = mem_best.get(i)
+            best = None
+            j = mem_at.get(i)
+            if j is not None:
+                a = int(mem[3][j])
+                best = (key, int(mem[1][j]), int(mem[2][j]), mem[5][a : a + int(mem[4][j])].tobytes())
             if t >= 0:
                 best = (key, seq, kind, scratch[vp : vp + vlen].tobytes() if kind else None)
             best = _plan_lookup(plan, key, best, need >> 32, need & 0xFFFFFFFF, nxt)
             slow[i] = best[3] if best is not None and best[2] == KIND_PUT else None
             out[i, P.G_TABLE] = -1
-        for i, e in mem_best.items():  # arena versions no table beat
-            if i not in slow and out[i, P.G_TABLE] < 0:
-                slow[i] = e[3] if e[2] == KIND_PUT else None
+        if mem is not None and mem[0].shape[0]:  # arena versions no table beat: their values join scratch
+            rows = mem[0]
+            win = out[rows, P.G_TABLE] < 0
+            if slow:
+                win &= ~np.isin(rows, np.fromiter(slow, dtype=np.int64, count=len(slow)))
+            w = rows[win]
+            if w.shape[0]:
+                scratch = np.concatenate([scratch[:used], mem[5]])
+                out[w, P.G_TABLE] = 0  # (any table: gather_values only asks "found")
+                out[w, P.G_KIND] = mem[2][win]
+                out[w, P.G_VPOS] = used + mem[3][win]
+                out[w, P.G_VLEN] = mem[4][win]
         hit = (out[:, P.G_TABLE] >= 0) & (out[:, P.G_KIND] != 0)
         total = int(out[hit, P.G_VLEN].sum()) if n else 0
         vdata = np.empty(total, dtype=np.uint8)
