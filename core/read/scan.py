@@ -52,6 +52,8 @@ __all__ = [
 DEFAULT_BATCH_RECORDS = 65536
 #: Pairs per batch of the tuple scan's fast path (``scan_pairs``).
 PAIRS_BATCH = 16384
+#: Pairs first allocated for (offsets grow by doubling up to batch_records).
+_FIRST_RECORDS = 65536
 #: Key/value bytes first allocated per batch (grown by doubling, then sized
 #: from the previous batch).
 _FIRST_BYTES = 1 << 16
@@ -231,6 +233,14 @@ class _Out:
         self.kd = _grown(self.kd, self.kpos, self.kpos + klen)
         self.vd = _grown(self.vd, self.vpos, self.vpos + vlen)
 
+    def grow_records(self, records: int) -> None:
+        n = self.n
+        for name in ("ko", "vo"):
+            a = getattr(self, name)
+            b = np.empty(records + 1, dtype=np.int64)
+            b[: n + 1] = a[: n + 1]
+            setattr(self, name, b)
+
     def batch(self) -> Batch:
         n = self.n
         return self.kd[: self.kpos], self.ko[: n + 1], self.vd[: self.vpos], self.vo[: n + 1]
@@ -254,12 +264,14 @@ def batches(runs, max_seq: int, batch_records: int) -> Iterator[tuple[Batch, boo
 
     seq = np.uint64(max_seq)
     kbytes = vbytes = _FIRST_BYTES
-    out = _Out(batch_records, kbytes, vbytes)
+    first = min(batch_records, _FIRST_RECORDS)  # offsets grow too: a huge batch_records costs nothing up front
+    out = _Out(first, kbytes, vbytes)
     for buf, offs in runs:
         i = 0
         while True:
+            cap = min(batch_records, out.ko.shape[0] - 1)
             st, i, n, kp, vp = _visible_into(
-                buf, offs, i, seq, batch_records, out.kd, out.ko, out.vd, out.vo, out.n, out.kpos, out.vpos
+                buf, offs, i, seq, cap, out.kd, out.ko, out.vd, out.vo, out.n, out.kpos, out.vpos
             )
             out.n, out.kpos, out.vpos = int(n), int(kp), int(vp)
             i = int(i)
@@ -267,6 +279,9 @@ def batches(runs, max_seq: int, batch_records: int) -> Iterator[tuple[Batch, boo
                 out.grow(buf, offs, i)
                 continue
             if st == FULL:
+                if out.n < batch_records:  # only the offsets are full
+                    out.grow_records(min(batch_records, 2 * cap))
+                    continue
                 kbytes, vbytes = max(out.kpos, 1), max(out.vpos, 1)
                 yield out.batch(), False
                 out = _Out(batch_records, kbytes + kbytes // 8, vbytes + vbytes // 8)

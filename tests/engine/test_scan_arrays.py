@@ -95,6 +95,16 @@ def test_batches_grow_for_big_values():
     assert got == [(k, v) for k, _s, _kind, v in big]
 
 
+def test_offsets_grow_up_to_batch_records(monkeypatch):
+    monkeypatch.setattr(S, "_FIRST_RECORDS", 2)
+    recs = [(b"k%03d" % i, i + 1, 1, b"v%d" % i) for i in range(50)]
+    got = list(S.batches(S.merged_runs([[_run(recs)]]), 100, 20))
+    assert [len(b[1]) - 1 for b, _ in got] == [20, 20, 10]
+    assert _flatten(b for b, _ in got) == [(k, v) for k, _s, _kind, v in recs]
+    got = list(S.batches(S.merged_runs([[_run(recs)]]), 100, 1 << 31))  # nothing allocated for 2^31 pairs
+    assert [len(b[1]) - 1 for b, _ in got] == [50]
+
+
 def test_merged_runs_nothing():
     assert list(S.batches(S.merged_runs([]), 10, 5)) == []
     assert list(S.batches(S.merged_runs([iter([]), iter([])]), 10, 5)) == []
