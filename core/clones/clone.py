@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from shaledb.errors import InvalidArgument, ObjectNotFound, PreconditionFailed
 
-__all__ = ["CloneResult", "clone"]
+__all__ = ["CloneResult", "clone", "release_source"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,45 @@ def clone(source_url, dest_url, *, checkpoint: str | None = None, options=None, 
     finally:
         dst.close()
         src.close()
+
+
+def release_source(dest_url, *, options=None, **overrides) -> bool:
+    """Delete the source checkpoint of the clone at ``dest_url`` once the
+    clone no longer needs it: no manifest the clone still stores (the
+    latest, those its checkpoints pin, older ones its GC has not collected)
+    lists a shared SST.  Returns whether the checkpoint was deleted (False:
+    still needed; call again after the clone's compactions and GC).  The
+    clone keeps reading its own SSTs only.  InvalidArgument when ``dest_url``
+    is not a clone."""
+    from shaledb.checkpoints.api import delete_in, list_in, open_root
+    from shaledb.format.clone import CLONE_DESCRIPTOR_KEY, decode_clone_descriptor
+    from shaledb.format.keys import MANIFEST_PREFIX, parse_manifest_key
+    from shaledb.manifest.model import decode_manifest
+
+    dst, opts = open_root(dest_url, options, **overrides)
+    try:
+        d = _read_descriptor(dst, decode_clone_descriptor, CLONE_DESCRIPTOR_KEY)
+        if d is None:
+            raise InvalidArgument(f"{_normal(dest_url)} is not a clone (no {CLONE_DESCRIPTOR_KEY})")
+        shared = set(d.ssts)
+        for meta in dst.list(MANIFEST_PREFIX):
+            if parse_manifest_key(meta.key) is None:
+                continue
+            try:
+                m = decode_manifest(dst.get(meta.key), meta.key)
+            except ObjectNotFound:
+                continue  # collected meanwhile
+            if shared & m.sst_ids():
+                return False
+        src, _ = open_root(d.source, opts)
+        try:
+            if any(c.id == d.checkpoint for c in list_in(src)):
+                delete_in(src, d.checkpoint)
+        finally:
+            src.close()
+        return True
+    finally:
+        dst.close()
 
 
 def _normal(url) -> str:

@@ -111,3 +111,31 @@ def test_clone_killed_then_retried(tmp_path, failpoint):
         assert [c.id for c in db.list_checkpoints()] == [res.checkpoint]  # the retry reused the first checkpoint
         with open_db(dst, **OPTS) as c:
             assert scan_all(c) == want
+
+
+def test_release_source_once_the_clone_needs_nothing_of_it(tmp_path):
+    """release_source deletes the source checkpoint only when no manifest the
+    clone still stores lists a shared SST."""
+    import time
+
+    from shaledb.clones import release_source
+    from shaledb.gc import collect
+
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    with open_db(src, **OPTS) as db:
+        _load(db, 0, 300, 0, memtable=True)
+        res = shaledb.clone(src, dst)
+        assert not release_source(dst)  # manifest 1 lists the shared SSTs
+        with open_db(dst, **OPTS) as c:
+            _load(c, 0, 300, 1, memtable=True)
+            c.compact(full=True)  # every key rewritten into the clone's own run
+            want = scan_all(c)
+        assert not release_source(dst)  # older manifests of the clone still list them
+        # the clone's GC, an hour from now: its old manifests go
+        collect(open_store(dst), min_age=0, now=time.time() + 3600)
+        assert release_source(dst)
+        assert all(c.id != res.checkpoint for c in db.list_checkpoints())
+        with open_db(dst, **OPTS) as c:
+            assert scan_all(c) == want
+    with pytest.raises(shaledb.InvalidArgument, match="not a clone"):
+        release_source(src)
