@@ -475,8 +475,11 @@ class Reader:
                 yield from self._sst(ref).iter_range(start, end)
 
     def close(self) -> None:
+        """Drop the SST readers and the plan (their mappings go with the last
+        array that uses them)."""
         with self._lock:
             self._ssts.clear()
+            self._plan = None
 
 
 _CHUNK = 16384  # records emitted per batch of a scan
