@@ -32,7 +32,7 @@ __all__ = ["GET_BYTES", "GROUP_BYTES", "MAX_IN_FLIGHT_BYTES", "THREADS", "fetch_
 GROUP_BYTES = 256 * 1024
 #: Bytes of consecutive blocks fetched by one ranged GET (several groups:
 #: fewer, larger requests; an object store's cost is mostly per request).
-GET_BYTES = 1024 * 1024
+GET_BYTES = 2 * 1024 * 1024
 #: Bytes requested ahead of the group being handed out, per scan of one SST.
 MAX_IN_FLIGHT_BYTES = 8 * 1024 * 1024
 #: Fetch threads shared by every scan of the process.
