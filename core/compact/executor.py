@@ -3,7 +3,7 @@
 
 Each source (an L0 SST, or a sorted run read SST after SST) is a stream of
 record chunks from ``SstReader.iter_range`` (one ranged GET of up to
-``read_ahead_bytes`` each).  A merge round takes, from every source, the
+``read_ahead_bytes`` each, the next one in flight while a chunk is merged).  A merge round takes, from every source, the
 buffered records whose key is below the *bound* (the smallest last buffered
 key among the sources that are not exhausted): every version of such a key
 is buffered, because each source is key-ordered.  The round merges them
@@ -14,7 +14,8 @@ the newer), keeps the survivors (``kernels.dedupe.dedupe_sorted`` with
 bound loads its next chunk.  Pending output becomes one SST (bloom filter
 included) as soon as it reaches ``sst_target_bytes``, uploaded at once to
 ``compacted/<ulid>.sst``.  Memory: about sources x read-ahead plus one
-output SST; a run is never held whole.
+output SST (2 x read-ahead per source: the chunk being merged and the GET
+in flight); a run is never held whole.
 
 Retention (``retain_seq``): None keeps only the newest version of each key;
 an int (the oldest live snapshot or checkpoint seq) also keeps every
@@ -156,7 +157,7 @@ def _chunks(store, ssts: Sequence[SstRef], start, end, read_ahead: int):
         if start is not None and ref.last_key < start:
             continue
         reader = SstReader(store, sst_key(ref.sst_id), size=ref.size, read_ahead_bytes=read_ahead,
-                           global_seq=ref.global_seq)  # an ingested SST's records carry the load's seq
+                           bounded_read_ahead=True, global_seq=ref.global_seq)  # an ingested SST's records carry the load's seq
         yield from reader.iter_range(start, end)
 
 

@@ -109,7 +109,8 @@ class SstReader:
     """
 
     def __init__(self, store, key: str, *, block_cache=None, size: int | None = None,
-                 read_ahead_bytes: int = READ_AHEAD_BYTES, global_seq: int = 0):
+                 read_ahead_bytes: int = READ_AHEAD_BYTES, global_seq: int = 0,
+                 bounded_read_ahead: bool = False):
         if isinstance(global_seq, bool) or not isinstance(global_seq, (int, np.integer)) or not 0 <= global_seq < 1 << 56:
             raise InvalidArgument(f"global_seq must be an int in [0, 2**56), got {global_seq!r}")
         #: when nonzero, every record of the SST reads as having this seq
@@ -118,6 +119,10 @@ class SstReader:
         self.key = key
         self.block_cache = block_cache
         self.read_ahead_bytes = max(1, int(read_ahead_bytes))
+        #: True: a scan's ranged GETs are at most ``read_ahead_bytes`` each with
+        #: one in flight (the compactor's memory bound: sources x read-ahead);
+        #: False: shaledb.sst.prefetch's larger GETs and deeper read-ahead
+        self.bounded_read_ahead = bool(bounded_read_ahead)
         if size is None:
             size = store.head(key).size
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
@@ -362,7 +367,8 @@ class SstReader:
         def fetch(i: int, j: int) -> bytes:
             return self._fetch(int(self._offsets[i]), int(self._offsets[j]), f"blocks {i}..{j - 1}")
 
-        for i, j, data in fetch_groups(fetch, self._offsets, first, last, group_bytes=self.read_ahead_bytes):
+        bound = {"get_bytes": self.read_ahead_bytes, "max_in_flight": self.read_ahead_bytes} if self.bounded_read_ahead else {}
+        for i, j, data in fetch_groups(fetch, self._offsets, first, last, group_bytes=self.read_ahead_bytes, **bound):
             start = int(self._offsets[i])
             if self.footer.compression == CompressionCodec.NONE:
                 yield i, np.frombuffer(data, dtype=np.uint8), self._offsets[i : j + 1] - start
