@@ -61,9 +61,33 @@ def _bump(count) -> None:
         count.value += 1
 
 
+def _l0_backpressure(w, deadline: float) -> None:
+    """As the flusher's ``_await_l0_room`` with the default ``l0_max_ssts``:
+    a short pause near the limit, a wait for the compactor at it.  Without
+    it a writer publishing back to back can win every race on a slow
+    machine (the compactor's refresh-merge-write takes longer than the
+    writer's cycle) and L0 grows without bound; the engine never runs so."""
+    from shaledb.flush.flusher import L0_SLOW_MARGIN, L0_SLOW_STEP, L0_STALL_POLL
+    from shaledb.options import Options
+
+    limit = Options().l0_max_ssts
+    slow = limit - L0_SLOW_MARGIN
+    if len(w.current.l0) < slow:
+        return
+    while time.monotonic() < deadline:
+        n = len(w.refresh().l0)
+        if n < slow:
+            return
+        if n < limit:
+            time.sleep(L0_SLOW_STEP * (n - slow + 1))
+            return
+        time.sleep(L0_STALL_POLL)
+
+
 def writer_side(url, opts, target, count, writer_open, go, results) -> None:
     """As the flusher: a WAL object, an L0 SST upload, then one manifest
-    update publishing it (the same store requests, tiny objects)."""
+    update publishing it (the same store requests, tiny objects), with the
+    flusher's L0 backpressure."""
     res = {"role": "writer", "updates": 0, "published": [], "lost": 0, "gave_up": 0, "epoch": None}
     store = None
     try:
@@ -83,6 +107,7 @@ def writer_side(url, opts, target, count, writer_open, go, results) -> None:
             w.write_wal(wal, key)
             sst = SstRef(new_sst_id(), key, key, 100, seq, seq, 1)
             store.put(sst_key(sst.sst_id), key)
+            _l0_backpressure(w, deadline)
             while True:  # as the flusher's next tick: publish again (idempotent) after giving up
                 try:
                     w.publish_l0([sst], last_l0_seq=seq, replay_after_wal_id=wal, next_wal_id=wal + 1)
