@@ -14,6 +14,7 @@ Thread safety: a Db may be shared by threads of one process.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 import time
@@ -43,6 +44,7 @@ from shaledb.status import DbStatus, ManifestWatch, db_status
 
 __all__ = ["Db", "WriteBatch", "Writer", "open"]
 
+log = logging.getLogger("shaledb.db")
 _open_dbs: "weakref.WeakSet[Db]" = weakref.WeakSet()
 
 
@@ -119,11 +121,17 @@ class Db:
         self._cproc = None  # the compactor process
         self._cservice = None  # the compactor service, run as a thread (memory://)
         self._cclient = None
+        self._cstart = None  # (thread, box): the compactor's start (_start_compactor)
         store_options = dict(options.store_options)
         try:
             self._store = wrap_store(open_store(url, **store_options), options)
             in_process = url.startswith("memory://")
             self._control_addr = new_control_address()
+            if not in_process:
+                from shaledb.flush.process import FlusherProcess
+
+                # its interpreter starts while this process creates the pool
+                self._proc = FlusherProcess()
             self._pool = _create_pool(url, options)
             if in_process:
                 self._start_thread_flusher()
@@ -150,7 +158,7 @@ class Db:
         return self
 
     def _start_process_flusher(self, url: str, store_options: dict) -> None:
-        from shaledb.flush.process import FlusherConfig, FlusherProcess
+        from shaledb.flush.process import FlusherConfig
 
         config = FlusherConfig(
             url=url,
@@ -160,8 +168,8 @@ class Db:
             pool=self._pool.descriptor(),
             parent_pid=os.getpid(),
         )
-        proc = FlusherProcess(config)
-        self._proc = proc
+        proc = self._proc  # started before the pool (_open)
+        proc.send_config(config)
         # While the flusher starts (a second interpreter), load this process's
         # kernels, so the first put/get/scan does not pay for it.
         try:
@@ -188,16 +196,46 @@ class Db:
         config = CompactorConfig(
             url=url, store_options=store_options, options=self.options, control=addr, parent_pid=os.getpid()
         )
-        self._cproc = CompactorProcess(config)
-        self._cproc.wait_ready(self.options.open_timeout)
-        receive_logs(self._cproc.conn, "compactor")
-        self._cclient = ControlClient(addr, self.options.request_timeout, peer="compactor")
+        # Not waited for here: open() returns while the compactor's
+        # interpreter starts (most of open's time otherwise).  The first
+        # call that needs it (compact, gc, status, close) waits for it and
+        # raises its open error, if any.
+        proc = self._cproc = CompactorProcess(config)
+        box: dict = {}
+        self._cstart = (threading.Thread(target=self._await_compactor, args=(proc, addr, box),
+                                         name="shaledb-compactor-start", daemon=True), box)
+        self._cstart[0].start()
+
+    def _await_compactor(self, proc, addr, box: dict) -> None:
+        """Thread body: wait for the compactor's ready message, then forward
+        its log records and connect (``box``: client or error)."""
+        try:
+            proc.wait_ready(self.options.open_timeout)
+            receive_logs(proc.conn, "compactor")
+            box["client"] = ControlClient(addr, self.options.request_timeout, peer="compactor")
+        except BaseException as exc:  # noqa: BLE001 - raised by the first call that needs the compactor
+            box["error"] = exc
+            log.warning("the compactor did not start: %s", exc)
+
+    def _compactor_client(self) -> ControlClient:
+        """The compactor's control client, once it is ready (see
+        _start_compactor); raises its start error."""
+        if self._cclient is None:
+            thread, box = self._cstart
+            thread.join(self.options.open_timeout + 10)
+            if "error" in box:
+                raise box["error"]
+            if "client" not in box:
+                raise Unavailable(f"the compactor did not start within {self.options.open_timeout:g} s")
+            self._cclient = box["client"]
+        return self._cclient
 
     def _compactor_call(self, op: CompactorRequest, *args: Any, timeout: float | None = None) -> Any:
         if self._cservice is not None:
             return self._cservice.handle(int(op), args)
+        client = self._compactor_client()
         try:
-            return self._cclient.call(op, *args, timeout=timeout)
+            return client.call(op, *args, timeout=timeout)
         except Unavailable:
             if self._cproc is not None and not self._cproc.is_alive():
                 raise Unavailable(
@@ -210,6 +248,13 @@ class Db:
         if self._cservice is not None:
             svc, self._cservice = self._cservice, None
             svc.stop(timeout=min(60.0, self.options.close_timeout))
+        if self._cproc is not None and self._cclient is None:
+            if kill:
+                self._cproc.kill()  # its start thread sees it gone
+            try:  # still starting: let it finish, so that STOP reaches it
+                self._compactor_client()
+            except ShaleDBError:  # it never started (logged): nothing of it to stop
+                pass
         proc, self._cproc = self._cproc, None
         client, self._cclient = self._cclient, None
         if proc is not None:

@@ -43,8 +43,10 @@ class FlusherProcess(ChildProcess):
     """The flusher in a fresh interpreter (``python -m shaledb.flush``), seen
     from the process that started it."""
 
-    def __init__(self, config: FlusherConfig) -> None:
-        super().__init__("shaledb.flush", config, "flusher")
+    def __init__(self, config: FlusherConfig | None = None) -> None:
+        """With ``config=None`` the interpreter starts now and the config
+        goes later, by ``send_config`` (see ChildProcess)."""
+        super().__init__("shaledb.flush", config, "flusher", send_later=config is None)
 
 
 def flusher_watch(config: FlusherConfig) -> ParentWatch:

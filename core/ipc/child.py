@@ -45,8 +45,8 @@ class ChildProcess:
     before the two file descriptors on the command line.
     """
 
-    def __init__(self, module: str, config: Any, label: str, args: tuple[str, ...] = ()) -> None:
-        import pickle
+    def __init__(self, module: str, config: Any, label: str, args: tuple[str, ...] = (), *,
+                 send_later: bool = False) -> None:
         import subprocess
         from multiprocessing.connection import Connection
 
@@ -67,12 +67,31 @@ class ChildProcess:
         os.close(ready_w)
         self.conn = Connection(ready_r, writable=False)
         self.pid = self._popen.pid
+        self._cfg_w: int | None = cfg_w
+        if not send_later:
+            self.send_config(config)
+
+    def send_config(self, config: Any) -> None:
+        """Send ``sys.path`` and ``config`` to the child (once).  With
+        ``send_later=True`` the child's interpreter starts and imports its
+        module while the parent prepares what the config names (the arena
+        pool: most of ``shaledb.open``'s time otherwise)."""
+        import pickle
+
+        fd, self._cfg_w = self._cfg_w, None
+        if fd is None:
+            raise errors.Internal(f"the {self.label}'s config was already sent")
         try:
-            with os.fdopen(cfg_w, "wb") as f:
+            with os.fdopen(fd, "wb") as f:
                 pickle.dump(list(sys.path), f)
                 pickle.dump(config, f)
         except (BrokenPipeError, OSError):
             pass  # the child died at start; is_alive() says so
+
+    def _close_config_pipe(self) -> None:
+        fd, self._cfg_w = self._cfg_w, None
+        if fd is not None:
+            os.close(fd)  # a child still waiting for its config reads EOF and exits
 
     def is_alive(self) -> bool:
         return self._popen.poll() is None
@@ -90,6 +109,7 @@ class ChildProcess:
             pass
 
     def kill(self) -> None:
+        self._close_config_pipe()
         try:
             self._popen.kill()
         except ProcessLookupError:
@@ -125,6 +145,7 @@ class ChildProcess:
 
     def close(self) -> None:
         """Close the ready pipe (after the child has been reaped)."""
+        self._close_config_pipe()
         try:
             self.conn.close()
         except Exception:  # noqa: BLE001 - already closed
@@ -150,8 +171,11 @@ def read_child_config(argv: list[str]):
     cfg_fd, ready_fd = int(argv[0]), int(argv[1])
     ready = Connection(ready_fd, readable=False)
     with os.fdopen(cfg_fd, "rb") as f:
-        sys.path[:] = pickle.load(f)
-        config = pickle.load(f)
+        try:
+            sys.path[:] = pickle.load(f)
+            config = pickle.load(f)
+        except EOFError:  # the parent gave up before it sent the config: nothing was started
+            os._exit(0)
     return config, ready
 
 

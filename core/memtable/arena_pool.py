@@ -26,6 +26,7 @@ the ``mid-append`` failpoint: docs/format/arena.md.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import threading
 import time
@@ -37,7 +38,22 @@ from shaledb.memtable import shm
 from shaledb.format.enums import ArenaState, PoolStatus
 from shaledb.format.record import RECORD_ALIGN, RECORD_HEADER
 from shaledb.errors import Closed, Fenced, Internal, InvalidArgument, Unavailable
-from shaledb.kernels import arena as K
+
+
+class _ArenaKernels:
+    """``shaledb.kernels.arena``, imported at its first use: importing it
+    imports numba (about 0.15 s), which the flusher's start does not need
+    (it attaches to the pool and recovers before any kernel runs), so it is
+    kept off the critical path of ``shaledb.open``."""
+
+    def __getattr__(self, name: str):
+        from shaledb.kernels import arena
+
+        globals()["K"] = arena
+        return getattr(arena, name)
+
+
+K = _ArenaKernels()
 
 __all__ = ["ArenaPool", "SealedGeneration", "NO_MEMORY", "NO_ARENA"]
 
@@ -148,16 +164,22 @@ class ArenaPool:
         self._states = self.ctl[SLOT0 + S_STATE :: SLOT_WORDS]  # per-arena state column
         self._larges = self.ctl[SLOT0 + S_LARGE :: SLOT_WORDS]  # per-arena large segment id
         self._owned: dict[int, int] = {}  # writer_id -> slot, this process
-        cap = (self.arena_bytes // 8) * 8
-        #: record bytes (padding included) a batch of many records may take:
-        #: an empty arena of the default geometry (header and index excluded)
-        self.max_batch_bytes = cap - K.HEADER_BYTES - 8 * self.index_slots
-        #: record bytes one record (or a batch of <= SMALL_BATCH_RECORDS) may
-        #: take: an empty arena re-formatted with the smallest index
-        self.max_record_bytes = self.batch_capacity(1)
         #: records one batch may hold (the index stays <= 3/4 full)
         self.max_batch_records = self.index_slots * 3 // 4
         _pools.add(self)
+
+    # computed at first use, not at attach: they need the arena kernels' layout
+    @functools.cached_property
+    def max_batch_bytes(self) -> int:
+        """Record bytes (padding included) a batch of many records may take:
+        an empty arena of the default geometry (header and index excluded)."""
+        return (self.arena_bytes // 8) * 8 - K.HEADER_BYTES - 8 * self.index_slots
+
+    @functools.cached_property
+    def max_record_bytes(self) -> int:
+        """Record bytes one record (or a batch of <= SMALL_BATCH_RECORDS) may
+        take: an empty arena re-formatted with the smallest index."""
+        return self.batch_capacity(1)
 
     def batch_capacity(self, n_records: int) -> int:
         """Record bytes (16-byte headers and padding included) that a batch of
