@@ -659,20 +659,9 @@ def _visible_batches(sources):
             out = _emit(buf, part, prev)
         else:
             from shaledb.kernels.merge import merge_runs
+            from shaledb.read.scan import _gather  # the batch scan's: runs back to back
 
-            total = sum(int(K.run_bytes(b, o)) for b, o in parts)
-            cat = np.empty(total, dtype=np.uint8)
-            coffs = np.empty(sum(len(o) for _, o in parts), dtype=np.int64)
-            bounds = np.zeros(len(parts) + 1, dtype=np.int64)
-            pos = 0
-            k = 0
-            for j, (b, o) in enumerate(parts):
-                err, pos = K.gather(b, o, cat, pos, coffs, k)[:2]
-                if err:
-                    _raise_corruption(int(err), "a record run of a scan")
-                pos = int(pos)
-                k += len(o)
-                bounds[j + 1] = k
+            cat, coffs, bounds = _gather(parts)
             merged = merge_runs(cat, bounds, coffs)
             out = _emit(cat, merged, prev)
         prev = bound
