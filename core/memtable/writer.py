@@ -526,11 +526,20 @@ class Writer:
                         self._fast = False  # the next call raises it
 
     def _drain_locked(self) -> int | None:
-        keys = self._bk
-        if not keys:
+        """Append the buffered puts/deletes.  The buffer is emptied only
+        after the append (or its failure): until the records are in the
+        arenas, ``has_buffered``/``has_buffered_key`` (read without the lock)
+        must say so, or a read in another thread (the linger thread drains
+        while the user thread reads) would skip :meth:`drain` and miss them.
+        REQUIRES: self._lock held."""
+        if not self._bk:
             return None
-        values, dels = self._bv, self._bdel
-        self._bk, self._bv, self._bdel, self._bbytes = [], [], [], 0
+        try:
+            return self._append_buffered(self._bk, self._bv, self._bdel)
+        finally:
+            self._bk, self._bv, self._bdel, self._bbytes = [], [], [], 0
+
+    def _append_buffered(self, keys: list, values: list, dels: list) -> int:
         n = len(keys)
         kd = np.frombuffer(b"".join(keys), dtype=np.uint8)
         vd = np.frombuffer(b"".join(values), dtype=np.uint8)
