@@ -1,12 +1,13 @@
 """The timeline picture of a ``bench.ingest`` run (``--plot PATH``).
 
 ``plot_timeline(samples, path)`` draws one panel each for records/s of
-ingest, L0 SSTs, sorted runs, store bytes and writer stall time, against
+ingest, L0 SSTs, sorted runs, store bytes, the flusher's stall time and the
+writers' paced time (write pacing, docs/compaction.md), against
 seconds since prefill began, with the phases shaded (prefill, flush, the
 close right after it that builds L0 for the through-close figure, compact).
 ``samples`` are the ShaleDB adapter's once-a-second samples (dicts with
 ``t``, ``phase``, ``records``, ``l0``, ``sorted_runs``, ``store_bytes``,
-``stall_s``; a missing or None field is a gap).  The time between phases
+``stall_s``, ``paced_s``; a missing or None field is a gap).  The time between phases
 (the mixed and read phases, not sampled) is cut out: the x axis is sampled
 time only, and a dotted line marks each cut.
 
@@ -57,12 +58,12 @@ def timeline_series(samples: list[dict]) -> dict:
         return [s.get(name) for s in samples]
 
     return {"x": xs, "rate": rate, "l0": col("l0"), "sorted_runs": col("sorted_runs"),
-            "store_bytes": col("store_bytes"), "stall_s": col("stall_s"), "cuts": cuts,
+            "store_bytes": col("store_bytes"), "stall_s": col("stall_s"), "paced_s": col("paced_s"), "cuts": cuts,
             "spans": [tuple(sp) for sp in spans]}
 
 
 def plot_timeline(samples: list[dict], path: str, title: str = "") -> None:
-    """Draw the five panels to ``path`` (PNG, or whatever its suffix says).
+    """Draw the six panels to ``path`` (PNG, or whatever its suffix says).
     REQUIRES: matplotlib; at least one sample."""
     import matplotlib
 
@@ -76,9 +77,10 @@ def plot_timeline(samples: list[dict], path: str, title: str = "") -> None:
         ("l0", "L0 SSTs", None, "L0 SSTs"),
         ("sorted_runs", "sorted runs", None, "sorted runs"),
         ("store_bytes", "store", lambda v: v / 2**20, "MiB in the store"),
-        ("stall_s", "stall", None, "writer stall s (cumulative)"),
+        ("stall_s", "stall", None, "flusher L0 stall s (cumulative)"),
+        ("paced_s", "paced", None, "writers' paced s (cumulative)"),
     ]
-    fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(10, 9), constrained_layout=True)
+    fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(10, 10.5), constrained_layout=True)
     for ax, (key, _short, scale, label) in zip(axes, panels):
         ys = [None if v is None else (scale(v) if scale else v) for v in d[key]]
         pts = [(a, b) for a, b in zip(x, ys) if b is not None]

@@ -215,11 +215,16 @@ class FlusherStatus(_ByName):
 class StallStatus(_ByName):
     """Writer backpressure on a full L0 (docs/compaction.md), since this
     Db opened: ``slowdowns`` short pauses near the limit, ``stalls`` waits at
-    the limit, ``seconds`` spent in both."""
+    the limit, ``seconds`` spent in both (by the flusher, before new L0
+    SSTs).  Write pacing (flush/pacing.py): ``pace_rate`` the bytes/s the
+    writers may append together now (0: not paced), ``paced_seconds`` the
+    seconds writers waited for their turn in it, summed over writers."""
 
     stalls: int
     slowdowns: int
     seconds: float
+    pace_rate: int = 0
+    paced_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -269,6 +274,8 @@ LEGACY_KEYS: dict[str, str] = {
     "l0_stalls": "stall.stalls",
     "l0_slowdowns": "stall.slowdowns",
     "l0_stall_seconds": "stall.seconds",
+    "write_pace_rate": "stall.pace_rate",
+    "write_paced_seconds": "stall.paced_seconds",
     "compactor": "compactor",
 }
 
@@ -383,6 +390,8 @@ def db_status(
             stalls=_int(f, "l0_stalls"),
             slowdowns=_int(f, "l0_slowdowns"),
             seconds=float(f.get("l0_stall_seconds") or 0.0),
+            pace_rate=_int(f, "write_pace_rate"),
+            paced_seconds=float(f.get("write_paced_seconds") or 0.0),
         ),
         compactor=compactor_status(compactor),
     )

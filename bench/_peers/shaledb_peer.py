@@ -514,6 +514,7 @@ class _Sampler:
             st = db.status() if db is not None else {}
             s["l0_status"] = st.get("l0")
             s["stall_s"] = st.get("l0_stall_seconds")
+            s["paced_s"] = st.get("write_paced_seconds")
         except Exception as exc:
             s["status_error"] = type(exc).__name__
         try:

@@ -73,6 +73,9 @@ L0_SLOW_MARGIN = 2
 L0_SLOW_STEP = 0.05
 #: How often a stalled flusher re-reads the manifest.
 L0_STALL_POLL = 0.05
+#: Write pacing (flush/pacing.py): the flusher re-reads the manifest this
+#: often while writes are paced.
+PACE_POLL = 0.5
 
 
 class _Queued:
@@ -160,6 +163,12 @@ class Flusher:
         self._compactor_epoch_at_open = 0
         self._l0_probe = None  # a read-only ManifestStore for the backpressure wait
         self._hurry = False  # close or abort asked: no more backpressure waits
+        from shaledb.flush.pacing import WritePacer
+
+        self._pacer = WritePacer(self._set_pace_rate, compaction_threshold=options.l0_compaction_threshold,
+                                 l0_max_ssts=options.l0_max_ssts)
+        self._pace_probe = None  # a read-only ManifestStore for the pacer's polls (worker thread only)
+        self._last_pace_poll = 0.0
 
     # ---- startup
 
@@ -221,6 +230,7 @@ class Flusher:
             return self._await_durable(seq, float(args[1]) if len(args) > 1 else self.options.request_timeout)
         if op is Request.ABORT or op is Request.CLOSE:
             self._hurry = True  # a backpressure wait in progress ends now
+            self._pacer.stop()
         if op is Request.ABORT:
             if self._stopped.is_set():
                 return True
@@ -277,6 +287,8 @@ class Flusher:
             # (id, Manifest): shaledb.status computes the tree's shape from it
             "manifest": (self.mstore.manifest_id, self.mstore.current) if self.mstore else None,
             "requests": self.request_counts() if self.request_counts else {},
+            "write_pace_rate": self._pacer.rate,
+            "write_paced_seconds": self.pool.paced_seconds() if getattr(self.pool, "ctl", None) is not None else 0.0,
             **self.stats,
         }
 
@@ -316,6 +328,7 @@ class Flusher:
                             self._upload_wal()
                         else:
                             self._background_tick()
+                        self._pace_tick()
                     except Exception as exc:  # noqa: BLE001 - retried next tick
                         self._note_error(exc)
                 continue
@@ -482,6 +495,7 @@ class Flusher:
             self.mstore.refresh()  # Fenced when a newer writer bumped the epoch
             if self.mstore.manifest_id != before:
                 self._published()  # e.g. a compactor's update: readers re-read it
+                self._pace_observe(self.mstore.manifest_id, self.mstore.current)
         if self.options.wal:
             self._upload_wal()
         if self.pool.active_bytes() >= self.options.l0_sst_bytes:
@@ -684,6 +698,7 @@ class Flusher:
         self.stats["l0_ssts"] += len(refs)
         self.stats["l0_bytes"] += sum(r.size for r in refs)
         self._published()
+        self._pace_observe(self.mstore.manifest_id, self.mstore.current)
         self.fp.hit("after-manifest")
         return True
 
@@ -724,7 +739,9 @@ class Flusher:
         stalled = False
         try:
             while not self._hurry:
-                n = len(self._l0_probe.refresh().l0)
+                m = self._l0_probe.refresh()
+                self._pace_observe(self._l0_probe.manifest_id, m)
+                n = len(m.l0)
                 if n < slow:
                     return
                 if n < limit:
@@ -744,6 +761,34 @@ class Flusher:
                 time.sleep(L0_STALL_POLL)
         finally:
             self.stats["l0_stall_seconds"] += time.monotonic() - t0
+
+    def _set_pace_rate(self, rate: int) -> None:
+        if self.pool is not None:
+            self.pool.set_pace_rate(rate)
+
+    def _pace_observe(self, manifest_id: int, manifest) -> None:
+        """Feed a manifest to the write pacer (flush/pacing.py) when a
+        compactor tends L0 and no close or abort is under way."""
+        if not self._hurry and self._throttled():
+            self._pacer.observe(manifest_id, manifest)
+
+    def _pace_tick(self) -> None:
+        """While writes are paced, or L0 is one short of the pacing mark,
+        re-read the manifest every PACE_POLL seconds: a drained L0 lifts or
+        raises the rate without waiting for this flusher's next publish.
+        REQUIRES: the worker thread."""
+        if self._hurry or not (self._pacer.rate or self._pacer.l0 >= self._pacer.mark - 1):
+            return
+        now = time.monotonic()
+        if now - self._last_pace_poll < PACE_POLL or not self._throttled():
+            return
+        self._last_pace_poll = now
+        from shaledb.manifest.store import ManifestStore
+
+        if self._pace_probe is None:
+            self._pace_probe = ManifestStore(self.store, update_timeout=self.options.request_timeout)
+        m = self._pace_probe.refresh()
+        self._pace_observe(self._pace_probe.manifest_id, m)
 
     def _build_serving_wal(self, build):
         """Run ``build()`` (the L0 sort/dedupe/encode: kernels without the GIL,

@@ -65,7 +65,11 @@ C_INDEX_SLOTS, C_NEXT_SEQ, C_DURABLE, C_GENERATION = 4, 5, 6, 7
 C_STATUS, C_UNFLUSHED, C_MAX_UNFLUSHED, C_CREATED = 8, 9, 10, 11
 C_NEXT_WRITER, C_RELEASES, C_GEN_BYTES, C_SEAL_BYTES = 12, 13, 14, 15
 C_MANIFEST_ID, C_LARGE_IDS = 16, 17
-# words 18..31 are reserved (zero)
+# write pacing (smooth backpressure, set by the flusher): bytes/s the writers
+# may append together (0: no limit), the CLOCK_MONOTONIC ns at which the next
+# append may start, and the nanoseconds writers have waited for it in all
+C_PACE_RATE, C_PACE_NEXT, C_PACED_NS = 18, 19, 20
+# words 21..31 are reserved (zero)
 SLOT0, SLOT_WORDS = 32, 8
 S_STATE, S_GEN, S_WRITER, S_BYTES, S_WAL_END, S_WAL_INC, S_LARGE = 0, 1, 2, 3, 4, 5, 6
 
@@ -513,6 +517,41 @@ class ArenaPool:
 
     def unflushed_bytes(self) -> int:
         return int(self.ctl[C_UNFLUSHED])
+
+    # ---------------------------------------------------------- write pacing
+    def set_pace_rate(self, rate: int) -> None:
+        """The flusher: writers together may append ``rate`` bytes/s from
+        now on (0: no limit).  docs/compaction.md, "Backpressure"."""
+        if self.ctl is not None:
+            self.ctl[C_PACE_RATE] = max(0, int(rate))
+
+    def pace_rate(self) -> int:
+        ctl = self.ctl
+        return 0 if ctl is None else int(ctl[C_PACE_RATE])
+
+    def paced_seconds(self) -> float:
+        """Seconds writers of this pool have waited for the pacing in all."""
+        return int(self.ctl[C_PACED_NS]) / 1e9
+
+    def pace(self, nbytes: int) -> float:
+        """Reserve ``nbytes`` of the shared write rate: the seconds the caller
+        must wait before its append (0.0 when no rate is set).  The writers
+        of every process share one schedule (a token bucket without burst):
+        an append starts no earlier than the previous reservation's end, so
+        together they append at most ``pace_rate()`` bytes/s."""
+        with self.lock:
+            ctl = self.ctl
+            if ctl is None:
+                return 0.0
+            rate = int(ctl[C_PACE_RATE])
+            if not rate:
+                return 0.0
+            now = time.monotonic_ns()
+            start = max(now, int(ctl[C_PACE_NEXT]))
+            ctl[C_PACE_NEXT] = start + max(1, int(nbytes)) * 1_000_000_000 // rate
+            wait = start - now
+            ctl[C_PACED_NS] = int(ctl[C_PACED_NS]) + wait
+            return wait / 1e9
 
     def max_unflushed_bytes(self) -> int:
         return int(self.ctl[C_MAX_UNFLUSHED])

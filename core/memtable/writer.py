@@ -565,8 +565,12 @@ class Writer:
         return seq
 
     def _append_chunk(self, kd, ko, vd, vo, kinds, nbytes: int) -> int:
-        """One atomic append, waiting (bounded) under backpressure."""
+        """One atomic append, waiting (bounded) under backpressure: first
+        for its turn in the write pacing (when the flusher set a rate), then
+        for memory."""
         pool = self._pool
+        if pool.pace_rate():
+            self._paced(pool, nbytes)
         deadline = None
         delay = 0.0005
         while True:
@@ -589,6 +593,18 @@ class Writer:
             self._hooks.check_alive(pool)
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
+
+    def _paced(self, pool, nbytes: int) -> None:
+        """Wait for this append's turn in the shared write rate (a slowdown
+        that keeps L0 under l0_max_ssts without stop-and-go stalls)."""
+        end = time.monotonic() + pool.pace(nbytes)
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.05))
+            pool.check_status()
+            self._hooks.check_alive(pool)
 
     def _await(self, seq: int) -> None:
         self._hooks.await_durable(self._pool, seq, self._timeout)

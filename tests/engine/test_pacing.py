@@ -1,0 +1,206 @@
+"""Write pacing (core/flush/pacing.py): the flusher turns the compactor's L0
+drain rate into a shared write rate; writers take turns in it
+(``ArenaPool.pace``) instead of stopping dead when L0 is full.
+
+The pacer is driven with a fake clock and hand-made manifests; the pool's
+schedule is checked through the waits it hands out (no timing); the engine
+test checks that a Db whose L0 is full paces its writers, loses nothing, and
+lifts the rate once the compactor caught up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from engine_util import open_db, scan_all
+
+from shaledb.compact import Compactor
+from shaledb.flush.pacing import MIN_RATE, PRIOR_RATE, WINDOW, WritePacer
+from shaledb.memtable.arena_pool import ArenaPool
+from shaledb.storage import open_store
+
+MiB = 1 << 20
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def _manifest(*ids, size=64 * MiB):
+    return SimpleNamespace(l0=tuple(SimpleNamespace(sst_id=i, size=size) for i in ids))
+
+
+def _pacer(threshold=4, limit=8):
+    clock, rates = Clock(), []
+    p = WritePacer(rates.append, compaction_threshold=threshold, l0_max_ssts=limit, clock=clock)
+    return p, clock, rates
+
+
+def test_no_rate_below_the_mark():
+    p, clock, rates = _pacer()
+    for mid, n in enumerate(range(1, 5), start=1):  # up to the compaction threshold (4): unpaced
+        assert p.observe(mid, _manifest(*[f"s{i}" for i in range(n)])) == 0
+    assert rates == [] and p.rate == 0
+
+
+def test_prior_rate_then_measured_drain_then_lifted():
+    p, clock, rates = _pacer()
+    ids = [f"s{i}" for i in range(5)]
+    assert p.observe(1, _manifest(*ids)) == PRIOR_RATE  # at the mark, nothing drained yet: the prior
+    clock.t += 4.0
+    # the compactor took the 4 oldest (256 MiB) and the flusher added 3 more: 4 left... then 5
+    ids = ids[4:] + ["t0", "t1", "t2", "t3"]
+    r = p.observe(2, _manifest(*ids))
+    assert len(ids) == 5
+    # 256 MiB drained over the span since the first observation (4 s): 64 MiB/s, at the mark: x1.0
+    assert r == 64 * MiB
+    clock.t += 1.0
+    ids = ids + ["t4", "t5"]  # 7 = one below the limit: half the drain rate over 5 s
+    assert p.observe(3, _manifest(*ids)) == int(256 * MiB / 5.0 * 0.5)
+    clock.t += 1.0
+    assert p.observe(4, _manifest(*ids[:4])) == 0  # drained below the mark: lifted
+    assert rates[-1] == 0
+    assert p.rate == 0
+
+
+def test_fuller_l0_lowers_the_rate():
+    p, clock, _ = _pacer()
+    got = []
+    for mid, n in enumerate(range(5, 10), start=1):
+        got.append(p.observe(mid, _manifest(*[f"s{i}" for i in range(n)])))
+    assert got == [PRIOR_RATE, int(PRIOR_RATE * 0.75), int(PRIOR_RATE * 0.5), int(PRIOR_RATE * 0.25),
+                   int(PRIOR_RATE * 0.25)]
+
+
+def test_no_drain_for_a_window_falls_to_the_floor_and_old_drains_expire():
+    p, clock, _ = _pacer()
+    ids = [f"s{i}" for i in range(6)]
+    p.observe(1, _manifest(*ids))
+    clock.t += 2.0
+    p.observe(2, _manifest(*(ids[4:] + ["a", "b", "c", "d"])))  # 256 MiB drained
+    assert p.drain_rate() == 128 * MiB
+    clock.t += WINDOW + 1  # that drain leaves the window; nothing new
+    assert p.observe(3, _manifest(*(ids[4:] + ["a", "b", "c", "d", "e"]))) == MIN_RATE
+
+
+def test_older_manifests_are_ignored():
+    p, clock, _ = _pacer()
+    p.observe(5, _manifest("a", "b", "c", "d", "e"))
+    clock.t += 3
+    # an older manifest (the flusher's own view, behind a probe's) must not count drains
+    assert p.observe(4, _manifest("a")) == PRIOR_RATE
+    assert p.drain_rate() == PRIOR_RATE
+
+
+def test_stop_lifts_the_rate():
+    p, clock, rates = _pacer()
+    p.observe(1, _manifest(*"abcdef"))
+    assert p.rate > 0
+    p.stop()
+    assert p.rate == 0 and rates[-1] == 0
+
+
+# ---------------------------------------------------------------- the pool
+
+
+@pytest.fixture
+def pool(tmp_path):
+    p = ArenaPool.create(str(tmp_path / "db"), arena_bytes=256 << 10, max_arenas=4, initial_arenas=1)
+    try:
+        yield p
+    finally:
+        p.destroy()
+
+
+def test_pool_pace_is_a_shared_schedule(pool):
+    assert pool.pace(1 << 20) == 0.0  # no rate: never waits
+    assert pool.paced_seconds() == 0.0
+    pool.set_pace_rate(10 * MiB)
+    assert pool.pace_rate() == 10 * MiB
+    other = ArenaPool.attach(pool.descriptor())  # another writer's handle (same shared control words)
+    try:
+        first = pool.pace(5 * MiB)
+        waits = [other.pace(5 * MiB), pool.pace(5 * MiB)]
+        # each reservation starts where the previous one ended: 0.5 s of rate apiece
+        assert first < 0.1
+        assert 0.4 < waits[0] <= 0.5 + first
+        assert 0.9 < waits[1] <= 1.0 + first
+        assert pool.paced_seconds() == pytest.approx(first + sum(waits), abs=1e-6)
+        pool.set_pace_rate(0)
+        assert other.pace(5 * MiB) == 0.0
+    finally:
+        other.close()
+
+
+# ---------------------------------------------------------------- the engine
+
+OPTS = dict(
+    arena_bytes=64 << 10,
+    l0_sst_bytes=64 << 10,
+    max_unflushed_bytes=256 << 10,
+    flush_interval=0.02,
+    manifest_poll_interval=0.05,
+    compactor=False,
+    compaction_workers=1,
+    l0_compaction_threshold=2,
+    l0_max_ssts=4,
+    request_timeout=60.0,
+)
+
+
+def _wait_for(pred, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_full_l0_paces_writers_and_a_compaction_lifts_it(tmp_path):
+    url = str(tmp_path / "db")
+    model = {}
+    with open_db(url, **OPTS) as db:
+        store = open_store(url)
+        assert db.status().stall.pace_rate == 0
+        with Compactor(store, db.options) as comp:  # opened after the Db: the flusher sees a compactor arrive
+            for i in range(3):  # L0 at 3 = the pacing mark (threshold 2 + 1)
+                k = b"k%03d" % i
+                db.put(k, b"v%d" % i, await_durable=False)
+                model[k] = b"v%d" % i
+                db.flush(memtable=True)
+            _wait_for(lambda: db.status().stall.pace_rate > 0, "the flusher to pace writers")
+            assert db.status().stall.pace_rate >= MIN_RATE
+            for j in range(10):  # paced writes go through (well within L0's and the arenas' room)
+                ks = [b"p%02d-%03d" % (j, i) for i in range(20)]
+                db.put_many(ks, [b"x" * 100] * 20, await_durable=False)
+                model.update((k, b"x" * 100) for k in ks)
+            comp.compact_once(full=True)
+            _wait_for(lambda: db.status().stall.pace_rate == 0, "the rate to be lifted after the compaction")
+        assert dict(scan_all(db)) == model
+
+
+def test_writers_of_every_process_keep_to_the_rate(tmp_path):
+    """The pool's rate set by hand (no compactor: the flusher never sets one):
+    put_many from this process and a writer handle wait their turns."""
+    url = str(tmp_path / "db")
+    with open_db(url, arena_bytes=1 << 20, compactor=False) as db:
+        db._pool.set_pace_rate(1 << 20)  # 1 MiB/s
+        t0 = time.monotonic()
+        for j in range(3):  # 3 x ~130 KB: the later ones wait for the earlier ones' share
+            db.put_many([b"a%d-%04d" % (j, i) for i in range(1000)], [b"v" * 100] * 1000, await_durable=False)
+        w = db.writer()
+        w.put_many([b"w-%04d" % i for i in range(1000)], [b"v" * 100] * 1000, await_durable=False)
+        took = time.monotonic() - t0
+        st = db.status().stall
+        assert st.pace_rate == 0  # the flusher reports its own pacer, which never paced
+        assert st.paced_seconds >= 0.3  # 4 x 128 KB at 1 MiB/s: turns of 0, 0.12, 0.24, 0.37 s
+        assert took >= 0.3
+        db._pool.set_pace_rate(0)
+        assert db.get(b"w-0999") == b"v" * 100
+        assert len(list(db.scan())) == 4000
