@@ -166,7 +166,8 @@ class Flusher:
         from shaledb.flush.pacing import WritePacer
 
         self._pacer = WritePacer(self._set_pace_rate, compaction_threshold=options.l0_compaction_threshold,
-                                 l0_max_ssts=options.l0_max_ssts)
+                                 l0_max_ssts=options.l0_max_ssts, l0_sst_bytes=options.l0_sst_bytes,
+                                 max_unflushed_bytes=options.max_unflushed_bytes)
         self._pace_probe = None  # a read-only ManifestStore for the pacer's polls (worker thread only)
         self._last_pace_poll = 0.0
 
@@ -767,28 +768,32 @@ class Flusher:
             self.pool.set_pace_rate(rate)
 
     def _pace_observe(self, manifest_id: int, manifest) -> None:
-        """Feed a manifest to the write pacer (flush/pacing.py) when a
-        compactor tends L0 and no close or abort is under way."""
+        """Feed a manifest and the arenas' unflushed bytes to the write pacer
+        (flush/pacing.py) when a compactor tends L0 and no close or abort is
+        under way."""
         if not self._hurry and self._throttled():
-            self._pacer.observe(manifest_id, manifest)
+            self._pacer.observe(manifest_id, manifest, self.pool.unflushed_bytes())
 
     def _pace_tick(self) -> None:
-        """While writes are paced, or L0 is one short of the pacing mark,
-        re-read the manifest every PACE_POLL seconds: a drained L0 lifts or
-        raises the rate without waiting for this flusher's next publish.
-        REQUIRES: the worker thread."""
-        if self._hurry or not (self._pacer.rate or self._pacer.l0 >= self._pacer.mark - 1):
+        """Every tick: the pacer sees the unflushed bytes of now.  While
+        writes are paced, or L0 is one short of the pacing mark, the
+        manifest is also re-read every PACE_POLL seconds, so a compaction
+        that landed lifts or raises the rate without waiting for this
+        flusher's next publish.  REQUIRES: the worker thread."""
+        if self._hurry or self.mstore is None or not self._throttled():
             return
+        p = self._pacer
         now = time.monotonic()
-        if now - self._last_pace_poll < PACE_POLL or not self._throttled():
-            return
-        self._last_pace_poll = now
-        from shaledb.manifest.store import ManifestStore
+        if (p.rate or p.l0 >= p.mark - 1) and now - self._last_pace_poll >= PACE_POLL:
+            self._last_pace_poll = now
+            from shaledb.manifest.store import ManifestStore
 
-        if self._pace_probe is None:
-            self._pace_probe = ManifestStore(self.store, update_timeout=self.options.request_timeout)
-        m = self._pace_probe.refresh()
-        self._pace_observe(self._pace_probe.manifest_id, m)
+            if self._pace_probe is None:
+                self._pace_probe = ManifestStore(self.store, update_timeout=self.options.request_timeout)
+            m = self._pace_probe.refresh()
+            self._pace_observe(self._pace_probe.manifest_id, m)
+        else:
+            self._pace_observe(self.mstore.manifest_id, self.mstore.current)
 
     def _build_serving_wal(self, build):
         """Run ``build()`` (the L0 sort/dedupe/encode: kernels without the GIL,

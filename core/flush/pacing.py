@@ -6,13 +6,18 @@ to ``max_unflushed_bytes`` and every writer waits until a compaction job
 lands (seconds: a job merges several L0 SSTs at once).  The load goes
 stop-and-go and single ``put_many`` calls stall for seconds.
 
-With it, once L0 holds more than ``l0_compaction_threshold`` SSTs the
-flusher measures how fast the compactor drains L0 (bytes of L0 SSTs that
-left the manifest in the last ``WINDOW`` seconds) and sets a shared write
-rate a little below that (lower the fuller L0 is); writers take turns in
-that rate before each append (``ArenaPool.pace``), so they run continuously
-at the compactor's speed and the burst between two compaction jobs fits in
-the L0 room and the arenas.  Below the mark the rate is lifted (0: no limit).
+With it, the flusher watches the whole backlog in front of the compactor:
+the bytes of L0 SSTs plus the bytes in the arenas not yet in L0, against
+the room for them (``l0_max_ssts * l0_sst_bytes + max_unflushed_bytes``).
+Once the backlog fills a quarter of that room, or L0 holds more than
+``l0_compaction_threshold`` SSTs, it sets a shared write rate: how fast the
+compactor drained L0 lately (bytes of L0 SSTs that left the manifest in the
+last ``WINDOW`` seconds; in steady state that is also what the flusher can
+deliver), times a factor that falls from 1 to 1/4 as the backlog fills.
+Writers take turns in that rate before each append (``ArenaPool.pace``), so
+they run continuously near the compactor's speed and the burst between two
+compaction jobs fits in the room left.  Below the marks the rate is lifted
+(0: no limit).
 docs/compaction.md, "Backpressure".
 """
 
@@ -36,17 +41,23 @@ MIN_SPAN = 2.0
 
 
 class WritePacer:
-    """Turns the L0 state the flusher observes into the pool's write rate.
+    """Turns the backlog the flusher observes into the pool's write rate.
 
-    ``observe(manifest_id, manifest)`` may be called from any thread, with
-    manifests in any order (older ones are ignored).  ``set_rate`` is the
-    pool's ``set_pace_rate``.
+    ``observe(manifest_id, manifest, unflushed)`` may be called from any
+    thread, with manifests in any order (an older one only updates
+    ``unflushed``).  ``set_rate`` is the pool's ``set_pace_rate``.
     """
 
-    def __init__(self, set_rate, *, compaction_threshold: int, l0_max_ssts: int, clock=time.monotonic):
+    #: backlog fill (of the room) where pacing starts, and where it is
+    #: at its lowest factor
+    START, FULL = 0.25, 0.9
+
+    def __init__(self, set_rate, *, compaction_threshold: int, l0_max_ssts: int, l0_sst_bytes: int = 64 << 20,
+                 max_unflushed_bytes: int = 512 << 20, clock=time.monotonic):
         self._set_rate = set_rate
         self.mark = compaction_threshold + 1
         self.limit = max(l0_max_ssts, self.mark)
+        self.room = max(1, l0_max_ssts * l0_sst_bytes + max_unflushed_bytes)
         self._clock = clock
         self._lock = threading.Lock()
         self._mid = -1
@@ -56,31 +67,39 @@ class WritePacer:
         self._paced_since = None  # when the current stretch of pacing began
         self.rate = 0
         self.l0 = 0
+        self.l0_bytes = 0
+        self.unflushed = 0
 
-    def observe(self, manifest_id: int, manifest) -> int:
-        """Note which L0 SSTs left since the last (older) manifest observed
-        and set the write rate for the L0 count of this one.  Returns the
-        rate set (bytes/s, 0 = none)."""
+    def observe(self, manifest_id: int, manifest, unflushed: int | None = None) -> int:
+        """Note which L0 SSTs left since the last (older) manifest observed,
+        and the arenas' unflushed bytes, and set the write rate for the
+        backlog now.  Returns the rate set (bytes/s, 0 = none)."""
         with self._lock:
-            if manifest_id <= self._mid:
-                return self.rate
             now = self._clock()
             if self._since is None:
                 self._since = now
-            self._mid = manifest_id
-            cur = {r.sst_id: r.size for r in manifest.l0}
-            gone = sum(size for sid, size in self._seen.items() if sid not in cur)
-            self._seen = cur
-            if gone:
-                self._drains.append((now, gone))
+            if unflushed is not None:
+                self.unflushed = max(0, int(unflushed))
+            if manifest_id > self._mid:
+                self._mid = manifest_id
+                cur = {r.sst_id: r.size for r in manifest.l0}
+                gone = sum(size for sid, size in self._seen.items() if sid not in cur)
+                self._seen = cur
+                if gone:
+                    self._drains.append((now, gone))
+                self.l0 = len(cur)
+                self.l0_bytes = sum(cur.values())
             while self._drains and self._drains[0][0] < now - WINDOW:
                 self._drains.popleft()
-            self.l0 = len(cur)
             rate = self._rate_locked(now)
             if rate != self.rate:
                 self.rate = rate
                 self._set_rate(rate)
             return rate
+
+    def fill(self) -> float:
+        """The backlog (L0 bytes + unflushed arena bytes) over its room."""
+        return (self.l0_bytes + self.unflushed) / self.room
 
     def drain_rate(self) -> float:
         """L0 bytes/s the compactor drained over the last WINDOW seconds
@@ -96,17 +115,17 @@ class WritePacer:
         return sum(b for _, b in self._drains) / span
 
     def _rate_locked(self, now: float) -> int:
-        n = self.l0
-        if n < self.mark:
+        n, fill = self.l0, self.fill()
+        if n < self.mark and fill < self.START:
             self._paced_since = None
             return 0
         if self._paced_since is None:
             self._paced_since = now
-        # 1.0 at the mark down to 0.5 one below the limit, 0.25 at it
-        if n >= self.limit:
+        if n >= self.limit:  # the flusher is stalled: only the arenas take writes
             factor = 0.25
         else:
-            factor = 1.0 - 0.5 * (n - self.mark) / max(1, self.limit - 1 - self.mark)
+            over = max(0.0, fill - self.START) / (self.FULL - self.START)
+            factor = max(0.25, 1.0 - 0.75 * over)
         return max(MIN_RATE, int(self._drain_locked(now) * factor))
 
     def stop(self) -> None:

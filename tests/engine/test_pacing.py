@@ -33,50 +33,52 @@ class Clock:
         return self.t
 
 
-def _manifest(*ids, size=64 * MiB):
+def _manifest(*ids, size=16 * MiB):
     return SimpleNamespace(l0=tuple(SimpleNamespace(sst_id=i, size=size) for i in ids))
 
 
 def _pacer(threshold=4, limit=8):
+    """Room for the backlog: 8 x 64 MiB of L0 + 512 MiB of arenas = 1 GiB."""
     clock, rates = Clock(), []
-    p = WritePacer(rates.append, compaction_threshold=threshold, l0_max_ssts=limit, clock=clock)
+    p = WritePacer(rates.append, compaction_threshold=threshold, l0_max_ssts=limit, l0_sst_bytes=64 * MiB,
+                   max_unflushed_bytes=512 * MiB, clock=clock)
     return p, clock, rates
 
 
-def test_no_rate_below_the_mark():
+def test_no_rate_below_the_marks():
     p, clock, rates = _pacer()
-    for mid, n in enumerate(range(1, 5), start=1):  # up to the compaction threshold (4): unpaced
-        assert p.observe(mid, _manifest(*[f"s{i}" for i in range(n)])) == 0
+    for mid, n in enumerate(range(1, 5), start=1):  # up to the compaction threshold (4), a small backlog
+        assert p.observe(mid, _manifest(*[f"s{i}" for i in range(n)]), unflushed=100 * MiB) == 0
     assert rates == [] and p.rate == 0
 
 
 def test_prior_rate_then_measured_drain_then_lifted():
     p, clock, rates = _pacer()
     ids = [f"s{i}" for i in range(5)]
-    assert p.observe(1, _manifest(*ids)) == PRIOR_RATE  # at the mark, nothing drained yet: the prior
+    assert p.observe(1, _manifest(*ids)) == PRIOR_RATE  # past the L0 mark, nothing drained yet: the prior
     clock.t += 4.0
-    # the compactor took the 4 oldest (256 MiB) and the flusher added 3 more: 4 left... then 5
-    ids = ids[4:] + ["t0", "t1", "t2", "t3"]
-    r = p.observe(2, _manifest(*ids))
-    assert len(ids) == 5
-    # 256 MiB drained over the span since the first observation (4 s): 64 MiB/s, at the mark: x1.0
-    assert r == 64 * MiB
+    ids = ids[4:] + ["t0", "t1", "t2", "t3"]  # the compactor took the 4 oldest (64 MiB); 4 new ones
+    assert p.observe(2, _manifest(*ids)) == 16 * MiB  # 64 MiB over the 4 s since the first observation
     clock.t += 1.0
-    ids = ids + ["t4", "t5"]  # 7 = one below the limit: half the drain rate over 5 s
-    assert p.observe(3, _manifest(*ids)) == int(256 * MiB / 5.0 * 0.5)
+    ids = ids + ["t4", "t5", "t6"]  # 8 = the limit: a quarter of the drain rate over 5 s
+    assert p.observe(3, _manifest(*ids)) == max(MIN_RATE, int(64 * MiB / 5.0 * 0.25))
     clock.t += 1.0
-    assert p.observe(4, _manifest(*ids[:4])) == 0  # drained below the mark: lifted
-    assert rates[-1] == 0
-    assert p.rate == 0
+    assert p.observe(4, _manifest(*ids[:4])) == 0  # drained below the mark, small backlog: lifted
+    assert rates[-1] == 0 and p.rate == 0
 
 
-def test_fuller_l0_lowers_the_rate():
+def test_a_filling_backlog_lowers_the_rate():
     p, clock, _ = _pacer()
-    got = []
-    for mid, n in enumerate(range(5, 10), start=1):
-        got.append(p.observe(mid, _manifest(*[f"s{i}" for i in range(n)])))
-    assert got == [PRIOR_RATE, int(PRIOR_RATE * 0.75), int(PRIOR_RATE * 0.5), int(PRIOR_RATE * 0.25),
-                   int(PRIOR_RATE * 0.25)]
+    ids = ["a", "b"]  # 2 x 16 MiB of L0: below the L0 mark; the arenas decide
+    got = [p.observe(1, _manifest(*ids), unflushed=100 * MiB)]  # 13 % of the room: unpaced
+    for mid, u in enumerate((224, 450, 600, 900), start=2):
+        got.append(p.observe(mid, _manifest(*ids), unflushed=u * MiB))
+    fills = [(32 + u) / 1024 for u in (224, 450, 600, 900)]  # 25 %, 47 %, 62 %, 91 %
+    want = [max(MIN_RATE, int(PRIOR_RATE * max(0.25, 1 - 0.75 * max(0.0, f - 0.25) / 0.65))) for f in fills]
+    assert got == [0] + want
+    assert want[0] == PRIOR_RATE and want[-1] == PRIOR_RATE // 4 and want[1] > want[2] > want[3]
+    # the unflushed bytes alone (same manifest id) move the rate too
+    assert p.observe(5, _manifest(*ids), unflushed=0) == 0
 
 
 def test_no_drain_for_a_window_falls_to_the_floor_and_old_drains_expire():
@@ -84,8 +86,8 @@ def test_no_drain_for_a_window_falls_to_the_floor_and_old_drains_expire():
     ids = [f"s{i}" for i in range(6)]
     p.observe(1, _manifest(*ids))
     clock.t += 2.0
-    p.observe(2, _manifest(*(ids[4:] + ["a", "b", "c", "d"])))  # 256 MiB drained
-    assert p.drain_rate() == 128 * MiB
+    p.observe(2, _manifest(*(ids[4:] + ["a", "b", "c", "d"])))  # 64 MiB drained
+    assert p.drain_rate() == 32 * MiB
     clock.t += WINDOW + 1  # that drain leaves the window; nothing new
     assert p.observe(3, _manifest(*(ids[4:] + ["a", "b", "c", "d", "e"]))) == MIN_RATE
 
@@ -96,7 +98,7 @@ def test_older_manifests_are_ignored():
     clock.t += 3
     # an older manifest (the flusher's own view, behind a probe's) must not count drains
     assert p.observe(4, _manifest("a")) == PRIOR_RATE
-    assert p.drain_rate() == PRIOR_RATE
+    assert p.drain_rate() == PRIOR_RATE and p.l0 == 5
 
 
 def test_stop_lifts_the_rate():
