@@ -92,3 +92,32 @@ def pack_batch(keys, values, kinds=None):
     vo[1:] = np.cumsum([len(v) for v in values])
     kinds = np.ones(len(keys), dtype=np.uint8) if kinds is None else np.array(kinds, dtype=np.uint8)
     return kd, ko, vd, vo, kinds
+
+
+def wait_for(pred, what: str, timeout: float = 60.0) -> None:
+    """Wait (bounded) until ``pred()`` is true; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def block_linger_appends(monkeypatch):
+    """Make the writer's linger thread stop at the start of its next append
+    until released: returns ``(entered, release)`` events (set ``release``;
+    the hook also gives up after 10 s)."""
+    import threading
+
+    from shaledb.memtable.writer import Writer
+
+    entered, release = threading.Event(), threading.Event()
+    orig = Writer._append_chunk
+
+    def slow(self, *a, **k):
+        if threading.current_thread().name == "shaledb-writer-linger":
+            entered.set()
+            release.wait(10)
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(Writer, "_append_chunk", slow)
+    return entered, release

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from engine_util import open_db, scan_all
+from engine_util import open_db, scan_all, wait_for
 
 import shaledb
 from shaledb.compact import Compactor
@@ -33,14 +33,6 @@ OPTS = dict(
     l0_max_ssts=LIMIT,
     request_timeout=60.0,
 )
-
-
-def _wait_for(pred, what: str, timeout: float = 60.0):
-    """Wait (bounded) until ``pred()`` is true; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def _l0(store) -> int:
@@ -72,7 +64,7 @@ def test_flush_waits_for_the_compactor_then_proceeds(tmp_path):
             t = threading.Thread(target=flush)
             t.start()
             try:
-                _wait_for(lambda: db.status()["l0_stalls"] >= 1, "the flusher to stall on a full L0")
+                wait_for(lambda: db.status()["l0_stalls"] >= 1, "the flusher to stall on a full L0")
                 assert t.is_alive(), "flush() returned while L0 was full"
                 assert _l0(store) == LIMIT  # nothing published past the limit
                 comp.compact_once(full=True)
@@ -126,7 +118,7 @@ def test_writers_are_held_back_until_the_compactor_catches_up(tmp_path):
             t = threading.Thread(target=write)
             t.start()
             try:
-                _wait_for(lambda: db.status()["l0_stalls"] >= 1, "the flusher to stall on a full L0")
+                wait_for(lambda: db.status()["l0_stalls"] >= 1, "the flusher to stall on a full L0")
                 # n * size is several times what fits below the limit plus the
                 # arenas: the writer cannot be done before a compaction
                 assert t.is_alive(), "the writer finished although L0 was full"

@@ -10,12 +10,11 @@ lifts the rate once the compactor caught up.
 
 from __future__ import annotations
 
-import threading
 import time
 from types import SimpleNamespace
 
 import pytest
-from engine_util import open_db, scan_all
+from engine_util import open_db, scan_all, wait_for
 
 from shaledb.compact import Compactor
 from shaledb.flush.pacing import MIN_RATE, PRIOR_RATE, WINDOW, WritePacer
@@ -157,13 +156,6 @@ OPTS = dict(
 )
 
 
-def _wait_for(pred, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def test_a_full_l0_paces_writers_and_a_compaction_lifts_it(tmp_path):
     url = str(tmp_path / "db")
     model = {}
@@ -176,14 +168,14 @@ def test_a_full_l0_paces_writers_and_a_compaction_lifts_it(tmp_path):
                 db.put(k, b"v%d" % i, await_durable=False)
                 model[k] = b"v%d" % i
                 db.flush(memtable=True)
-            _wait_for(lambda: db.status().stall.pace_rate > 0, "the flusher to pace writers")
+            wait_for(lambda: db.status().stall.pace_rate > 0, "the flusher to pace writers")
             assert db.status().stall.pace_rate >= MIN_RATE
             for j in range(10):  # paced writes go through (well within L0's and the arenas' room)
                 ks = [b"p%02d-%03d" % (j, i) for i in range(20)]
                 db.put_many(ks, [b"x" * 100] * 20, await_durable=False)
                 model.update((k, b"x" * 100) for k in ks)
             comp.compact_once(full=True)
-            _wait_for(lambda: db.status().stall.pace_rate == 0, "the rate to be lifted after the compaction")
+            wait_for(lambda: db.status().stall.pace_rate == 0, "the rate to be lifted after the compaction")
         assert dict(scan_all(db)) == model
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 import shaledb
-from engine_util import memory_url, open_db, s3_opts, s3_url
+from engine_util import block_linger_appends, memory_url, open_db, s3_opts, s3_url
 
 KEYS = [b"a", b"ab", b"b", b"k1", b"k10", b"k2", b"zz", b"\x00", b"\xff" * 3] + [b"n%03d" % i for i in range(0, 60, 3)]
 KEY = st.sampled_from(KEYS)
@@ -158,19 +158,8 @@ def test_get_many_sees_a_put_the_linger_thread_is_still_appending(tmp_path, monk
     get_many skipped the drain while the linger thread held the records)."""
     import threading
 
-    from shaledb.memtable.writer import Writer
-
-    entered, release = threading.Event(), threading.Event()
-    orig = Writer._append_chunk
-
-    def slow(self, *a, **k):
-        if threading.current_thread().name == "shaledb-writer-linger":
-            entered.set()
-            release.wait(10)
-        return orig(self, *a, **k)
-
     with open_db(str(tmp_path / "db"), compactor=False) as db:
-        monkeypatch.setattr(Writer, "_append_chunk", slow)
+        entered, release = block_linger_appends(monkeypatch)
         try:
             db.put(b"k", b"v", await_durable=False)
             assert entered.wait(10), "the linger thread did not start its append"

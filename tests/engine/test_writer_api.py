@@ -10,6 +10,8 @@ import time
 import numpy as np
 import pytest
 
+from engine_util import block_linger_appends
+
 from shaledb.memtable.arena_pool import ArenaPool
 from shaledb.errors import Closed, InvalidArgument, Unavailable
 from shaledb.memtable.writer import WriteBatch, Writer, check_bound, check_key, check_value
@@ -380,16 +382,7 @@ def test_buffer_reads_as_buffered_until_the_linger_threads_append_lands(pool, mo
     skips the drain and misses an acknowledged put (CI: get_many returned
     None for a key put just before)."""
     w = Writer(pool.descriptor(), pool=pool, linger=0.001)
-    entered, release = threading.Event(), threading.Event()
-    orig = Writer._append_chunk
-
-    def slow(self, *a, **k):
-        if threading.current_thread().name == "shaledb-writer-linger":
-            entered.set()
-            release.wait(10)
-        return orig(self, *a, **k)
-
-    monkeypatch.setattr(Writer, "_append_chunk", slow)
+    entered, release = block_linger_appends(monkeypatch)
     try:
         w.put(b"k", b"v", await_durable=False)
         assert entered.wait(10), "the linger thread did not start its append"
