@@ -289,7 +289,7 @@ class Flusher:
             "manifest": (self.mstore.manifest_id, self.mstore.current) if self.mstore else None,
             "requests": self.request_counts() if self.request_counts else {},
             "write_pace_rate": self._pacer.rate,
-            "write_paced_seconds": self.pool.paced_seconds() if getattr(self.pool, "ctl", None) is not None else 0.0,
+            "write_paced_seconds": self.pool.paced_seconds() if self.pool is not None else 0.0,
             **self.stats,
         }
 
@@ -496,7 +496,6 @@ class Flusher:
             self.mstore.refresh()  # Fenced when a newer writer bumped the epoch
             if self.mstore.manifest_id != before:
                 self._published()  # e.g. a compactor's update: readers re-read it
-                self._pace_observe(self.mstore.manifest_id, self.mstore.current)
         if self.options.wal:
             self._upload_wal()
         if self.pool.active_bytes() >= self.options.l0_sst_bytes:

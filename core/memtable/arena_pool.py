@@ -531,7 +531,8 @@ class ArenaPool:
 
     def paced_seconds(self) -> float:
         """Seconds writers of this pool have waited for the pacing in all."""
-        return int(self.ctl[C_PACED_NS]) / 1e9
+        ctl = self.ctl
+        return 0.0 if ctl is None else int(ctl[C_PACED_NS]) / 1e9
 
     def pace(self, nbytes: int) -> float:
         """Reserve ``nbytes`` of the shared write rate: the seconds the caller
