@@ -18,7 +18,9 @@ def main(argv=None) -> int:
         from shaledb.compact.service import main as serve
 
         serve(argv[1:])
-        return 0
+        from shaledb.ipc.child import exit_child
+
+        exit_child(0)  # the service stopped in order: skip interpreter teardown
     ap = argparse.ArgumentParser(prog="python -m shaledb.compact")
     ap.add_argument("url")
     ap.add_argument("--workers", type=int, default=None, help="compaction worker processes")

@@ -7,5 +7,7 @@ see :func:`shaledb.flush.process.main`.
 import sys
 
 from shaledb.flush.process import main
+from shaledb.ipc.child import exit_child
 
 main(sys.argv[1:])
+exit_child(0)

@@ -14,6 +14,7 @@ See docs/architecture.md.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,17 +97,24 @@ def run_flusher_process(config: FlusherConfig, ready_conn) -> None:
             pass
         return
     try:
-        try:  # load every kernel now rather than on the first WAL upload / L0 flush
-            from shaledb.kernels.warmup import warmup
-
-            warmup()
-        except Exception:  # noqa: BLE001 - they load on first use anyway
-            pass
+        # load every kernel now rather than on the first WAL upload / L0
+        # flush, on a daemon thread: a close() that comes first (a short-lived
+        # Db) does not wait for kernels it will never use (about 1 s)
+        threading.Thread(target=_warmup, name="shaledb-flusher-warmup", daemon=True).start()
         flusher.wait_stopped()
     finally:
         flusher.stop()
         logs.stop()
         ready_conn.close()
+
+
+def _warmup() -> None:
+    try:
+        from shaledb.kernels.warmup import warmup
+
+        warmup()
+    except Exception:  # noqa: BLE001 - they load on first use anyway
+        pass
 
 
 def _request_counts(store) -> dict:
