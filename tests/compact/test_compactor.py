@@ -159,7 +159,6 @@ def test_process_compacts_and_stops_on_sigterm(tmp_path):
     check(root, model)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("point", ["compact-mid-merge", "compact-after-upload", "compact-after-manifest"])
 def test_sigkill_at_each_failpoint(tmp_path, point):
     root = str(tmp_path / "db")
@@ -230,12 +229,10 @@ def _race(root, target_updates, db_kw):
     check(root, model, **db_kw)
 
 
-@pytest.mark.slow
 def test_writer_and_compactor_race_local(tmp_path):
     _race(str(tmp_path / "db"), 500, {})
 
 
 @pytest.mark.s3
-@pytest.mark.slow
 def test_writer_and_compactor_race_s3(s3_bucket, moto_server):
     _race(s3_url(s3_bucket), 150, s3_opts(moto_server))

@@ -332,12 +332,10 @@ def _model_run(url: str, seed: int, steps: int, **kw) -> None:
         db.close()
 
 
-@pytest.mark.slow
 def test_random_model_local(tmp_path):
     _model_run(str(tmp_path / "db"), seed=2024, steps=30)
 
 
 @pytest.mark.s3
-@pytest.mark.slow
 def test_random_model_s3(s3_bucket, moto_server):
     _model_run(s3_url(s3_bucket), seed=7, steps=10, **s3_opts(moto_server))

@@ -74,7 +74,7 @@ def test_verifier_reports_lost_wrong_and_foreign_keys(tmp_path):
 
 @pytest.mark.timeout(240)
 def test_crash_loop_local(tmp_path):
-    n = 12  # 3 per kill target
+    n = 8  # 2 per kill target
     s = run(LoopConfig(iterations=n, store="local", seed=11, workdir=str(tmp_path), ops=80, quiet=True))
     _assert_clean(s)
     _assert_covered(s, n)
@@ -83,7 +83,7 @@ def test_crash_loop_local(tmp_path):
 @pytest.mark.s3
 @pytest.mark.timeout(240)
 def test_crash_loop_moto(tmp_path, moto_server):
-    n = 8  # 2 per kill target
+    n = 4  # 1 per kill target
     s = run(LoopConfig(iterations=n, store="moto", seed=12, endpoint=moto_server.endpoint_url,
                        workdir=str(tmp_path), ops=60, quiet=True))
     _assert_clean(s)

@@ -129,7 +129,6 @@ def _check(root, model, inflight, **extra):
         return db.status()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "failpoint, memtable_every",
     [("after-wal-upload=kill@6", 0), ("after-sst-upload=kill@2", 7), ("after-manifest=kill@2", 7)],
@@ -148,7 +147,6 @@ def test_flusher_killed_at_failpoint(tmp_path, failpoint, memtable_every):
         assert db.get(b"after") == b"recovery"
 
 
-@pytest.mark.slow
 @pytest.mark.s3
 def test_flusher_killed_after_wal_upload_s3(moto_server, s3_bucket):
     root, extra = s3_url(s3_bucket), s3_opts(moto_server)
@@ -157,7 +155,6 @@ def test_flusher_killed_after_wal_upload_s3(moto_server, s3_bucket):
     _check(root, model, inflight, **extra)
 
 
-@pytest.mark.slow
 def test_user_process_killed(tmp_path):
     root = str(tmp_path / "db")
     model, inflight, _ = _run_user(root, "", memtable_every=11, kill_user_after=40)
@@ -172,7 +169,6 @@ def _writer_dies(handle):
             w.put(b"w%02d" % i, b"x")
 
 
-@pytest.mark.slow
 def test_writer_killed_mid_append(tmp_path):
     root = str(tmp_path / "db")
     with open_db(root) as db:
@@ -188,7 +184,6 @@ def test_writer_killed_mid_append(tmp_path):
         assert scan_all(db) == {b"a": b"1", b"b": b"2", b"w00": b"x", b"w01": b"x"}
 
 
-@pytest.mark.slow
 def test_flusher_killed_from_outside_fails_calls_fast(tmp_path):
     root = str(tmp_path / "db")
     db = open_db(root, request_timeout=10.0)

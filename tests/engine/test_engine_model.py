@@ -145,7 +145,6 @@ def _settings(n, steps):
     )
 
 
-@pytest.mark.slow
 def test_model_memory():
     class M(EngineMachine):
         make_root = staticmethod(_memory_root)
@@ -153,7 +152,6 @@ def test_model_memory():
     run_state_machine_as_test(M, settings=_settings(30, 30))
 
 
-@pytest.mark.slow
 def test_model_local():
     class M(EngineMachine):
         make_root = staticmethod(_local_root)

@@ -152,7 +152,6 @@ def test_big_values_survive_a_crash_through_the_wal(tmp_path):
         assert db.get(b"small") == b"s" and db.get(b"tail") == b"t"
 
 
-@pytest.mark.slow
 def test_100_mib_value_with_default_options(tmp_path):
     """Default options (64 MiB arenas): a 100 MiB value, put, get, L0, reopen."""
     root = str(tmp_path / "db")

@@ -15,7 +15,6 @@ def big():
     return np.random.default_rng(7).integers(0, 256, SIZE, dtype=np.uint8)
 
 
-@pytest.mark.slow
 def test_large_object(shared_store, big):
     r = shared_store.put_if_absent("compacted/big.sst", big)
     meta = shared_store.head("compacted/big.sst")
