@@ -776,8 +776,10 @@ def _plot(path: str, report: dict) -> None:
         print("\n--plot: ShaleDB took no timeline samples (did it run?)", file=sys.stderr)
         return
     cfg = report["config"]
+    prefill = (((report["engines"].get("shaledb") or {}).get("phases") or {}).get("prefill")) or {}
     plot_timeline(samples, path, title=f"ShaleDB bench.ingest: {cfg['records']:,} records, {cfg['writers']} writers, "
-                                       f"batch {cfg['batch']:,}, {cfg.get('store_description', '')[:60]}")
+                                       f"batch {cfg['batch']:,}, {cfg.get('store_description', '')[:60]}",
+                  long_calls=prefill.get("long_calls"))
     print(f"\ntimeline: {path}")
 
 

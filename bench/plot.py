@@ -7,7 +7,8 @@ seconds since prefill began, with the phases shaded (prefill, flush, the
 close right after it that builds L0 for the through-close figure, compact).
 ``samples`` are the ShaleDB adapter's once-a-second samples (dicts with
 ``t``, ``phase``, ``records``, ``l0``, ``sorted_runs``, ``store_bytes``,
-``stall_s``, ``paced_s``; a missing or None field is a gap).  The time between phases
+``stall_s``, ``paced_s``; a missing or None field is a gap); a seventh
+panel shows the prefill's ``put_many`` calls over 250 ms when given.  The time between phases
 (the mixed and read phases, not sampled) is cut out: the x axis is sampled
 time only, and a dotted line marks each cut.
 
@@ -62,8 +63,11 @@ def timeline_series(samples: list[dict]) -> dict:
             "spans": [tuple(sp) for sp in spans]}
 
 
-def plot_timeline(samples: list[dict], path: str, title: str = "") -> None:
-    """Draw the six panels to ``path`` (PNG, or whatever its suffix says).
+def plot_timeline(samples: list[dict], path: str, title: str = "", long_calls=None) -> None:
+    """Draw the six panels to ``path`` (PNG, or whatever its suffix says),
+    and a seventh with ``long_calls`` when given: prefill ``put_many`` calls
+    over 250 ms as ``[start s, seconds]`` on the samples' clock (prefill is
+    the first phase: no cut comes before it).
     REQUIRES: matplotlib; at least one sample."""
     import matplotlib
 
@@ -80,8 +84,22 @@ def plot_timeline(samples: list[dict], path: str, title: str = "") -> None:
         ("stall_s", "stall", None, "flusher L0 stall s (cumulative)"),
         ("paced_s", "paced", None, "writers' paced s (cumulative)"),
     ]
-    fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(10, 10.5), constrained_layout=True)
+    if long_calls is not None:
+        d["long_calls"] = None  # drawn below, not as a series
+        panels.append(("long_calls", "long calls", None, "put_many calls > 250 ms: s"))
+    fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(10, 1.5 * len(panels)), constrained_layout=True)
     for ax, (key, _short, scale, label) in zip(axes, panels):
+        if key == "long_calls":
+            for phase, x0, x1 in d["spans"]:
+                ax.axvspan(x0, x1, color=_PHASE_COLORS.get(phase, "#eeeeee"), lw=0)
+            if long_calls:
+                ax.vlines([c[0] for c in long_calls], 0, [c[1] for c in long_calls], color="#b22222", lw=1.2)
+            else:
+                ax.text(0.5, 0.5, "none", transform=ax.transAxes, ha="center", va="center", color="#888888")
+            ax.set_ylabel(label, fontsize=9)
+            ax.set_ylim(bottom=0)
+            ax.grid(axis="y", color="#dddddd", lw=0.5)
+            continue
         ys = [None if v is None else (scale(v) if scale else v) for v in d[key]]
         pts = [(a, b) for a, b in zip(x, ys) if b is not None]
         for phase, x0, x1 in d["spans"]:

@@ -31,9 +31,12 @@ def _private_shm_dir() -> str:
 
 # Set before any test imports shaledb.memtable.shm (which reads it once per process).
 # A nested pytest run (the NUMBA_DISABLE_JIT pass) inherits its parent's directory.
-_OWN_SHM_DIR = "SHALEDB_SHM_DIR" not in os.environ
+# Under pytest-xdist each worker makes its own (it inherits the controller's).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_OWN_SHM_DIR = "SHALEDB_SHM_DIR" not in os.environ or os.environ.get("SHALEDB_SHM_DIR_OWNER", "") != _WORKER
 if _OWN_SHM_DIR:
     os.environ["SHALEDB_SHM_DIR"] = _private_shm_dir()
+    os.environ["SHALEDB_SHM_DIR_OWNER"] = _WORKER
 _SHM_DIR = os.environ["SHALEDB_SHM_DIR"]
 
 

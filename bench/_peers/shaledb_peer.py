@@ -30,6 +30,8 @@ from bench._peers.base import Adapter, ScanCheck, timed_gets, timed_ops
 
 _WRITER_START_TIMEOUT = 300.0
 _WRITER_RUN_TIMEOUT = 3600.0
+#: put_many calls longer than this are listed with their start time (prefill "long_calls")
+LONG_CALL_NS = 250_000_000
 
 
 def _warmup() -> None:
@@ -54,7 +56,7 @@ def _writer_main(handle, data_dir, a, b, batch, go, counter, results) -> None:
             if not go.wait(timeout=_WRITER_START_TIMEOUT):
                 raise TimeoutError("the engine process never gave the start signal")
             clock = time.perf_counter_ns
-            calls = []
+            calls, long_calls = [], []
             t0 = time.perf_counter()
             for lo in range(a, b, batch):
                 hi = min(b, lo + batch)
@@ -62,11 +64,14 @@ def _writer_main(handle, data_dir, a, b, batch, go, counter, results) -> None:
                 c0 = clock()
                 handle.put_many(keys, vals, await_durable=False)
                 calls.append(clock() - c0)
+                if calls[-1] > LONG_CALL_NS:
+                    long_calls.append((c0, calls[-1]))
                 with counter.get_lock():
                     counter.value += hi - lo
             t1 = time.perf_counter()
         results.put({"ok": True, "pid": os.getpid(), "records": b - a, "elapsed_s": t1 - t0,
-                     "exit_s": time.perf_counter() - t1, "startup_s": startup, "call_ns": calls})
+                     "exit_s": time.perf_counter() - t1, "startup_s": startup, "call_ns": calls,
+                     "long_calls": long_calls})
     except BaseException as exc:  # reported to the engine process, which fails the phase
         import traceback
 
@@ -227,7 +232,7 @@ class ShaleDBAdapter(Adapter):
             self._sampler.start("prefill", lambda: self._done)
             db = self.db
             clock = time.perf_counter_ns
-            calls = []
+            calls, long_calls = [], []
             self._done = 0
             t0 = time.perf_counter()
             for lo in range(0, n, batch):
@@ -236,9 +241,12 @@ class ShaleDBAdapter(Adapter):
                 c0 = clock()
                 db.put_many(keys, vals, await_durable=False)
                 calls.append(clock() - c0)
+                if calls[-1] > LONG_CALL_NS:
+                    long_calls.append((c0, calls[-1]))
                 self._done = hi
                 bar.update(hi - lo)
-            return {"elapsed_s": time.perf_counter() - t0, "writers": 1, "call_ns": calls}
+            return {"elapsed_s": time.perf_counter() - t0, "writers": 1, "call_ns": calls,
+                    "long_calls": self._sampler.long_calls(long_calls, t0)}
         return self._prefill_processes(ds, n, batch, writers, bar)
 
     def _prefill_processes(self, ds, n: int, batch: int, writers: int, bar) -> dict:
@@ -278,6 +286,7 @@ class ShaleDBAdapter(Adapter):
                 "elapsed_s": elapsed,
                 "writers": writers,
                 "call_ns": [c for r in reports for c in r["call_ns"]],
+                "long_calls": self._sampler.long_calls([c for r in reports for c in r.get("long_calls", ())], t0),
                 "per_writer": [
                     {"records": r["records"], "elapsed_s": r["elapsed_s"], "startup_s": r["startup_s"],
                      "exit_s": r["exit_s"], "records_per_s": r["records"] / r["elapsed_s"] if r["elapsed_s"] else None}
@@ -502,6 +511,14 @@ class _Sampler:
         while not self._stop.wait(interval):
             self.sample()
 
+    def long_calls(self, calls, origin: float) -> list[list[float]]:
+        """``(start perf_counter_ns, duration ns)`` pairs (from any process
+        of this machine: one monotonic clock) as ``[t, seconds]`` on the
+        timeline's clock (without a timeline: seconds since ``origin``, a
+        ``perf_counter`` reading), in start order."""
+        t0 = self._t0 if self._t0 is not None else origin
+        return [[round(c0 / 1e9 - t0, 3), round(d / 1e9, 3)] for c0, d in sorted(calls)]
+
     def sample(self) -> None:
         a = self.adapter
         s: dict = {"t": time.perf_counter() - self._t0, "phase": self._phase}
@@ -515,6 +532,7 @@ class _Sampler:
             s["l0_status"] = st.get("l0")
             s["stall_s"] = st.get("l0_stall_seconds")
             s["paced_s"] = st.get("write_paced_seconds")
+            s["pace_rate"] = st.get("write_pace_rate")
         except Exception as exc:
             s["status_error"] = type(exc).__name__
         try:

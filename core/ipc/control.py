@@ -61,12 +61,36 @@ class ControlAddress:
         return f"ControlAddress(path={self.path!r})"
 
 
+#: A Unix socket path must fit ``sun_path`` (108 bytes on Linux, 104 on macOS).
+_MAX_SOCKET_PATH = 100
+#: The longest socket name in a control directory (``compactor.sock``), with room.
+_LONGEST_NAME = 16
+
+
+def control_base() -> str:
+    """The directory control directories go in: the temporary directory, or
+    ``/tmp`` when a socket path under the temporary directory would be too
+    long for a Unix socket (a deep ``TMPDIR``)."""
+    base = tempfile.gettempdir()
+    longest = len(os.path.join(base, f"{_CTL_PREFIX}{os.getpid()}-{'x' * 8}")) + 1 + _LONGEST_NAME
+    if longest <= _MAX_SOCKET_PATH:
+        return base
+    for alt in ("/tmp", "/var/tmp"):
+        if os.path.isdir(alt) and os.access(alt, os.W_OK | os.X_OK):
+            return alt
+    raise InvalidArgument(
+        f"the temporary directory {base!r} is too long for the control socket's path "
+        f"(at most {_MAX_SOCKET_PATH} bytes); set TMPDIR to a shorter directory"
+    )
+
+
 def new_control_address(name: str = "flusher") -> ControlAddress:
     """A fresh socket path (``<name>.sock``) in a private directory named
-    after this process, and a random key.  Removes stale directories of dead
-    owners first."""
-    remove_stale_control_dirs()
-    d = tempfile.mkdtemp(prefix=f"{_CTL_PREFIX}{os.getpid()}-")
+    after this process (under :func:`control_base`), and a random key.
+    Removes stale directories of dead owners first."""
+    base = control_base()
+    remove_stale_control_dirs(base)
+    d = tempfile.mkdtemp(prefix=f"{_CTL_PREFIX}{os.getpid()}-", dir=base)
     os.chmod(d, 0o700)
     return ControlAddress(os.path.join(d, f"{name}.sock"), os.urandom(32))
 
@@ -99,7 +123,7 @@ def remove_stale_control_dirs(tmpdir: str | None = None) -> list[str]:
     directory without a pid (older naming) is stale when nothing listens on
     its socket.  Returns the directories removed.  Never raises.
     """
-    base = tmpdir if tmpdir is not None else tempfile.gettempdir()
+    base = tmpdir if tmpdir is not None else control_base()
     removed = []
     try:
         entries = list(os.scandir(base))

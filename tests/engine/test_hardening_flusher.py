@@ -332,3 +332,26 @@ def test_flusher_killed_during_open_fails_open_cleanly(tmp_path, point):
     assert _ctl_dirs_of(os.getpid()) == []
     with open_db(root) as db:
         assert db.get(b"a") == b"1"
+
+
+# ------------------------------------------- a temporary directory too deep
+
+
+def test_open_with_a_temporary_directory_too_deep_for_a_socket(tmp_path, monkeypatch):
+    """The control sockets live in the temporary directory; when a socket
+    path there would not fit a Unix socket address (108 bytes), they go to
+    /tmp instead of failing the open with "AF_UNIX path too long"."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(deep))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    assert tempfile.gettempdir() == str(deep)
+    from shaledb.ipc.control import control_base
+
+    assert control_base() == "/tmp"
+    with open_db(str(tmp_path / "db")) as db:
+        db.put(b"k", b"v")
+        db.flush()
+        assert db.get(b"k") == b"v"
+        assert [n for n in os.listdir("/tmp") if n.startswith(f"shaledb-ctl-{os.getpid()}-")]
+    assert not [n for n in os.listdir("/tmp") if n.startswith(f"shaledb-ctl-{os.getpid()}-")]

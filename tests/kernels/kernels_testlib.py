@@ -1,7 +1,7 @@
 """Shared helpers for the kernel tests (not a test module).
 
 ``examples(n)`` scales hypothesis example counts down when the kernels run as
-plain Python (``NUMBA_DISABLE_JIT=1``), so that run stays around a minute.
+plain Python (``NUMBA_DISABLE_JIT=1``), so that run stays around half a minute.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ NOJIT = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 
 
 def examples(n: int) -> int:
-    return max(3, n // 10) if NOJIT else n
+    return max(3, n // 25) if NOJIT else n
 
 
 def hsettings(n: int):

@@ -22,6 +22,8 @@ def test_kernel_tests_pass_without_jit():
     if os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0"):
         pytest.skip("already running without jit")
     env = dict(os.environ, NUMBA_DISABLE_JIT="1", PYTHONDONTWRITEBYTECODE="1")
+    for name in [n for n in env if n.startswith("PYTEST_XDIST_")]:
+        del env[name]  # under pytest-xdist: the inner run is a plain pytest run
     cmd = [
         sys.executable, "-m", "pytest", "-q", "-m", "nojit", str(HERE),
         "-p", "no:cacheprovider",

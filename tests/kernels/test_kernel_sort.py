@@ -189,7 +189,7 @@ def test_prefixed_segments_match_reference(prefixes, alphabet, seed):
     keys after the common prefix), with keys that are prefixes of each other,
     equal keys, 1-byte keys and a few 64 KiB keys in the same segments."""
     rng = np.random.default_rng(seed)
-    n = 700 if NOJIT else 2500
+    n = 200 if NOJIT else 2500
     alpha = np.frombuffer(alphabet, dtype=np.uint8)
     long_tail = bytes(range(256)) * 255
     records = []
