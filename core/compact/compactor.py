@@ -16,17 +16,26 @@ every store but ``memory://``), a job's key ranges merge in a pool of
 worker processes (``executor.new_pool``) kept for the compactor's life and
 shut down on ``close()`` and when the compactor is fenced.
 
+Two lanes: with ``compact_once(background=True)`` (the service loop and
+``run``), a merge of sorted runs runs on a thread of its own while later
+passes go on draining L0 (L0 jobs take only L0 SSTs and write a run above
+every other, so they never touch what the merge reads or writes); without
+it, or for ``full=True``, a pass waits for a running merge and runs every
+job itself.  At most one merge of runs runs at a time.
+
 SSTs uploaded but not yet published are listed by ``inflight_ssts()`` for
 GC.  The compactor's SST watermark (docs/gc.md) is raised at each publish to
-a ULID below any id a later job can mint.
+a ULID below any id a later job can mint *and* below the first id of every
+job still running (each job takes a start mark before it mints anything),
+so a publish by one lane never lets GC collect the other lane's uploads.
 
 Failpoints: ``compact-mid-merge`` (an output SST or range done, the job not),
 ``compact-after-upload`` (every output uploaded, the manifest not updated),
 ``compact-after-manifest`` (published, the in-process bookkeeping not yet
 cleaned up).
 
-Thread safety: one thread drives a Compactor; ``inflight_ssts`` may be
-called from any thread.
+Thread safety: one thread drives a Compactor (it may start the merge
+thread); ``inflight_ssts`` and ``refresh`` may be called from any thread.
 """
 
 from __future__ import annotations
@@ -133,8 +142,16 @@ class Compactor:
         self.fp = failpoints if failpoints is not None else Failpoints(o.failpoints)
         self.min_subcompaction_bytes = min_subcompaction_bytes
         self.mstore = ManifestStore.open_compactor(store, **(manifest_store_options or {}))
-        self._inflight: set[str] = set()
+        # per running job (a token): the SSTs it uploaded and has not
+        # published, and its start mark (a ULID at or below every id it mints)
+        self._inflight: dict[int, set[str]] = {}
+        self._marks: dict[int, str] = {}
+        self._tokens = 0
         self._lock = threading.Lock()
+        self._mlock = threading.RLock()  # the manifest store, shared by the two lanes
+        self._merge: threading.Thread | None = None
+        self._merge_error: BaseException | None = None
+        self._merged: list = []  # (job, JobResult) of background merges not yet reported
         self._pool = pool
         self._own_pool = False
         self.stats = {"jobs": 0, "trivial_moves": 0, "bytes_in": 0, "bytes_out": 0, "manifest_updates": 0}
@@ -147,7 +164,17 @@ class Compactor:
         """SST ids this compactor uploaded and has not yet published (or
         seen referenced); GC must not delete them."""
         with self._lock:
-            return frozenset(self._inflight)
+            return frozenset(sid for ids in self._inflight.values() for sid in ids)
+
+    def refresh(self):
+        """The latest manifest (``ManifestStore.refresh`` under the lane lock)."""
+        with self._mlock:
+            return self.mstore.refresh()
+
+    def merging(self) -> bool:
+        """A merge of sorted runs is running in the background."""
+        t = self._merge
+        return t is not None and t.is_alive()
 
     def _retain_seq(self, m):
         r = self._retain
@@ -166,38 +193,85 @@ class Compactor:
             self._own_pool = True
         return self._pool
 
-    def _watermark(self) -> str:
-        """A ULID at or below every id a later job can mint (any process on
-        this machine): the start of the previous millisecond, never below
-        the watermark this epoch already promised."""
-        cand = new_sst_id(now_ms=time.time_ns() // 1_000_000 - 1, rand=bytes(10))
+    @staticmethod
+    def _mark() -> str:
+        """The start of the previous millisecond as a ULID: at or below every
+        id minted from now on (any process on this machine)."""
+        return new_sst_id(now_ms=time.time_ns() // 1_000_000 - 1, rand=bytes(10))
+
+    def _watermark(self, token: int) -> str:
+        """A ULID at or below every id a later job can mint and every id a
+        job still running (other than ``token``, being published) minted,
+        never below the watermark this epoch already promised (a running
+        job's mark is above every earlier publish's watermark)."""
+        cand = self._mark()
+        with self._lock:
+            others = [mk for t, mk in self._marks.items() if t != token]
+        if others:
+            cand = min(cand, min(others))
         wm = self.mstore.current.compactor_sst_watermark
         if wm is not None and wm.epoch == self.epoch and wm.sst_id > cand:
             return wm.sst_id
         return cand
 
-    def _forget_published(self) -> None:
-        """Drop from ``inflight`` what the manifest now references or what no
-        job will publish any more (an abandoned job's orphans)."""
+    def _begin(self) -> int:
+        """Register a job about to run: its token (start mark taken now)."""
         with self._lock:
-            self._inflight.clear()
+            self._tokens += 1
+            token = self._tokens
+            self._marks[token] = self._mark()
+            self._inflight[token] = set()
+        return token
 
-    def compact_once(self, full: bool = False) -> CompactionReport:
+    def _forget(self, token: int) -> None:
+        """The job ended (published, or abandoned: its orphans are GC's):
+        drop its mark and its in-flight SSTs."""
+        with self._lock:
+            self._marks.pop(token, None)
+            self._inflight.pop(token, None)
+
+    def compact_once(self, full: bool = False, *, background: bool = False) -> CompactionReport:
         """Plan against the latest manifest, run and publish every job.
+
+        ``background=True`` (not with ``full``): a merge of sorted runs
+        starts on the merge thread and this call returns without waiting for
+        it (while one runs, run merges are not planned again); L0 jobs run
+        here.  The report counts the jobs done here and the background
+        merges that finished since the last report.  Otherwise the call
+        first waits for a running merge.
 
         Raises Fenced when a newer compactor opened (nothing more is
         written; the worker pool is shut down), and the storage errors of
-        the run.
+        the run (a background merge's error surfaces in the next call).
         """
         try:
-            return self._compact_once(full)
+            return self._compact_once(full, background and not full)
         except Fenced:
             self.close()
             raise
 
-    def _compact_once(self, full: bool) -> CompactionReport:
+    def _wait_merge(self) -> None:
+        t = self._merge
+        if t is not None:
+            t.join()
+            self._merge = None
+
+    def _merge_outcome(self) -> list:
+        """Finished background merges (job, result) since the last call;
+        raises the error that ended the last one, once."""
+        with self._lock:
+            done, self._merged = self._merged, []
+            err, self._merge_error = self._merge_error, None
+        if err is not None:
+            raise err
+        return done
+
+    def _compact_once(self, full: bool, background: bool) -> CompactionReport:
         t0 = time.perf_counter()
-        m = self.mstore.refresh()
+        if not background:
+            self._wait_merge()
+        finished = self._merge_outcome()
+        m = self.refresh()
         jobs = self.scheduler.plan(m, full=full)
         o = self.options
         params = MergeParams(
@@ -207,8 +281,16 @@ class Compactor:
             bloom_bits_per_key=o.bloom_bits_per_key,
             compression=o.compression,
         )
+        here = []
+        for job in jobs:  # the merge first: the L0 jobs below then run beside it
+            if not job.l0 and self.merging():
+                continue  # its runs may be the running merge's sources: planned again later
+            if background and not job.l0 and not job.trivial_move:
+                self._start_merge(m, job, params)
+                continue
+            here.append(job)
         done = trivial = b_in = b_out = ranges = wmax = 0
-        for job in jobs:
+        for job in here:
             res = self._run_job(m, job, params)
             done += 1
             trivial += job.trivial_move
@@ -216,19 +298,51 @@ class Compactor:
             b_out += res.bytes_out
             ranges += res.subcompactions
             wmax = max(wmax, res.workers)
-        for k, v in (("jobs", done), ("trivial_moves", trivial), ("bytes_in", b_in), ("bytes_out", b_out)):
-            self.stats[k] += v
+        with self._lock:  # (a background merge counted itself when it finished)
+            for k, v in (("jobs", done), ("trivial_moves", trivial), ("bytes_in", b_in), ("bytes_out", b_out)):
+                self.stats[k] += v
         if done:
             log.info("compactor: %d jobs (%d trivial moves), %d bytes in, %d out, %.2f s",
                      done, trivial, b_in, b_out, time.perf_counter() - t0)
+        for _job, res in finished:
+            done += 1
+            b_in += res.bytes_in
+            b_out += res.bytes_out
+            ranges += res.subcompactions
+            wmax = max(wmax, res.workers)
         return CompactionReport(done, trivial, b_in, b_out, time.perf_counter() - t0, ranges, wmax)
 
+    def _start_merge(self, m, job, params) -> None:
+        def body() -> None:
+            try:
+                res = self._run_job(m, job, params)
+            except BaseException as exc:  # noqa: BLE001 - reported by the next compact_once
+                with self._lock:
+                    self._merge_error = exc
+                return
+            with self._lock:
+                self._merged.append((job, res))
+                for k, v in (("jobs", 1), ("bytes_in", res.bytes_in), ("bytes_out", res.bytes_out)):
+                    self.stats[k] += v
+            log.info("compactor: merged %d sorted runs in the background, %d bytes in, %d out",
+                     len(job.runs), res.bytes_in, res.bytes_out)
+
+        self._merge = threading.Thread(target=body, name="shaledb-compactor-merge", daemon=True)
+        self._merge.start()
+
     def _run_job(self, m, job, params) -> JobResult:
+        token = self._begin()  # before anything is minted
+        try:
+            return self._run_registered(m, job, params, token)
+        finally:
+            self._forget(token)
+
+    def _run_registered(self, m, job, params, token: int) -> JobResult:
         def uploaded(sst_id: str) -> None:
             with self._lock:
-                self._inflight.add(sst_id)
+                self._inflight[token].add(sst_id)
 
-        self.mstore.refresh()  # Fenced before any upload when a newer compactor exists
+        self.refresh()  # Fenced before any upload when a newer compactor exists
         res = execute(
             self.store,
             m,
@@ -243,22 +357,26 @@ class Compactor:
         )
         self.fp.hit("compact-after-upload")
         try:
-            self.mstore.apply_compaction(
-                removed_l0=job.l0,
-                removed_runs=job.runs,
-                new_runs=(res.run,) if res.run is not None else (),
-                sst_watermark=self._watermark(),
-            )
+            with self._mlock:
+                self.mstore.apply_compaction(
+                    removed_l0=job.l0,
+                    removed_runs=job.runs,
+                    new_runs=(res.run,) if res.run is not None else (),
+                    sst_watermark=self._watermark(token),
+                )
         except Fenced:
             log.info("compactor epoch %s fenced: stopping", self.epoch)
             raise
-        self.stats["manifest_updates"] += 1
+        with self._lock:
+            self.stats["manifest_updates"] += 1
         self.fp.hit("compact-after-manifest")
-        self._forget_published()
         return res
 
     def close(self) -> None:
-        """Stop the worker pool (if this compactor started it).  Idempotent."""
+        """Wait for a background merge, stop the worker pool (if this
+        compactor started it).  Idempotent."""
+        if self._merge is not None and self._merge is not threading.current_thread():
+            self._wait_merge()
         if self._own_pool and self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         self._pool = None
@@ -276,7 +394,7 @@ class Compactor:
         interval = self.options.compaction_interval if interval is None else interval
         while not stop.is_set():
             try:
-                self.compact_once()
+                self.compact_once(background=True)
             except Fenced:
                 return
             stop.wait(interval)

@@ -95,14 +95,16 @@ class CompactorService:
         if self.fenced:
             raise Fenced("this Db's compactor was fenced: another compactor opened the database (writes go on)")
 
-    def compact(self, full: bool = False) -> dict:
-        """Run one ``compact_once(full)``; its report as a dict."""
+    def compact(self, full: bool = False, *, background: bool = False) -> dict:
+        """Run one ``compact_once(full)``; its report as a dict.  The loop
+        passes ``background=True``: a merge of sorted runs goes on while
+        later passes drain L0 (``Compactor.compact_once``)."""
         if not isinstance(full, bool):
             raise InvalidArgument("compact(full=...) takes a bool")
         with self._work:
             self._check()
             try:
-                rep = self.compactor.compact_once(full)
+                rep = self.compactor.compact_once(full, background=background)
             except Fenced:
                 self._fenced()
                 raise
@@ -122,7 +124,7 @@ class CompactorService:
         with self._work:
             self._check()
             try:
-                self.compactor.mstore.refresh()  # Fenced here: a fenced compactor deletes nothing
+                self.compactor.refresh()  # Fenced here: a fenced compactor deletes nothing
             except Fenced:
                 self._fenced()
                 self.compactor.close()  # its worker pool too
@@ -185,7 +187,7 @@ class CompactorService:
         o = self.options
         next_gc = time.monotonic() + o.gc_interval
         while not self._stop.wait(o.compaction_interval) and not self.fenced:
-            self._background(self.compact)
+            self._background(lambda: self.compact(background=True))
             if time.monotonic() >= next_gc and not self._stop.is_set() and not self.fenced:
                 self._background(self.gc)
                 next_gc = time.monotonic() + o.gc_interval
