@@ -13,6 +13,7 @@ from test_compactor import SMALL_COMPACT, check, fill, manifest
 import shaledb
 from shaledb.compact import Compactor
 from shaledb.gc.collector import collect
+from shaledb.format.keys import COMPACTED_PREFIX
 from shaledb.storage import open_store
 from shaledb.storage.wrappers import StoreWrapper
 
@@ -93,7 +94,7 @@ def test_l0_drains_while_a_run_merge_runs_and_gc_spares_its_uploads(tmp_path):
     assert res.counts["sst"] > 0  # the merged runs' SSTs
     m = manifest(open_store(root))
     live = {s.sst_id for s in m.l0} | {s.sst_id for r in m.sorted_runs for s in r.ssts}
-    stored = {o.key.rsplit("/", 1)[-1].removesuffix(".sst") for o in open_store(root).list("") if o.key.endswith(".sst")}
+    stored = {o.key.rsplit("/", 1)[-1].removesuffix(".sst") for o in open_store(root).list(COMPACTED_PREFIX)}
     assert stored == live
     check(root, model)
 
