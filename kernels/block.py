@@ -679,23 +679,28 @@ def decode_block_range(block, start=None, end=None, *, what: str = "block") -> t
 @kernel
 def _scan_blocks(data, starts, lo_key, use_lo, hi_key, use_hi, out, out_offs):
     """Decode consecutive blocks ``data[starts[i]:starts[i+1]]`` into one run,
-    keeping lo_key <= key < hi_key (lo_key applies to the first block only;
-    blocks are in key order).  Returns (error, failing block, n, bytes)."""
+    keeping lo_key <= key < hi_key.  Blocks are in key order, so lo_key is
+    applied until a block yields a record (a first block wholly below lo_key
+    yields none, and the next one is sought too).  Returns (error, failing
+    block, n, bytes)."""
     nout = 0
     op = np.int64(0)
+    seek = use_lo
     for b in range(starts.shape[0] - 1):
         block = data[starts[b] : starts[b + 1]]
         err, data_end, nr = check_block(block)
         if err != _OK:
             return err, b, 0, np.int64(0)
         ri = 0
-        if use_lo and b == 0:
+        if seek:
             err, ri = seek_restart(block, data_end, nr, lo_key)
             if err != _OK:
                 return err, b, 0, np.int64(0)
         err, n, used, stopped = _scan(
-            block, data_end, nr, ri, lo_key, use_lo and b == 0, hi_key, use_hi, out[op:], out_offs[nout:]
+            block, data_end, nr, ri, lo_key, seek, hi_key, use_hi, out[op:], out_offs[nout:]
         )
+        if n > 0:
+            seek = False  # every later key is above this block's records
         if err == E_OUTPUT:
             return err, b, 0, op + used
         if err != _OK:

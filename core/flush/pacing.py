@@ -17,7 +17,12 @@ deliver), times a factor that falls from 1 to 1/4 as the backlog fills.
 Writers take turns in that rate before each append (``ArenaPool.pace``), so
 they run continuously near the compactor's speed and the burst between two
 compaction jobs fits in the room left.  Below the marks the rate is lifted
-(0: no limit).
+gradually: from the last paced rate it doubles every ``LIFT_DOUBLING``
+seconds and is dropped (0: no limit) past ``LIFT_CAP``.  Lifting it at once
+let two writers put 430 MB into the arenas within a second (at 20M
+records), which the flusher turned into a full L0 and the writers then
+waited 8 s for the compactor; ramping up, the backlog passes the start
+mark again within a poll or two and pacing resumes before the arenas fill.
 docs/compaction.md, "Backpressure".
 """
 
@@ -27,7 +32,7 @@ import collections
 import threading
 import time
 
-__all__ = ["WritePacer", "WINDOW", "MIN_RATE", "PRIOR_RATE"]
+__all__ = ["WritePacer", "WINDOW", "MIN_RATE", "PRIOR_RATE", "LIFT_DOUBLING", "LIFT_CAP"]
 
 #: Seconds of drain history the rate is computed from.
 WINDOW = 20.0
@@ -38,6 +43,10 @@ MIN_RATE = 8 << 20
 PRIOR_RATE = 64 << 20
 #: Shortest span the drain rate is averaged over (seconds).
 MIN_SPAN = 2.0
+#: Once pacing ends the rate doubles every this many seconds ...
+LIFT_DOUBLING = 1.0
+#: ... and is lifted altogether past this (bytes/s).
+LIFT_CAP = 1 << 30
 
 
 class WritePacer:
@@ -65,6 +74,7 @@ class WritePacer:
         self._drains: collections.deque = collections.deque()  # (time, bytes)
         self._since = None  # when the first manifest was observed
         self._paced_since = None  # when the current stretch of pacing began
+        self._lift: tuple[float, int] | None = None  # (since, from rate) while the rate ramps up
         self.rate = 0
         self.l0 = 0
         self.l0_bytes = 0
@@ -117,8 +127,17 @@ class WritePacer:
     def _rate_locked(self, now: float) -> int:
         n, fill = self.l0, self.fill()
         if n < self.mark and fill < self.START:
+            if self._paced_since is not None and self.rate:  # pacing ends: ramp up from its last rate
+                self._lift = (now, self.rate)
             self._paced_since = None
+            if self._lift is not None:
+                since, start = self._lift
+                ramp = start * 2.0 ** ((now - since) / LIFT_DOUBLING)
+                if ramp < LIFT_CAP:
+                    return int(ramp)
+                self._lift = None
             return 0
+        self._lift = None
         if self._paced_since is None:
             self._paced_since = now
         if n >= self.limit:  # the flusher is stalled: only the arenas take writes
@@ -133,4 +152,5 @@ class WritePacer:
         with self._lock:
             self.rate = 0
             self._paced_since = None
+            self._lift = None
             self._set_rate(0)

@@ -10,6 +10,7 @@ lifts the rate once the compactor caught up.
 
 from __future__ import annotations
 
+import math
 import time
 from types import SimpleNamespace
 
@@ -17,7 +18,7 @@ import pytest
 from engine_util import open_db, scan_all, wait_for
 
 from shaledb.compact import Compactor
-from shaledb.flush.pacing import MIN_RATE, PRIOR_RATE, WINDOW, WritePacer
+from shaledb.flush.pacing import LIFT_CAP, LIFT_DOUBLING, MIN_RATE, PRIOR_RATE, WINDOW, WritePacer
 from shaledb.memtable.arena_pool import ArenaPool
 from shaledb.storage import open_store
 
@@ -62,8 +63,32 @@ def test_prior_rate_then_measured_drain_then_lifted():
     ids = ids + ["t4", "t5", "t6"]  # 8 = the limit: a quarter of the drain rate over 5 s
     assert p.observe(3, _manifest(*ids)) == max(MIN_RATE, int(64 * MiB / 5.0 * 0.25))
     clock.t += 1.0
-    assert p.observe(4, _manifest(*ids[:4])) == 0  # drained below the mark, small backlog: lifted
+    last = p.rate
+    # drained below the mark, small backlog: the rate ramps up from the last one, doubling each second
+    assert p.observe(4, _manifest(*ids[:4])) == last
+    clock.t += 1.0
+    assert p.observe(4, _manifest(*ids[:4])) == 2 * last
+    clock.t += 3.5
+    assert p.observe(4, _manifest(*ids[:4])) == int(last * 2**4.5)
+    clock.t += LIFT_DOUBLING * math.log2(LIFT_CAP / last)  # past the cap: lifted
+    assert p.observe(4, _manifest(*ids[:4])) == 0
     assert rates[-1] == 0 and p.rate == 0
+
+
+def test_a_ramp_that_fills_the_backlog_paces_again():
+    p, clock, _ = _pacer()
+    ids = [f"s{i}" for i in range(5)]
+    assert p.observe(1, _manifest(*ids)) == PRIOR_RATE
+    clock.t += 1.0
+    assert p.observe(2, _manifest("s4")) == PRIOR_RATE  # drained: the ramp starts at the last rate
+    clock.t += 1.0
+    assert p.observe(3, _manifest("s4"), unflushed=100 * MiB) == 2 * PRIOR_RATE
+    clock.t += 0.5
+    # the burst the ramp let in passes the start mark: paced on the measured drain again, no ramp left
+    rate = p.observe(4, _manifest("s4"), unflushed=400 * MiB)
+    assert 0 < rate <= PRIOR_RATE
+    clock.t += 0.5
+    assert p.observe(5, _manifest("s4"), unflushed=0) == rate  # a new ramp from that rate
 
 
 def test_a_filling_backlog_lowers_the_rate():
@@ -76,8 +101,9 @@ def test_a_filling_backlog_lowers_the_rate():
     want = [max(MIN_RATE, int(PRIOR_RATE * max(0.25, 1 - 0.75 * max(0.0, f - 0.25) / 0.65))) for f in fills]
     assert got == [0] + want
     assert want[0] == PRIOR_RATE and want[-1] == PRIOR_RATE // 4 and want[1] > want[2] > want[3]
-    # the unflushed bytes alone (same manifest id) move the rate too
-    assert p.observe(5, _manifest(*ids), unflushed=0) == 0
+    # the unflushed bytes alone (same manifest id) move the rate too: below
+    # the start mark the ramp begins at the last rate
+    assert p.observe(5, _manifest(*ids), unflushed=0) == want[-1]
 
 
 def test_no_drain_for_a_window_falls_to_the_floor_and_old_drains_expire():

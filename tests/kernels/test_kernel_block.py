@@ -268,6 +268,24 @@ def test_multi_block_decode_matches_single_blocks(recs, interval, block_size, da
     assert read_run(b, o) == expect
 
 
+def test_multi_block_decode_applies_start_past_a_first_block_below_it():
+    """A start key above every key of the first block: the second block is
+    sought too (found by hypothesis: the start applied to block 0 only, so
+    block 1's records below it were returned)."""
+    p = b"p" * 300
+    recs = [(b"\x00", 2**56 - 1, 0, b""), (b"\x00", 0, 0, b""), (p + b"\x00", 2**56 - 1, 0, b""),
+            (p + b"\x00", 0, 0, b""), (p + b"\x00\x00", 0, 0, b""), (p + b"\x00\x00\x00", 0, 0, b""),
+            (b"q", 2**56 - 1, 0, b"")]
+    enc = _encode(recs, 1024, 1)
+    assert enc.num_blocks == 2 and enc.first_idx[1] == 5  # block 1 = [p + 3 zero bytes, q]
+    b, o = decode_blocks_range(enc.data, enc.block_starts, b"q", None)
+    assert read_run(b, o) == recs[6:]
+    b, o = decode_blocks_range(enc.data, enc.block_starts, p + b"\x00\x00\x01", b"r")
+    assert read_run(b, o) == recs[6:]
+    b, o = decode_blocks_range(enc.data, enc.block_starts, b"zz", None)
+    assert read_run(b, o) == []
+
+
 def test_multi_block_decode_names_the_damaged_block():
     recs = sorted(((b"key%04d" % i, 9, 1, b"v" * 40) for i in range(200)), key=sort_key)
     enc = _encode(recs, 1024, 16)
