@@ -87,7 +87,7 @@ def plot_timeline(samples: list[dict], path: str, title: str = "", long_calls=No
     if long_calls is not None:
         d["long_calls"] = None  # drawn below, not as a series
         panels.append(("long_calls", "long calls", None, "put_many calls > 250 ms: s"))
-    fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(10, 1.5 * len(panels)), constrained_layout=True)
+    fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(10, 1.7 * len(panels)), constrained_layout=True)
     for ax, (key, _short, scale, label) in zip(axes, panels):
         if key == "long_calls":
             for phase, x0, x1 in d["spans"]:
