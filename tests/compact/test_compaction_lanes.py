@@ -53,12 +53,18 @@ def _four_runs(root, model):
     return store
 
 
-def test_l0_drains_while_a_run_merge_runs_and_gc_spares_its_uploads(tmp_path):
+def _held_compactor(tmp_path):
+    """``(root, model, store, compactor)``: four runs under four L0 SSTs, a
+    compactor whose background merge the store holds after its first upload."""
     root = str(tmp_path / "db")
     model: dict = {}
     _four_runs(root, model)
     store = _HoldMerge(open_store(root))
-    c = Compactor(store, shaledb.Options(**SMALL_COMPACT))
+    return root, model, store, Compactor(store, shaledb.Options(**SMALL_COMPACT))
+
+
+def test_l0_drains_while_a_run_merge_runs_and_gc_spares_its_uploads(tmp_path):
+    root, model, store, c = _held_compactor(tmp_path)
     try:
         rep = c.compact_once(background=True)  # starts the merge, then runs the L0 job here
         assert rep.jobs == 1  # the L0 job; the merge is not counted until it is done
@@ -100,11 +106,7 @@ def test_l0_drains_while_a_run_merge_runs_and_gc_spares_its_uploads(tmp_path):
 
 
 def test_a_full_compaction_waits_for_the_running_merge(tmp_path):
-    root = str(tmp_path / "db")
-    model: dict = {}
-    _four_runs(root, model)
-    store = _HoldMerge(open_store(root))
-    c = Compactor(store, shaledb.Options(**SMALL_COMPACT))
+    root, model, store, c = _held_compactor(tmp_path)
     try:
         c.compact_once(background=True)
         assert store.held.wait(120)
