@@ -289,28 +289,25 @@ class Compactor:
                 self._start_merge(m, job, params)
                 continue
             here.append(job)
-        done = trivial = b_in = b_out = ranges = wmax = 0
-        for job in here:
-            res = self._run_job(m, job, params)
-            done += 1
-            trivial += job.trivial_move
-            b_in += res.bytes_in
-            b_out += res.bytes_out
-            ranges += res.subcompactions
-            wmax = max(wmax, res.workers)
+        ran = [(job, self._run_job(m, job, params)) for job in here]
+        trivial = sum(job.trivial_move for job, _ in ran)
+        b_in, b_out = sum(r.bytes_in for _, r in ran), sum(r.bytes_out for _, r in ran)
         with self._lock:  # (a background merge counted itself when it finished)
-            for k, v in (("jobs", done), ("trivial_moves", trivial), ("bytes_in", b_in), ("bytes_out", b_out)):
+            for k, v in (("jobs", len(ran)), ("trivial_moves", trivial), ("bytes_in", b_in), ("bytes_out", b_out)):
                 self.stats[k] += v
-        if done:
+        if ran:
             log.info("compactor: %d jobs (%d trivial moves), %d bytes in, %d out, %.2f s",
-                     done, trivial, b_in, b_out, time.perf_counter() - t0)
-        for _job, res in finished:
-            done += 1
-            b_in += res.bytes_in
-            b_out += res.bytes_out
-            ranges += res.subcompactions
-            wmax = max(wmax, res.workers)
-        return CompactionReport(done, trivial, b_in, b_out, time.perf_counter() - t0, ranges, wmax)
+                     len(ran), trivial, b_in, b_out, time.perf_counter() - t0)
+        results = [r for _, r in ran + finished]
+        return CompactionReport(
+            len(results),
+            trivial,
+            sum(r.bytes_in for r in results),
+            sum(r.bytes_out for r in results),
+            time.perf_counter() - t0,
+            sum(r.subcompactions for r in results),
+            max((r.workers for r in results), default=0),
+        )
 
     def _start_merge(self, m, job, params) -> None:
         def body() -> None:
