@@ -407,21 +407,40 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _pss_and_rss(pid: int) -> tuple[int, int, int]:
-    """(PSS, RSS, PSS of file-backed pages) of one process, in bytes."""
-    pss = rss = pss_file = 0
+def _smaps(pid: int) -> dict:
+    """``/proc/PID/smaps_rollup`` of one process: the fields below, in bytes
+    (absent when the process is gone)."""
+    out = {}
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss:"):
-                    pss = int(line.split()[1]) * 1024
-                elif line.startswith("Rss:"):
-                    rss = int(line.split()[1]) * 1024
-                elif line.startswith("Pss_File:"):
-                    pss_file = int(line.split()[1]) * 1024
-    except OSError:
+                name, _, rest = line.partition(":")
+                if name in _SMAPS_FIELDS:
+                    out[name] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
         pass
-    return pss, rss, pss_file
+    return out
+
+
+_SMAPS_FIELDS = ("Pss", "Rss", "Pss_File", "Pss_Anon", "Pss_Shmem")
+
+
+def _role(pid: int, root: int) -> str:
+    """What a process of an engine's tree is, from its command line: the
+    engine process itself, ShaleDB's flusher or compactor, or another child
+    (the benchmark's writer processes, a peer's helpers)."""
+    if pid == root:
+        return "engine"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return "other"
+    text = b" ".join(argv)
+    for mod, role in ((b"shaledb.flush", "flusher"), (b"shaledb.compact", "compactor")):
+        if mod in text:
+            return role
+    return "writer" if b"multiprocessing" in text else "other"
 
 
 class TreeMemorySampler:
@@ -434,6 +453,12 @@ class TreeMemorySampler:
     shared libraries and SSTs read through mmap, which are the kernel's page
     cache and are dropped under memory pressure) is kept apart, so engines that read files with
     ``pread`` (their page cache is not in any process) compare fairly.
+
+    ``by_role`` keeps, per kind of process (``_role``: engine, flusher,
+    compactor, writer, other; processes of one role summed), the peak of
+    its PSS and of each part of it: anonymous memory (heaps, numba), shared
+    memory (the arenas) and mapped files.  The parts peak at different
+    times, so they need not add up to the PSS peak.
     """
 
     def __init__(self, pid: int, interval: float = 0.2):
@@ -443,6 +468,8 @@ class TreeMemorySampler:
         self.peak_pss_nofile = 0
         self.peak_rss_sum = 0
         self.peak_processes = 0
+        self.by_role: dict[str, dict[str, int]] = {}
+        self._roles: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mem-sampler", daemon=True)
 
@@ -458,6 +485,7 @@ class TreeMemorySampler:
             "tree_peak_pss_nofile": self.peak_pss_nofile,
             "tree_peak_rss_sum": self.peak_rss_sum,
             "tree_peak_processes": self.peak_processes,
+            "by_role": {r: dict(v) for r, v in sorted(self.by_role.items())},
         }
 
     def _sample(self) -> None:
@@ -467,11 +495,23 @@ class TreeMemorySampler:
             pids.append(p)
             todo.extend(_children(p))
         pss = rss = pss_file = 0
+        roles: dict[str, dict[str, int]] = {}
         for p in pids:
-            a, b, c = _pss_and_rss(p)
-            pss += a
-            rss += b
-            pss_file += c
+            m = _smaps(p)
+            pss += m.get("Pss", 0)
+            rss += m.get("Rss", 0)
+            pss_file += m.get("Pss_File", 0)
+            role = self._roles.get(p)
+            if role is None:
+                role = self._roles[p] = _role(p, self.pid)
+            acc = roles.setdefault(role, dict.fromkeys(("pss", "pss_anon", "pss_shmem", "pss_file"), 0))
+            for key, field in (("pss", "Pss"), ("pss_anon", "Pss_Anon"), ("pss_shmem", "Pss_Shmem"),
+                               ("pss_file", "Pss_File")):
+                acc[key] += m.get(field, 0)
+        for role, acc in roles.items():
+            peak = self.by_role.setdefault(role, dict.fromkeys(acc, 0))
+            for key, v in acc.items():
+                peak[key] = max(peak[key], v)
         self.peak_pss = max(self.peak_pss, pss)
         self.peak_pss_nofile = max(self.peak_pss_nofile, pss - pss_file)
         self.peak_rss_sum = max(self.peak_rss_sum, rss)

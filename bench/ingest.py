@@ -663,6 +663,17 @@ def render(report: dict) -> str:
 
     rows = []
     for e in report["config"]["engines"]:
+        roles = ((eng.get(e) or {}).get("memory") or {}).get("by_role") or {}
+        for role, m in roles.items():
+            rows.append([e, role, fmt_bytes(m.get("pss")), fmt_bytes(m.get("pss_anon")), fmt_bytes(m.get("pss_shmem")),
+                         fmt_bytes(m.get("pss_file"))])
+    if rows:
+        out.append(format_table(["engine", "processes", "PSS peak", "anonymous", "shared memory", "mapped files"], rows,
+                                "== memory by process (peaks over the run, each column on its own; "
+                                "shared memory: the arenas) =="))
+
+    rows = []
+    for e in report["config"]["engines"]:
         r = eng.get(e) or {}
         v = r.get("verify") or {}
         status = "OK" if r.get("ok") else ("FAILED: " + _short(r.get("error") or "data wrong")) if r else "not run"
