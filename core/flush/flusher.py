@@ -62,6 +62,10 @@ __all__ = ["Flusher"]
 _WAL_OBJECT_BYTES = 16 << 20
 #: Snapshots smaller than this are encoded inline (group-commit latency).
 _ASYNC_ENCODE_BYTES = 1 << 20
+#: The helper thread encodes at most this many objects ahead of the one
+#: being written: the flusher holds about (this + 1) x _WAL_OBJECT_BYTES of
+#: encoded WAL, however much the writers appended since the last snapshot.
+_WAL_ENCODE_AHEAD = 2
 
 #: A WAL upload at least this large means the writers are streaming: the next
 #: upload starts as soon as this one ends instead of at the next tick.
@@ -104,6 +108,7 @@ class _PendingWal:
     src: Any = None  # (buf, offs) still to encode
     ready: Any = None  # threading.Event set once ``data`` (or ``error``) is there
     error: BaseException | None = None
+    ahead: Any = None  # the snapshot's threading.Semaphore of objects encoded but not yet written
 
     def encoded(self):
         if self.ready is not None:
@@ -547,12 +552,18 @@ class Flusher:
                     self._write_wal_object(obj.wal_id, obj.encoded())
                     obj.done = True
                     obj.data = b""
+                    if obj.ahead is not None:
+                        obj.ahead.release()  # the encoder may take the next one
                     self.next_wal_id = obj.wal_id + 1
                     self._wal_gens.append((obj.wal_id, obj.max_gen))
                     self.stats["wal_uploads"] += 1
             except BaseException:
                 # the encoder thread reads shared memory: let it finish before
-                # anyone may unmap the arenas
+                # anyone may unmap the arenas (no longer held back: a retry
+                # writes the snapshot's remaining objects as they are)
+                for obj in p.objects:
+                    if obj.ahead is not None:
+                        obj.ahead.release()
                 for obj in p.objects:
                     if obj.ready is not None:
                         obj.ready.wait()
@@ -570,17 +581,22 @@ class Flusher:
         """Encode the WAL objects of a snapshot (one copy of the records each,
         checksummed in place).  A large snapshot is encoded in order on a
         helper thread (kernels without the GIL) so the worker writes object
-        k while object k+1 is being encoded."""
+        k while object k+1 is being encoded, at most ``_WAL_ENCODE_AHEAD``
+        objects ahead of the writes (a burst of appends does not become a
+        copy of the whole burst in the flusher's memory)."""
         if total < _ASYNC_ENCODE_BYTES or len(objs) == 1:
             for o in objs:
                 buf, offs = o.src
                 o.data, o.src = encode(buf, offs), None
             return
+        ahead = threading.Semaphore(_WAL_ENCODE_AHEAD)
         for o in objs:
             o.ready = threading.Event()
+            o.ahead = ahead
 
         def run():
             for o in objs:
+                ahead.acquire()  # released as an object is written (or all at once on a failure)
                 try:
                     o.data = encode(*o.src)
                 except BaseException as exc:  # noqa: BLE001 - raised on the worker

@@ -73,6 +73,13 @@ C_PACE_RATE, C_PACE_NEXT, C_PACED_NS = 18, 19, 20
 SLOT0, SLOT_WORDS = 32, 8
 S_STATE, S_GEN, S_WRITER, S_BYTES, S_WAL_END, S_WAL_INC, S_LARGE = 0, 1, 2, 3, 4, 5, 6
 
+#: Writers' own pacing, before the flusher set a rate: once the unflushed
+#: bytes pass this fraction of ``max_unflushed_bytes`` ...
+WRITER_PACE_MARK = 0.5
+#: ... appends share this rate (bytes/s) until the flusher sets one, or the
+#: arenas drain below the mark.  docs/compaction.md, "Write pacing".
+WRITER_PACE_RATE = 64 << 20
+
 # append() result codes (in place of a seq when n == 0)
 NO_MEMORY = -1  # unflushed bytes would exceed max_unflushed_bytes
 NO_ARENA = -2  # every arena is in use and max_arenas exist
@@ -529,6 +536,15 @@ class ArenaPool:
         ctl = self.ctl
         return 0 if ctl is None else int(ctl[C_PACE_RATE])
 
+    def pacing(self) -> bool:
+        """Whether appends must take a turn in :meth:`pace` now: the flusher
+        set a rate, or the unflushed bytes passed ``WRITER_PACE_MARK`` (no
+        lock: a stale answer costs one append of lateness either way)."""
+        ctl = self.ctl
+        if ctl is None:
+            return False
+        return bool(ctl[C_PACE_RATE]) or int(ctl[C_UNFLUSHED]) > WRITER_PACE_MARK * int(ctl[C_MAX_UNFLUSHED])
+
     def paced_seconds(self) -> float:
         """Seconds writers of this pool have waited for the pacing in all."""
         ctl = self.ctl
@@ -539,14 +555,23 @@ class ArenaPool:
         must wait before its append (0.0 when no rate is set).  The writers
         of every process share one schedule (a token bucket without burst):
         an append starts no earlier than the previous reservation's end, so
-        together they append at most ``pace_rate()`` bytes/s."""
+        together they append at most ``pace_rate()`` bytes/s.
+
+        While the flusher has set no rate, the writers pace themselves at
+        ``WRITER_PACE_RATE`` once the unflushed bytes pass
+        ``WRITER_PACE_MARK`` of ``max_unflushed_bytes``: a load that starts
+        faster than the flusher can build L0 would otherwise fill every
+        arena within its first second, before the flusher's first look at
+        the backlog, and then wait seconds for the first L0 SSTs."""
         with self.lock:
             ctl = self.ctl
             if ctl is None:
                 return 0.0
             rate = int(ctl[C_PACE_RATE])
             if not rate:
-                return 0.0
+                if int(ctl[C_UNFLUSHED]) <= WRITER_PACE_MARK * int(ctl[C_MAX_UNFLUSHED]):
+                    return 0.0
+                rate = WRITER_PACE_RATE
             now = time.monotonic_ns()
             start = max(now, int(ctl[C_PACE_NEXT]))
             ctl[C_PACE_NEXT] = start + max(1, int(nbytes)) * 1_000_000_000 // rate

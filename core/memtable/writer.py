@@ -566,10 +566,10 @@ class Writer:
 
     def _append_chunk(self, kd, ko, vd, vo, kinds, nbytes: int) -> int:
         """One atomic append, waiting (bounded) under backpressure: first
-        for its turn in the write pacing (when the flusher set a rate), then
-        for memory."""
+        for its turn in the write pacing (``ArenaPool.pacing``), then for
+        memory."""
         pool = self._pool
-        if pool.pace_rate():
+        if pool.pacing():
             self._paced(pool, nbytes)
         deadline = None
         delay = 0.0005

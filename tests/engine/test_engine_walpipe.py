@@ -8,6 +8,7 @@ flusher module's knobs and the SST builder can be patched here.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -81,6 +82,67 @@ def test_chunked_async_wal_objects(monkeypatch):
         assert len(objs) > 5, "the snapshot should have been cut into several objects"
         assert seqs == sorted(seqs) and len(seqs) == len(set(seqs)) == 4000
         assert db.status()["wal_uploads"] >= len(ids) - 1
+        assert scan_all(db) == dict(zip(keys, vals))
+
+
+def _snapshot(n):
+    return [flusher_mod._PendingWal(i, None, 0, src=(i, None)) for i in range(n)]
+
+
+def _ready_count(objs, want, timeout=10.0):
+    """How many objects are encoded, once ``want`` are (or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    while sum(o.ready.is_set() for o in objs) < want and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.05)  # an encoder that would run further gets the time to
+    return sum(o.ready.is_set() for o in objs)
+
+
+def test_wal_encoder_stays_a_bounded_number_of_objects_ahead():
+    """The helper thread encodes at most _WAL_ENCODE_AHEAD objects past the
+    last one written: a large snapshot is never copied whole."""
+    ahead = flusher_mod._WAL_ENCODE_AHEAD
+    objs = _snapshot(ahead + 4)
+    flusher_mod.Flusher._encode(objs, 1 << 30, lambda i, _offs: b"obj%d" % i)
+    assert _ready_count(objs, ahead) == ahead
+    for k in range(len(objs)):  # the worker's side: write object k, then let the encoder take one more
+        assert objs[k].encoded() == b"obj%d" % k
+        objs[k].ahead.release()
+        assert _ready_count(objs, min(len(objs), k + 1 + ahead)) == min(len(objs), k + 1 + ahead)
+
+
+def test_wal_encoder_finishes_the_snapshot_after_a_failed_write(monkeypatch):
+    """A WAL write fails mid-snapshot: the flusher opens the bound (the
+    encoder reads shared memory and must finish before anyone may unmap the
+    arenas), nothing hangs, the retry writes the snapshot's remaining
+    objects, and every record is durable and reads back."""
+    from shaledb.errors import Unavailable
+
+    monkeypatch.setattr(flusher_mod, "_WAL_OBJECT_BYTES", 2048)
+    monkeypatch.setattr(flusher_mod, "_ASYNC_ENCODE_BYTES", 0)
+    real = flusher_mod.Flusher._write_wal_object
+    failed = []
+
+    def flaky(self, wal_id, data):
+        if not failed and wal_id >= 3:  # once, a few objects into the snapshot
+            failed.append(wal_id)
+            raise Unavailable("injected: the WAL write timed out")
+        return real(self, wal_id, data)
+
+    monkeypatch.setattr(flusher_mod.Flusher, "_write_wal_object", flaky)
+    keys, vals = _records(4000)
+    with open_db(memory_url(), l0_sst_bytes=64 << 20, arena_bytes=4 << 20, max_unflushed_bytes=64 << 20,
+                 request_timeout=60.0) as db:
+        last = db.put_many(keys, vals, await_durable=False)
+        try:
+            db.flush()  # the flush that met the failure may report it ...
+        except Unavailable:
+            pass
+        assert db.flush() >= last  # ... the next one finds the snapshot written
+        assert failed, "the injected failure never ran"
+        objs = _wal_objects(db._store)
+        ids = sorted(objs)
+        assert ids == list(range(ids[0], ids[-1] + 1)) and len(ids) > flusher_mod._WAL_ENCODE_AHEAD + 3
         assert scan_all(db) == dict(zip(keys, vals))
 
 

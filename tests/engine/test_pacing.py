@@ -19,7 +19,7 @@ from engine_util import open_db, scan_all, wait_for
 
 from shaledb.compact import Compactor
 from shaledb.flush.pacing import LIFT_CAP, LIFT_DOUBLING, MIN_RATE, PRIOR_RATE, WINDOW, WritePacer
-from shaledb.memtable.arena_pool import ArenaPool
+from shaledb.memtable.arena_pool import WRITER_PACE_MARK, WRITER_PACE_RATE, ArenaPool
 from shaledb.storage import open_store
 
 MiB = 1 << 20
@@ -164,6 +164,71 @@ def test_pool_pace_is_a_shared_schedule(pool):
         assert other.pace(5 * MiB) == 0.0
     finally:
         other.close()
+
+
+def _fill(pool, nbytes):
+    """Append records of about ``nbytes`` in all (the unflushed bytes grow by what the arena uses)."""
+    from shaledb.memtable.writer import Writer
+
+    w = Writer(pool.descriptor(), pool=pool, buffer_puts=False)
+    try:
+        while pool.unflushed_bytes() < nbytes:
+            w.put_many([b"k%06d" % pool.next_seq()], [b"x" * 1000], await_durable=False)
+    finally:
+        w.close()
+
+
+def test_writers_pace_themselves_past_the_mark_before_the_flusher_sets_a_rate(tmp_path):
+    """The first second of a fast load: the arenas fill before the flusher
+    has looked at the backlog.  Past WRITER_PACE_MARK of the room the
+    writers share WRITER_PACE_RATE on their own; a rate the flusher sets
+    takes over, and below the mark there is none."""
+    pool = ArenaPool.create(str(tmp_path / "db"), arena_bytes=256 << 10, max_arenas=8, initial_arenas=1,
+                            max_unflushed_bytes=1 << 20)
+    try:
+        mark = int(WRITER_PACE_MARK * pool.max_unflushed_bytes())
+        _fill(pool, mark - 4096)
+        assert pool.unflushed_bytes() <= mark
+        assert pool.pace(1 << 20) == 0.0
+        _fill(pool, mark + 1)
+        first = pool.pace(WRITER_PACE_RATE // 10)  # a tenth of a second of the rate
+        second = pool.pace(1)
+        assert first < 0.05 and 0.09 < second - first <= 0.1
+        assert pool.pace_rate() == 0  # nothing is written into the shared rate: the flusher's word stays its own
+        pool.set_pace_rate(WRITER_PACE_RATE * 10)  # the flusher's rate takes over
+        third = pool.pace(WRITER_PACE_RATE)  # a tenth of a second at the flusher's rate
+        assert 0.09 < pool.pace(1) - third <= 0.1
+    finally:
+        pool.destroy()
+
+
+def test_a_writer_takes_its_turns_past_the_mark(tmp_path):
+    """Through ``Writer.put_many`` (which asks ``ArenaPool.pacing`` before
+    it reserves): below the mark no turn is taken, past it the appends of a
+    writer share WRITER_PACE_RATE."""
+    from shaledb.memtable.writer import Writer
+
+    pool = ArenaPool.create(str(tmp_path / "db"), arena_bytes=4 << 20, max_arenas=8, initial_arenas=1,
+                            max_unflushed_bytes=16 << 20)
+    try:
+        w = Writer(pool.descriptor(), pool=pool, buffer_puts=False, timeout=10.0)
+        try:
+            batch = [b"v" * 1000] * 1000  # about 1 MB a call
+            w.put_many([b"a%06d" % i for i in range(1000)], batch, await_durable=False)
+            assert not pool.pacing() and pool.paced_seconds() == 0.0
+            i = 0
+            while not pool.pacing():
+                i += 1
+                w.put_many([b"b%03d-%06d" % (i, j) for j in range(1000)], batch, await_durable=False)
+            assert pool.unflushed_bytes() > WRITER_PACE_MARK * pool.max_unflushed_bytes()
+            before = pool.paced_seconds()  # (a call split in arena-sized chunks may have had a turn already)
+            for r in range(4):  # 4 MB at 64 MiB/s: the later calls wait about 1/64 s each
+                w.put_many([b"c%03d-%06d" % (r, j) for j in range(1000)], batch, await_durable=False)
+            assert 0.03 < pool.paced_seconds() - before < 1.0
+        finally:
+            w.close()
+    finally:
+        pool.destroy()
 
 
 # ---------------------------------------------------------------- the engine
