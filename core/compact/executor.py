@@ -12,10 +12,12 @@ the newer), keeps the survivors (``kernels.dedupe.dedupe_sorted`` with
 ``retain_seq``; tombstones at or below ``retain_seq`` also go when the job is
 ``bottom``), and appends them to the pending output; a source holding the
 bound loads its next chunk.  Pending output becomes one SST (bloom filter
-included) as soon as it reaches ``sst_target_bytes``, uploaded at once to
-``compacted/<ulid>.sst``.  Memory: about sources x read-ahead plus one
-output SST (2 x read-ahead per source: the chunk being merged and the GET
-in flight); a run is never held whole.
+included) as soon as it reaches ``sst_target_bytes``, uploaded to
+``compacted/<ulid>.sst`` on a helper thread while the merge goes on (one
+upload at a time: the next SST waits for it).  Memory: about 2 x
+read-ahead per source (the chunk being merged and the GET in flight) plus
+two output SSTs (one being built, one uploading); a run is never held
+whole.
 
 Retention (``retain_seq``): None keeps only the newest version of each key;
 an int (the oldest live snapshot or checkpoint seq) also keeps every
@@ -37,8 +39,9 @@ Thread safety: ``execute`` keeps no state between calls.
 from __future__ import annotations
 
 import bisect
+import threading
 import time
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -88,7 +91,7 @@ class MergeParams:
     sst_target_bytes: int = 64 << 20
     block_size: int = 4096
     bloom_bits_per_key: int = 10
-    read_ahead_bytes: int = 256 << 10
+    read_ahead_bytes: int = 1 << 20
     compression: str | None = None
 
 
@@ -195,58 +198,86 @@ def merge_range(
     out: list[SstRef] = []
     pending: list[tuple[np.ndarray, np.ndarray]] = []
     pending_bytes = 0
+    # One output SST uploads (write + fsync, or a PUT) on a helper thread
+    # while the merge goes on; the next one waits for it.  The helper is
+    # named after the merging thread (e.g. the compactor's merge lane).
+    uploader = ThreadPoolExecutor(1, thread_name_prefix=f"{threading.current_thread().name}-upload")
+    inflight = None  # (future, refs) of the upload under way
+
+    def settle() -> None:
+        """Wait for the upload under way; its SSTs join the output."""
+        nonlocal inflight
+        if inflight is None:
+            return
+        fut, refs = inflight
+        inflight = None
+        fut.result()
+        for ref in refs:
+            out.append(ref)
+            if on_sst is not None:
+                on_sst(ref.sst_id)
 
     def emit() -> None:
-        nonlocal pending, pending_bytes
+        nonlocal pending, pending_bytes, inflight
         if not pending:
             return
         buf, offs = concat_runs(pending) if len(pending) > 1 else pending[0]
         pending, pending_bytes = [], 0
-        for sst_id, data, info in build_ssts(
+        built = list(build_ssts(
             buf,
             offs,
             target_bytes=_NO_CUT,
             block_size=params.block_size,
             bloom_bits_per_key=params.bloom_bits_per_key,
             compression=params.compression,
-        ):
-            store.put(sst_key(sst_id), data)
-            out.append(SstRef.from_info(info))
-            if on_sst is not None:
-                on_sst(sst_id)
+        ))
+        settle()
+        objs = [(sst_key(sst_id), data) for sst_id, data, _ in built]
+        inflight = (uploader.submit(_upload, store, objs), [SstRef.from_info(info) for _, _, info in built])
 
-    while True:
-        for s in srcs:
-            while s.empty and not s.done:
-                s.load()
-        live = [s for s in srcs if not s.empty]
-        if not live:
-            break
-        waiting = [s for s in live if not s.done]
-        bound = min(s.last_key() for s in waiting) if waiting else None
-        runs = []
-        for s in live:
-            c = s.cut(bound)
-            if c > s.pos:
-                runs.append(_span(s.buf, s.offs, s.pos, c))
-                s.pos = c
-        if runs:
-            buf, offs = concat_runs(runs)
-            bounds = np.zeros(len(runs) + 1, dtype=np.int64)
-            np.cumsum([len(o) for _, o in runs], out=bounds[1:])
-            merged = merge_runs(buf, bounds, offs)
-            keep = _survivors(buf, merged, params)
-            if len(keep):
-                obuf, ooffs, _, _ = gather_records(buf, keep)
-                pending.append((obuf, ooffs))
-                pending_bytes += len(obuf)
-                if pending_bytes >= params.sst_target_bytes:
-                    emit()
-        for s in waiting:  # the holders of the bound read on
-            if not s.empty and s.last_key() == bound:
-                s.load()
-    emit()
+    try:
+        while True:
+            for s in srcs:
+                while s.empty and not s.done:
+                    s.load()
+            live = [s for s in srcs if not s.empty]
+            if not live:
+                break
+            waiting = [s for s in live if not s.done]
+            bound = min(s.last_key() for s in waiting) if waiting else None
+            runs = []
+            for s in live:
+                c = s.cut(bound)
+                if c > s.pos:
+                    runs.append(_span(s.buf, s.offs, s.pos, c))
+                    s.pos = c
+            if runs:
+                buf, offs = concat_runs(runs)
+                bounds = np.zeros(len(runs) + 1, dtype=np.int64)
+                np.cumsum([len(o) for _, o in runs], out=bounds[1:])
+                merged = merge_runs(buf, bounds, offs)
+                keep = _survivors(buf, merged, params)
+                if len(keep):
+                    obuf, ooffs, _, _ = gather_records(buf, keep)
+                    pending.append((obuf, ooffs))
+                    pending_bytes += len(obuf)
+                    if pending_bytes >= params.sst_target_bytes:
+                        emit()
+            for s in waiting:  # the holders of the bound read on
+                if not s.empty and s.last_key() == bound:
+                    s.load()
+        emit()
+        settle()
+    finally:
+        if inflight is not None:  # failed: no upload of this merge outlives the call
+            inflight[0].exception()
+        uploader.shutdown(wait=True)
     return out
+
+
+def _upload(store, objs) -> None:
+    for key, data in objs:
+        store.put(key, data)
 
 
 def _cut(points: list[tuple[bytes, int]], parts: int) -> list[tuple[bytes | None, bytes | None]]:

@@ -22,7 +22,8 @@ MERGE_THREAD = "shaledb-compactor-merge"
 
 class _HoldMerge(StoreWrapper):
     """Holds the background merge right after its first output SST landed,
-    until ``release`` is set."""
+    until ``release`` is set (its uploads run on a helper thread named after
+    the merge thread)."""
 
     def __init__(self, inner):
         super().__init__(inner)
@@ -32,7 +33,7 @@ class _HoldMerge(StoreWrapper):
 
     def put(self, key, data, metadata=None, *, put_id=None):
         res = super().put(key, data, metadata, put_id=put_id)
-        if threading.current_thread().name == MERGE_THREAD and key.endswith(".sst") and self.held_key is None:
+        if threading.current_thread().name.startswith(MERGE_THREAD) and key.endswith(".sst") and self.held_key is None:
             self.held_key = key
             self.held.set()
             assert self.release.wait(120), "the test never released the merge"
