@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from shaledb.compact.compactor import Compactor
+from shaledb.compact.compactor import BUSY_PAUSE, Compactor
 from shaledb.compact.requests import CompactorRequest
 from shaledb.errors import Fenced, InvalidArgument, ShaleDBError
 from shaledb.ipc.child import ChildProcess, ParentWatch, error_message, read_child_config
@@ -171,9 +171,11 @@ class CompactorService:
 
     # -------------------------------------------------------------- loop
 
-    def _background(self, fn) -> None:
+    def _background(self, fn):
+        """``fn()``'s result; None when it failed (the failure goes to the
+        counters and the log; the loop keeps going)."""
         try:
-            fn()
+            return fn()
         except Fenced:
             self._fenced()
         except ShaleDBError as exc:
@@ -182,12 +184,18 @@ class CompactorService:
         except Exception as exc:  # noqa: BLE001 - the loop keeps going; status says why
             self.counters["last_error"] = f"Internal: {type(exc).__name__}: {exc}"
             log.exception("compactor failed")
+        return None
 
     def _loop(self) -> None:
+        """A pass every ``compaction_interval``, or after ``BUSY_PAUSE`` when
+        the last pass ran a job."""
         o = self.options
         next_gc = time.monotonic() + o.gc_interval
-        while not self._stop.wait(o.compaction_interval) and not self.fenced:
-            self._background(lambda: self.compact(background=True))
+        delay = o.compaction_interval
+        while not self._stop.wait(delay) and not self.fenced:
+            rep = self._background(lambda: self.compact(background=True))
+            busy = bool(rep) and rep.get("jobs", 0) > 0
+            delay = min(BUSY_PAUSE, o.compaction_interval) if busy else o.compaction_interval
             if time.monotonic() >= next_gc and not self._stop.is_set() and not self.fenced:
                 self._background(self.gc)
                 next_gc = time.monotonic() + o.gc_interval

@@ -6,11 +6,14 @@ to ``max_unflushed_bytes`` and every writer waits until a compaction job
 lands (seconds: a job merges several L0 SSTs at once).  The load goes
 stop-and-go and single ``put_many`` calls stall for seconds.
 
-With it, the flusher watches the whole backlog in front of the compactor:
-the bytes of L0 SSTs plus the bytes in the arenas not yet in L0, against
-the room for them (``l0_max_ssts * l0_sst_bytes + max_unflushed_bytes``).
-Once the backlog fills a quarter of that room, or L0 holds more than
-``l0_compaction_threshold`` SSTs, it sets a shared write rate: how fast the
+With it, the flusher watches the backlog in front of the compactor: the
+bytes of L0 SSTs past ``l0_compaction_threshold`` SSTs' worth (L0 up to the
+threshold is the compactor's next job, where L0 sits in steady state even
+when the compactor keeps up) plus the bytes in the arenas not yet in L0,
+against the room for them (``(l0_max_ssts - l0_compaction_threshold) *
+l0_sst_bytes + max_unflushed_bytes``).  Once the backlog fills a quarter of
+that room, or L0 holds half-way from the threshold to ``l0_max_ssts`` SSTs
+(6 of 8 by default), it sets a shared write rate: how fast the
 compactor drained L0 lately (bytes of L0 SSTs that left the manifest in the
 last ``WINDOW`` seconds; in steady state that is also what the flusher can
 deliver), times a factor that falls from 1 to 1/4 as the backlog fills.
@@ -64,9 +67,13 @@ class WritePacer:
     def __init__(self, set_rate, *, compaction_threshold: int, l0_max_ssts: int, l0_sst_bytes: int = 64 << 20,
                  max_unflushed_bytes: int = 512 << 20, clock=time.monotonic):
         self._set_rate = set_rate
-        self.mark = compaction_threshold + 1
+        # L0 up to the compaction threshold is the compactor's next job, not
+        # a backlog: L0 sits there in steady state even when the compactor
+        # keeps up, so neither the count mark nor the fill counts it
+        self.mark = compaction_threshold + max(1, (l0_max_ssts - compaction_threshold) // 2)
         self.limit = max(l0_max_ssts, self.mark)
-        self.room = max(1, l0_max_ssts * l0_sst_bytes + max_unflushed_bytes)
+        self.base = compaction_threshold * l0_sst_bytes
+        self.room = max(1, max(0, l0_max_ssts - compaction_threshold) * l0_sst_bytes + max_unflushed_bytes)
         self._clock = clock
         self._lock = threading.Lock()
         self._mid = -1
@@ -108,8 +115,9 @@ class WritePacer:
             return rate
 
     def fill(self) -> float:
-        """The backlog (L0 bytes + unflushed arena bytes) over its room."""
-        return (self.l0_bytes + self.unflushed) / self.room
+        """The backlog (L0 bytes past the compaction threshold's worth +
+        unflushed arena bytes) over its room."""
+        return (max(0, self.l0_bytes - self.base) + self.unflushed) / self.room
 
     def drain_rate(self) -> float:
         """L0 bytes/s the compactor drained over the last WINDOW seconds

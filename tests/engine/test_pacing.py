@@ -38,7 +38,9 @@ def _manifest(*ids, size=16 * MiB):
 
 
 def _pacer(threshold=4, limit=8):
-    """Room for the backlog: 8 x 64 MiB of L0 + 512 MiB of arenas = 1 GiB."""
+    """L0 up to the threshold (4 x 64 MiB) is the compactor's next job, not
+    backlog; the L0 mark is 6 SSTs; room for the backlog: the 4 x 64 MiB of
+    L0 above the threshold + 512 MiB of arenas = 768 MiB."""
     clock, rates = Clock(), []
     p = WritePacer(rates.append, compaction_threshold=threshold, l0_max_ssts=limit, l0_sst_bytes=64 * MiB,
                    max_unflushed_bytes=512 * MiB, clock=clock)
@@ -47,20 +49,20 @@ def _pacer(threshold=4, limit=8):
 
 def test_no_rate_below_the_marks():
     p, clock, rates = _pacer()
-    for mid, n in enumerate(range(1, 5), start=1):  # up to the compaction threshold (4), a small backlog
+    for mid, n in enumerate(range(1, 6), start=1):  # below the L0 mark (6), a small backlog
         assert p.observe(mid, _manifest(*[f"s{i}" for i in range(n)]), unflushed=100 * MiB) == 0
     assert rates == [] and p.rate == 0
 
 
 def test_prior_rate_then_measured_drain_then_lifted():
     p, clock, rates = _pacer()
-    ids = [f"s{i}" for i in range(5)]
-    assert p.observe(1, _manifest(*ids)) == PRIOR_RATE  # past the L0 mark, nothing drained yet: the prior
+    ids = [f"s{i}" for i in range(6)]
+    assert p.observe(1, _manifest(*ids)) == PRIOR_RATE  # at the L0 mark, nothing drained yet: the prior
     clock.t += 4.0
     ids = ids[4:] + ["t0", "t1", "t2", "t3"]  # the compactor took the 4 oldest (64 MiB); 4 new ones
     assert p.observe(2, _manifest(*ids)) == 16 * MiB  # 64 MiB over the 4 s since the first observation
     clock.t += 1.0
-    ids = ids + ["t4", "t5", "t6"]  # 8 = the limit: a quarter of the drain rate over 5 s
+    ids = ids + ["t4", "t5"]  # 8 = the limit: a quarter of the drain rate over 5 s
     assert p.observe(3, _manifest(*ids)) == max(MIN_RATE, int(64 * MiB / 5.0 * 0.25))
     clock.t += 1.0
     last = p.rate
@@ -77,27 +79,28 @@ def test_prior_rate_then_measured_drain_then_lifted():
 
 def test_a_ramp_that_fills_the_backlog_paces_again():
     p, clock, _ = _pacer()
-    ids = [f"s{i}" for i in range(5)]
+    ids = [f"s{i}" for i in range(6)]
     assert p.observe(1, _manifest(*ids)) == PRIOR_RATE
     clock.t += 1.0
-    assert p.observe(2, _manifest("s4")) == PRIOR_RATE  # drained: the ramp starts at the last rate
+    assert p.observe(2, _manifest("s5")) == PRIOR_RATE  # drained: the ramp starts at the last rate
     clock.t += 1.0
-    assert p.observe(3, _manifest("s4"), unflushed=100 * MiB) == 2 * PRIOR_RATE
+    assert p.observe(3, _manifest("s5"), unflushed=100 * MiB) == 2 * PRIOR_RATE
     clock.t += 0.5
     # the burst the ramp let in passes the start mark: paced on the measured drain again, no ramp left
-    rate = p.observe(4, _manifest("s4"), unflushed=400 * MiB)
+    rate = p.observe(4, _manifest("s5"), unflushed=400 * MiB)
     assert 0 < rate <= PRIOR_RATE
     clock.t += 0.5
-    assert p.observe(5, _manifest("s4"), unflushed=0) == rate  # a new ramp from that rate
+    assert p.observe(5, _manifest("s5"), unflushed=0) == rate  # a new ramp from that rate
 
 
 def test_a_filling_backlog_lowers_the_rate():
     p, clock, _ = _pacer()
-    ids = ["a", "b"]  # 2 x 16 MiB of L0: below the L0 mark; the arenas decide
+    ids = ["a", "b"]  # 2 x 16 MiB of L0: below the L0 mark and the threshold's worth; the arenas decide
     got = [p.observe(1, _manifest(*ids), unflushed=100 * MiB)]  # 13 % of the room: unpaced
-    for mid, u in enumerate((224, 450, 600, 900), start=2):
+    us = (192, 360, 480, 700)
+    for mid, u in enumerate(us, start=2):
         got.append(p.observe(mid, _manifest(*ids), unflushed=u * MiB))
-    fills = [(32 + u) / 1024 for u in (224, 450, 600, 900)]  # 25 %, 47 %, 62 %, 91 %
+    fills = [u / 768 for u in us]  # 25 %, 47 %, 62 %, 91 %
     want = [max(MIN_RATE, int(PRIOR_RATE * max(0.25, 1 - 0.75 * max(0.0, f - 0.25) / 0.65))) for f in fills]
     assert got == [0] + want
     assert want[0] == PRIOR_RATE and want[-1] == PRIOR_RATE // 4 and want[1] > want[2] > want[3]
@@ -119,11 +122,11 @@ def test_no_drain_for_a_window_falls_to_the_floor_and_old_drains_expire():
 
 def test_older_manifests_are_ignored():
     p, clock, _ = _pacer()
-    p.observe(5, _manifest("a", "b", "c", "d", "e"))
+    p.observe(5, _manifest("a", "b", "c", "d", "e", "f"))
     clock.t += 3
     # an older manifest (the flusher's own view, behind a probe's) must not count drains
     assert p.observe(4, _manifest("a")) == PRIOR_RATE
-    assert p.drain_rate() == PRIOR_RATE and p.l0 == 5
+    assert p.drain_rate() == PRIOR_RATE and p.l0 == 6
 
 
 def test_stop_lifts_the_rate():
