@@ -470,7 +470,9 @@ def _render_bandwidth(report: dict, names: list) -> str:
                      f"{thr['mb_per_s'] * amp:.1f}", f"{frac:.0%}", f"{amp_all:.2f}" if amp_all else "-"])
     return format_table(["engine", "written through close", "bytes/user byte", "user MB/s (through close)",
                          "store MB/s", "of limit", "bytes/user byte incl. compact"], rows,
-                        f"{title}\nlimit: {limit:.0f} MB/s ({probe['method']}, {probe['seconds']:.2f} s)")
+                        f"{title}\nlimit: {limit:.0f} MB/s ({probe['method']}"
+                        + (f": {', '.join(f'{r:.0f}' for r in probe['runs_mb_per_s'])} MB/s"
+                           if probe.get("runs_mb_per_s") else f", {probe['seconds']:.2f} s") + ")")
 
 
 def render(report: dict) -> str:

@@ -143,7 +143,8 @@ def test_counting_proxy_counts_by_kind(moto_server, s3_bucket):
 def test_local_write_probe_writes_fsyncs_and_leaves_nothing(tmp_path):
     r = probe_local_write_bandwidth(tmp_path, 3 << 20)
     assert r["bytes"] == 3 << 20 and r["seconds"] > 0 and r["mb_per_s"] > 0
-    assert "fsync" in r["method"]
+    assert "fsync" in r["method"] and "median of 3" in r["method"]
+    assert len(r["runs_mb_per_s"]) == 3 and r["mb_per_s"] == sorted(r["runs_mb_per_s"])[1]
     assert list(tmp_path.iterdir()) == []
 
 
