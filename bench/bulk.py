@@ -118,6 +118,24 @@ def cpu_seconds(pid: int | None = None) -> tuple[float, float]:
     return me.ru_utime + me.ru_stime, (_proc_cpu(pid) if pid else 0.0)
 
 
+def settle(pid: int | None, quiet: float = 0.3, limit: float = 10.0) -> None:
+    """Wait until the flusher process ``pid`` is idle (no CPU tick for
+    ``quiet`` seconds, at most ``limit`` s): a fresh Db's flusher loads its
+    kernels on a background thread for about a second of CPU, which would
+    otherwise be timed (and take a core) in whatever runs first."""
+    if not pid:
+        return
+    deadline = time.monotonic() + limit
+    last, since = _proc_cpu(pid), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = _proc_cpu(pid)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+
+
 CPU: dict[str, list[float]] = {}  # this process
 FLUSHER_CPU: dict[str, list[float]] = {}  # the Db's flusher process (idle ticks included)
 
@@ -132,6 +150,7 @@ def run_put_many(where: Where, recs: np.ndarray, batch: int = 100_000) -> float:
     root = where.new_root()
     with where.open(root) as db:
         pid = flusher_pid(db)
+        settle(pid)
         c0 = cpu_seconds(pid)
         t0 = time.perf_counter()
         for a in range(0, len(recs), batch):
@@ -149,6 +168,7 @@ def run_sst_writer(where: Where, recs: np.ndarray, batch: int = 1_000_000) -> fl
     root = where.new_root()
     with where.open(root) as db:
         pid = flusher_pid(db)
+        settle(pid)
         c0 = cpu_seconds(pid)
         t0 = time.perf_counter()
         with SstWriter(root, store_options=where.store_options, memory_bytes=1 << 30) as w:

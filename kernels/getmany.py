@@ -20,6 +20,7 @@ import numpy as np
 
 from shaledb.kernels._jit import kernel
 from shaledb.kernels.arena import lookup_record
+from shaledb.kernels.mem import memcpy
 
 __all__ = ["A_COLS", "A_KIND", "A_OFF", "A_SEQ", "A_VLEN", "A_VPOS", "arena_lookup_many", "copy_values"]
 
@@ -54,7 +55,7 @@ def copy_values(arena, out, rows, vdata, voffs):
         i = rows[x]
         n = out[i, A_VLEN]
         vs = out[i, A_VPOS]
-        vdata[d : d + n] = arena[vs : vs + n]
+        memcpy(vdata, d, arena, vs, n)
         d += n
         voffs[x + 1] = d
     return d

@@ -18,6 +18,7 @@ import numpy as np
 from shaledb.errors import InvalidArgument
 from shaledb.format.record import KIND_BITS, KIND_PUT, MAX_KEY_BYTES, MAX_SEQ, MAX_VALUE_BYTES, RECORD_ALIGN, RECORD_HEADER
 from shaledb.kernels._jit import kernel
+from shaledb.kernels.mem import memcpy
 
 __all__ = ["pack_records", "packed_size"]
 
@@ -39,9 +40,8 @@ def _pack(keys, key_offs, values, value_offs, first_seq, buf, offs):
         words[w + 1] = ((first_seq + np.uint64(i)) << np.uint64(KIND_BITS)) | np.uint64(KIND_PUT)
         words[end // 8 - 1] = 0  # the padding (the copies below overwrite the rest of this word)
         p = pos + RECORD_HEADER
-        buf[p : p + klen] = keys[k0 : k0 + klen]
-        p += klen
-        buf[p : p + vlen] = values[v0 : v0 + vlen]
+        memcpy(buf, p, keys, k0, klen)  # (one libc memcpy each: a slice assignment costs ~50 ns more per call)
+        memcpy(buf, p + klen, values, v0, vlen)
         pos = end
     return pos
 

@@ -49,7 +49,7 @@ from shaledb.format.record import MAX_KEY_BYTES
 from shaledb.kernels.block import BLOCK_TAIL, E_ENTRY, E_KEYLEN, E_RESTARTS, _entry_head, check_block, seek_restart
 from shaledb.kernels.bloom import bloom_probe_hash
 from shaledb.kernels.hashing import xxh64_range
-from shaledb.kernels.mem import load_u32
+from shaledb.kernels.mem import load_u32, memcpy
 
 __all__ = [
     "E_SCRATCH",
@@ -434,7 +434,7 @@ def plan_get_many(kdata, koffs, order, x0, best_seq, meta, srcs, out, scratch, u
         if t >= 0 and kind != 0:
             if used + vlen > scratch.shape[0]:
                 return E_SCRATCH, x, -1, -1, used
-            scratch[used : used + vlen] = _view_u8(meta[t, M_DATA] + vp, vlen)
+            memcpy(scratch, used, _view_u8(meta[t, M_DATA] + vp, vlen), 0, vlen)
             out[i, G_VPOS] = used
             used += vlen
         out[i, G_TABLE] = t
@@ -465,7 +465,7 @@ def gather_values(out, order, scratch, vdata, voffs, found):
         i = order[x]
         if found[i]:
             a = out[i, G_VPOS]
-            vdata[voffs[i] : voffs[i + 1]] = scratch[a : a + out[i, G_VLEN]]
+            memcpy(vdata, voffs[i], scratch, a, out[i, G_VLEN])
     return d
 
 

@@ -36,7 +36,7 @@ from shaledb.kernels._jit import kernel
 from shaledb.kernels.block import BLOCK_TAIL, check_block, find_entry, gather, seek_restart
 from shaledb.kernels.bloom import bloom_probe_hash
 from shaledb.kernels.hashing import xxh64_range
-from shaledb.kernels.mem import load_u32, load_u64, store_u64
+from shaledb.kernels.mem import load_u32, load_u64, memcpy, store_u64
 from shaledb.kernels.record import compare_key, key_len, same_key, value_len
 
 __all__ = [
@@ -197,7 +197,7 @@ def visible(buf, offs, prev, use_prev, dst, bounds):
         vlen = value_len(buf, o)
         if buf[o + TRAILER_OFF] == KIND_PUT:
             m = klen + vlen
-            dst[d : d + m] = buf[o + RECORD_HEADER : o + RECORD_HEADER + m]
+            memcpy(dst, d, buf, o + RECORD_HEADER, m)
             bounds[2 * r + 1] = d + klen
             bounds[2 * r + 2] = d + m
             d += m
