@@ -795,6 +795,8 @@ class Flusher:
         manifest is also re-read every PACE_POLL seconds, so a compaction
         that landed lifts or raises the rate without waiting for this
         flusher's next publish.  REQUIRES: the worker thread."""
+        if self.pool is not None:
+            self.pool.pace_seen()  # (writers pace themselves only when this goes stale)
         if self._hurry or self.mstore is None or not self._throttled():
             return
         p = self._pacer

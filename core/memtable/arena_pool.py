@@ -69,7 +69,10 @@ C_MANIFEST_ID, C_LARGE_IDS = 16, 17
 # may append together (0: no limit), the CLOCK_MONOTONIC ns at which the next
 # append may start, and the nanoseconds writers have waited for it in all
 C_PACE_RATE, C_PACE_NEXT, C_PACED_NS = 18, 19, 20
-# words 21..31 are reserved (zero)
+# the CLOCK_MONOTONIC ns at which the flusher last looked at the backlog
+# (0: never; a flusher that predates this word never sets it)
+C_PACE_SEEN = 21
+# words 22..31 are reserved (zero)
 SLOT0, SLOT_WORDS = 32, 8
 S_STATE, S_GEN, S_WRITER, S_BYTES, S_WAL_END, S_WAL_INC, S_LARGE = 0, 1, 2, 3, 4, 5, 6
 
@@ -79,6 +82,10 @@ WRITER_PACE_MARK = 0.5
 #: ... appends share this rate (bytes/s) until the flusher sets one, or the
 #: arenas drain below the mark.  docs/compaction.md, "Write pacing".
 WRITER_PACE_RATE = 64 << 20
+#: Only while the flusher has not looked at the backlog for this long (ns):
+#: a flusher that looks and sets no rate (no compactor, or a backlog below
+#: its own marks) is not overruled.
+WRITER_PACE_STALE_NS = 500_000_000
 
 # append() result codes (in place of a seq when n == 0)
 NO_MEMORY = -1  # unflushed bytes would exceed max_unflushed_bytes
@@ -536,14 +543,29 @@ class ArenaPool:
         ctl = self.ctl
         return 0 if ctl is None else int(ctl[C_PACE_RATE])
 
+    def pace_seen(self) -> None:
+        """The flusher: it has just looked at the backlog (and set the rate
+        it wants, 0 included)."""
+        if self.ctl is not None:
+            self.ctl[C_PACE_SEEN] = time.monotonic_ns()
+
     def pacing(self) -> bool:
         """Whether appends must take a turn in :meth:`pace` now: the flusher
-        set a rate, or the unflushed bytes passed ``WRITER_PACE_MARK`` (no
-        lock: a stale answer costs one append of lateness either way)."""
+        set a rate, or :meth:`_writers_pace` (no lock: a stale answer costs
+        one append of lateness either way)."""
         ctl = self.ctl
         if ctl is None:
             return False
-        return bool(ctl[C_PACE_RATE]) or int(ctl[C_UNFLUSHED]) > WRITER_PACE_MARK * int(ctl[C_MAX_UNFLUSHED])
+        return bool(ctl[C_PACE_RATE]) or self._writers_pace(ctl)
+
+    @staticmethod
+    def _writers_pace(ctl) -> bool:
+        """The writers' own pacing applies: the unflushed bytes passed
+        ``WRITER_PACE_MARK`` and the flusher has not looked at the backlog
+        for ``WRITER_PACE_STALE_NS`` (busy, e.g. with a large WAL upload)."""
+        if int(ctl[C_UNFLUSHED]) <= WRITER_PACE_MARK * int(ctl[C_MAX_UNFLUSHED]):
+            return False
+        return time.monotonic_ns() - int(ctl[C_PACE_SEEN]) > WRITER_PACE_STALE_NS
 
     def paced_seconds(self) -> float:
         """Seconds writers of this pool have waited for the pacing in all."""
@@ -557,19 +579,20 @@ class ArenaPool:
         an append starts no earlier than the previous reservation's end, so
         together they append at most ``pace_rate()`` bytes/s.
 
-        While the flusher has set no rate, the writers pace themselves at
-        ``WRITER_PACE_RATE`` once the unflushed bytes pass
-        ``WRITER_PACE_MARK`` of ``max_unflushed_bytes``: a load that starts
-        faster than the flusher can build L0 would otherwise fill every
-        arena within its first second, before the flusher's first look at
-        the backlog, and then wait seconds for the first L0 SSTs."""
+        While the flusher has set no rate and has not looked at the backlog
+        lately, the writers pace themselves at ``WRITER_PACE_RATE`` once the
+        unflushed bytes pass ``WRITER_PACE_MARK`` of ``max_unflushed_bytes``:
+        a load that starts faster than the flusher can build L0 would
+        otherwise fill every arena within its first second, while the
+        flusher is busy with its first WAL upload, and then wait seconds for
+        the first L0 SSTs."""
         with self.lock:
             ctl = self.ctl
             if ctl is None:
                 return 0.0
             rate = int(ctl[C_PACE_RATE])
             if not rate:
-                if int(ctl[C_UNFLUSHED]) <= WRITER_PACE_MARK * int(ctl[C_MAX_UNFLUSHED]):
+                if not self._writers_pace(ctl):
                     return 0.0
                 rate = WRITER_PACE_RATE
             now = time.monotonic_ns()

@@ -19,7 +19,7 @@ from engine_util import open_db, scan_all, wait_for
 
 from shaledb.compact import Compactor
 from shaledb.flush.pacing import LIFT_CAP, LIFT_DOUBLING, MIN_RATE, PRIOR_RATE, WINDOW, WritePacer
-from shaledb.memtable.arena_pool import WRITER_PACE_MARK, WRITER_PACE_RATE, ArenaPool
+from shaledb.memtable.arena_pool import WRITER_PACE_MARK, WRITER_PACE_RATE, WRITER_PACE_STALE_NS, ArenaPool
 from shaledb.storage import open_store
 
 MiB = 1 << 20
@@ -182,10 +182,11 @@ def _fill(pool, nbytes):
 
 
 def test_writers_pace_themselves_past_the_mark_before_the_flusher_sets_a_rate(tmp_path):
-    """The first second of a fast load: the arenas fill before the flusher
-    has looked at the backlog.  Past WRITER_PACE_MARK of the room the
-    writers share WRITER_PACE_RATE on their own; a rate the flusher sets
-    takes over, and below the mark there is none."""
+    """The first second of a fast load: the arenas fill while the flusher
+    is busy with its first WAL upload.  Past WRITER_PACE_MARK of the room,
+    while the flusher has not looked at the backlog lately, the writers
+    share WRITER_PACE_RATE on their own; a rate the flusher sets takes over,
+    and below the mark there is none."""
     pool = ArenaPool.create(str(tmp_path / "db"), arena_bytes=256 << 10, max_arenas=8, initial_arenas=1,
                             max_unflushed_bytes=1 << 20)
     try:
@@ -198,6 +199,14 @@ def test_writers_pace_themselves_past_the_mark_before_the_flusher_sets_a_rate(tm
         second = pool.pace(1)
         assert first < 0.05 and 0.09 < second - first <= 0.1
         assert pool.pace_rate() == 0  # nothing is written into the shared rate: the flusher's word stays its own
+        # a flusher that has just looked at the backlog and set no rate is not overruled ...
+        pool.pace_seen()
+        assert not pool.pacing() and pool.pace(WRITER_PACE_RATE) == 0.0
+        # ... until its look is WRITER_PACE_STALE_NS old (busy with a long WAL upload, say)
+        time.sleep(WRITER_PACE_STALE_NS / 1e9 + 0.05)
+        assert pool.pacing()
+        pool.pace(WRITER_PACE_RATE // 10)  # the schedule went idle meanwhile: this one starts now ...
+        assert pool.pace(1) > 0.05  # ... and the next waits for it
         pool.set_pace_rate(WRITER_PACE_RATE * 10)  # the flusher's rate takes over
         third = pool.pace(WRITER_PACE_RATE)  # a tenth of a second at the flusher's rate
         assert 0.09 < pool.pace(1) - third <= 0.1
