@@ -69,6 +69,13 @@ log = logging.getLogger("shaledb.compact")
 BUSY_PAUSE = 0.05
 
 
+def pause_after(jobs: int, interval: float) -> float:
+    """Seconds before the next pass of a compaction loop whose last pass ran
+    ``jobs`` jobs: ``BUSY_PAUSE`` after work (at most ``interval``), else
+    ``interval``."""
+    return min(BUSY_PAUSE, interval) if jobs else interval
+
+
 @dataclass(frozen=True, slots=True)
 class CompactionReport:
     """What one ``compact_once`` did.  ``ranges``: key ranges merged
@@ -400,7 +407,7 @@ class Compactor:
                 rep = self.compact_once(background=True)
             except Fenced:
                 return
-            stop.wait(min(BUSY_PAUSE, interval) if rep.jobs else interval)  # busy: L0 keeps arriving
+            stop.wait(pause_after(rep.jobs, interval))
 
 
 def run(url: str, *, scheduler: Scheduler | None = None, retain_seq=CHECKPOINTS, **options) -> None:

@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from shaledb.compact.compactor import BUSY_PAUSE, Compactor
+from shaledb.compact.compactor import Compactor, pause_after
 from shaledb.compact.requests import CompactorRequest
 from shaledb.errors import Fenced, InvalidArgument, ShaleDBError
 from shaledb.ipc.child import ChildProcess, ParentWatch, error_message, read_child_config
@@ -187,15 +187,14 @@ class CompactorService:
         return None
 
     def _loop(self) -> None:
-        """A pass every ``compaction_interval``, or after ``BUSY_PAUSE`` when
-        the last pass ran a job."""
+        """A pass every ``compaction_interval``, sooner after a pass that ran
+        a job (``compactor.pause_after``)."""
         o = self.options
         next_gc = time.monotonic() + o.gc_interval
         delay = o.compaction_interval
         while not self._stop.wait(delay) and not self.fenced:
             rep = self._background(lambda: self.compact(background=True))
-            busy = bool(rep) and rep.get("jobs", 0) > 0
-            delay = min(BUSY_PAUSE, o.compaction_interval) if busy else o.compaction_interval
+            delay = pause_after((rep or {}).get("jobs", 0), o.compaction_interval)
             if time.monotonic() >= next_gc and not self._stop.is_set() and not self.fenced:
                 self._background(self.gc)
                 next_gc = time.monotonic() + o.gc_interval

@@ -54,6 +54,23 @@ def test_no_rate_below_the_marks():
     assert rates == [] and p.rate == 0
 
 
+def test_l0_up_to_the_threshold_is_not_backlog():
+    """A full compaction job waiting in L0 (4 x 64 MiB, the threshold) with
+    the arenas' normal contents is the steady state of a compactor that
+    keeps up: not paced.  Counting that L0 as backlog (356 MiB of a 1 GiB
+    room, past the quarter mark) kept a 20M-record load paced at 30-50
+    MiB/s; only L0 past the threshold's worth fills the room."""
+    p, clock, rates = _pacer()
+    ids = [f"s{i}" for i in range(4)]
+    assert p.observe(1, _manifest(*ids, size=64 * MiB), unflushed=100 * MiB) == 0
+    assert p.fill() == pytest.approx(100 / 768)
+    ids.append("s4")  # a fifth L0 SST: 64 MiB past the threshold's worth
+    assert p.observe(2, _manifest(*ids, size=64 * MiB), unflushed=100 * MiB) == 0
+    assert p.fill() == pytest.approx(164 / 768)
+    assert p.observe(3, _manifest(*ids, size=64 * MiB), unflushed=128 * MiB) == PRIOR_RATE  # 192 MiB: a quarter
+    assert rates == [PRIOR_RATE]
+
+
 def test_prior_rate_then_measured_drain_then_lifted():
     p, clock, rates = _pacer()
     ids = [f"s{i}" for i in range(6)]
