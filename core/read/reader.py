@@ -359,8 +359,8 @@ class Reader:
         scratch = np.empty(max(4096, n * 128), dtype=np.uint8)
         x, used = 0, 0
         while True:
-            err, x, nt, nb, used = P.plan_get_many(kdata, koffs, order, x, best_seq, plan.meta, plan.srcs, out,
-                                                   scratch, used)
+            err, x, nt, nb, used = P.plan_get_many(kdata.ctypes.data, koffs.ctypes.data, order, x, best_seq, plan.meta,
+                                                   plan.srcs, out, scratch, used)
             if err != P.E_SCRATCH:
                 break
             grown = np.empty(max(2 * scratch.shape[0], int(used) + (1 << 20)), dtype=np.uint8)
