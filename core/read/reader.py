@@ -119,12 +119,32 @@ def get_many(reader: "Reader", keys):
         np.cumsum(lens, out=koffs[1:])
     kdata = np.frombuffer(b"".join(keys), dtype=np.uint8)
     vdata, voffs, found = reader.get_many(kdata, koffs)
-    raw = vdata.tobytes()
-    bounds = voffs.tolist()
-    out = [raw[a:b] for a, b in zip(bounds, bounds[1:])]
-    for i in np.flatnonzero(~found).tolist():  # the misses, usually few: None, not b""
-        out[i] = None
-    return out
+    if n == 0:
+        return []
+    hits = int(np.count_nonzero(found))
+    if hits == n:
+        return list(packed_bytes(vdata, voffs))
+    values = np.empty(n, dtype=object)  # None where missed
+    if hits:
+        values[found] = np.fromiter(packed_bytes(vdata, np.append(voffs[:-1][found], voffs[-1])), dtype=object, count=hits)
+    return values.tolist()
+
+
+def packed_bytes(data: np.ndarray, offs: np.ndarray):
+    """The items of a packed column (item i is ``data[offs[i]:offs[i+1]]``)
+    as ``bytes``: one C-level ``tolist`` of a fixed-width view when every
+    item has the same length (keys and values usually do: about 4x faster
+    than slicing), else slices of one ``bytes`` copy.  An iterable."""
+    n = len(offs) - 1
+    w = (int(offs[-1]) - int(offs[0])) // n if n else 0
+    if n and int(offs[-1]) - int(offs[0]) == w * n and (n == 1 or not np.any(np.diff(offs) - w)):
+        if w == 0:
+            return [b""] * n
+        a = int(offs[0])
+        return data[a : a + w * n].view(f"V{w}").tolist()
+    cut = data.tobytes().__getitem__
+    b = offs.tolist()
+    return map(cut, map(slice, b[:-1], b[1:]))
 
 
 def _as_key_bytes(k) -> bytes:

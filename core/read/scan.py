@@ -36,6 +36,7 @@ import numpy as np
 from shaledb.errors import Corruption, InvalidArgument
 from shaledb.format.record import HEADER, RECORD_HEADER
 from shaledb.storage.wrappers import call_deadline
+from shaledb.read.reader import packed_bytes
 
 __all__ = [
     "Batch",
@@ -350,20 +351,6 @@ def scan_pairs(reader, start, end, max_seq: int) -> Iterator[tuple[bytes, bytes]
 
 def _pairs(batch: Batch):
     kd, ko, vd, vo = batch
-    return zip(_column(kd, ko), _column(vd, vo))
+    return zip(packed_bytes(kd, ko), packed_bytes(vd, vo))
 
 
-def _column(data: np.ndarray, offs: np.ndarray):
-    """The items of a packed column as ``bytes``: one C-level ``tolist`` of
-    a fixed-width view when every item has the same length (keys and
-    values usually do), else slices of one ``bytes`` copy."""
-    n = len(offs) - 1
-    w = (int(offs[-1]) - int(offs[0])) // n if n else 0
-    if n and int(offs[-1]) - int(offs[0]) == w * n and (n == 1 or not np.any(np.diff(offs) - w)):
-        if w == 0:
-            return [b""] * n
-        a = int(offs[0])
-        return data[a : a + w * n].view(f"V{w}").tolist()
-    cut = data.tobytes().__getitem__
-    b = offs.tolist()
-    return map(cut, map(slice, b[:-1], b[1:]))

@@ -168,3 +168,25 @@ def test_get_many_sees_a_put_the_linger_thread_is_still_appending(tmp_path, monk
             assert db.get(b"k") == b"v"
         finally:
             release.set()
+
+
+@pytest.mark.parametrize("values", [
+    [b"v\x00\x00%d\x00" % i for i in range(8)],   # one width, trailing zero bytes: the fixed-width path
+    [b"\x00" * (i % 3) for i in range(8)],          # widths 0-2, empty values among them
+    [b""] * 8,                                      # every value empty
+])
+def test_get_many_list_keeps_bytes_and_none_in_place(values):
+    db = open_db(memory_url(), **TINY)
+    try:
+        keys = [b"k%d" % i for i in range(8)]
+        db.put_many(keys, values, await_durable=False)
+        probes = [b"nope"] + keys[::-1] + [b"k3", b"zzz"]
+        want = [None] + values[::-1] + [values[3], None]
+        assert db.get_many(probes) == want  # with misses: placed among the hits
+        assert db.get_many(keys) == values  # no miss
+        db.flush()
+        assert db.get_many(probes) == want  # the same from L0
+        assert db.get_many([]) == []
+        assert db.get_many([b"nope", b"zzz"]) == [None, None]
+    finally:
+        db.close()
