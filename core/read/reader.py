@@ -377,10 +377,18 @@ class Reader:
         out = np.empty((n, P.G_COLS), dtype=np.int64)
         order = P.sort_keys(kdata, koffs)
         scratch = np.empty(max(4096, n * 128), dtype=np.uint8)
+        # a large batch is walked over a sorted copy of its keys (rows in
+        # sorted order), then its rows are put back in key order
+        walk_kd, walk_ko, walk_order, walk_best, walk_out = kdata, koffs, order, best_seq, out
+        if n >= P.SORTED_COPY_MIN:
+            walk_kd, walk_ko = P.keys_in_order(kdata, koffs, order)
+            walk_order = np.arange(n, dtype=np.int64)
+            walk_best = best_seq[order]
+            walk_out = np.empty_like(out)
         x, used = 0, 0
         while True:
-            err, x, nt, nb, used = P.plan_get_many(kdata.ctypes.data, koffs.ctypes.data, order, x, best_seq, plan.meta,
-                                                   plan.srcs, out, scratch, used)
+            err, x, nt, nb, used = P.plan_get_many(walk_kd.ctypes.data, walk_ko.ctypes.data, walk_order, x, walk_best,
+                                                   plan.meta, plan.srcs, walk_out, scratch, used)
             if err != P.E_SCRATCH:
                 break
             grown = np.empty(max(2 * scratch.shape[0], int(used) + (1 << 20)), dtype=np.uint8)
@@ -388,6 +396,10 @@ class Reader:
             scratch = grown
         if err:
             _raise_corruption(int(err), f"{plan.readers[nt].key}: block {int(nb)}")
+        if walk_out is not out:
+            if (mem is None or not mem[0].shape[0]) and not (walk_out[:, P.G_NEED] >= 0).any():
+                return P.gather_walked(walk_out, order, scratch)  # every key settled in the kernel
+            out[order] = walk_out
         used = int(used)
         slow = {}  # key index -> value or None, for keys settled here in Python
         needs = np.flatnonzero(out[:, P.G_NEED] >= 0).tolist()

@@ -98,6 +98,19 @@ def test_get_many_model_memory():
     run_state_machine_as_test(GetManyMachine, settings=_settings(6, 25))
 
 
+@pytest.fixture
+def walk_sorted_copy(monkeypatch):
+    """Every batch takes the large-batch path (keys copied in sorted order,
+    rows put back or gathered in walking order), whatever its size."""
+    from shaledb.kernels import point
+
+    monkeypatch.setattr(point, "SORTED_COPY_MIN", 0)
+
+
+def test_get_many_model_memory_sorted_copy(walk_sorted_copy):
+    run_state_machine_as_test(GetManyMachine, settings=_settings(4, 25))
+
+
 def test_get_many_model_local():
     def local_root():
         d = tempfile.mkdtemp(prefix="shaledb-getmany-")
@@ -124,6 +137,25 @@ def test_get_many_model_s3(moto_server):
         extra = dict(s3_opts(moto_server), block_cache_bytes=4096)  # no SST pinned: blocks read one by one
 
     run_state_machine_as_test(M, settings=_settings(2, 15))
+
+
+@pytest.mark.s3
+def test_get_many_model_s3_sorted_copy(moto_server, walk_sorted_copy):
+    """Keys that meet a block not in memory (finished in Python) on the
+    large-batch path."""
+    client = moto_server.client()
+    counter = iter(range(10**6))
+
+    def s3_root():
+        bucket = "getmany-sc-%d" % next(counter)
+        client.create_bucket(Bucket=bucket)
+        return s3_url(bucket), lambda: None
+
+    class M(GetManyMachine):
+        make_root = staticmethod(s3_root)
+        extra = dict(s3_opts(moto_server), block_cache_bytes=4096)
+
+    run_state_machine_as_test(M, settings=_settings(1, 15))
 
 
 def test_get_many_checks_its_keys():

@@ -19,6 +19,7 @@ SCRIPT = textwrap.dedent(
     from numba.core.registry import CPUDispatcher
 
     K.warmup()
+    from shaledb.kernels import point as P
 
     def signatures():
         out = {}
@@ -42,6 +43,12 @@ SCRIPT = textwrap.dedent(
             db.get_many(probe)
             db.get_many((kd, ko))
             db.get_many((kd.copy(), ko))
+            P.SORTED_COPY_MIN, keep = 0, P.SORTED_COPY_MIN  # the large-batch path too
+            try:
+                db.get_many(probe)
+                db.get_many((kd, ko))
+            finally:
+                P.SORTED_COPY_MIN = keep
             list(db.scan())
             list(db.scan(b"k0100", b"k0200"))
             if flush:
