@@ -29,6 +29,7 @@ __all__ = [
     "readonly",
     "store_u32",
     "store_u64",
+    "unowned",
 ]
 
 
@@ -74,6 +75,10 @@ if config.DISABLE_JIT:  # the kernels run as plain Python
 
     def prefetch(buf, pos):
         """A cache hint: nothing to do without jit."""
+
+    def unowned(arr):
+        """The array itself (see the jitted version)."""
+        return arr
 
 else:
     from llvmlite import ir
@@ -178,6 +183,33 @@ else:
             return context.get_dummy_value()
 
         return types.void(buf, types.int64), codegen
+
+
+if not config.DISABLE_JIT:
+    from numba import carray
+
+    from shaledb.kernels._jit import inline_kernel
+
+    @intrinsic
+    def _data_ptr(typingctx, arr):
+        """A C-contiguous array's data pointer, typed by its dtype."""
+        if not isinstance(arr, types.Array):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return context.make_array(signature.args[0])(context, builder, args[0]).data
+
+        return types.CPointer(arr.dtype)(arr), codegen
+
+    @inline_kernel
+    def unowned(arr):
+        """``arr`` (C-contiguous) viewed through its data pointer: a view with
+        no owner, so the helpers it is passed to do no atomic reference
+        counting (numba increments and decrements an owned array's count on
+        every call that takes it: a tenth of a sort's time was those atomic
+        operations).  REQUIRES: the caller keeps ``arr`` alive while the view
+        is used; the view is writable whatever ``arr`` is."""
+        return carray(_data_ptr(arr), arr.shape)
 
 
 def readonly(arr: np.ndarray) -> np.ndarray:

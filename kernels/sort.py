@@ -54,7 +54,7 @@ import numpy as np
 from shaledb.errors import InvalidArgument
 from shaledb.format.record import RECORD_ALIGN, RECORD_HEADER
 from shaledb.kernels._jit import kernel
-from shaledb.kernels.mem import load_u64, load_u64_be, prefetch
+from shaledb.kernels.mem import load_u64, load_u64_be, prefetch, unowned
 from shaledb.kernels.record import (
     check_run,
     compare_keys_from,
@@ -608,6 +608,22 @@ def _sort_records(buf, offs, top_words, packed, ibits, out, words, tw, tr, vals,
     ties by input index; runs of equal top bits are refined from the full
     first word on.
     """
+    # every array through an unowned view: the helpers below take them on
+    # every call (see kernels.mem.unowned)
+    buf = unowned(buf)
+    offs = unowned(offs)
+    top_words = unowned(top_words)
+    packed = unowned(packed)
+    out = unowned(out)
+    words = unowned(words)
+    tw = unowned(tw)
+    tr = unowned(tr)
+    vals = unowned(vals)
+    ro = unowned(ro)
+    pidx = unowned(pidx)
+    tv = unowned(tv)
+    ti = unowned(ti)
+    st = unowned(st)
     n = offs.shape[0]
     nw = top_words.shape[1] - 1
     mask = (np.uint64(1) << np.uint64(ibits)) - np.uint64(1)
