@@ -71,7 +71,7 @@ from shaledb.format.record import (
 )
 from shaledb.kernels._jit import kernel
 from shaledb.kernels.hashing import xxh64_range
-from shaledb.kernels.mem import as_u8, load_u32, load_u64, memcpy, prefetch, readonly, store_u32, store_u64
+from shaledb.kernels.mem import as_u8, load_u32, load_u64, memcpy, prefetch, readonly, store_u32, store_u64, unowned
 
 __all__ = [
     "BLOCK_TAIL",
@@ -683,6 +683,9 @@ def _scan_blocks(data, starts, lo_key, use_lo, hi_key, use_hi, out, out_offs):
     applied until a block yields a record (a first block wholly below lo_key
     yields none, and the next one is sought too).  Returns (error, failing
     block, n, bytes)."""
+    data = unowned(data)  # the per-entry helpers take no atomic reference counts
+    out = unowned(out)
+    out_offs = unowned(out_offs)
     nout = 0
     op = np.int64(0)
     seek = use_lo
