@@ -677,12 +677,14 @@ def decode_block_range(block, start=None, end=None, *, what: str = "block") -> t
 
 
 @kernel
-def _scan_blocks(data, starts, lo_key, use_lo, hi_key, use_hi, out, out_offs):
+def _scan_blocks(data, starts, lo_key, use_lo, hi_key, use_hi, out, out_offs, verified):
     """Decode consecutive blocks ``data[starts[i]:starts[i+1]]`` into one run,
     keeping lo_key <= key < hi_key.  Blocks are in key order, so lo_key is
     applied until a block yields a record (a first block wholly below lo_key
-    yields none, and the next one is sought too).  Returns (error, failing
-    block, n, bytes)."""
+    yields none, and the next one is sought too).  ``verified`` (empty, or
+    one flag per block): a block whose flag is set had its checksum and
+    restart array checked before and is not hashed again; a block checked
+    here gets its flag.  Returns (error, failing block, n, bytes)."""
     data = unowned(data)  # the per-entry helpers take no atomic reference counts
     out = unowned(out)
     out_offs = unowned(out_offs)
@@ -691,9 +693,15 @@ def _scan_blocks(data, starts, lo_key, use_lo, hi_key, use_hi, out, out_offs):
     seek = use_lo
     for b in range(starts.shape[0] - 1):
         block = data[starts[b] : starts[b + 1]]
-        err, data_end, nr = check_block(block)
-        if err != _OK:
-            return err, b, 0, np.int64(0)
+        if b < verified.shape[0] and verified[b] != 0:
+            nr = _ld32(block, block.shape[0] - BLOCK_TAIL)
+            data_end = block.shape[0] - BLOCK_TAIL - 4 * nr
+        else:
+            err, data_end, nr = check_block(block)
+            if err != _OK:
+                return err, b, 0, np.int64(0)
+            if b < verified.shape[0]:
+                verified[b] = 1
         ri = 0
         if seek:
             err, ri = seek_restart(block, data_end, nr, lo_key)
@@ -717,20 +725,31 @@ def _scan_blocks(data, starts, lo_key, use_lo, hi_key, use_hi, out, out_offs):
     return _OK, 0, nout, op
 
 
-def decode_blocks_range(data, starts, start=None, end=None, *, what: str = "block", first_block: int = 0):
+_NO_FLAGS = np.zeros(0, dtype=np.uint8)
+
+
+def decode_blocks_range(data, starts, start=None, end=None, *, what: str = "block", first_block: int = 0,
+                        verified=None):
     """Decode consecutive raw blocks (block ``i`` = ``data[starts[i]:starts[i+1]]``,
     in key order) into one record run of the entries with ``start <= key < end``.
 
-    A Corruption message reads ``"{what} {first_block + i}: ..."`` for the
-    failing block ``i``.  Decoding stops at the first block that reaches ``end``."""
+    ``verified``: optional per-block flags (uint8, one per block, shared
+    with the point reads of a mapped SST): set flags skip the checksum,
+    blocks checked here get theirs.  A Corruption message reads ``"{what}
+    {first_block + i}: ..."`` for the failing block ``i``.  Decoding stops at
+    the first block that reaches ``end``."""
     data = as_u8(data, "data")
     starts = as_offs(starts)
     if starts.shape[0] < 1 or starts[0] < 0 or starts[-1] > data.shape[0] or np.any(np.diff(starts) < 0):
         raise InvalidArgument("decode_blocks_range: bad block starts")
     use_lo, lo_a, use_hi, hi_a = _bounds(start, end)
+    if verified is None:
+        verified = _NO_FLAGS
+    elif verified.dtype != np.uint8 or verified.ndim != 1 or not verified.flags.writeable:
+        raise InvalidArgument("decode_blocks_range: verified must be a writable 1-d uint8 array")
 
     def decode(out, out_offs):
-        return _scan_blocks(data, starts, lo_a, use_lo, hi_a, use_hi, out, out_offs)
+        return _scan_blocks(data, starts, lo_a, use_lo, hi_a, use_hi, out, out_offs, verified)
 
     err, bad, buf, offs = _decode_growing(data.shape[0], decode)
     if err != _OK:
@@ -995,6 +1014,7 @@ def _warmup() -> None:
     for d in (blk, np.frombuffer(blk.tobytes(), dtype=np.uint8)):
         decode_blocks_range(d, starts)
         decode_blocks_range(d, starts, b"a", b"b")
+        decode_blocks_range(d, starts, verified=np.zeros(starts.shape[0] - 1, dtype=np.uint8))
         block_get(blk_bytes, b"ab")
     body = gather_records(buf, offs)[0]
     scan_records(body)

@@ -495,7 +495,10 @@ class SstReader:
             last = min(last, bisect.bisect_left(self._keys, end) + 1)
         for i, raw, starts in self._block_groups(first, last):
             lo = start if i == first else None
-            buf, offs = decode_blocks_range(raw, starts, lo, end, what=f"{self.key}: block", first_block=i)
+            # a mapped SST's blocks are verified once, whether a get or a scan touches them first
+            ver = self._verified[i : i + len(starts) - 1] if self._mapped else None
+            buf, offs = decode_blocks_range(raw, starts, lo, end, what=f"{self.key}: block", first_block=i,
+                                            verified=ver)
             if len(offs):
                 if self.global_seq:
                     _override_seq(buf, offs, self.global_seq)

@@ -152,3 +152,26 @@ def test_the_read_path_reports_a_damaged_mapped_block(tmp_path):
         with pytest.raises(Corruption, match=sid):
             db.get_many([first, victim])
         assert db.get(first) == vals[first]
+
+
+def test_a_scan_verifies_each_mapped_block_once(tmp_path):
+    """Scans share the point reads' per-block flags: a scan checks a block's
+    checksum the first time it decodes it and flags it (later scans and
+    gets do not hash it again); a damaged block met first by a scan is
+    Corruption naming it, and stays unflagged."""
+    recs, data = _sst()
+    st = _local(tmp_path, data)
+    r = SstReader(st, NAME, size=len(data))
+    _, verified = r.mapped()
+    assert not verified.any()
+    want = [(b.tobytes(), o.tolist()) for b, o in r.iter_range()]
+    assert verified.all()
+    assert [(b.tobytes(), o.tolist()) for b, o in r.iter_range()] == want  # from flagged blocks
+    _, offs = r.block_bounds()
+    path = _file(st)
+    _damage(path, os.path.getsize(path) - len(data) + (int(offs[2]) + int(offs[3])) // 2)
+    r2 = SstReader(st, NAME, size=len(data))  # a fresh mapping of the damaged file
+    with pytest.raises(Corruption, match=rf"{NAME}: block 2\b"):
+        list(r2.iter_range())
+    flags = r2.mapped()[1]
+    assert flags[2] == 0 and flags[:2].all()
