@@ -583,6 +583,11 @@ def render(report: dict) -> str:
         ratio = f"{p['records_per_s'] / warm:.1f}x" if warm and p.get("records_per_s") else "-"
         rows.append([e, _short(p.get("api") or "-", 40), f"{p['records']:,}", fmt_seconds(p["seconds"]),
                      fmt_rate(p["records_per_s"]), ratio])
+        for v in p.get("variants") or ():
+            vr = f"{v['records_per_s'] / warm:.1f}x" if warm and v.get("records_per_s") else "-"
+            wrong = f" ({v['wrong_gets']} wrong)" if v.get("wrong_gets") else ""
+            rows.append([e, _short(v["api"], 40) + wrong, f"{v['records']:,}", fmt_seconds(v["seconds"]),
+                         fmt_rate(v["records_per_s"]), vr])
     out.append(format_table(["engine", "call", "keys", "time", "keys/s", "vs own warm get"], rows,
                             "== get_many (the read keys again, one batch call, warm; best of 3) =="))
 

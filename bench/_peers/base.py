@@ -96,6 +96,12 @@ class Adapter(abc.ABC):
         engine's multi-get), or None when it has none."""
         return None
 
+    def batch_get_arrays(self, keys: list):
+        """``(api name, call)``: ``call()`` runs one batch point read of
+        ``keys`` given as numpy arrays (prepared before the clock starts) and
+        returns the values as a list; None when the engine has no such form."""
+        return None
+
     def batch_scan(self):
         """``(api name, records, key+value bytes)`` of one full scan into
         column arrays (no per-record objects), or None when the engine has none."""

@@ -432,6 +432,19 @@ class ShaleDBAdapter(Adapter):
     def batch_get(self, keys):
         return "Db.get_many(list of bytes)", self.db.get_many(keys)
 
+    def batch_get_arrays(self, keys):
+        import numpy as np
+
+        offs = np.zeros(len(keys) + 1, dtype=np.int64)
+        np.cumsum([len(k) for k in keys], out=offs[1:])
+        pair = (np.frombuffer(b"".join(keys), dtype=np.uint8), offs)
+
+        def call():
+            vd, vo, found = self.db.get_many(pair)
+            return vd, vo, found
+
+        return "Db.get_many(numpy (data, offsets))", call
+
     def batch_scan(self):
         n = nbytes = 0
         for kd, ko, vd, _vo in self.db.scan_arrays():
