@@ -78,6 +78,12 @@ def _check_shaledb_lifecycle(report: dict) -> None:
     assert ph["gc"]["tree"]["bytes_by_kind"].get("wal", 0) == 0
     # After GC the store holds one copy of the data, give or take SST framing.
     assert 1.0 < ph["gc"]["space_amplification"] < 2.0
+    # get_many: the list form, then the numpy form on the same keys and on a
+    # large batch (every record here: 3000 > the 200 reads), values checked
+    gm = ph["get_many"]
+    assert gm["ran"] and gm["wrong_gets"] == 0
+    assert [v["records"] for v in gm["variants"]] == [gm["records"], 3000]
+    assert all(v["wrong_gets"] == 0 and v["records_per_s"] > 0 for v in gm["variants"])
     probe = report["write_probe"]
     assert probe["bytes"] == 8 << 20 and probe["mb_per_s"] > 0
 
