@@ -10,6 +10,8 @@ round runs ``--reads`` random gets on ShaleDB, then the same gets on RocksDB,
 then one batch read of the same keys on each (ShaleDB ``db.get_many``,
 rocksdict ``Rdict.get(list)``: RocksDB's multi_get).  The first round is
 "cold" (right after open: page faults, SST opens), the others "warm".
+Last, ShaleDB alone: ``get_many`` of ``--batch-sizes`` random keys (20k,
+200k, 1M by default), as a numpy ``(data, offsets)`` pair and as a list.
 
 Rates are given per CPU second of this process (``time.process_time``) and
 per wall second: on a busy machine the CPU figure is the one that compares
@@ -75,6 +77,22 @@ def _batch(fn, keys):
     return {"cpu": len(keys) / (time.process_time() - c0), "wall": len(keys) / (time.perf_counter() - w0)}
 
 
+def _batch_forms(db, rng, records: int, n: int) -> tuple[float, float]:
+    """CPU keys/s of ``db.get_many`` over ``n`` random keys, numpy pair and
+    list forms (best of 3 each, the pair built outside the clock)."""
+    import numpy as np
+
+    keys = [b"key%013d" % rng.randrange(records) for _ in range(n)]
+    kd = np.frombuffer(b"".join(keys), dtype=np.uint8)
+    ko = np.arange(n + 1, dtype=np.int64) * 16
+    vd, vo, found = db.get_many((kd, ko))
+    if not found.all() or db.get_many(keys[:100]) != [vd[vo[i]:vo[i + 1]].tobytes() for i in range(min(n, 100))]:
+        raise SystemExit("get_many forms disagree: a wrong read")
+    pair = max(_batch(lambda _k: db.get_many((kd, ko)), keys)["cpu"] for _ in range(3))
+    lst = max(_batch(db.get_many, keys)["cpu"] for _ in range(3))
+    return pair, lst
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", type=int, default=1_000_000)
@@ -83,6 +101,9 @@ def main(argv=None) -> int:
     p.add_argument("--dir", default=None, help="where the databases go (default: a new temp dir)")
     p.add_argument("--keep", action="store_true", help="keep (and reuse) the databases")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-sizes", default="20000,200000,1000000",
+                   help="ShaleDB only, after the rounds: get_many of this many random keys as a numpy "
+                        "(data, offsets) pair and as a list, best of 3 each (comma-separated; '' to skip)")
     args = p.parse_args(argv)
 
     import tempfile
@@ -116,6 +137,8 @@ def main(argv=None) -> int:
                 res.setdefault(("rocksdb", "batch"), []).append(_batch(r.get, keys))
             if s.get_many(keys) != r.get(keys):  # same seed: the same values in both
                 raise SystemExit("the engines disagree on the values: a wrong read")
+            sizes = [int(x) for x in args.batch_sizes.split(",") if x.strip()]
+            batches = [(n, *_batch_forms(s, rng, args.records, n)) for n in sizes]
         finally:
             s.close()
             r.close()
@@ -138,6 +161,9 @@ def main(argv=None) -> int:
               f"{res[('shaledb', 'cold')][0]['cpu'] / res[('rocksdb', 'cold')][0]['cpu']:.2f}x, "
               f"get_many vs multi_get {med('shaledb', 'batch', 'cpu') / med('rocksdb', 'batch', 'cpu'):.2f}x, "
               f"get_many vs own warm get {med('shaledb', 'batch', 'cpu') / sw:.1f}x")
+        for n, pair, lst in batches:
+            print(f"shaledb get_many of {n:,} random keys: numpy pair {pair:>10,.0f} keys/s cpu "
+                  f"({pair / sw:.1f}x own warm get), list {lst:>10,.0f} keys/s cpu ({lst / sw:.1f}x)")
     finally:
         if not args.keep and not args.dir:
             shutil.rmtree(root, ignore_errors=True)
