@@ -122,13 +122,12 @@ def test_get_many_model_local():
     run_state_machine_as_test(M, settings=_settings(3, 25))
 
 
-@pytest.mark.s3
-def test_get_many_model_s3(moto_server):
+def _run_model_s3(moto_server, prefix: str, examples: int) -> None:
     client = moto_server.client()
     counter = iter(range(10**6))
 
     def s3_root():
-        bucket = "getmany-%d" % next(counter)
+        bucket = "%s-%d" % (prefix, next(counter))
         client.create_bucket(Bucket=bucket)
         return s3_url(bucket), lambda: None
 
@@ -136,26 +135,19 @@ def test_get_many_model_s3(moto_server):
         make_root = staticmethod(s3_root)
         extra = dict(s3_opts(moto_server), block_cache_bytes=4096)  # no SST pinned: blocks read one by one
 
-    run_state_machine_as_test(M, settings=_settings(2, 15))
+    run_state_machine_as_test(M, settings=_settings(examples, 15))
+
+
+@pytest.mark.s3
+def test_get_many_model_s3(moto_server):
+    _run_model_s3(moto_server, "getmany", 2)
 
 
 @pytest.mark.s3
 def test_get_many_model_s3_sorted_copy(moto_server, walk_sorted_copy):
     """Keys that meet a block not in memory (finished in Python) on the
     large-batch path."""
-    client = moto_server.client()
-    counter = iter(range(10**6))
-
-    def s3_root():
-        bucket = "getmany-sc-%d" % next(counter)
-        client.create_bucket(Bucket=bucket)
-        return s3_url(bucket), lambda: None
-
-    class M(GetManyMachine):
-        make_root = staticmethod(s3_root)
-        extra = dict(s3_opts(moto_server), block_cache_bytes=4096)
-
-    run_state_machine_as_test(M, settings=_settings(1, 15))
+    _run_model_s3(moto_server, "getmany-sc", 1)
 
 
 def test_get_many_checks_its_keys():
