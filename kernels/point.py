@@ -384,44 +384,9 @@ def plan_get(key, s0, best_seq, meta, srcs):
     ``need_block`` of that table (not in memory) and call again from
     ``next_source``.  On an error, ``need_table``/``need_block`` name the
     bad block."""
-    hashed = False
-    h = np.uint64(0)
-    bt = -1
-    btr = np.uint64(0)
-    bvp = np.int64(0)
-    bvl = np.int64(0)
-    ns = srcs.shape[0] - 1
-    for s in range(s0, ns):
-        t = _table_of(meta, srcs[s], srcs[s + 1], key)
-        if t < 0 or meta[t, M_MAXSEQ] <= best_seq:
-            continue
-        if _cmp(_view_u8(meta[t, M_LK], meta[t, M_LKLEN]), key) < 0:
-            continue
-        # the last source's bloom is not probed: a get there is the search
-        # the probe would save (about as cheap), and it finds most keys
-        if meta[t, M_BLEN] > 0 and s != ns - 1:
-            if not hashed:
-                h = xxh64_range(key, 0, key.shape[0], np.uint64(0))
-                hashed = True
-            if not bloom_probe_hash(_view_u8(meta[t, M_BLOOM], meta[t, M_BLEN]), h):
-                continue
-        nb = meta[t, M_NB]
-        bi = _first_ge(_view_u8(meta[t, M_IKEYS], meta[t, M_IKLEN]), _view_i64(meta[t, M_IOFFS], nb + 1),
-                       _view_u64(meta[t, M_IPRE], nb), meta[t, M_LCP], nb, key)
-        if bi >= nb:
-            continue
-        if meta[t, M_DATA] == 0:
-            return _OK, bt, btr, bvp, bvl, t, bi, s + 1
-        err, found, seq, tr, vp, vlen = _seek_table(key, meta, t, bi)
-        if err != _OK:
-            return err, -1, np.uint64(0), 0, 0, t, bi, s
-        if found and seq > best_seq:
-            best_seq = seq
-            bt = t
-            btr = tr
-            bvp = vp
-            bvl = vlen
-    return _OK, bt, btr, bvp, bvl, -1, -1, ns
+    loc = np.empty(2 * (srcs.shape[0] - 1), dtype=np.int64)
+    _locate_ahead(key, meta, srcs, loc)
+    return _get_located(key, s0, best_seq, meta, srcs, loc)
 
 
 @inline_kernel
@@ -629,11 +594,21 @@ def _prefetch_lines(block, a, b):
 
 
 @inline_kernel
+def _block_of(meta, t, key):
+    """The block of table ``t`` whose index key is the first >= ``key``
+    (the table's block count if none)."""
+    nb = meta[t, M_NB]
+    return _first_ge(_view_u8(meta[t, M_IKEYS], meta[t, M_IKLEN]), _view_i64(meta[t, M_IOFFS], nb + 1),
+                     _view_u64(meta[t, M_IPRE], nb), meta[t, M_LCP], nb, key)
+
+
+@inline_kernel
 def _locate_ahead(key, meta, srcs, loc):
     """Where ``plan_get`` will look for ``key``, one row of ``loc`` per
     source: ``(table, block)``; block ``_L_NONE`` when the source's tables
     do not cover the key, ``_L_BLOOM`` when the table has a bloom to probe
-    first (not the last source: see plan_get).  Prefetches the cache lines
+    first (not the last source: a get there is the search the
+    probe would save, about as cheap, and it finds most keys).  Prefetches the cache lines
     the search will read: the bloom's probe lines, or the data block's
     restart array, its first 512 bytes and the 512 bytes around its middle
     (where the restart search probes first and the entry walk starts).
@@ -651,8 +626,7 @@ def _locate_ahead(key, meta, srcs, loc):
             loc[2 * s + 1] = _L_BLOOM
             continue
         nb = meta[t, M_NB]
-        bi = _first_ge(_view_u8(meta[t, M_IKEYS], meta[t, M_IKLEN]), _view_i64(meta[t, M_IOFFS], nb + 1),
-                       _view_u64(meta[t, M_IPRE], nb), meta[t, M_LCP], nb, key)
+        bi = _block_of(meta, t, key)
         if bi >= nb:
             continue
         loc[2 * s + 1] = bi
@@ -666,9 +640,9 @@ def _locate_ahead(key, meta, srcs, loc):
 
 
 @inline_kernel
-def _get_located(key, best_seq, meta, srcs, loc):
-    """``plan_get(key, 0, best_seq, ...)`` with the tables and blocks
-    ``_locate_ahead`` found (same result)."""
+def _get_located(key, s0, best_seq, meta, srcs, loc):
+    """``plan_get`` from the tables and blocks ``_locate_ahead`` found
+    (``loc``); sources before ``s0`` are skipped."""
     hashed = False
     h = np.uint64(0)
     bt = -1
@@ -676,7 +650,7 @@ def _get_located(key, best_seq, meta, srcs, loc):
     bvp = np.int64(0)
     bvl = np.int64(0)
     ns = srcs.shape[0] - 1
-    for s in range(ns):
+    for s in range(s0, ns):
         t = loc[2 * s]
         bi = loc[2 * s + 1]
         if bi == _L_NONE or meta[t, M_MAXSEQ] <= best_seq:
@@ -687,10 +661,8 @@ def _get_located(key, best_seq, meta, srcs, loc):
                 hashed = True
             if not bloom_probe_hash(_view_u8(meta[t, M_BLOOM], meta[t, M_BLEN]), h):
                 continue
-            nb = meta[t, M_NB]
-            bi = _first_ge(_view_u8(meta[t, M_IKEYS], meta[t, M_IKLEN]), _view_i64(meta[t, M_IOFFS], nb + 1),
-                           _view_u64(meta[t, M_IPRE], nb), meta[t, M_LCP], nb, key)
-            if bi >= nb:
+            bi = _block_of(meta, t, key)
+            if bi >= meta[t, M_NB]:
                 continue
         if meta[t, M_DATA] == 0:
             return _OK, bt, btr, bvp, bvl, t, bi, s + 1
@@ -753,7 +725,7 @@ def plan_get_many(kaddr, koaddr, order, x0, best_seq, meta, srcs, out, scratch, 
                           _view_i64(lbase + 16 * ns * ((x + PREFETCH_AHEAD) % ring), 2 * ns))
         i = order[x]
         key = _view_u8(kbase + koffs[i], koffs[i + 1] - koffs[i])
-        err, t, tr, vp, vlen, nt, nb, sn = _get_located(key, best_seq[i], meta, srcs,
+        err, t, tr, vp, vlen, nt, nb, sn = _get_located(key, 0, best_seq[i], meta, srcs,
                                                         _view_i64(lbase + 16 * ns * (x % ring), 2 * ns))
         if err != _OK:
             return err, x, nt, nb, used
