@@ -74,30 +74,29 @@ def bloom_probe_hash(filt, h):
 
     REQUIRES: ``filt`` is a well-formed filter (see ``bloom_may_contain``).
     """
-    k = np.int64(filt[1])
     mm = load_u64(filt, 8)
-    a = h & _M32
-    d = h >> np.uint64(32)
-    for i in range(k):
-        x = (a + np.uint64(i) * d) & _M32
-        bit = np.int64((x * mm) >> np.uint64(32))
+    for i in range(np.int64(filt[1])):
+        bit = _probe_bit(h, i, mm)
         if (filt[BLOOM_HEADER + (bit >> 3)] >> (bit & 7)) & 1 == 0:
             return False
     return True
 
 
 @kernel
+def _probe_bit(h, i, mm):
+    """Bit number of probe ``i`` of hash ``h`` in a filter of ``mm`` bits
+    (double hashing over the 32-bit halves, scaled by multiply-shift)."""
+    x = ((h & _M32) + np.uint64(i) * (h >> np.uint64(32))) & _M32
+    return np.int64((x * mm) >> np.uint64(32))
+
+
+@kernel
 def bloom_prefetch(filt, h):
     """Hint the cache lines ``bloom_probe_hash(filt, h)`` reads (a probe of a
     large filter misses the cache once per bit).  Same REQUIRES."""
-    k = np.int64(filt[1])
     mm = load_u64(filt, 8)
-    a = h & _M32
-    d = h >> np.uint64(32)
-    for i in range(k):
-        x = (a + np.uint64(i) * d) & _M32
-        bit = np.int64((x * mm) >> np.uint64(32))
-        prefetch(filt, BLOOM_HEADER + (bit >> 3))
+    for i in range(np.int64(filt[1])):
+        prefetch(filt, BLOOM_HEADER + (_probe_bit(h, i, mm) >> 3))
 
 
 @kernel
