@@ -49,7 +49,7 @@ from shaledb.format.record import KIND_MASK, MAX_KEY_BYTES, MAX_KIND
 from shaledb.kernels.block import BLOCK_TAIL, E_ENTRY, E_KEYLEN, E_KIND, E_RESTARTS, check_block
 from shaledb.kernels.bloom import bloom_prefetch, bloom_probe_hash
 from shaledb.kernels.hashing import xxh64_range
-from shaledb.kernels.mem import load_u32, load_u64, memcpy, prefetch
+from shaledb.kernels.mem import load_u32, load_u64, memcpy, prefetch, unowned
 
 __all__ = [
     "E_SCRATCH",
@@ -110,9 +110,6 @@ if config.DISABLE_JIT:  # plain Python: views through ctypes
             return np.empty(0, dtype=np.int64)
         return np.ctypeslib.as_array((ctypes.c_int64 * int(n)).from_address(int(addr)))
 
-    def _unowned(arr):
-        return arr
-
     def _view_u64(addr, n):
         if n == 0:
             return np.empty(0, dtype=np.uint64)
@@ -167,14 +164,6 @@ else:
     @inline_kernel
     def _view_i64(addr, n):
         return carray(_i64_ptr(addr), (n,))
-
-    @inline_kernel
-    def _unowned(arr):
-        """The int64 array ``arr`` (1-d or 2-d, C order) viewed through its
-        address: helpers passed the view do no atomic reference counting
-        (see kernels._jit.inline_kernel).  REQUIRES: the caller keeps
-        ``arr`` alive while the view is used."""
-        return carray(_i64_ptr(arr.ctypes.data), arr.shape)
 
 
 @inline_kernel
@@ -284,7 +273,7 @@ def block_seek(block, key):
     The restart search and the entry headers are parsed here, not through
     kernels.block's helpers: one loop with scalar state compiles to a
     third of the instructions (a seek in a cached block: 70-110 ns instead
-    of 150-280 ns; bench notes in docs/reads.md).  Every length is checked
+    of 150-280 ns; figures in docs/architecture.md, "Reads").  Every length is checked
     as kernels.block checks it; a bad entry is an error code."""
     n = block.shape[0]
     nr = np.int64(load_u32(block, n - BLOCK_TAIL))
@@ -702,8 +691,8 @@ def plan_get_many(kaddr, koaddr, order, x0, best_seq, meta, srcs, out, scratch, 
     position, table, block, used)``: error 0 when done; ``E_SCRATCH`` when
     ``scratch`` is full (grow it, call again from ``position``); otherwise
     a kernel error in that table and block, for key ``order[position]``."""
-    meta = _unowned(meta)
-    srcs = _unowned(srcs)
+    meta = unowned(meta)  # no atomic reference counts in the helpers (kernels.mem.unowned)
+    srcs = unowned(srcs)
     n = order.shape[0]
     koffs = _view_i64(koaddr, n + 1)
     ring = PREFETCH_AHEAD + 1
