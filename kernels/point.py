@@ -46,7 +46,7 @@ from numba.core import config
 
 from shaledb.kernels._jit import inline_kernel, kernel
 from shaledb.format.record import KIND_MASK, MAX_KEY_BYTES, MAX_KIND
-from shaledb.kernels.block import BLOCK_TAIL, E_ENTRY, E_KEYLEN, E_KIND, E_RESTARTS, check_block
+from shaledb.kernels.block import BLOCK_TAIL, E_ENTRY, E_KEYLEN, E_KIND, E_RESTARTS, _common_prefix, check_block
 from shaledb.kernels.bloom import bloom_prefetch, bloom_probe_hash
 from shaledb.kernels.hashing import xxh64_range
 from shaledb.kernels.mem import load_u32, load_u64, memcpy, prefetch, unowned
@@ -409,12 +409,7 @@ def _batch_prefix(kdata, koffs):
     a = koffs[0]
     lcp = koffs[1] - a
     for i in range(1, koffs.shape[0] - 1):
-        b = koffs[i]
-        lim = min(lcp, koffs[i + 1] - b)
-        j = 0
-        while j < lim and kdata[a + j] == kdata[b + j]:
-            j += 1
-        lcp = j
+        lcp = _common_prefix(kdata, a, lcp, kdata, koffs[i], koffs[i + 1] - koffs[i])
         if lcp == 0:
             break
     return lcp
