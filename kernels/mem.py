@@ -192,8 +192,9 @@ if not config.DISABLE_JIT:
 
     @intrinsic
     def _data_ptr(typingctx, arr):
-        """A C-contiguous array's data pointer, typed by its dtype."""
-        if not isinstance(arr, types.Array):
+        """A C-contiguous array's data pointer, typed by its dtype (an array
+        not typed C-contiguous does not compile: its view would be wrong)."""
+        if not isinstance(arr, types.Array) or arr.layout != "C":
             return None
 
         def codegen(context, builder, signature, args):
