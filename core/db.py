@@ -499,29 +499,31 @@ class Db:
         return scan_pairs(self._reader, start, end, snapshot_seq(self._pool))
 
     def scan_arrays(self, start: bytes | None = None, end: bytes | None = None, *,
-                    batch_records: int = 65536) -> Iterator[tuple]:
+                    batch_records: int = 65536, batch_bytes: int = 64 << 20) -> Iterator[tuple]:
         """Batches ``(keys_data, keys_offsets, values_data, values_offsets)``
         (uint8 data, int64 offsets of n + 1 entries from 0) of the pairs with
         ``start <= key < end``, in key order, at most ``batch_records`` pairs
-        each (lazy).  Every batch shows one snapshot: the writes made before
-        the call, none made after.  docs/reads.md."""
-        from shaledb.read.scan import check_batch_records, scan_arrays, snapshot_seq
+        and ``batch_bytes`` key + value bytes each (a larger pair is a batch
+        of its own; lazy).  Every batch shows one snapshot: the writes made
+        before the call, none made after.  docs/reads.md."""
+        from shaledb.read.scan import check_batch_bytes, check_batch_records, scan_arrays, snapshot_seq
 
         start = check_bound("start", start)
         end = check_bound("end", end)
         batch_records = check_batch_records(batch_records)
+        batch_bytes = check_batch_bytes(batch_bytes)
         self._check_open()
         self._drain()
-        return scan_arrays(self._reader, start, end, batch_records, snapshot_seq(self._pool))
+        return scan_arrays(self._reader, start, end, batch_records, snapshot_seq(self._pool), batch_bytes)
 
     def scan_arrow(self, start: bytes | None = None, end: bytes | None = None, *,
-                   batch_records: int = 65536):
+                   batch_records: int = 65536, batch_bytes: int = 64 << 20):
         """:meth:`scan_arrays` as one ``pyarrow.Table`` (``large_binary``
         columns ``key`` and ``value``, one record batch per scan batch, the
         arrays' buffers shared, not copied).  Needs ``shaledb[arrow]``."""
         from shaledb.read.arrow import table_from_batches
 
-        return table_from_batches(self.scan_arrays(start, end, batch_records=batch_records))
+        return table_from_batches(self.scan_arrays(start, end, batch_records=batch_records, batch_bytes=batch_bytes))
 
     # ------------------------------------------------------------- durability
 

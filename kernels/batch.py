@@ -1,17 +1,19 @@
 """Kernels of batch scans (``Db.scan_arrays``): record runs in, packed
 key/value arrays out, no per-record Python.
 
-* ``visible_into(buf, offs, lo, max_seq, max_records, kd, ko, vd, vo, n,
-  kpos, vpos)``: walk the run ``offs[lo:]`` (record order, every version of
+* ``visible_into(buf, offs, lo, max_seq, max_records, max_bytes, kd, ko,
+  vd, vo, n, kpos, vpos)``: walk the run ``offs[lo:]`` (record order, every version of
   a key inside the run) key group by key group; for each key take its newest
   version with ``seq <= max_seq``, drop it if it is a tombstone, else append
   its key to ``kd`` and its value to ``vd``: pair ``r`` of the batch is key
   ``kd[ko[r]:ko[r+1]]``, value ``vd[vo[r]:vo[r+1]]``.  ``n``, ``kpos``,
   ``vpos`` are the batch's pair count and fill levels so far.  Returns
   ``(status, next_index, n, kpos, vpos)``: status ``DONE`` (the run is
-  used up), ``FULL`` (``n == max_records``: hand the batch out, start a new
-  one and call again from ``next_index``) or ``GROW`` (the next pair does
-  not fit ``kd``/``vd``: enlarge them, call again).  ``next_index`` is always
+  used up), ``FULL`` (``n == max_records``, or the next pair would take the
+  batch's key + value bytes past ``max_bytes`` while it holds a pair: hand
+  the batch out, start a new one and call again from ``next_index``) or
+  ``GROW`` (the next pair does not fit ``kd``/``vd``: enlarge them, call
+  again).  ``next_index`` is always
   at a key group boundary.
 
 Records are in the layout of shaledb.format.record.  REQUIRES: the run was
@@ -37,7 +39,7 @@ GROW = 2
 
 
 @kernel
-def visible_into(buf, offs, lo, max_seq, max_records, kd, ko, vd, vo, n, kpos, vpos):
+def visible_into(buf, offs, lo, max_seq, max_records, max_bytes, kd, ko, vd, vo, n, kpos, vpos):
     m = offs.shape[0]
     i = lo
     shift = np.uint64(KIND_BITS)
@@ -56,6 +58,8 @@ def visible_into(buf, offs, lo, max_seq, max_records, kd, ko, vd, vo, n, kpos, v
         if pick >= 0 and buf[pick + TRAILER_OFF] == KIND_PUT:
             klen = key_len(buf, pick)
             vlen = value_len(buf, pick)
+            if n > 0 and kpos + klen + vpos + vlen > max_bytes:
+                return FULL, i, n, kpos, vpos
             if kpos + klen > kd.shape[0] or vpos + vlen > vd.shape[0]:
                 return GROW, i, n, kpos, vpos
             p = pick + RECORD_HEADER
@@ -86,4 +90,4 @@ def _warmup() -> None:
             vd = np.empty(8, dtype=np.uint8)
             ko = np.zeros(4, dtype=np.int64)
             vo = np.zeros(4, dtype=np.int64)
-            visible_into(buf, o, 0, np.uint64(7), 3, kd, ko, vd, vo, 0, 0, 0)
+            visible_into(buf, o, 0, np.uint64(7), 3, 1 << 20, kd, ko, vd, vo, 0, 0, 0)

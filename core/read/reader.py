@@ -118,7 +118,10 @@ def get_many(reader: "Reader", keys):
             raise InvalidArgument(f"get_many: every key must be 1..{MAX_KEY_BYTES} bytes")
         np.cumsum(lens, out=koffs[1:])
     kdata = np.frombuffer(b"".join(keys), dtype=np.uint8)
-    vdata, voffs, found = reader.get_many(kdata, koffs)
+    got = reader.get_many(kdata, koffs, as_list=True)
+    if isinstance(got, list):  # large values: made into bytes straight from the read buffer
+        return got
+    vdata, voffs, found = got
     if n == 0:
         return []
     hits = int(np.count_nonzero(found))
@@ -128,6 +131,29 @@ def get_many(reader: "Reader", keys):
     if hits:
         values[found] = np.fromiter(packed_bytes(vdata, np.append(voffs[:-1][found], voffs[-1])), dtype=object, count=hits)
     return values.tolist()
+
+
+#: Average value size from which ``get_many``'s list form makes each value's
+#: ``bytes`` straight from the kernel's read buffer (one copy) instead of
+#: gathering the values into one array first (two copies, and a second
+#: buffer the size of all the values).  Below it the gathered form's single
+#: ``tolist`` is faster than a Python step per value.
+LIST_DIRECT_BYTES = 64 * 1024
+
+
+def _listed(out: np.ndarray, hit: np.ndarray, scratch: np.ndarray, slow: dict) -> list:
+    """``get_many``'s list: row i's value from ``scratch`` when ``hit[i]``,
+    ``slow[i]`` for a key settled in Python, else None."""
+    from shaledb.kernels.point import G_VLEN, G_VPOS
+
+    values = [None] * out.shape[0]
+    mv = memoryview(scratch)
+    rows = np.flatnonzero(hit)
+    for i, a, m in zip(rows.tolist(), out[rows, G_VPOS].tolist(), out[rows, G_VLEN].tolist()):
+        values[i] = bytes(mv[a : a + m])
+    for i, v in slow.items():
+        values[i] = v
+    return values
 
 
 def packed_bytes(data: np.ndarray, offs: np.ndarray):
@@ -345,12 +371,15 @@ class Reader:
             return None
         return best[3]
 
-    def get_many(self, kdata: np.ndarray, koffs: np.ndarray):
+    def get_many(self, kdata: np.ndarray, koffs: np.ndarray, *, as_list: bool = False):
         """Point reads of keys ``kdata[koffs[i]:koffs[i+1]]`` (valid keys):
         ``(vdata, voffs, found)``, key i's value ``vdata[voffs[i]:voffs[i+1]]``
         when ``found[i]``.  Arenas first (skipped when they hold nothing),
         then one kernel call walks the plan for every key; keys that meet an
-        SST not in memory finish one by one.  One deadline for the call."""
+        SST not in memory finish one by one.  One deadline for the call.
+        With ``as_list``, when the values found average ``LIST_DIRECT_BYTES``
+        or more, the result is instead the list of ``bytes | None`` (each
+        value copied once from the kernel's buffer, not gathered first)."""
         n = koffs.shape[0] - 1
         best_seq = np.full(n, -1, dtype=np.int64)
         mem = None  # (rows, seqs, kinds, value starts, value lengths, values) of arena versions
@@ -363,13 +392,13 @@ class Reader:
             attempt = 0
             while True:
                 try:
-                    return self._get_many(kdata, koffs, best_seq, mem)
+                    return self._get_many(kdata, koffs, best_seq, mem, as_list)
                 except Corruption:
                     if attempt >= MISSING_SST_RETRIES or not self._advance_to_latest():
                         raise
                     attempt += 1
 
-    def _get_many(self, kdata, koffs, best_seq, mem):
+    def _get_many(self, kdata, koffs, best_seq, mem, as_list=False):
         from shaledb.kernels import point as P
 
         plan = self._point_plan()
@@ -391,7 +420,10 @@ class Reader:
                                                    plan.meta, plan.srcs, walk_out, scratch, used)
             if err != P.E_SCRATCH:
                 break
-            grown = np.empty(max(2 * scratch.shape[0], int(used) + (1 << 20)), dtype=np.uint8)
+            # room for what the keys walked so far suggest the rest needs (large
+            # values: one or two growths, not a doubling per key)
+            guess = int(used) * (n + 1) // max(int(x), 1) + (int(used) >> 3)
+            grown = np.empty(max(2 * scratch.shape[0], int(used) + (1 << 20), guess), dtype=np.uint8)
             grown[:used] = scratch[:used]
             scratch = grown
         if err:
@@ -431,6 +463,9 @@ class Reader:
                 out[w, P.G_VLEN] = mem[4][win]
         hit = (out[:, P.G_TABLE] >= 0) & (out[:, P.G_KIND] != 0)
         total = int(out[hit, P.G_VLEN].sum()) if n else 0
+        hits = int(np.count_nonzero(hit))
+        if as_list and hits and total >= LIST_DIRECT_BYTES * hits:
+            return _listed(out, hit, scratch, slow)
         vdata = np.empty(total, dtype=np.uint8)
         voffs = np.empty(n + 1, dtype=np.int64)
         found = np.empty(n, dtype=np.bool_)

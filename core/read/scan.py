@@ -40,8 +40,10 @@ from shaledb.read.reader import packed_bytes
 
 __all__ = [
     "Batch",
+    "DEFAULT_BATCH_BYTES",
     "DEFAULT_BATCH_RECORDS",
     "batches",
+    "check_batch_bytes",
     "check_batch_records",
     "merged_runs",
     "scan_arrays",
@@ -51,8 +53,14 @@ __all__ = [
 
 #: ``batch_records`` default of ``Db.scan_arrays``.
 DEFAULT_BATCH_RECORDS = 65536
+#: ``batch_bytes`` default of ``Db.scan_arrays`` (key + value bytes a batch
+#: may hold; one larger pair is a batch of its own).
+DEFAULT_BATCH_BYTES = 64 << 20
 #: Pairs per batch of the tuple scan's fast path (``scan_pairs``).
 PAIRS_BATCH = 16384
+#: Key + value bytes per batch of the tuple scan: small enough that its
+#: reused buffers stay in cache between a batch's fill and its ``bytes``.
+PAIRS_BATCH_BYTES = 4 << 20
 #: Pairs first allocated for (offsets grow by doubling up to batch_records).
 _FIRST_RECORDS = 65536
 #: Key/value bytes first allocated per batch (grown by doubling, then sized
@@ -68,6 +76,14 @@ def snapshot_seq(mem) -> int:
     seq up to it is committed in an arena or an L0 (see module docstring)."""
     with mem.lock:
         return mem.next_seq() - 1
+
+
+def check_batch_bytes(batch_bytes) -> int:
+    if isinstance(batch_bytes, bool) or not isinstance(batch_bytes, (int, np.integer)):
+        raise InvalidArgument(f"batch_bytes must be an int, got {type(batch_bytes).__name__}")
+    if not 1 <= batch_bytes <= 1 << 40:
+        raise InvalidArgument(f"batch_bytes must be in 1..{1 << 40}, got {batch_bytes}")
+    return int(batch_bytes)
 
 
 def check_batch_records(batch_records) -> int:
@@ -221,9 +237,9 @@ class _Out:
         self.vo[0] = 0
         self.n = self.kpos = self.vpos = 0
 
-    def grow(self, buf, offs, i: int) -> None:
-        """Room for the pair of any version of the key group at ``offs[i]``
-        (the kernel stopped there: GROW), at least doubling the short one."""
+    def need(self, buf, offs, i: int) -> tuple[int, int]:
+        """The largest key and value length among the versions of the key
+        group at ``offs[i]`` (room for its pair, whichever version shows)."""
         key = _key_of(buf, int(offs[i]))
         klen = vlen = 0
         j = i
@@ -231,8 +247,17 @@ class _Out:
             k, v = HEADER.unpack_from(buf, int(offs[j]))[:2]
             klen, vlen = max(klen, k), max(vlen, v)
             j += 1
-        self.kd = _grown(self.kd, self.kpos, self.kpos + klen)
-        self.vd = _grown(self.vd, self.vpos, self.vpos + vlen)
+        return klen, vlen
+
+    def grow(self, klen: int, vlen: int, limit: int) -> None:
+        """Room for one more pair of these lengths: each column at least
+        doubled, but not past ``limit`` bytes unless the pair needs it."""
+        self.kd = _grown(self.kd, self.kpos, self.kpos + klen, limit)
+        self.vd = _grown(self.vd, self.vpos, self.vpos + vlen, limit)
+
+    def reset(self) -> None:
+        """Empty again, keeping the buffers (their batch was consumed)."""
+        self.n = self.kpos = self.vpos = 0
 
     def grow_records(self, records: int) -> None:
         n = self.n
@@ -247,24 +272,30 @@ class _Out:
         return self.kd[: self.kpos], self.ko[: n + 1], self.vd[: self.vpos], self.vo[: n + 1]
 
 
-def _grown(a: np.ndarray, used: int, need: int) -> np.ndarray:
+def _grown(a: np.ndarray, used: int, need: int, limit: int) -> np.ndarray:
     if need <= a.shape[0]:
         return a
-    b = np.empty(max(need, 2 * a.shape[0]), dtype=np.uint8)
+    b = np.empty(max(need, min(2 * a.shape[0], limit)), dtype=np.uint8)
     b[:used] = a[:used]
     return b
 
 
-def batches(runs, max_seq: int, batch_records: int) -> Iterator[tuple[Batch, bool]]:
+def batches(runs, max_seq: int, batch_records: int, batch_bytes: int = DEFAULT_BATCH_BYTES,
+            *, reuse: bool = False) -> Iterator[tuple[Batch, bool]]:
     """``(batch, run_done)`` from merged record runs: at most
     ``batch_records`` pairs each, newest version per key with ``seq <=
     max_seq``, tombstones dropped; the last batch may be short, an empty
-    scan yields nothing.  ``run_done``: the batch ends at the end of a run
-    (every key up to the run's last one is settled)."""
+    scan yields nothing.  A batch also ends before its key and value bytes
+    would pass ``batch_bytes`` (a pair larger than that is a batch of its
+    own), so large values do not make a batch of gigabytes.  ``run_done``:
+    the batch ends at the end of a run (every key up to the run's last one
+    is settled).  With ``reuse`` the next batch is written into the same
+    buffers: the caller must be done with a batch before asking for the
+    next one."""
     from shaledb.kernels.batch import FULL, GROW
 
     seq = np.uint64(max_seq)
-    kbytes = vbytes = _FIRST_BYTES
+    kbytes = vbytes = min(_FIRST_BYTES, batch_bytes)
     first = min(batch_records, _FIRST_RECORDS)  # offsets grow too: a huge batch_records costs nothing up front
     out = _Out(first, kbytes, vbytes)
     for buf, offs in runs:
@@ -272,43 +303,55 @@ def batches(runs, max_seq: int, batch_records: int) -> Iterator[tuple[Batch, boo
         while True:
             cap = min(batch_records, out.ko.shape[0] - 1)
             st, i, n, kp, vp = _visible_into(
-                buf, offs, i, seq, cap, out.kd, out.ko, out.vd, out.vo, out.n, out.kpos, out.vpos
+                buf, offs, i, seq, cap, batch_bytes, out.kd, out.ko, out.vd, out.vo, out.n, out.kpos, out.vpos
             )
             out.n, out.kpos, out.vpos = int(n), int(kp), int(vp)
             i = int(i)
-            if st == GROW:
-                out.grow(buf, offs, i)
+            if st == GROW:  # the pair fits batch_bytes (or is the batch's first): room for it
+                out.grow(*out.need(buf, offs, i), batch_bytes)
                 continue
             if st == FULL:
-                if out.n < batch_records:  # only the offsets are full
+                if out.n == cap < batch_records:  # only the offsets are full
                     out.grow_records(min(batch_records, 2 * cap))
                     continue
-                kbytes, vbytes = max(out.kpos, 1), max(out.vpos, 1)
                 yield out.batch(), False
-                out = _Out(batch_records, kbytes + kbytes // 8, vbytes + vbytes // 8)
+                out = _next_out(out, reuse, batch_records)
                 continue
             break
     if out.n:
         yield out.batch(), True
 
 
-def scan_arrays(reader, start, end, batch_records: int, max_seq: int) -> Iterator[Batch]:
-    """The batches of ``reader``'s view of [start, end) at ``max_seq``.
+def _next_out(out: _Out, reuse: bool, batch_records: int) -> _Out:
+    """The buffers of the batch after ``out`` (just handed out): the same
+    ones emptied with ``reuse``, else new ones sized from ``out``'s fill."""
+    if reuse:
+        out.reset()
+        return out
+    kbytes, vbytes = max(out.kpos, 1), max(out.vpos, 1)
+    return _Out(min(batch_records, out.ko.shape[0] - 1), kbytes + kbytes // 8, vbytes + vbytes // 8)
+
+
+def scan_arrays(reader, start, end, batch_records: int, max_seq: int,
+                batch_bytes: int = DEFAULT_BATCH_BYTES, *, reuse: bool = False) -> Iterator[Batch]:
+    """The batches of ``reader``'s view of [start, end) at ``max_seq``
+    (:func:`batches` for ``batch_records``, ``batch_bytes`` and ``reuse``).
 
     The call (manifest, L0 opens) has one ``request_timeout`` deadline, and
     so does each merge step (the store reads it needs).  When a step meets
     a missing SST while a newer manifest exists (compacted and collected),
     the scan resumes after the last key of the last finished step on the
     latest manifest, at the same ``max_seq``.
-    REQUIRES: start/end checked (bytes or None), batch_records >= 1.
+    REQUIRES: start/end checked (bytes or None), batch_records and
+    batch_bytes >= 1.
     """
     timeout = reader.options.request_timeout
     with call_deadline(timeout):
         sources = reader._sources(start, end)
-    return _resuming(reader, sources, start, end, batch_records, max_seq, timeout)
+    return _resuming(reader, sources, start, end, (batch_records, batch_bytes, reuse), max_seq, timeout)
 
 
-def _resuming(reader, sources, start, end, batch_records, max_seq, timeout):
+def _resuming(reader, sources, start, end, shape, max_seq, timeout):
     from shaledb.read.reader import MISSING_SST_RETRIES
 
     attempt = 0
@@ -324,7 +367,7 @@ def _resuming(reader, sources, start, end, batch_records, max_seq, timeout):
                 yield r
 
         try:
-            for batch, _done in batches(stepped(), max_seq, batch_records):
+            for batch, _done in batches(stepped(), max_seq, shape[0], shape[1], reuse=shape[2]):
                 kd, ko = batch[0], batch[1]
                 n = len(ko) - 1
                 # a resumed scan starts just after the last key handed out
@@ -343,9 +386,11 @@ def _resuming(reader, sources, start, end, batch_records, max_seq, timeout):
 
 def scan_pairs(reader, start, end, max_seq: int) -> Iterator[tuple[bytes, bytes]]:
     """``(key, value)`` pairs of the same view as :func:`scan_arrays`, built
-    from its batches (one ``bytes`` object per batch, sliced)."""
+    from its batches (one ``bytes`` object per batch, sliced).  The batches
+    are small (``PAIRS_BATCH_BYTES``) and share their buffers: each is made
+    into ``bytes`` before the next is filled."""
     return itertools.chain.from_iterable(
-        map(_pairs, scan_arrays(reader, start, end, PAIRS_BATCH, max_seq))
+        map(_pairs, scan_arrays(reader, start, end, PAIRS_BATCH, max_seq, PAIRS_BATCH_BYTES, reuse=True))
     )
 
 

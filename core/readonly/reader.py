@@ -173,27 +173,29 @@ class DbReader:
                 if self.checkpoint is not None or attempt == MISSING_RETRIES or not self._caught_up():
                     raise
 
-    def scan_arrays(self, start: bytes | None = None, end: bytes | None = None, *, batch_records: int = 65536):
+    def scan_arrays(self, start: bytes | None = None, end: bytes | None = None, *, batch_records: int = 65536,
+                    batch_bytes: int = 64 << 20):
         """Batches ``(keys_data, keys_offsets, values_data, values_offsets)``
         of the pairs with ``start <= key < end``, as ``Db.scan_arrays`` (lazy;
         like :meth:`scan`, not a snapshot unless the reader reads a checkpoint)."""
         from shaledb.memtable.writer import check_bound
-        from shaledb.read.scan import check_batch_records
+        from shaledb.read.scan import check_batch_bytes, check_batch_records
 
         start = check_bound("start", start)
         end = check_bound("end", end)
         batch_records = check_batch_records(batch_records)
+        batch_bytes = check_batch_bytes(batch_bytes)
         self._check_open()
-        return self._resuming_arrays(start, end, batch_records)
+        return self._resuming_arrays(start, end, batch_records, batch_bytes)
 
-    def _resuming_arrays(self, start, end, batch_records):
+    def _resuming_arrays(self, start, end, batch_records, batch_bytes):
         from shaledb.format.record import MAX_SEQ
         from shaledb.read.scan import scan_arrays
 
         attempt = 0
         while True:
             try:
-                for batch in scan_arrays(self._reader, start, end, batch_records, MAX_SEQ):
+                for batch in scan_arrays(self._reader, start, end, batch_records, MAX_SEQ, batch_bytes):
                     yield batch
                     kdata, koffs = batch[0], batch[1]
                     if len(koffs) > 1:

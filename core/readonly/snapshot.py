@@ -102,16 +102,18 @@ class Snapshot:
         self._check_open()
         return get_many(self._reader, keys)
 
-    def scan_arrays(self, start: bytes | None = None, end: bytes | None = None, *, batch_records: int = 65536):
+    def scan_arrays(self, start: bytes | None = None, end: bytes | None = None, *, batch_records: int = 65536,
+                    batch_bytes: int = 64 << 20):
         """The snapshot's pairs with ``start <= key < end`` in batches, as ``Db.scan_arrays``."""
         from shaledb.memtable.writer import check_bound
-        from shaledb.read.scan import check_batch_records, scan_arrays
+        from shaledb.read.scan import check_batch_bytes, check_batch_records, scan_arrays
 
         start = check_bound("start", start)
         end = check_bound("end", end)
         batch_records = check_batch_records(batch_records)
+        batch_bytes = check_batch_bytes(batch_bytes)
         self._check_open()
-        return scan_arrays(self._reader, start, end, batch_records, self.seq)
+        return scan_arrays(self._reader, start, end, batch_records, self.seq, batch_bytes)
 
     def _renew(self) -> None:
         from shaledb.checkpoints.api import refresh_in

@@ -111,6 +111,19 @@ def test_get_many_model_memory_sorted_copy(walk_sorted_copy):
     run_state_machine_as_test(GetManyMachine, settings=_settings(4, 25))
 
 
+@pytest.fixture
+def list_direct(monkeypatch):
+    """Every list-form call builds its values straight from the kernel's
+    buffer (the large-value path), whatever their size."""
+    from shaledb.read import reader
+
+    monkeypatch.setattr(reader, "LIST_DIRECT_BYTES", 0)
+
+
+def test_get_many_model_memory_list_direct(list_direct):
+    run_state_machine_as_test(GetManyMachine, settings=_settings(4, 25))
+
+
 def test_get_many_model_local():
     def local_root():
         d = tempfile.mkdtemp(prefix="shaledb-getmany-")
@@ -148,6 +161,42 @@ def test_get_many_model_s3_sorted_copy(moto_server, walk_sorted_copy):
     """Keys that meet a block not in memory (finished in Python) on the
     large-batch path."""
     _run_model_s3(moto_server, "getmany-sc", 1)
+
+
+@pytest.mark.s3
+def test_get_many_model_s3_list_direct(moto_server, list_direct):
+    """Keys finished in Python (blocks not in memory) placed among the
+    values taken straight from the kernel's buffer."""
+    _run_model_s3(moto_server, "getmany-ld", 1)
+
+
+def test_get_many_large_values(tmp_path):
+    """Values of 64 KiB - 1 MiB (the list form's direct path) in a sorted
+    run, an L0 SST and an arena, deleted and missing keys among them, keys
+    repeated and unordered; the numpy form agrees."""
+    rng = np.random.default_rng(3)
+    model = {}
+    with open_db(str(tmp_path / "db")) as db:
+        for layer in range(3):
+            for _ in range(12):
+                k = b"k%02d" % rng.integers(0, 30)
+                if rng.random() < 0.15:
+                    db.delete(k, await_durable=False)
+                    model.pop(k, None)
+                else:
+                    v = rng.bytes(int(rng.integers(64 << 10, 1 << 20)))
+                    db.put(k, v, await_durable=False)
+                    model[k] = v
+            if layer < 2:  # the last layer stays in the arenas
+                db.flush(memtable=True)
+            if layer == 0:
+                db.compact(full=True)
+        keys = [b"k%02d" % i for i in rng.integers(0, 32, 50)]
+        want = [model.get(k) for k in keys]
+        assert sum(w is None for w in want) and sum(w is not None for w in want)
+        assert db.get_many(keys) == want
+        data, offs, found = db.get_many(_packed(keys))
+        assert [data[a:b].tobytes() if f else None for a, b, f in zip(offs, offs[1:], found)] == want
 
 
 def test_get_many_checks_its_keys():

@@ -95,6 +95,51 @@ def test_batches_grow_for_big_values():
     assert got == [(k, v) for k, _s, _kind, v in big]
 
 
+def _pair_bytes(batch) -> int:
+    return int(batch[1][-1]) + int(batch[3][-1])
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 3), st.integers(1, 9), st.integers(1, 400), st.booleans())
+def test_batches_bounded_by_bytes(seed, nsources, batch_records, batch_bytes, reuse):
+    """A batch holds at most ``batch_bytes`` of keys and values unless it is
+    one pair; it ends early only when its next pair would not fit; with
+    ``reuse`` (the tuple scan) every batch is still right when read before
+    the next one is made."""
+    rng = random.Random(seed)
+    seq = 0
+    sources_entries = []
+    for _ in range(nsources):
+        entries = []
+        for _ in range(rng.randrange(0, 30)):
+            seq += 1
+            kind = 1 if rng.random() < 0.8 else 0
+            entries.append((b"k%03d" % rng.randrange(25), seq, kind, bytes([seq % 251]) * rng.choice([0, 3, 40, 300])))
+        sources_entries.append(entries)
+    sources = [_cut_anywhere(e, rng.randrange(0, 4), rng) for e in sources_entries]
+    got, flat = [], []
+    for batch, _done in S.batches(S.merged_runs(sources), seq, batch_records, batch_bytes, reuse=reuse):
+        part = _flatten([batch])  # read now: with reuse the next batch overwrites it
+        got.append((len(part), sum(len(k) + len(v) for k, v in part), part[0]))
+        flat.extend(part)
+    assert flat == _model(sources_entries, seq)
+    for n, size, _first in got:
+        assert 1 <= n <= batch_records
+        assert size <= batch_bytes or n == 1
+    for (n, size, _first), (_n2, _size2, (k2, v2)) in zip(got, got[1:]):
+        assert n == batch_records or size + len(k2) + len(v2) > batch_bytes
+
+
+def test_batch_bytes_cap_large_values():
+    """Pairs of 1 MiB with a 2.5 MiB cap: two a batch, a 3 MiB pair alone,
+    and the buffers never grow past what one batch needs."""
+    big = [(b"k%02d" % i, i + 1, 1, bytes([i]) * ((3 << 20) if i == 3 else (1 << 20))) for i in range(7)]
+    got = [b for b, _ in S.batches(S.merged_runs([[_run(big)]]), 100, 1000, 5 << 19)]
+    assert [len(b[1]) - 1 for b in got] == [2, 1, 1, 2, 1]
+    assert _flatten(got) == [(k, v) for k, _s, _kind, v in big]
+    assert max(_pair_bytes(b) for b in got) == (3 << 20) + 3
+
+
 def test_offsets_grow_up_to_batch_records(monkeypatch):
     monkeypatch.setattr(S, "_FIRST_RECORDS", 2)
     recs = [(b"k%03d" % i, i + 1, 1, b"v%d" % i) for i in range(50)]
@@ -245,6 +290,38 @@ def test_bad_batch_records(bad):
     with open_db(memory_url(), compactor=False) as db:
         with pytest.raises(shaledb.InvalidArgument):
             db.scan_arrays(batch_records=bad)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "3", None, (1 << 40) + 1])
+def test_bad_batch_bytes(bad):
+    with open_db(memory_url(), compactor=False) as db:
+        with pytest.raises(shaledb.InvalidArgument, match="batch_bytes"):
+            db.scan_arrays(batch_bytes=bad)
+
+
+def test_scans_of_values_larger_than_a_batch(tmp_path):
+    """Values of 5 MiB (larger than the tuple scan's batch) among small ones,
+    in an arena, an L0 SST and a sorted run: ``scan`` and ``scan_arrays``
+    with a small ``batch_bytes`` return every pair whole."""
+    rng = np.random.default_rng(7)
+    model = {}
+    with open_db(f"file://{tmp_path}/db", compactor=False) as db:
+        for layer in range(3):
+            for i in range(6):
+                k = b"k%02d" % rng.integers(0, 12)
+                v = rng.bytes(5 << 20) if i % 2 else rng.bytes(int(rng.integers(0, 100)))
+                db.put(k, v)
+                model[k] = v
+            if layer == 0:
+                db.flush(memtable=True)
+                db.compact(full=True)
+            elif layer == 1:
+                db.flush(memtable=True)
+        want = sorted(model.items())
+        assert list(db.scan()) == want
+        batches = list(db.scan_arrays(batch_bytes=6 << 20))
+        assert _flatten(batches) == want
+        assert all(_pair_bytes(b) <= 6 << 20 or len(b[1]) == 2 for b in batches)
 
 
 @pytest.mark.parametrize("bad", [1, 2.0, "a", object()])
