@@ -18,7 +18,7 @@ import pytest
 from engine_util import open_db, scan_all, wait_for
 
 from shaledb.compact import Compactor
-from shaledb.flush.pacing import LIFT_CAP, LIFT_DOUBLING, MIN_RATE, PRIOR_RATE, WINDOW, WritePacer
+from shaledb.flush.pacing import LIFT_CAP, LIFT_DOUBLING, MIN_BUSY, MIN_RATE, PRIOR_RATE, WINDOW, WritePacer
 from shaledb.memtable.arena_pool import WRITER_PACE_MARK, WRITER_PACE_RATE, WRITER_PACE_STALE_NS, ArenaPool
 from shaledb.storage import open_store
 
@@ -82,9 +82,13 @@ def test_prior_rate_then_measured_drain_then_lifted():
     ids = ids + ["t4", "t5"]  # 8 = the limit: a quarter of the drain rate over 5 s
     assert p.observe(3, _manifest(*ids)) == max(MIN_RATE, int(64 * MiB / 5.0 * 0.25))
     clock.t += 1.0
-    last = p.rate
-    # drained below the mark, small backlog: the rate ramps up from the last one, doubling each second
-    assert p.observe(4, _manifest(*ids[:4])) == last
+    assert p.rate == MIN_RATE
+    # drained below the mark (another 64 MiB, in the 2 s since the last
+    # drain left a job's worth in L0), small backlog: the rate ramps up,
+    # doubling each second, from the measured drain (128 MiB in 6 s of
+    # compactor work), which is above the last paced rate
+    last = p.observe(4, _manifest(*ids[:4]))
+    assert last == int(128 * MiB / 6.0) == int(p.drain_rate())
     clock.t += 1.0
     assert p.observe(4, _manifest(*ids[:4])) == 2 * last
     clock.t += 3.5
@@ -99,15 +103,17 @@ def test_a_ramp_that_fills_the_backlog_paces_again():
     ids = [f"s{i}" for i in range(6)]
     assert p.observe(1, _manifest(*ids)) == PRIOR_RATE
     clock.t += 1.0
-    assert p.observe(2, _manifest("s5")) == PRIOR_RATE  # drained: the ramp starts at the last rate
+    # drained (80 MiB in the 1 s since L0 held a job's worth): the ramp starts
+    # at the measured drain, above the last (prior) rate
+    assert p.observe(2, _manifest("s5")) == 80 * MiB
     clock.t += 1.0
-    assert p.observe(3, _manifest("s5"), unflushed=100 * MiB) == 2 * PRIOR_RATE
+    assert p.observe(3, _manifest("s5"), unflushed=100 * MiB) == 160 * MiB
     clock.t += 0.5
     # the burst the ramp let in passes the start mark: paced on the measured drain again, no ramp left
     rate = p.observe(4, _manifest("s5"), unflushed=400 * MiB)
-    assert 0 < rate <= PRIOR_RATE
+    assert 0 < rate <= 80 * MiB
     clock.t += 0.5
-    assert p.observe(5, _manifest("s5"), unflushed=0) == rate  # a new ramp from that rate
+    assert p.observe(5, _manifest("s5"), unflushed=0) == max(rate, 80 * MiB)  # a new ramp, from the drain
 
 
 def test_a_filling_backlog_lowers_the_rate():
@@ -135,6 +141,31 @@ def test_no_drain_for_a_window_falls_to_the_floor_and_old_drains_expire():
     assert p.drain_rate() == 32 * MiB
     clock.t += WINDOW + 1  # that drain leaves the window; nothing new
     assert p.observe(3, _manifest(*(ids[4:] + ["a", "b", "c", "d", "e"]))) == MIN_RATE
+
+
+def test_the_drain_rate_counts_only_the_compactors_working_time():
+    """The compactor's speed, not the writers': seconds when L0 held less
+    than a job's worth (the compactor idle, waiting for the flusher) do not
+    dilute the rate.  Measured over wall time, the drain of a load the pacer
+    held back was only what the pacer let in (1,000 values of 1 MiB: 24
+    MiB/s measured against a compactor doing ~120 MiB/s)."""
+    p, clock, _ = _pacer()
+    p.observe(1, _manifest("a", "b"))  # below the threshold: no job
+    clock.t += 10.0
+    p.observe(2, _manifest("a", "b", "c", "d"))  # a job's worth: the compactor starts
+    clock.t += 0.5
+    p.observe(3, _manifest("a", "b", "c", "d", "e", "f"))  # still working
+    clock.t += 1.5
+    p.observe(4, _manifest("e", "f"))  # 4 x 16 MiB drained after 2 s of work
+    assert p.drain_rate() == 32 * MiB
+    clock.t += 5.0
+    p.observe(5, _manifest("e", "f", "g", "h"))  # idle 5 s, then a job's worth again
+    clock.t += 1.0
+    p.observe(6, _manifest("h"))  # 3 x 16 MiB in 1 s
+    assert p.drain_rate() == pytest.approx(112 * MiB / 3.0)
+    clock.t += 1.0
+    p.observe(7, _manifest())  # a drain below the threshold: counted as MIN_BUSY of work
+    assert p.drain_rate() == pytest.approx(128 * MiB / (3.0 + MIN_BUSY))
 
 
 def test_older_manifests_are_ignored():
