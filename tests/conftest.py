@@ -4,6 +4,12 @@
   a loopback port; every process of a test reaches it over HTTP.
 * ``s3_bucket``: a fresh bucket per test on that server, with credentials set
   in the environment so child processes inherit them.
+* Kernels compiled once: the controlling pytest process (not the xdist
+  workers) runs ``shaledb.kernels.warmup`` in a child process before any
+  test, filling numba's on-disk cache; from a fresh clone that is one
+  compile (about 70 s) instead of every worker compiling the same kernels
+  at once inside its first test, which under load pushed that test past
+  its timeout.  ``SHALEDB_TEST_NO_WARMUP=1`` skips it.
 * Shared-memory hygiene: the session gets a private segment directory
   (``SHALEDB_SHM_DIR``, under /dev/shm when it exists, inherited by every child
   process); after every test, segments named ``shaledb-*`` that the test left
@@ -38,6 +44,21 @@ if _OWN_SHM_DIR:
     os.environ["SHALEDB_SHM_DIR"] = _private_shm_dir()
     os.environ["SHALEDB_SHM_DIR_OWNER"] = _WORKER
 _SHM_DIR = os.environ["SHALEDB_SHM_DIR"]
+
+
+def pytest_configure(config):
+    if _WORKER or os.environ.get("SHALEDB_TEST_NO_WARMUP"):
+        return
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", "from shaledb.kernels.warmup import warmup; warmup()"],
+                          timeout=1200, check=False)
+    took = time.monotonic() - t0
+    if took > 5:  # a compile (fresh clone or changed kernels), not a cache load: say so
+        print(f"shaledb: kernels compiled before the tests in {took:.0f} s (exit {done.returncode})", file=sys.stderr)
 
 
 def pytest_unconfigure(config):
