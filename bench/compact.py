@@ -1,8 +1,8 @@
 """Compaction throughput: ``python -m bench.compact [--records N] [--l0 K]
 [--workers 1,2] [--repeat 3] [--profile] [--json PATH]``.
 
-Builds one database of N records (16-byte keys, 100-byte values, random key
-order) as K overlapping L0 SSTs with the real write path (``put_many``, one
+Builds one database of N records (16-byte keys, ``--value-size`` random
+value bytes, 100 by default; random key order) as K overlapping L0 SSTs with the real write path (``put_many``, one
 ``flush(memtable=True)`` per L0), then, on a fresh copy of that directory
 for every run, times ``db.compact(full=True)`` through the engine's
 compactor service with ``compaction_workers`` = each value of ``--workers``.
@@ -29,11 +29,12 @@ from bench.common import generate_dataset, machine_info, write_json
 MB = 1e6
 
 
-def build(root: str, records: int, l0: int, batch: int = 100_000) -> dict:
+def build(root: str, records: int, l0: int, batch: int = 100_000, value_size: int = 100) -> dict:
     """Write ``records`` as ``l0`` L0 SSTs; returns sizes and seconds."""
     import shaledb
 
-    ds = generate_dataset(records)
+    ds = generate_dataset(records, value_size=value_size)
+    batch = max(1, min(batch, (64 << 20) // max(1, value_size + 16)))  # a call of at most ~64 MiB
     per = -(-records // l0)
     t0 = time.perf_counter()
     db = shaledb.open(root, wal=False, compactor=False, l0_sst_bytes=1 << 30, max_unflushed_bytes=2 << 30,
@@ -49,7 +50,7 @@ def build(root: str, records: int, l0: int, batch: int = 100_000) -> dict:
             db.flush(memtable=True)
     finally:
         db.close()
-    return {"records": records, "l0": l0, "build_seconds": time.perf_counter() - t0}
+    return {"records": records, "l0": l0, "value_size": value_size, "build_seconds": time.perf_counter() - t0}
 
 
 def compact_once(src: str, work: str, workers: int) -> dict:
@@ -153,6 +154,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.compact", description=__doc__.split("\n\n")[0])
     p.add_argument("--records", type=int, default=2_000_000)
     p.add_argument("--l0", type=int, default=8, help="L0 SSTs to build (overlapping key ranges)")
+    p.add_argument("--value-size", type=int, default=100, help="bytes per value (random)")
     p.add_argument("--workers", default="1,2", help="comma-separated compaction_workers values")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--profile", action="store_true", help="cProfile one key range (of 2) in this process")
@@ -166,7 +168,7 @@ def main(argv=None) -> int:
     report: dict = {"machine": machine_info(), "runs": {}}
     try:
         shutil.rmtree(src, ignore_errors=True)
-        report["build"] = build(src, a.records, a.l0)
+        report["build"] = build(src, a.records, a.l0, value_size=a.value_size)
         print(f"built {a.records:,} records as {a.l0} L0 SSTs in {report['build']['build_seconds']:.1f} s", flush=True)
         for _ in range(a.repeat):
             for w in workers:

@@ -87,6 +87,7 @@ __all__ = [
     "find_entry",
     "gather",
     "gather_bound",
+    "gather_parts",
     "gather_records",
     "index_separators",
     "raise_corruption",
@@ -937,6 +938,30 @@ def gather_records(buf, offs) -> tuple[np.ndarray, np.ndarray, int, int]:
     if offs.shape[0] == 0:
         return out[:0], out_offs, 0, 0
     return out[:used], out_offs, int(mn), int(mx)
+
+
+def gather_parts(parts) -> tuple[np.ndarray, np.ndarray]:
+    """Copy the records of several ``(buf, offs)`` parts, part after part
+    and each in its ``offs`` order, into one compact buffer: ``(out_buf,
+    out_offs)``.  One copy of each record, whatever the number of parts.
+    Raises InvalidArgument as :func:`gather_records`."""
+    parts = [(as_u8(b, "buf"), as_offs(o)) for b, o in parts]
+    total = 0
+    for b, o in parts:
+        bound = int(gather_bound(b, o))
+        if bound < 0:
+            raise InvalidArgument("gather_parts: a record lies outside its buffer")
+        total += bound
+    out = np.empty(total, dtype=np.uint8)
+    out_offs = np.empty(sum(o.shape[0] for _, o in parts), dtype=np.int64)
+    pos = k = 0
+    for b, o in parts:
+        err, pos = gather(b, o, out, pos, out_offs, k)[:2]
+        if err != _OK:
+            raise InvalidArgument(f"gather_parts: {_MESSAGES.get(int(err), err)}")
+        pos = int(pos)
+        k += o.shape[0]
+    return out[:pos], out_offs
 
 
 @kernel

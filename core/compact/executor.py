@@ -189,13 +189,16 @@ def merge_range(
     """Merge the records with ``start <= key < end`` of ``sources`` (recency
     order, each key-ordered SSTs) into SSTs uploaded to ``store``; returns
     their refs in key order.  ``on_sst(sst_id)`` runs after each upload."""
-    from shaledb.kernels.block import gather_records
+    from shaledb.kernels.block import as_offs, as_u8, gather_bound, gather_parts
     from shaledb.kernels.merge import merge_runs
     from shaledb.kernels.sort import concat_runs
     from shaledb.sst.writer import build_ssts
 
     srcs = [_Source(_chunks(store, s, start, end, params.read_ahead_bytes)) for s in sources]
     out: list[SstRef] = []
+    # (buffer of a merge step, offsets of its surviving records): gathered
+    # into one output buffer per SST batch, so a record is copied once
+    # between the step's merge and the encoder
     pending: list[tuple[np.ndarray, np.ndarray]] = []
     pending_bytes = 0
     # One output SST uploads (write + fsync, or a PUT) on a helper thread
@@ -221,7 +224,7 @@ def merge_range(
         nonlocal pending, pending_bytes, inflight
         if not pending:
             return
-        buf, offs = concat_runs(pending) if len(pending) > 1 else pending[0]
+        buf, offs = gather_parts(pending)
         pending, pending_bytes = [], 0
         built = list(build_ssts(
             buf,
@@ -258,9 +261,8 @@ def merge_range(
                 merged = merge_runs(buf, bounds, offs)
                 keep = _survivors(buf, merged, params)
                 if len(keep):
-                    obuf, ooffs, _, _ = gather_records(buf, keep)
-                    pending.append((obuf, ooffs))
-                    pending_bytes += len(obuf)
+                    pending.append((buf, keep))
+                    pending_bytes += int(gather_bound(as_u8(buf, "buf"), as_offs(keep)))
                     if pending_bytes >= params.sst_target_bytes:
                         emit()
             for s in waiting:  # the holders of the bound read on

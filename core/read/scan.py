@@ -105,23 +105,14 @@ def _key_of(buf, off: int) -> bytes:
 def _gather(parts):
     """``parts`` (record runs) copied back to back into one buffer:
     ``(buf, offs, bounds)`` with run ``j`` at ``offs[bounds[j]:bounds[j+1]]``."""
-    from shaledb.kernels import read as K
+    from shaledb.kernels.block import gather_parts
 
-    total = sum(int(K.run_bytes(b, o)) for b, o in parts)
-    cat = np.empty(total, dtype=np.uint8)
-    coffs = np.empty(sum(len(o) for _, o in parts), dtype=np.int64)
     bounds = np.zeros(len(parts) + 1, dtype=np.int64)
-    pos = 0
-    k = 0
-    for j, (b, o) in enumerate(parts):
-        err, pos = K.gather(b, o, cat, pos, coffs, k)[:2]
-        if err:
-            from shaledb.kernels.block import raise_corruption
-
-            raise_corruption(int(err), "a record run of a scan")
-        pos = int(pos)
-        k += len(o)
-        bounds[j + 1] = k
+    np.cumsum([len(o) for _, o in parts], out=bounds[1:])
+    try:
+        cat, coffs = gather_parts(parts)
+    except InvalidArgument as exc:  # a damaged record (runs come from checked blocks: not expected)
+        raise Corruption(f"a record run of a scan: {exc}") from exc
     return cat, coffs, bounds
 
 
