@@ -78,20 +78,20 @@ def snapshot_seq(mem) -> int:
         return mem.next_seq() - 1
 
 
+def _check_count(name: str, value, most: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgument(f"{name} must be an int, got {type(value).__name__}")
+    if not 1 <= value <= most:
+        raise InvalidArgument(f"{name} must be in 1..{most}, got {value}")
+    return int(value)
+
+
 def check_batch_bytes(batch_bytes) -> int:
-    if isinstance(batch_bytes, bool) or not isinstance(batch_bytes, (int, np.integer)):
-        raise InvalidArgument(f"batch_bytes must be an int, got {type(batch_bytes).__name__}")
-    if not 1 <= batch_bytes <= 1 << 40:
-        raise InvalidArgument(f"batch_bytes must be in 1..{1 << 40}, got {batch_bytes}")
-    return int(batch_bytes)
+    return _check_count("batch_bytes", batch_bytes, 1 << 40)
 
 
 def check_batch_records(batch_records) -> int:
-    if isinstance(batch_records, bool) or not isinstance(batch_records, (int, np.integer)):
-        raise InvalidArgument(f"batch_records must be an int, got {type(batch_records).__name__}")
-    if not 1 <= batch_records <= 1 << 31:
-        raise InvalidArgument(f"batch_records must be in 1..{1 << 31}, got {batch_records}")
-    return int(batch_records)
+    return _check_count("batch_records", batch_records, 1 << 31)
 
 
 # -- merging ---------------------------------------------------------------

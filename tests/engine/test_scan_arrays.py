@@ -57,6 +57,22 @@ def _model(sources_entries, max_seq):
     return [(k, v[2]) for k, v in sorted(best.items()) if v[1] == 1]
 
 
+def _random_sources(rng, nsources, most, keys, put_share, value_of):
+    """``nsources`` lists of up to ``most`` random (key, seq, kind, value)
+    entries over ``keys`` distinct keys, seqs rising across all of them;
+    returns (the lists, the last seq)."""
+    seq = 0
+    sources_entries = []
+    for _ in range(nsources):
+        entries = []
+        for _ in range(rng.randrange(0, most)):
+            seq += 1
+            kind = 1 if rng.random() < put_share else 0
+            entries.append((b"k%03d" % rng.randrange(keys), seq, kind, value_of(seq)))
+        sources_entries.append(entries)
+    return sources_entries, seq
+
+
 def _flatten(batches):
     out = []
     for kd, ko, vd, vo in batches:
@@ -71,16 +87,7 @@ def _flatten(batches):
 @given(st.integers(0, 2**32), st.integers(1, 5), st.integers(1, 9), st.booleans())
 def test_batches_match_model(seed, nsources, batch_records, snapshot):
     rng = random.Random(seed)
-    seq = 0
-    sources_entries = []
-    for _ in range(nsources):
-        entries = []
-        for _ in range(rng.randrange(0, 40)):
-            seq += 1
-            kind = 1 if rng.random() < 0.75 else 0
-            value = b"v%d" % seq * rng.randrange(0, 3)  # empty values too
-            entries.append((b"k%03d" % rng.randrange(30), seq, kind, value))
-        sources_entries.append(entries)
+    sources_entries, seq = _random_sources(rng, nsources, 40, 30, 0.75, lambda s: b"v%d" % s * rng.randrange(0, 3))
     max_seq = rng.randrange(0, seq + 1) if snapshot else seq
     sources = [_cut_anywhere(e, rng.randrange(0, 6), rng) for e in sources_entries]
     got = list(S.batches(S.merged_runs(sources), max_seq, batch_records))
@@ -107,15 +114,8 @@ def test_batches_bounded_by_bytes(seed, nsources, batch_records, batch_bytes, re
     ``reuse`` (the tuple scan) every batch is still right when read before
     the next one is made."""
     rng = random.Random(seed)
-    seq = 0
-    sources_entries = []
-    for _ in range(nsources):
-        entries = []
-        for _ in range(rng.randrange(0, 30)):
-            seq += 1
-            kind = 1 if rng.random() < 0.8 else 0
-            entries.append((b"k%03d" % rng.randrange(25), seq, kind, bytes([seq % 251]) * rng.choice([0, 3, 40, 300])))
-        sources_entries.append(entries)
+    sources_entries, seq = _random_sources(rng, nsources, 30, 25, 0.8,
+                                           lambda s: bytes([s % 251]) * rng.choice([0, 3, 40, 300]))
     sources = [_cut_anywhere(e, rng.randrange(0, 4), rng) for e in sources_entries]
     got, flat = [], []
     for batch, _done in S.batches(S.merged_runs(sources), seq, batch_records, batch_bytes, reuse=reuse):
