@@ -61,6 +61,10 @@ PAIRS_BATCH = 16384
 #: Key + value bytes per batch of the tuple scan: small enough that its
 #: reused buffers stay in cache between a batch's fill and its ``bytes``.
 PAIRS_BATCH_BYTES = 4 << 20
+#: Runs whose records average this many bytes give the tuple scan their
+#: pairs straight from the run (a Python step per pair, one copy fewer):
+#: above it the copy costs more than the step.
+PAIRS_DIRECT_BYTES = 64 * 1024
 #: Pairs first allocated for (offsets grow by doubling up to batch_records).
 _FIRST_RECORDS = 65536
 #: Key/value bytes first allocated per batch (grown by doubling, then sized
@@ -272,7 +276,7 @@ def _grown(a: np.ndarray, used: int, need: int, limit: int) -> np.ndarray:
 
 
 def batches(runs, max_seq: int, batch_records: int, batch_bytes: int = DEFAULT_BATCH_BYTES,
-            *, reuse: bool = False) -> Iterator[tuple[Batch, bool]]:
+            *, reuse: bool = False, direct_bytes: int = 0) -> Iterator[tuple[Batch, bool]]:
     """``(batch, run_done)`` from merged record runs: at most
     ``batch_records`` pairs each, newest version per key with ``seq <=
     max_seq``, tombstones dropped; the last batch may be short, an empty
@@ -282,7 +286,10 @@ def batches(runs, max_seq: int, batch_records: int, batch_bytes: int = DEFAULT_B
     the batch ends at the end of a run (every key up to the run's last one
     is settled).  With ``reuse`` the next batch is written into the same
     buffers: the caller must be done with a batch before asking for the
-    next one."""
+    next one.  With ``direct_bytes``, a run whose records average that
+    many bytes or more is handed out as lists of ``(key, value)`` bytes
+    made from the run itself (one copy of each value instead of two), in
+    place of batches: the tuple scan of large values."""
     from shaledb.kernels.batch import FULL, GROW
 
     seq = np.uint64(max_seq)
@@ -290,6 +297,12 @@ def batches(runs, max_seq: int, batch_records: int, batch_bytes: int = DEFAULT_B
     first = min(batch_records, _FIRST_RECORDS)  # offsets grow too: a huge batch_records costs nothing up front
     out = _Out(first, kbytes, vbytes)
     for buf, offs in runs:
+        if direct_bytes and len(offs) and buf.shape[0] >= direct_bytes * len(offs):
+            if out.n:  # what the batch holds comes first
+                yield out.batch(), False
+                out = _next_out(out, reuse, batch_records)
+            yield from _direct_pairs(buf, offs, seq, batch_records)
+            continue
         i = 0
         while True:
             cap = min(batch_records, out.ko.shape[0] - 1)
@@ -313,6 +326,26 @@ def batches(runs, max_seq: int, batch_records: int, batch_bytes: int = DEFAULT_B
         yield out.batch(), True
 
 
+def _direct_pairs(buf, offs, seq, batch_records: int) -> Iterator[tuple[list, bool]]:
+    """``(pairs, run_done)`` of one run: lists of at most ``batch_records``
+    ``(key, value)`` bytes, each copied once from the run."""
+    from shaledb.kernels.batch import visible_picks
+
+    picks = np.empty(min(len(offs), batch_records), dtype=np.int64)
+    mv = memoryview(buf)
+    i = 0
+    while i < len(offs):
+        i, n = visible_picks(buf, offs, i, seq, batch_records, picks)
+        i = int(i)
+        pairs = []
+        for p in picks[: int(n)].tolist():
+            klen, vlen = HEADER.unpack_from(buf, p)[:2]
+            a = p + RECORD_HEADER
+            pairs.append((bytes(mv[a : a + klen]), bytes(mv[a + klen : a + klen + vlen])))
+        if pairs:
+            yield pairs, i >= len(offs)
+
+
 def _next_out(out: _Out, reuse: bool, batch_records: int) -> _Out:
     """The buffers of the batch after ``out`` (just handed out): the same
     ones emptied with ``reuse``, else new ones sized from ``out``'s fill."""
@@ -324,9 +357,11 @@ def _next_out(out: _Out, reuse: bool, batch_records: int) -> _Out:
 
 
 def scan_arrays(reader, start, end, batch_records: int, max_seq: int,
-                batch_bytes: int = DEFAULT_BATCH_BYTES, *, reuse: bool = False) -> Iterator[Batch]:
+                batch_bytes: int = DEFAULT_BATCH_BYTES, *, reuse: bool = False,
+                direct_bytes: int = 0) -> Iterator[Batch]:
     """The batches of ``reader``'s view of [start, end) at ``max_seq``
-    (:func:`batches` for ``batch_records``, ``batch_bytes`` and ``reuse``).
+    (:func:`batches` for ``batch_records``, ``batch_bytes``, ``reuse`` and
+    ``direct_bytes``: with it, some items are lists of pairs).
 
     The call (manifest, L0 opens) has one ``request_timeout`` deadline, and
     so does each merge step (the store reads it needs).  When a step meets
@@ -339,7 +374,7 @@ def scan_arrays(reader, start, end, batch_records: int, max_seq: int,
     timeout = reader.options.request_timeout
     with call_deadline(timeout):
         sources = reader._sources(start, end)
-    return _resuming(reader, sources, start, end, (batch_records, batch_bytes, reuse), max_seq, timeout)
+    return _resuming(reader, sources, start, end, (batch_records, batch_bytes, reuse, direct_bytes), max_seq, timeout)
 
 
 def _resuming(reader, sources, start, end, shape, max_seq, timeout):
@@ -358,12 +393,15 @@ def _resuming(reader, sources, start, end, shape, max_seq, timeout):
                 yield r
 
         try:
-            for batch, _done in batches(stepped(), max_seq, shape[0], shape[1], reuse=shape[2]):
-                kd, ko = batch[0], batch[1]
-                n = len(ko) - 1
+            for batch, _done in batches(stepped(), max_seq, shape[0], shape[1], reuse=shape[2], direct_bytes=shape[3]):
                 # a resumed scan starts just after the last key handed out
                 # (the batch being filled is lost with the generator)
-                start = kd[int(ko[n - 1]) : int(ko[n])].tobytes() + b"\x00"
+                if isinstance(batch, list):  # pairs (direct_bytes)
+                    start = batch[-1][0] + b"\x00"
+                else:
+                    kd, ko = batch[0], batch[1]
+                    n = len(ko) - 1
+                    start = kd[int(ko[n - 1]) : int(ko[n])].tobytes() + b"\x00"
                 yield batch
                 attempt = 0
             return
@@ -381,11 +419,14 @@ def scan_pairs(reader, start, end, max_seq: int) -> Iterator[tuple[bytes, bytes]
     are small (``PAIRS_BATCH_BYTES``) and share their buffers: each is made
     into ``bytes`` before the next is filled."""
     return itertools.chain.from_iterable(
-        map(_pairs, scan_arrays(reader, start, end, PAIRS_BATCH, max_seq, PAIRS_BATCH_BYTES, reuse=True))
+        map(_pairs, scan_arrays(reader, start, end, PAIRS_BATCH, max_seq, PAIRS_BATCH_BYTES, reuse=True,
+                                direct_bytes=PAIRS_DIRECT_BYTES))
     )
 
 
 def _pairs(batch: Batch):
+    if isinstance(batch, list):  # already pairs
+        return batch
     kd, ko, vd, vo = batch
     return zip(packed_bytes(kd, ko), packed_bytes(vd, vo))
 

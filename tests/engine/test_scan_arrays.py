@@ -130,6 +130,50 @@ def test_batches_bounded_by_bytes(seed, nsources, batch_records, batch_bytes, re
         assert n == batch_records or size + len(k2) + len(v2) > batch_bytes
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 3), st.integers(1, 9), st.sampled_from([40, 200, 1 << 20]))
+def test_direct_pairs_match_model(seed, nsources, batch_records, direct_bytes):
+    """The tuple scan's path for large values: runs whose records average
+    ``direct_bytes`` or more come as lists of pairs, the others as batches,
+    in key order, the same pairs as the model (versions, tombstones,
+    snapshot) and at most ``batch_records`` a list."""
+    rng = random.Random(seed)
+    sources_entries, seq = _random_sources(rng, nsources, 30, 25, 0.8,
+                                           lambda s: bytes([s % 251]) * rng.choice([0, 3, 40, 300]))
+    max_seq = rng.randrange(0, seq + 1)
+    sources = [_cut_anywhere(e, rng.randrange(0, 4), rng) for e in sources_entries]
+    flat, kinds = [], set()
+    for item, _done in S.batches(S.merged_runs(sources), max_seq, batch_records, 1 << 20, reuse=True,
+                                 direct_bytes=direct_bytes):
+        kinds.add(type(item))
+        if isinstance(item, list):
+            assert 1 <= len(item) <= batch_records
+            flat.extend(item)
+        else:
+            flat.extend(_flatten([item]))
+    assert flat == _model(sources_entries, max_seq)
+    if direct_bytes == 1 << 20:
+        assert list not in kinds  # no run averages 1 MiB a record
+
+
+def test_scan_pairs_of_large_values_come_straight_from_the_runs(tmp_path, monkeypatch):
+    """``db.scan()`` over values of 100-300 KiB takes the direct path (no
+    batch is filled) and returns every pair; a range scan too."""
+    rng = np.random.default_rng(11)
+    model = {b"k%03d" % i: rng.bytes(int(rng.integers(100 << 10, 300 << 10))) for i in range(40)}
+    calls = []
+    real = S._direct_pairs
+    monkeypatch.setattr(S, "_direct_pairs", lambda *a: calls.append(1) or real(*a))
+    with open_db(f"file://{tmp_path}/db", compactor=False) as db:
+        db.put_many(list(model), list(model.values()))
+        db.flush(memtable=True)
+        db.delete(b"k007")
+        del model[b"k007"]
+        assert list(db.scan()) == sorted(model.items())
+        assert list(db.scan(b"k010", b"k020")) == [(k, model[k]) for k in sorted(model) if b"k010" <= k < b"k020"]
+    assert calls
+
+
 def test_batch_bytes_cap_large_values():
     """Pairs of 1 MiB with a 2.5 MiB cap: two a batch, a 3 MiB pair alone,
     and the buffers never grow past what one batch needs."""
