@@ -83,13 +83,17 @@ def _warm_own() -> None:
         bloom_build(buf, big_offs)
 
 
-def warmup() -> dict[str, float]:
-    """Compile (or load from cache) every kernel; returns seconds spent per module."""
+def warmup(skip: tuple[str, ...] = ()) -> dict[str, float]:
+    """Compile (or load from cache) every kernel; returns seconds spent per
+    module.  ``skip``: kernel modules (e.g. ``("point",)``) left to another
+    process warming them at the same time."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     _warm_own()
     timings["hashing+bloom+sort+dedupe+merge"] = time.perf_counter() - t0
     for name in _OPTIONAL_MODULES:
+        if name in skip:
+            continue
         try:
             module = importlib.import_module(f"shaledb.kernels.{name}")
         except ModuleNotFoundError as exc:
