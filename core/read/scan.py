@@ -297,7 +297,7 @@ def batches(runs, max_seq: int, batch_records: int, batch_bytes: int = DEFAULT_B
     first = min(batch_records, _FIRST_RECORDS)  # offsets grow too: a huge batch_records costs nothing up front
     out = _Out(first, kbytes, vbytes)
     for buf, offs in runs:
-        if direct_bytes and len(offs) and buf.shape[0] >= direct_bytes * len(offs):
+        if direct_bytes and _averages(buf, offs, direct_bytes):
             if out.n:  # what the batch holds comes first
                 yield out.batch(), False
                 out = _next_out(out, reuse, batch_records)
@@ -324,6 +324,17 @@ def batches(runs, max_seq: int, batch_records: int, batch_bytes: int = DEFAULT_B
             break
     if out.n:
         yield out.batch(), True
+
+
+def _averages(buf, offs, nbytes: int) -> bool:
+    """Whether the records of the run average ``nbytes`` or more (the
+    buffer's size first: a run may be a few records of a larger buffer)."""
+    need = nbytes * len(offs)
+    if not need or buf.shape[0] < need:
+        return False
+    from shaledb.kernels.read import run_bytes
+
+    return int(run_bytes(buf, offs)) >= need
 
 
 def _direct_pairs(buf, offs, seq, batch_records: int) -> Iterator[tuple[list, bool]]:

@@ -156,6 +156,19 @@ def test_direct_pairs_match_model(seed, nsources, batch_records, direct_bytes):
         assert list not in kinds  # no run averages 1 MiB a record
 
 
+def test_direct_pairs_go_by_the_records_not_the_buffer():
+    """A run of small records that is a slice of a large buffer (a key held
+    back across runs is one) keeps the batch path."""
+    buf, offs = _run([(b"a", 1, 1, b"x"), (b"b", 2, 1, b"y")])
+    padded = np.concatenate([buf, np.zeros(1 << 20, dtype=np.uint8)])
+    got = [item for item, _ in S.batches(iter([(padded, offs)]), 9, 10, 1 << 20, direct_bytes=64 << 10)]
+    assert len(got) == 1 and not isinstance(got[0], list)
+    assert _flatten(got) == [(b"a", b"x"), (b"b", b"y")]
+    big = _run([(b"a", 1, 1, b"x" * (100 << 10)), (b"b", 2, 1, b"y")])  # averages over 50 KiB
+    got = [item for item, _ in S.batches(iter([big]), 9, 10, 1 << 20, direct_bytes=48 << 10)]
+    assert got == [[(b"a", b"x" * (100 << 10)), (b"b", b"y")]]
+
+
 def test_scan_pairs_of_large_values_come_straight_from_the_runs(tmp_path, monkeypatch):
     """``db.scan()`` over values of 100-300 KiB takes the direct path (no
     batch is filled) and returns every pair; a range scan too."""
