@@ -17,18 +17,24 @@ descending), so the newest version of a key comes first.
   first ``nw`` chunks: 3 (21 bytes), up to 5 (35 bytes) when a sample of the
   keys is that long (``_cached_words``), so that ties rarely need another
   read of a record, which costs a cache miss in key order.  The first level
-  sorts packed keys ``(64 - b bits of words 0-1 after the bits all records
-  share) << b | input index`` (b = bits of the record count) with numpy's
-  vectorised sort, which orders by key prefix, keeps ties in input order,
-  and still discriminates when every key starts with the same bytes;
+  sorts packed keys ``(first 64 - b varying bits of the cached words) << b |
+  input index`` (b = bits of the record count) with numpy's vectorised
+  sort, which orders by key prefix and keeps ties in input order.  A
+  varying bit is one that differs between some records: bits equal in all
+  of them do not decide the order, so leaving them out keeps it while the
+  64 bits hold more key (a shared prefix costs nothing, a decimal digit 4
+  bits, a length byte all keys share nothing; ``_varying_runs``).  The bits
+  are planned from a sample of records and packed in the same pass, again
+  if the full pass finds bits the sample missed;
 * two records that tie are ordered right away from their cached words and
   trailers (``_pair_order``); a longer run of records that tie becomes a
   segment, with its cached words and trailers in dense arrays;
 * a long segment (>= _PACK_MIN records, e.g. all keys under one shared
   prefix) skips the cached words all its records share and sorts packed
-  keys again: the bits of its next two words after the bits it shares,
-  above the record's position (``_pack_segment``).  Each run that still
-  ties splits the same way, its shared bits reaching further.  When fewer
+  keys again: the first bits of its cached words that vary within the
+  segment, above the record's position (``_pack_segment``).  Each run that
+  still ties splits the same way, its varying bits starting further; only
+  its records' trailers and words are carried to their new places.  When fewer
   than two cached words remain, the segment jumps to its longest common
   prefix and caches its words there in one pass (``_fill_at_lcp``): shared
   prefixes cost one read of a record, not one level per 7 bytes;
@@ -76,6 +82,8 @@ _LEN_SAMPLE = 256  # records whose key lengths choose the number of cached words
 _LCP_SAMPLE = 32  # keys sampled to guess a tie segment's common prefix
 _PACK_MIN = 192  # tie segments this long skip to their common prefix and sort packed keys
 _TRAILER_DEPTH = -1
+_MASK_SAMPLE = 4096  # records whose varying key bits plan the first level's packing
+_SECOND_ROUND_TIES = 0.25  # share of records tied after the first packed sort that earns a second
 
 
 # ---------------------------------------------------------------- sort kernels
@@ -256,60 +264,121 @@ def _fill_words(buf, ro, words, lo, hi, depth):
 
 
 @kernel
-def _top_words(buf, offs, ibits, words, packed):
-    """First ``nw`` sort words and the trailer of every record, in input order
-    (sequential reads), and the packed keys for the first level.
+def _varying_runs(vm, cols, kb, runs):
+    """Plan the packing of a segment's key bits: the runs of set bits of the
+    varying masks ``vm`` (bits that differ between some records, one mask per
+    cached word, most significant first) until ``kb`` bits are taken;
+    ``cols`` are the words' columns.  ``runs[r]`` = (column, shift, mask, width) of
+    run ``r``; returns the number of runs and of bits.
 
-    A packed key holds, above the record's input index (``ibits`` bits), the
-    ``64 - ibits`` bits of (word 0, word 1) that follow the leading bits every
-    record shares: sorting packed keys orders by key prefix (ties: input
-    order) even when all keys start alike.  Validates each record before
-    reading it; the third result is the first bad index or -1.
+    Bits equal in every record of a segment do not decide its order, so
+    packing only the varying ones (in order) orders the records as their
+    words do, with more key in the same bits: a decimal digit costs 4 bits,
+    not 8, and a length byte every key shares costs nothing.
+    """
+    nr = 0
+    total = 0
+    for k in range(vm.shape[0]):
+        m = vm[k]
+        b = 63
+        while b >= 0 and total < kb:
+            if (m >> np.uint64(b)) & np.uint64(1):
+                e = b
+                while e >= 0 and (m >> np.uint64(e)) & np.uint64(1):
+                    e -= 1
+                width = min(b - e, kb - total)
+                runs[nr, 0] = cols[k]
+                runs[nr, 1] = b - width + 1
+                runs[nr, 2] = ~np.uint64(0) >> np.uint64(64 - width)
+                runs[nr, 3] = width
+                nr += 1
+                total += width
+                b = e
+            else:
+                b -= 1
+        if total >= kb:
+            break
+    return nr, total
+
+
+@kernel
+def _packed_bits(words, i, runs, nr, pad):
+    """The varying key bits of row ``i`` of the cached ``words`` gathered by
+    ``runs`` (``_varying_runs``), shifted up by ``pad``."""
+    if pad >= 64:
+        return np.uint64(0)
+    v = np.uint64(0)
+    for r in range(nr):
+        v = (v << runs[r, 3]) | ((words[i, np.int64(runs[r, 0])] >> runs[r, 1]) & runs[r, 2])
+    return v << np.uint64(pad)
+
+
+@kernel
+def _sample_masks(buf, offs, nw, vm):
+    """``vm[k]``: the bits of sort word ``k`` that differ within a sample of
+    up to _MASK_SAMPLE records spread over the run (a subset of the bits that
+    vary in all of them)."""
+    n = offs.shape[0]
+    all_w = np.empty(nw, dtype=np.uint64)
+    any_w = np.zeros(nw, dtype=np.uint64)
+    all_w[:] = ~np.uint64(0)
+    for i in range(0, n, max(1, n // _MASK_SAMPLE)):
+        off = offs[i]
+        if record_ok(buf, off):  # the full pass reports a bad record
+            for k in range(nw):
+                w = _chunk_word(buf, off, 7 * k)
+                all_w[k] &= w
+                any_w[k] |= w
+    for k in range(nw):
+        vm[k] = any_w[k] ^ all_w[k] if any_w[k] != np.uint64(0) or all_w[k] != ~np.uint64(0) else np.uint64(0)
+
+
+@kernel
+def _top_words(buf, offs, ibits, words, vm, packed):
+    """First ``nw`` sort words and the trailer of every record, in input order
+    (sequential reads), and the packed keys for the first level: above the
+    record's input index (``ibits`` bits), the first ``64 - ibits`` bits of its
+    words that vary between records (``_varying_runs``).  ``vm`` gets each
+    word's varying bits.
+
+    The packing is planned from a sample's varying bits and done in the same
+    pass; if the full pass finds bits the sample missed, it is done again
+    (result -2).  Validates each record before reading it; the result is the
+    first bad index, or -1.
     """
     n = offs.shape[0]
     nw = words.shape[1] - 1  # last column: trailers
-    all0 = ~np.uint64(0)
-    any0 = np.uint64(0)
-    all1 = ~np.uint64(0)
-    any1 = np.uint64(0)
+    _sample_masks(buf, offs, nw, vm)
+    runs = np.empty((64, 4), dtype=np.uint64)
+    nr, total = _varying_runs(vm, np.arange(nw), 64 - ibits, runs)
+    pad = 64 - total
+    all_w = np.empty(nw, dtype=np.uint64)
+    any_w = np.zeros(nw, dtype=np.uint64)
+    all_w[:] = ~np.uint64(0)
     for i in range(n):
         prefetch(buf, offs[min(i + _AHEAD, n - 1)] + RECORD_HEADER)
         off = offs[i]
         if not record_ok(buf, off):
             return i
         for k in range(nw):
-            words[i, k] = _chunk_word(buf, off, 7 * k)
+            w = _chunk_word(buf, off, 7 * k)
+            words[i, k] = w
+            all_w[k] &= w
+            any_w[k] |= w
         words[i, nw] = trailer(buf, off)
-        all0 &= words[i, 0]
-        any0 |= words[i, 0]
-        all1 &= words[i, 1]
-        any1 |= words[i, 1]
-    # z = number of leading bits of the 128-bit (word 0, word 1) shared by all records
-    z = 0
-    diff = any0 ^ all0
-    if diff == np.uint64(0):
-        z = 64
-        diff = any1 ^ all1
-    if diff != np.uint64(0):
-        while (diff >> np.uint64(63)) == np.uint64(0):
-            diff = diff << np.uint64(1)
-            z += 1
-    else:
-        z = 128
-    keep = ~((np.uint64(1) << np.uint64(ibits)) - np.uint64(1))
+        packed[i] = _packed_bits(words, i, runs, nr, pad) | np.uint64(i)
+    same = True
+    for k in range(nw):
+        m = any_w[k] ^ all_w[k]
+        same = same and m == vm[k]
+        vm[k] = m
+    if same:
+        return -1
+    nr, total = _varying_runs(vm, np.arange(nw), 64 - ibits, runs)
+    pad = 64 - total
     for i in range(n):
-        w0 = words[i, 0]
-        w1 = words[i, 1]
-        if z == 0:
-            hi = w0
-        elif z < 64:
-            hi = (w0 << np.uint64(z)) | (w1 >> np.uint64(64 - z))
-        elif z < 128:
-            hi = w1 << np.uint64(z - 64)
-        else:
-            hi = np.uint64(0)
-        packed[i] = (hi & keep) | np.uint64(i)
-    return -1
+        packed[i] = _packed_bits(words, i, runs, nr, pad) | np.uint64(i)
+    return -2
 
 
 @kernel
@@ -529,10 +598,13 @@ def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv,
     are equal: pushed for the trailer order); when fewer than two cached words
     remain, the segment jumps to its longest common prefix and caches the
     words there (one pass over its records).  Then records are sorted
-    by packed keys: the ``64 - b`` bits of the next two cached words after the
-    bits every record shares, above the record's position in the segment
-    (``b`` bits).  Each run that ties on those bits is pushed with the same
-    depth and cached words: its own shared bits reach further, so it splits.
+    by packed keys: the first ``64 - b`` bits of the cached words that vary
+    within the segment (``_varying_runs``), above the record's position in
+    the segment (``b`` bits).  Each run that ties on those bits is pushed with
+    the same depth and cached words: the bits it ties on are constant in it,
+    so its own varying bits start further and it splits.  Records that no
+    longer tie are done: only the tied ones get their trailers and words
+    moved with them.
     """
     m = hi - lo
     nw = words.shape[1]
@@ -542,11 +614,8 @@ def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv,
             have = nw
             base = 0
         ca = base % nw
-        cb = (base + 1) % nw
         all0 = ~np.uint64(0)
         any0 = np.uint64(0)
-        all1 = ~np.uint64(0)
-        any1 = np.uint64(0)
         for i in range(lo, hi):
             all0 &= words[i, ca]
             any0 |= words[i, ca]
@@ -563,20 +632,29 @@ def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv,
             base = (base + 1) % nw
             continue
         break
-    diff = any0 ^ all0
-    z = 0
-    while (diff >> np.uint64(63)) == np.uint64(0):
-        diff = diff << np.uint64(1)
-        z += 1
+    # the bits that vary within the segment, from its first cached word on
+    cols = np.empty(have, dtype=np.int64)
+    for k in range(have):
+        cols[k] = (base + k) % nw
+    all_w = np.empty(nw, dtype=np.uint64)
+    any_w = np.zeros(nw, dtype=np.uint64)
+    all_w[:] = ~np.uint64(0)
+    for i in range(lo, hi):  # one pass over the rows, every column
+        for c in range(nw):
+            all_w[c] &= words[i, c]
+            any_w[c] |= words[i, c]
+    vm = np.empty(have, dtype=np.uint64)
+    for k in range(have):
+        vm[k] = any_w[cols[k]] ^ all_w[cols[k]]
     ibits = 1
     while (1 << ibits) < m:
         ibits += 1
     sh = np.uint64(ibits)
-    keep = ~((np.uint64(1) << sh) - np.uint64(1))
+    runs = np.empty((64, 4), dtype=np.uint64)
+    nr, total = _varying_runs(vm, cols, 64 - ibits, runs)
+    pad = 64 - total
     for i in range(lo, hi):
-        w0 = words[i, ca]
-        hi_bits = w0 if z == 0 else (w0 << np.uint64(z)) | (words[i, cb] >> np.uint64(64 - z))
-        vals[i] = (hi_bits & keep) | np.uint64(i - lo)
+        vals[i] = _packed_bits(words, i, runs, nr, pad) | np.uint64(i - lo)
     # positions are unique and already ascending within ties: only the bytes
     # holding key bits need sorting (the low ibits // 8 bytes are position bits)
     _radix_sort_keys(vals, lo, hi, tv, counts, ibits // 8)
@@ -584,12 +662,18 @@ def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv,
     for i in range(lo, hi):
         pidx[i] = lo + np.int64(vals[i] & mask)
     _permute(ro, pidx, lo, hi, ti)
-    _permute(tr, pidx, lo, hi, tv)
-    _permute_rows(words, pidx, lo, hi, tw)
+    # only records that still tie need their trailers and words again: gather
+    # those (all reads before any write back), push their runs
+    first = top
     i = lo
     while i < hi:
         j = _run_end(vals, i, hi, sh)
         if j - i > 1:
+            for t in range(i, j):
+                q = pidx[t]
+                tv[t] = tr[q]
+                for k in range(nw):
+                    tw[t, k] = words[q, k]
             st[top, 0] = i
             st[top, 1] = j
             st[top, 2] = depth
@@ -597,6 +681,11 @@ def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv,
             st[top, 4] = base
             top += 1
         i = j
+    for e in range(first, top):
+        for t in range(st[e, 0], st[e, 1]):
+            tr[t] = tv[t]
+            for k in range(nw):
+                words[t, k] = tw[t, k]
     return top
 
 
@@ -757,8 +846,9 @@ def sort_records(buf, offs) -> np.ndarray:
     # not, and first-touch page faults cost more than the sort itself.
     # Scratch parts that no tie reaches are never touched.
     top_words = np.empty((n, nw + 1), dtype=np.uint64)
+    vm = np.empty(nw, dtype=np.uint64)
     packed = np.empty(n, dtype=np.uint64)
-    bad = _top_words(buf, offs, ibits, top_words, packed)
+    bad = _top_words(buf, offs, ibits, top_words, vm, packed)
     if bad >= 0:
         raise_bad_record(buf, offs, bad)
     packed.sort()  # numpy's vectorised sort (AVX-512 / AVX2 where available)
