@@ -33,6 +33,8 @@ __all__ = [
     "decode_bloom",
     "decode_footer",
     "decode_index",
+    "decode_index_arrays",
+    "index_key_list",
     "decode_stored_block",
     "decode_trailer",
     "encode_bloom",
@@ -190,8 +192,12 @@ def encode_index(block_offsets: np.ndarray, key_bytes: np.ndarray, key_offsets: 
     return body + _U64.pack(_h(body))
 
 
-def decode_index(data: bytes, name: str, num_blocks: int, data_end: int) -> tuple[np.ndarray, list[bytes]]:
-    """(block_offsets int64[n+1], index keys) after checking them."""
+def decode_index_arrays(data: bytes, name: str, num_blocks: int, data_end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(block_offsets int64[n+1], index keys back to back uint8, their bounds
+    int64[n+1]) after checking them (the keys' order by one kernel pass: no
+    Python object per key)."""
+    from shaledb.kernels.point import first_descent
+
     what = f"{name}: index block"
     data = bytes(data)
     n = num_blocks
@@ -210,12 +216,23 @@ def decode_index(data: bytes, name: str, num_blocks: int, data_end: int) -> tupl
         or koffs[0] != 0 or koffs[-1] != keys_len or np.any(np.diff(koffs) < 1)
     ):
         raise Corruption(f"{what}: bad block or key offsets")
-    kb = data[fixed : fixed + keys_len]
-    bounds = koffs.tolist()  # Python ints: slicing with numpy scalars costs ~10x more
-    keys = [kb[a:b] for a, b in zip(bounds, bounds[1:])]
-    if any(a > b for a, b in zip(keys, keys[1:])):
+    kb = np.frombuffer(data, dtype=np.uint8, count=keys_len, offset=fixed)
+    if first_descent(kb, koffs) >= 0:
         raise Corruption(f"{what}: index keys out of order")
-    return offs, keys
+    return offs, kb, koffs
+
+
+def index_key_list(kb: np.ndarray, koffs: np.ndarray) -> list[bytes]:
+    """The index keys of :func:`decode_index_arrays` as a list of bytes."""
+    raw = kb.tobytes()
+    bounds = koffs.tolist()  # Python ints: slicing with numpy scalars costs ~10x more
+    return [raw[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def decode_index(data: bytes, name: str, num_blocks: int, data_end: int) -> tuple[np.ndarray, list[bytes]]:
+    """(block_offsets int64[n+1], index keys) after checking them."""
+    offs, kb, koffs = decode_index_arrays(data, name, num_blocks, data_end)
+    return offs, index_key_list(kb, koffs)
 
 
 # -------------------------------------------------------------------- bloom

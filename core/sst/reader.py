@@ -50,7 +50,8 @@ from shaledb.sst.format import (
     SstInfo,
     decode_bloom,
     decode_footer,
-    decode_index,
+    decode_index_arrays,
+    index_key_list,
     decode_stored_block,
     decode_trailer,
 )
@@ -150,10 +151,11 @@ class SstReader:
         if meta_start < tail_start:  # one GET for bloom + index
             tail = self._fetch(meta_start, self.size, "index")
             tail_start = meta_start
-        self._offsets, self._keys = decode_index(
+        self._offsets, self._ikeys, self._ioffs = decode_index_arrays(
             region(f.index_offset, f.index_offset + f.index_len, "index"), key, f.num_blocks, f.data_end
         )
-        if self._keys[-1] != f.last_key:
+        self._key_list = None  # the index keys as bytes, built on first use (bisect)
+        if self._ikeys[self._ioffs[-2] :].tobytes() != f.last_key:
             raise Corruption(f"{key}: index block: last index key is not the footer's last key")
         self._bloom = None
         if f.bloom_len:
@@ -233,10 +235,7 @@ class SstReader:
         M_IPRE).  Built once."""
         a = self._arrays
         if a is None:
-            keys = self._keys
-            ioffs = np.zeros(len(keys) + 1, dtype=np.int64)
-            np.cumsum(np.fromiter(map(len, keys), dtype=np.int64, count=len(keys)), out=ioffs[1:])
-            ikeys = np.frombuffer(b"".join(keys), dtype=np.uint8)
+            ikeys, ioffs = self._ikeys, self._ioffs
             boffs = np.ascontiguousarray(self._offsets, dtype=np.int64)
             first, last = self.footer.first_key, self.footer.last_key
             fk = np.frombuffer(first, dtype=np.uint8)
@@ -246,7 +245,7 @@ class SstReader:
                 lcp += 1
             from shaledb.kernels.point import index_prefixes
 
-            ipre = np.empty(len(keys), dtype=np.uint64)
+            ipre = np.empty(len(ioffs) - 1, dtype=np.uint64)
             index_prefixes(ikeys, ioffs, lcp, ipre)
             a = self._arrays = (ikeys, ioffs, boffs, fk, lk, ipre, lcp)
         return a
@@ -338,10 +337,7 @@ class SstReader:
             from shaledb.kernels.block import raise_corruption
 
             raise_corruption(int(err), f"{self.key}: block {int(bad)}")
-        klens = np.fromiter(map(len, self._keys), dtype=np.int64, count=len(self._keys))
-        ioffs = np.zeros(len(self._keys) + 1, dtype=np.int64)
-        np.cumsum(klens, out=ioffs[1:])
-        ikeys = np.frombuffer(b"".join(self._keys), dtype=np.uint8)
+        ikeys, ioffs = self._ikeys, self._ioffs
         bloom = self._bloom if self._bloom is not None else np.empty(0, dtype=np.uint8)
         pinned = _Pinned(data, boffs, ikeys, ioffs, np.ascontiguousarray(bloom, dtype=np.uint8))
         if cache is not None:
@@ -509,6 +505,15 @@ class SstReader:
                 if self.global_seq:
                     _override_seq(buf, offs, self.global_seq)
                 yield buf, offs
+
+    @property
+    def _keys(self) -> list[bytes]:
+        """The index keys as a list of bytes (for bisect), built on first use:
+        a get through the point kernels never needs it."""
+        keys = self._key_list
+        if keys is None:
+            keys = self._key_list = index_key_list(self._ikeys, self._ioffs)
+        return keys
 
     @property
     def bloom(self):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from formats_testlib import golden_records, ids, run_arrays
 from reference.block import read_run
 
 from shaledb.errors import Corruption
-from shaledb.sst.format import TRAILER_SIZE
+from shaledb.sst.format import TRAILER_SIZE, decode_index, decode_index_arrays, encode_index
 from shaledb.sst.reader import SstReader
 from shaledb.sst.writer import build_ssts
 from shaledb.storage import MemoryStore
@@ -78,3 +79,25 @@ def test_extended_object_raises():
     store.put(NAME, b"x" * TRAILER_SIZE)
     with pytest.raises(Corruption, match="magic"):
         SstReader(store, NAME)
+
+
+def test_index_block_checks_offsets_and_key_order():
+    """An index block whose checksum holds but whose content is wrong (a bug,
+    not bit rot) is a Corruption naming it: keys out of order, bad offsets."""
+    keys = [b"a", b"ab", b"b", b"c"]
+    koffs = np.cumsum([0] + [len(k) for k in keys]).astype(np.int64)
+    boffs = np.array([0, 10, 20, 30, 40], dtype=np.int64)
+    good = encode_index(boffs, np.frombuffer(b"".join(keys), dtype=np.uint8), koffs)
+    offs, kb, ko = decode_index_arrays(good, NAME, 4, 40)
+    assert offs.tolist() == boffs.tolist() and ko.tolist() == koffs.tolist() and kb.tobytes() == b"".join(keys)
+    assert decode_index(good, NAME, 4, 40)[1] == keys
+    swapped = [b"a", b"b", b"ab", b"c"]
+    bad = encode_index(boffs, np.frombuffer(b"".join(swapped), dtype=np.uint8), koffs)
+    with pytest.raises(Corruption, match=rf"{NAME}: index block: index keys out of order"):
+        decode_index_arrays(bad, NAME, 4, 40)
+    equal = [b"a", b"b", b"b", b"c"]  # a key may continue into the next block
+    assert decode_index(encode_index(boffs, np.frombuffer(b"".join(equal), dtype=np.uint8),
+                                     np.cumsum([0, 1, 1, 1, 1]).astype(np.int64)), NAME, 4, 40)[1] == equal
+    with pytest.raises(Corruption, match="bad block or key offsets"):
+        decode_index_arrays(encode_index(boffs[::-1].copy(), np.frombuffer(b"".join(keys), dtype=np.uint8), koffs),
+                            NAME, 4, 40)
