@@ -829,7 +829,7 @@ def sort_records(buf, offs) -> np.ndarray:
 
     Stable: records with equal key and trailer keep their input order.  Every
     record is checked to lie inside ``buf`` (InvalidArgument otherwise).
-    Scratch memory: 40 to 64 bytes per record, plus up to about 150 bytes per
+    Scratch memory: 40 to 64 bytes per record, plus up to about 110 bytes per
     record whose first key bytes tie with another record's (reserved for
     every record, touched only for those).
     """
@@ -853,7 +853,10 @@ def sort_records(buf, offs) -> np.ndarray:
         raise_bad_record(buf, offs, bad)
     packed.sort()  # numpy's vectorised sort (AVX-512 / AVX2 where available)
     out = np.empty(n, dtype=np.int64)
-    words, tw = np.empty((2, n, nw), dtype=np.uint64)  # cached sort words of tied records (aligned with ro), scratch
+    words = np.empty((n, nw), dtype=np.uint64)  # cached sort words of tied records (aligned with ro)
+    # scratch rows: the memory of top_words, which is not read again once the
+    # ties are copied out (fewer fresh pages to fault in)
+    tw = top_words.reshape(-1)[: n * nw].reshape(n, nw)
     tr, vals, tv = np.empty((3, n), dtype=np.uint64)  # cached trailers, sort values, scratch
     ro, pidx, ti = np.empty((3, n), dtype=np.int64)  # tied offsets, a permutation, scratch
     st = np.empty((n // 2 + 2, 5), dtype=np.int64)  # segment stack
