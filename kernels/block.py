@@ -81,6 +81,7 @@ __all__ = [
     "block_get",
     "check_block",
     "decode_block",
+    "first_descent",
     "decode_block_range",
     "decode_blocks_range",
     "encode_blocks",
@@ -203,6 +204,18 @@ def _compare(a, ap, alen, b, bp, blen):
     if alen == blen:
         return 0
     return -1 if alen < blen else 1
+
+
+@kernel
+def first_descent(keys, koffs):
+    """The first ``i`` whose key ``keys[koffs[i]:koffs[i+1]]`` is greater than
+    key ``i + 1`` (an SST index's keys out of order), or -1."""
+    for i in range(koffs.shape[0] - 2):
+        a = koffs[i]
+        b = koffs[i + 1]
+        if _compare(keys, a, b - a, keys, b, koffs[i + 2] - b) > 0:
+            return i
+    return -1
 
 
 @kernel
@@ -1025,7 +1038,8 @@ def _warmup() -> None:
     ro.flags.writeable = False
     for b in (buf, ro):
         enc = encode_blocks(b, offs)
-        index_separators(b, offs, enc, 0, enc.num_blocks)
+        keys, koffs = index_separators(b, offs, enc, 0, enc.num_blocks)
+        first_descent(np.frombuffer(keys.tobytes(), dtype=np.uint8), koffs)  # an SST's index, as it opens
         seq_range(b, offs)
         gather_records(b, offs)
     blk = enc.block(0)

@@ -82,7 +82,6 @@ __all__ = [
     "M_NB",
     "M_VER",
     "block_seek",
-    "first_descent",
     "gather_values",
     "gather_walked",
     "index_prefixes",
@@ -211,16 +210,6 @@ def index_prefixes(ikeys, ioffs, lcp, out):
     """``out[i]`` = the prefix (see M_IPRE) of index key i."""
     for i in range(out.shape[0]):
         out[i] = _prefix(ikeys[ioffs[i] : ioffs[i + 1]], lcp)
-
-
-@kernel
-def first_descent(ikeys, ioffs):
-    """The first ``i`` whose key ``ikeys[ioffs[i]:ioffs[i+1]]`` is greater than
-    key ``i + 1`` (keys out of order), or -1."""
-    for i in range(ioffs.shape[0] - 2):
-        if _cmp(ikeys[ioffs[i] : ioffs[i + 1]], ikeys[ioffs[i + 1] : ioffs[i + 2]]) > 0:
-            return i
-    return -1
 
 
 @inline_kernel
@@ -841,7 +830,6 @@ def _warmup() -> None:
     ioffs = np.array([0, 1], dtype=np.int64)
     ipre = np.empty(1, dtype=np.uint64)
     index_prefixes(ikeys, ioffs, 0, ipre)
-    first_descent(ikeys, ioffs)  # an SST's index keys, checked as it opens
     boffs = np.array([0, block.shape[0]], dtype=np.int64)
     verified = np.zeros(1, dtype=np.uint8)
     fk = np.frombuffer(b"a", dtype=np.uint8)

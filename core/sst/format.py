@@ -196,7 +196,7 @@ def decode_index_arrays(data: bytes, name: str, num_blocks: int, data_end: int) 
     """(block_offsets int64[n+1], index keys back to back uint8, their bounds
     int64[n+1]) after checking them (the keys' order by one kernel pass: no
     Python object per key)."""
-    from shaledb.kernels.point import first_descent
+    from shaledb.kernels.block import first_descent
 
     what = f"{name}: index block"
     data = bytes(data)
