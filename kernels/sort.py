@@ -23,9 +23,14 @@ descending), so the newest version of a key comes first.
   varying bit is one that differs between some records: bits equal in all
   of them do not decide the order, so leaving them out keeps it while the
   64 bits hold more key (a shared prefix costs nothing, a decimal digit 4
-  bits, a length byte all keys share nothing; ``_varying_runs``).  The bits
-  are planned from a sample of records and packed in the same pass, again
-  if the full pass finds bits the sample missed;
+  bits, a length byte all keys share nothing; ``_varying_runs``).  When a
+  few values of the first word are most records' (a common head such as
+  ``tenant/`` with shorter or other keys beside it, whose first words make
+  every bit of the head vary), the first word is packed as a small
+  order-keeping code instead and the bits go to the words after it
+  (``_common_words``, ``_coded_key``).  The bits are planned from a sample
+  of records and packed in the same pass, again if the full pass finds
+  bits the sample missed;
 * two records that tie are ordered right away from their cached words and
   trailers (``_pair_order``); a longer run of records that tie becomes a
   segment, with its cached words and trailers in dense arrays;
@@ -59,7 +64,7 @@ import numpy as np
 
 from shaledb.errors import InvalidArgument
 from shaledb.format.record import RECORD_ALIGN, RECORD_HEADER
-from shaledb.kernels._jit import kernel
+from shaledb.kernels._jit import inline_kernel, kernel
 from shaledb.kernels.mem import load_u64, load_u64_be, prefetch, unowned
 from shaledb.kernels.record import (
     check_run,
@@ -83,6 +88,7 @@ _LCP_SAMPLE = 32  # keys sampled to guess a tie segment's common prefix
 _PACK_MIN = 192  # tie segments this long skip to their common prefix and sort packed keys
 _TRAILER_DEPTH = -1
 _MASK_SAMPLE = 4096  # records whose varying key bits plan the first level's packing
+_COMMON_SHARE = 16  # a first word is common when 1/16 of the sample has it
 _SECOND_ROUND_TIES = 0.25  # share of records tied after the first packed sort that earns a second
 
 
@@ -314,14 +320,15 @@ def _packed_bits(words, i, runs, nr, pad):
 
 
 @kernel
-def _sample_masks(buf, offs, nw, vm):
+def _sample_masks(buf, offs, nw, vm, first):
     """``vm[k]``: the bits of sort word ``k`` that differ within a sample of
     up to _MASK_SAMPLE records spread over the run (a subset of the bits that
-    vary in all of them)."""
+    vary in all of them); ``first[:m]`` their first words.  Returns ``m``."""
     n = offs.shape[0]
     all_w = np.empty(nw, dtype=np.uint64)
     any_w = np.zeros(nw, dtype=np.uint64)
     all_w[:] = ~np.uint64(0)
+    m = 0
     for i in range(0, n, max(1, n // _MASK_SAMPLE)):
         off = offs[i]
         if record_ok(buf, off):  # the full pass reports a bad record
@@ -329,8 +336,87 @@ def _sample_masks(buf, offs, nw, vm):
                 w = _chunk_word(buf, off, 7 * k)
                 all_w[k] &= w
                 any_w[k] |= w
+            if m < first.shape[0]:
+                first[m] = _chunk_word(buf, off, 0)
+                m += 1
     for k in range(nw):
-        vm[k] = any_w[k] ^ all_w[k] if any_w[k] != np.uint64(0) or all_w[k] != ~np.uint64(0) else np.uint64(0)
+        vm[k] = any_w[k] ^ all_w[k]
+    return m
+
+
+@kernel
+def _common_words(first, m, vm0):
+    """The values of the first sort word that at least 1/_COMMON_SHARE of the
+    sampled records share, sorted (at most _COMMON_SHARE of them), when they
+    cover half the sample and their codes (``_first_code``) take fewer bits
+    than the word's varying bits ``vm0``; otherwise none."""
+    vals = np.sort(first[:m])
+    out = np.empty(_COMMON_SHARE, dtype=np.uint64)
+    nd = 0
+    covered = 0
+    i = 0
+    while i < m:
+        j = i + 1
+        while j < m and vals[j] == vals[i]:
+            j += 1
+        if (j - i) * _COMMON_SHARE >= m and nd < _COMMON_SHARE:
+            out[nd] = vals[i]
+            nd += 1
+            covered += j - i
+        i = j
+    varying = 0
+    for b in range(64):
+        if (vm0 >> np.uint64(b)) & np.uint64(1):
+            varying += 1
+    if nd == 0 or 2 * covered < m or _code_bits(nd) >= varying:
+        return out[:0]
+    return out[:nd]
+
+
+@kernel
+def _code_bits(nd):
+    """Bits of a first-word code with ``nd`` common words: codes 0..2*nd."""
+    b = 1
+    while (1 << b) < 2 * nd + 1:
+        b += 1
+    return b
+
+
+@inline_kernel
+def _first_code(common, w):
+    """Order-keeping code of first word ``w``: ``2i + 1`` if it is common word
+    ``i``, ``2i`` if it lies between common words ``i - 1`` and ``i``."""
+    i = 0
+    while i < common.shape[0] and common[i] < w:
+        i += 1
+    if i < common.shape[0] and common[i] == w:
+        return np.uint64(2 * i + 1)
+    return np.uint64(2 * i)
+
+
+@inline_kernel
+def _coded_key(words, i, common, cb, runs, nr, pad):
+    """The first level's key bits of row ``i`` at the top of a word, with
+    common first words: the first word's code (``cb`` bits), then, for a
+    common first word only, the varying bits of the next words (``runs``,
+    packed below the code).  Rows whose first word is not common tie on
+    their code alone: a later word may only order rows whose first words
+    are equal."""
+    code = _first_code(common, words[i, 0])
+    v = code << np.uint64(64 - cb)
+    if code & np.uint64(1):
+        v |= _packed_bits(words, i, runs, nr, pad) >> np.uint64(cb)
+    return v
+
+
+@kernel
+def _plan_first_level(vm, common, ibits, runs):
+    """The runs of the first level's key: over every cached word, or, with
+    common first words, over the words after the first (``_coded_key``)."""
+    nw = vm.shape[0]
+    if common.shape[0] == 0:
+        return _varying_runs(vm, np.arange(nw), 64 - ibits, runs)
+    return _varying_runs(vm[1:], np.arange(1, nw), 64 - ibits - _code_bits(common.shape[0]), runs)
 
 
 @kernel
@@ -341,20 +427,29 @@ def _top_words(buf, offs, ibits, words, vm, packed):
     words that vary between records (``_varying_runs``).  ``vm`` gets each
     word's varying bits.
 
-    The packing is planned from a sample's varying bits and done in the same
-    pass; if the full pass finds bits the sample missed, it is done again
+    When a few values of the first word are most records' (keys under a
+    common head such as ``tenant/``, the rest shorter or different), the
+    first word becomes a small code instead (``_common_words``), so the bits
+    go to the words after it.
+
+    The packing is planned from a sample and done in the same pass; if the
+    full pass finds varying bits the sample missed, it is done again
     (result -2).  Validates each record before reading it; the result is the
     first bad index, or -1.
     """
     n = offs.shape[0]
     nw = words.shape[1] - 1  # last column: trailers
-    _sample_masks(buf, offs, nw, vm)
+    first = np.empty(_MASK_SAMPLE + 1, dtype=np.uint64)
+    m = _sample_masks(buf, offs, nw, vm, first)
+    common = _common_words(first, m, vm[0])
+    cb = _code_bits(common.shape[0]) if common.shape[0] else 0
     runs = np.empty((64, 4), dtype=np.uint64)
-    nr, total = _varying_runs(vm, np.arange(nw), 64 - ibits, runs)
+    nr, total = _plan_first_level(vm, common, ibits, runs)
     pad = 64 - total
     all_w = np.empty(nw, dtype=np.uint64)
     any_w = np.zeros(nw, dtype=np.uint64)
     all_w[:] = ~np.uint64(0)
+    coded = common.shape[0] > 0
     for i in range(n):
         prefetch(buf, offs[min(i + _AHEAD, n - 1)] + RECORD_HEADER)
         off = offs[i]
@@ -366,18 +461,24 @@ def _top_words(buf, offs, ibits, words, vm, packed):
             all_w[k] &= w
             any_w[k] |= w
         words[i, nw] = trailer(buf, off)
-        packed[i] = _packed_bits(words, i, runs, nr, pad) | np.uint64(i)
+        if coded:
+            packed[i] = _coded_key(words, i, common, cb, runs, nr, pad) | np.uint64(i)
+        else:
+            packed[i] = _packed_bits(words, i, runs, nr, pad) | np.uint64(i)
     same = True
     for k in range(nw):
-        m = any_w[k] ^ all_w[k]
-        same = same and m == vm[k]
-        vm[k] = m
+        mk = any_w[k] ^ all_w[k]
+        same = same and mk == vm[k]
+        vm[k] = mk
     if same:
         return -1
-    nr, total = _varying_runs(vm, np.arange(nw), 64 - ibits, runs)
+    nr, total = _plan_first_level(vm, common, ibits, runs)
     pad = 64 - total
     for i in range(n):
-        packed[i] = _packed_bits(words, i, runs, nr, pad) | np.uint64(i)
+        if coded:
+            packed[i] = _coded_key(words, i, common, cb, runs, nr, pad) | np.uint64(i)
+        else:
+            packed[i] = _packed_bits(words, i, runs, nr, pad) | np.uint64(i)
     return -2
 
 

@@ -253,3 +253,31 @@ def test_first_level_repacks_when_the_sample_misses_a_varying_bit():
     records = [(k, i, i % 2, b"") for i, k in enumerate(keys)]
     buf, offs = encode_run(records)
     assert sort_records(buf, offs).tolist() == sort_offsets(buf, offs)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_common_first_words_become_codes(seed):
+    """Most keys under one or two 7-byte heads, the rest starting with bytes
+    below, between and above them (digits, ``tenant.``, ``tenanu``, short
+    keys): the first level codes the first word, and the order holds."""
+    rng = np.random.default_rng(seed)
+    n = 1500 if NOJIT else 12000
+    heads = [b"tenant/", b"tenant/0", b"user/00"]
+    others = [b"", b"0", b"tenant", b"tenant.", b"tenant/\x00", b"tenanu", b"zz", b"tenant0"]
+    records = []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.8:
+            key = heads[int(rng.integers(0, 3))] + b"%04d/" % int(rng.integers(0, 40))
+            key += rng.integers(48, 58, int(rng.integers(0, 30)), dtype=np.uint8).tobytes()
+        else:
+            key = others[int(rng.integers(0, len(others)))] + rng.integers(46, 60, int(rng.integers(0, 6)), dtype=np.uint8).tobytes()
+        records.append((key or b"\x00", int(rng.integers(0, 50)), int(rng.integers(0, 2)), b""))
+    buf, offs = encode_run(records)
+    assert sort_records(buf, offs).tolist() == sort_offsets(buf, offs)
+    words = np.array([sort_kernels._chunk_word(buf, int(o), 0) for o in offs], dtype=np.uint64)
+    vm0 = np.bitwise_or.reduce(words) ^ np.bitwise_and.reduce(words)
+    common = sort_kernels._common_words(words, len(words), vm0)
+    assert 1 <= len(common) <= 3  # the heads' first words (7 bytes)
+    codes = [int(sort_kernels._first_code(common, w)) for w in np.sort(words)]
+    assert codes == sorted(codes)
