@@ -89,7 +89,6 @@ _PACK_MIN = 192  # tie segments this long skip to their common prefix and sort p
 _TRAILER_DEPTH = -1
 _MASK_SAMPLE = 4096  # records whose varying key bits plan the first level's packing
 _COMMON_SHARE = 16  # a first word is common when 1/16 of the sample has it
-_SECOND_ROUND_TIES = 0.25  # share of records tied after the first packed sort that earns a second
 
 
 # ---------------------------------------------------------------- sort kernels
@@ -336,9 +335,9 @@ def _sample_masks(buf, offs, nw, vm, first):
                 w = _chunk_word(buf, off, 7 * k)
                 all_w[k] &= w
                 any_w[k] |= w
-            if m < first.shape[0]:
-                first[m] = _chunk_word(buf, off, 0)
-                m += 1
+                if k == 0 and m < first.shape[0]:
+                    first[m] = w
+                    m += 1
     for k in range(nw):
         vm[k] = any_w[k] ^ all_w[k]
     return m
