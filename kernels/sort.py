@@ -708,19 +708,23 @@ def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv,
     """
     m = hi - lo
     nw = words.shape[1]
+    all_w = np.empty(nw, dtype=np.uint64)
+    any_w = np.empty(nw, dtype=np.uint64)
     while True:
         if have < 2:
             depth = _fill_at_lcp(buf, ro, words, lo, hi, depth)
             have = nw
             base = 0
-        ca = base % nw
-        all0 = ~np.uint64(0)
-        any0 = np.uint64(0)
+        # the bits of every cached word that vary within the segment: one pass over the rows
+        all_w[:] = ~np.uint64(0)
+        any_w[:] = np.uint64(0)
         for i in range(lo, hi):
-            all0 &= words[i, ca]
-            any0 |= words[i, ca]
-        if any0 == all0:  # the first cached word is shared
-            if (all0 & np.uint64(0xFF)) != np.uint64(8):  # ... and every key ends in it
+            for c in range(nw):
+                all_w[c] &= words[i, c]
+                any_w[c] |= words[i, c]
+        # skip the cached words every record shares
+        while have >= 2 and any_w[base] == all_w[base]:
+            if (all_w[base] & np.uint64(0xFF)) != np.uint64(8):  # ... and every key ends in it
                 st[top, 0] = lo
                 st[top, 1] = hi
                 st[top, 2] = _TRAILER_DEPTH
@@ -730,19 +734,11 @@ def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv,
             depth += 7
             have -= 1
             base = (base + 1) % nw
-            continue
-        break
-    # the bits that vary within the segment, from its first cached word on
+        if have >= 2:
+            break
     cols = np.empty(have, dtype=np.int64)
     for k in range(have):
         cols[k] = (base + k) % nw
-    all_w = np.empty(nw, dtype=np.uint64)
-    any_w = np.zeros(nw, dtype=np.uint64)
-    all_w[:] = ~np.uint64(0)
-    for i in range(lo, hi):  # one pass over the rows, every column
-        for c in range(nw):
-            all_w[c] &= words[i, c]
-            any_w[c] |= words[i, c]
     vm = np.empty(have, dtype=np.uint64)
     for k in range(have):
         vm[k] = any_w[cols[k]] ^ all_w[cols[k]]
