@@ -34,7 +34,6 @@ __all__ = [
     "decode_footer",
     "decode_index",
     "decode_index_arrays",
-    "index_key_list",
     "decode_stored_block",
     "decode_trailer",
     "encode_bloom",
@@ -42,6 +41,7 @@ __all__ = [
     "encode_index",
     "encode_stored_block",
     "encode_trailer",
+    "index_key_list",
 ]
 
 MAGIC = b"ShaleSST"
