@@ -21,7 +21,10 @@ engine then runs, in its own process (``bench._peers.driver``), the phases
              --await-durable on or off; puts overwrite random existing keys with
              their own values, so the content stays known
     read     close and reopen, then --reads random gets of existing keys
-             (cold), then the same gets again (warm): once before compact
+             (cold), then the same gets again (warm): once before compact;
+             faults/get: the reading process's minor page faults per get
+             (fresh pages for values, first touches of mapped files); each
+             value is checked by its digest and dropped before the next get
     compact  a major compaction (ShaleDB db.compact(full=True), RocksDB
              compact_range), timed, MB/s of input
     read     the read phase again, on the compacted tree
@@ -567,8 +570,11 @@ def render(report: dict) -> str:
                 extra = fmt_seconds(rd["reopen"]["open_s"]) if temp == "cold" and rd.get("reopen") else ""
                 rows.append([e, temp + label, f"{p['records']:,}", extra, fmt_rate(p["records_per_s"]),
                              f"{p['mb_per_s']:.1f}" if p.get("mb_per_s") else "-",
-                             _lat(p.get("latency"), "p50_ns"), _lat(p.get("latency"), "p99_ns"), _req(p.get("requests"))])
-    out.append(format_table(["engine", "pass", "gets", "reopen", "gets/s", "MB/s", "p50", "p99", "requests"],
+                             _lat(p.get("latency"), "p50_ns"), _lat(p.get("latency"), "p99_ns"),
+                             f"{p['minor_faults_per_get']:,.1f}" if p.get("minor_faults_per_get") is not None else "-",
+                             _req(p.get("requests"))])
+    out.append(format_table(["engine", "pass", "gets", "reopen", "gets/s", "MB/s", "p50", "p99", "faults/get",
+                             "requests"],
                             rows, "== read (random gets of existing keys; cold right after reopen, then warm; "
                                   "once before and once after compact) =="))
 

@@ -74,7 +74,7 @@ def _shaledb(a, ds, endpoint, scratch):
     print(f"shaledb: loaded {ds.n} records in {load_s:.1f} s", file=sys.stderr, flush=True)
     idx = read_indices(a.seed, ds.n, a.reads)
     keys = [ds.key(int(i)) for i in idx]
-    want = [ds.value(int(i)) for i in idx]
+    want = [value_digest(ds.value(int(i))) for i in idx]
     cache = os.path.join(scratch, "cache")
     rows = {}
     for name, opts, wipe in (("shaledb", {}, False), ("shaledb cache_dir (disk cold)", {"cache_dir": cache}, True),
@@ -109,6 +109,7 @@ def _shaledb(a, ds, endpoint, scratch):
 
 
 def _slatedb(a, ds, endpoint):
+    from bench._peers.base import value_digest
     from bench._peers.slatedb_peer import SlateDBAdapter
 
     spec = {"location": {"kind": "s3", "bucket": BUCKET, "prefix": f"slatedb-{uuid.uuid4().hex[:8]}",
@@ -123,7 +124,7 @@ def _slatedb(a, ds, endpoint):
     load_s = time.perf_counter() - t0
     idx = read_indices(a.seed, ds.n, a.reads)
     keys = [ds.key(int(i)) for i in idx]
-    want = [ds.value(int(i)) for i in idx]
+    want = [value_digest(ds.value(int(i))) for i in idx]
     figs = {"get_cold": [], "get_warm": [], "scan": []}
     for _ in range(a.repeat):
         ad.open()

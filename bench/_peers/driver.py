@@ -29,7 +29,7 @@ import traceback
 import numpy as np
 
 from bench._peers import adapter_class
-from bench._peers.base import expected_digest, timed_ops
+from bench._peers.base import expected_digest, timed_ops, value_digest
 from bench.common import latency_summary, load_dataset, op_plan, progress, read_indices, rusage_peaks, write_json
 
 _MIXED_CHUNK = 4096
@@ -66,6 +66,14 @@ def count_objects(loc: dict) -> dict | None:
     except Exception as exc:  # a listing failure must not fail the benchmark
         return {"error": repr(exc)}
     return None
+
+
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (in a read pass: fresh
+    pages for the values returned, and first touches of mapped files)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _delta(before: dict | None, after: dict | None) -> dict | None:
@@ -348,11 +356,14 @@ class Driver:
         for temp in ("cold", "warm"):
             req = self._requests()
             with progress(self.bars, total=None, desc=f"{a.name} read {temp}", unit="get"):
+                f0 = _minor_faults()
                 t0 = time.perf_counter()
                 lat, got = a.get_many(keys)
                 secs = time.perf_counter() - t0
-            wrong = sum(1 for i, v in zip(idx, got) if v != ds.value(i))
-            out[temp] = self._phase(f"read_{temp}", secs, len(keys), nbytes, req, latency=latency_summary(lat), wrong_gets=wrong)
+                faults = _minor_faults() - f0
+            wrong = sum(1 for i, v in zip(idx, got) if v != value_digest(ds.value(i)))
+            out[temp] = self._phase(f"read_{temp}", secs, len(keys), nbytes, req, latency=latency_summary(lat),
+                                    wrong_gets=wrong, minor_faults_per_get=faults / max(len(keys), 1))
         return out
 
     def _batch_get(self) -> dict:
@@ -423,7 +434,7 @@ class Driver:
             idx = np.random.default_rng([int(self.spec["seed"]), 3]).integers(0, max(self.n, 1), size=samples if self.n else 0)
             _lat, got = a.get_many([ds.key(i) for i in idx])
             out["sampled_gets"] = int(len(idx))
-            out["sampled_wrong"] = sum(1 for i, v in zip(idx, got) if v != ds.value(i))
+            out["sampled_wrong"] = sum(1 for i, v in zip(idx, got) if v != value_digest(ds.value(i)))
             with progress(self.bars, total=self.n, desc=f"{a.name} verify") as bar:
                 s = a.scan(bar, check=True)
             out["count"] = s["count"]

@@ -26,7 +26,7 @@ import asyncio
 import os
 import time
 
-from bench._peers.base import Adapter, ScanCheck
+from bench._peers.base import Adapter, ScanCheck, value_digest
 
 _READ_AHEAD = 8 << 20
 _FETCH_TASKS = 4
@@ -188,7 +188,7 @@ class SlateDBAdapter(Adapter):
                 t0 = clock()
                 r = await db.get(k)
                 lat.append(clock() - t0)
-                got.append(r)
+                got.append(value_digest(r))
             return lat, got
 
         return self._run(gets())
