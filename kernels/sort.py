@@ -419,7 +419,7 @@ def _plan_first_level(vm, common, ibits, runs):
 
 
 @kernel
-def _top_words(buf, offs, ibits, words, vm, packed):
+def _top_words(buf, offs, ibits, words, vm, packed, runs, common_s):
     """First ``nw`` sort words and the trailer of every record, in input order
     (sequential reads), and the packed keys for the first level: above the
     record's input index (``ibits`` bits), the first ``64 - ibits`` bits of its
@@ -435,14 +435,26 @@ def _top_words(buf, offs, ibits, words, vm, packed):
     full pass finds varying bits the sample missed, it is done again
     (result -2).  Validates each record before reading it; the result is the
     first bad index, or -1.
+
+    ``runs`` (64 x 4) and ``common_s`` (_COMMON_SHARE) are scratch from the
+    caller: every array the per-record helpers take is an unowned view (see
+    ``_sort_records``).
     """
+    buf = unowned(buf)
+    offs = unowned(offs)
+    words = unowned(words)
+    packed = unowned(packed)
+    runs = unowned(runs)
+    common_s = unowned(common_s)
     n = offs.shape[0]
     nw = words.shape[1] - 1  # last column: trailers
     first = np.empty(_MASK_SAMPLE + 1, dtype=np.uint64)
     m = _sample_masks(buf, offs, nw, vm, first)
-    common = _common_words(first, m, vm[0])
-    cb = _code_bits(common.shape[0]) if common.shape[0] else 0
-    runs = np.empty((64, 4), dtype=np.uint64)
+    found = _common_words(first, m, vm[0])
+    nc = found.shape[0]
+    common_s[:nc] = found
+    common = common_s[:nc]
+    cb = _code_bits(nc) if nc else 0
     nr, total = _plan_first_level(vm, common, ibits, runs)
     pad = 64 - total
     all_w = np.empty(nw, dtype=np.uint64)
@@ -691,7 +703,7 @@ def _radix_sort_keys(vals, lo, hi, tv, counts, skip):
 
 
 @kernel
-def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv, ti, tw, counts, st, top):
+def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv, ti, tw, counts, st, top, runs):
     """Order a long tie segment by packed keys; returns the new stack top.
 
     Cached words that every record shares are skipped (keys all ending there
@@ -746,7 +758,6 @@ def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv,
     while (1 << ibits) < m:
         ibits += 1
     sh = np.uint64(ibits)
-    runs = np.empty((64, 4), dtype=np.uint64)
     nr, total = _varying_runs(vm, cols, 64 - ibits, runs)
     pad = 64 - total
     for i in range(lo, hi):
@@ -786,7 +797,7 @@ def _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv,
 
 
 @kernel
-def _sort_records(buf, offs, top_words, packed, ibits, out, words, tw, tr, vals, ro, pidx, tv, ti, st):
+def _sort_records(buf, offs, top_words, packed, ibits, out, words, tw, tr, vals, ro, pidx, tv, ti, st, runs):
     """Sort the records given ``_top_words`` and its packed keys sorted ascending.
 
     Sorted packed keys order the records by the top bits of their first word,
@@ -809,6 +820,7 @@ def _sort_records(buf, offs, top_words, packed, ibits, out, words, tw, tr, vals,
     tv = unowned(tv)
     ti = unowned(ti)
     st = unowned(st)
+    runs = unowned(runs)
     n = offs.shape[0]
     nw = top_words.shape[1] - 1
     mask = (np.uint64(1) << np.uint64(ibits)) - np.uint64(1)
@@ -875,7 +887,8 @@ def _sort_records(buf, offs, top_words, packed, ibits, out, words, tw, tr, vals,
             _small_sort(buf, ro, words, tr, pidx, ti, tv, lo, hi, depth, have, base)
             continue
         if hi - lo >= _PACK_MIN:
-            top = _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv, ti, tw, counts, st, top)
+            top = _pack_segment(buf, ro, words, tr, vals, pidx, lo, hi, depth, have, base, tv, ti, tw, counts, st, top,
+                                runs)
             continue
         if have == 0:
             _fill_words(buf, ro, words, lo, hi, depth)
@@ -944,7 +957,8 @@ def sort_records(buf, offs) -> np.ndarray:
     top_words = np.empty((n, nw + 1), dtype=np.uint64)
     vm = np.empty(nw, dtype=np.uint64)
     packed = np.empty(n, dtype=np.uint64)
-    bad = _top_words(buf, offs, ibits, top_words, vm, packed)
+    runs = np.empty((64, 4), dtype=np.uint64)  # a packing plan (_varying_runs), scratch
+    bad = _top_words(buf, offs, ibits, top_words, vm, packed, runs, np.empty(_COMMON_SHARE, dtype=np.uint64))
     if bad >= 0:
         raise_bad_record(buf, offs, bad)
     packed.sort()  # numpy's vectorised sort (AVX-512 / AVX2 where available)
@@ -956,7 +970,7 @@ def sort_records(buf, offs) -> np.ndarray:
     tr, vals, tv = np.empty((3, n), dtype=np.uint64)  # cached trailers, sort values, scratch
     ro, pidx, ti = np.empty((3, n), dtype=np.int64)  # tied offsets, a permutation, scratch
     st = np.empty((n // 2 + 2, 5), dtype=np.int64)  # segment stack
-    _sort_records(buf, offs, top_words, packed, ibits, out, words, tw, tr, vals, ro, pidx, tv, ti, st)
+    _sort_records(buf, offs, top_words, packed, ibits, out, words, tw, tr, vals, ro, pidx, tv, ti, st, runs)
     return out
 
 
