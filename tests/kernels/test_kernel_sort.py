@@ -281,3 +281,71 @@ def test_common_first_words_become_codes(seed):
     assert 1 <= len(common) <= 3  # the heads' first words (7 bytes)
     codes = [int(sort_kernels._first_code(common, w)) for w in np.sort(words)]
     assert codes == sorted(codes)
+
+
+def _mixed_run(seed: int, n: int):
+    """Records with shared prefixes, ties and duplicates (every path of the sort)."""
+    rng = np.random.default_rng(seed)
+    heads = [b"tenant/%04d/" % i + b"x" * int(rng.integers(0, 20)) for i in range(8)]
+    records = []
+    for _ in range(n):
+        key = heads[int(rng.integers(0, 8))] + rng.integers(48, 52, int(rng.integers(0, 12)), dtype=np.uint8).tobytes()
+        records.append((key, int(rng.integers(0, 1000)), int(rng.integers(0, 2)), b"v"))
+    return encode_run(records)
+
+
+def test_kept_scratch_is_reused_and_bounded():
+    scale = 20 if NOJIT else 1  # the no-jit pass interprets every kernel
+    runs = [_mixed_run(s, n // scale) for s, n in ((1, 3000), (2, 500), (3, 5000))]
+    try:
+        sort_kernels.keep_scratch(64 << 20)
+        for buf, offs in runs + runs:  # smaller after larger: the kept buffer is reused, grown when short
+            assert sort_records(buf, offs).tolist() == sort_offsets(buf, offs)
+        kept = sort_kernels._scratch_buf
+        assert kept is not None and kept.shape[0] <= 64 << 20
+        buf, offs = runs[2]
+        sort_records(buf, offs)
+        assert sort_kernels._scratch_buf is kept  # large enough already: not reallocated
+        sort_kernels.keep_scratch(1024)  # below what any of these needs: freed, and not kept again
+        assert sort_kernels._scratch_buf is None
+        assert sort_records(buf, offs).tolist() == sort_offsets(buf, offs)
+        assert sort_kernels._scratch_buf is None
+    finally:
+        sort_kernels.keep_scratch(0)
+    assert sort_kernels._scratch_buf is None
+
+
+def test_kept_scratch_with_concurrent_sorts():
+    """Threads sorting at once: one uses the kept buffer, the others their own."""
+    import threading
+
+    runs = [_mixed_run(s, 200 if NOJIT else 4000) for s in range(4)]
+    want = [sort_offsets(b, o) for b, o in runs]
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                b, o = runs[i]
+                if sort_records(b, o).tolist() != want[i]:
+                    errors.append(i)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    sort_kernels.keep_scratch(64 << 20)
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads)
+    finally:
+        sort_kernels.keep_scratch(0)
+    assert errors == []
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "1"])
+def test_keep_scratch_rejects_bad_bounds(bad):
+    with pytest.raises(InvalidArgument):
+        sort_kernels.keep_scratch(bad)
