@@ -989,7 +989,7 @@ def keep_scratch(max_bytes: int) -> None:
 
     For a process that sorts again and again, as the flusher does on every
     L0 flush: fresh scratch pages are faulted in and cleared by the kernel on
-    each call, about 7 % of a sort of 1M records (17 of 237 ms on prefixed
+    each call, about 7 % of a sort of 1M records (17 of 227 ms on prefixed
     keys).  A sort needing more than the bound, or one running while
     another thread's sort holds the kept memory, allocates its own.
     """
@@ -1017,6 +1017,9 @@ class _Scratch:
     def __enter__(self) -> "_Scratch":
         global _scratch_buf
         if 0 < self.nbytes <= _scratch_keep and _scratch_lock.acquire(blocking=False):
+            if self.nbytes > _scratch_keep:  # the bound was lowered meanwhile
+                _scratch_lock.release()
+                return self
             self.kept = True
             if _scratch_buf is None or _scratch_buf.shape[0] < self.nbytes:
                 _scratch_buf = None
