@@ -110,8 +110,9 @@ def run_flusher_process(config: FlusherConfig, ready_conn) -> None:
 
 #: sort scratch the flusher process keeps between L0 flushes
 #: (``kernels.sort.keep_scratch``): about 164 bytes per record of a flush,
-#: e.g. 75 MB for 64 MiB of 100-byte values; fresh pages cost 7 % of a sort
-SORT_SCRATCH_KEEP = 512 << 20
+#: e.g. 75 MB for a 64 MiB generation of 100-byte values; fresh pages cost
+#: 7 % of a sort.  A larger build (over ~1.6M records) allocates its own.
+SORT_SCRATCH_KEEP = 256 << 20
 
 
 def _warmup() -> None:
