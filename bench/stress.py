@@ -344,10 +344,14 @@ def _user_main(cfg: dict) -> int:
                 # every write of this process before the call is in the
                 # checkpoint: a key it wrote is at exactly its issued version
                 # (promoted: durable == issued); a key it did not write since
-                # the last verify is somewhere in [durable, issued]
+                # the last verify is somewhere in [durable, issued].  Promoted
+                # only once the call returned: it is the checkpoint's memtable
+                # flush that makes the earlier writes durable, and a kill
+                # during it must not leave them marked durable
+                log.event("X", "checkpoint")
+                cp = db.create_checkpoint(lifetime=3600, name="stress")
                 ops._promote()
                 snap = {k: [int(state.durable[k]), int(state.issued[k])] for k in range(cfg["lo"], cfg["hi"])}
-                cp = db.create_checkpoint(lifetime=3600, name="stress")
                 cps.append({"id": cp.id, "keys": snap})
                 with open(cfg["checkpoints"] + ".tmp", "w") as f:
                     json.dump(cps, f)
@@ -357,6 +361,7 @@ def _user_main(cfg: dict) -> int:
                 _ingest(db, ops, cfg, opts, rng)
                 log.event("A", "ingest")
             elif r < 0.095:
+                log.event("X", "snapshot")
                 _snapshot(db, ops, state, rng, log)
                 log.event("A", "snapshot")
             else:
@@ -408,10 +413,10 @@ def _ingest(db, ops: "_Ops", cfg: dict, opts: dict, rng: random.Random) -> None:
 def _snapshot(db, ops: "_Ops", state: State, rng: random.Random, log: _Log) -> None:
     """``db.snapshot()``, then more writes, then the snapshot must still show
     what this process had written before it (S lines on a mismatch)."""
-    ops._promote()
+    snap = db.snapshot()  # its memtable flush makes this process's earlier writes durable
+    ops._promote()  # not before: a kill during the flush must not leave them marked durable
     ks = ops.keys(16)
     exp = {k: (int(state.durable[k]), int(state.issued[k])) for k in ks}
-    snap = db.snapshot()
     try:
         for _ in range(rng.randint(1, 6)):
             ops.step()
