@@ -14,6 +14,7 @@ Thread safety: a Db may be shared by threads of one process.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -45,6 +46,9 @@ from shaledb.status import DbStatus, ManifestWatch, db_status
 __all__ = ["Db", "WriteBatch", "Writer", "open"]
 
 log = logging.getLogger("shaledb.db")
+#: seconds the compactor process's start waits for the flusher's kernel
+#: warm-up at most (see Db._start_compactor)
+COMPACTOR_START_WAIT = 3.0
 _open_dbs: "weakref.WeakSet[Db]" = weakref.WeakSet()
 
 
@@ -57,6 +61,13 @@ def _close_all_at_exit() -> None:
 
 
 atexit.register(_close_all_at_exit)
+
+
+def _on_flusher_event(go: threading.Event, name: str, value) -> None:
+    """The flusher's events (its log pipe): ``warm`` sets ``go``.  Holds the
+    Event, not the Db, so the receiving thread keeps no Db alive."""
+    if name == "warm":
+        go.set()
 
 
 def _root_url(url_or_path: Any) -> str:
@@ -122,6 +133,9 @@ class Db:
         self._cservice = None  # the compactor service, run as a thread (memory://)
         self._cclient = None
         self._cstart = None  # (thread, box): the compactor's start (_start_compactor)
+        self._cgo = threading.Event()  # the compactor process may start (_start_compactor)
+        self._clock = threading.Lock()  # guards _cproc's creation against _stop_compactor
+        self._cstopping = False
         store_options = dict(options.store_options)
         try:
             self._store = wrap_store(open_store(url, **store_options), options)
@@ -179,7 +193,9 @@ class Db:
         except Exception:  # noqa: BLE001 - only a head start; the kernels load on first use anyway
             pass
         self._info = proc.wait_ready(self.options.open_timeout)
-        receive_logs(proc.conn, "flusher")  # its shaledb.* log records (docs/operations.md)
+        # its shaledb.* log records (docs/operations.md), and its "warm" event
+        # (its kernels are loaded: the compactor may start; _start_compactor)
+        receive_logs(proc.conn, "flusher", on_event=functools.partial(_on_flusher_event, self._cgo))
 
     def _start_compactor(self, url: str, store_options: dict, in_process: bool) -> None:
         """Start the compactor service (after the flusher: the database exists)."""
@@ -190,7 +206,7 @@ class Db:
             svc.start(None)
             self._cservice = svc
             return
-        from shaledb.compact.service import CompactorConfig, CompactorProcess
+        from shaledb.compact.service import CompactorConfig
 
         addr = sibling_address(self._control_addr, "compactor")
         config = CompactorConfig(
@@ -199,17 +215,32 @@ class Db:
         # Not waited for here: open() returns while the compactor's
         # interpreter starts (most of open's time otherwise).  The first
         # call that needs it (compact, gc, status, close) waits for it and
-        # raises its open error, if any.
-        proc = self._cproc = CompactorProcess(config)
+        # raises its open error, if any.  Its start (interpreter and
+        # imports, ~0.3 s of CPU) waits until the flusher's kernels are
+        # loaded (~1 s of CPU), at most COMPACTOR_START_WAIT, or until a
+        # call needs it: on two cores the two start-ups at once pre-empted
+        # the application's first gets after open() for whole time slices.
+        if self._proc is None:  # no flusher process warming up
+            self._cgo.set()
         box: dict = {}
-        self._cstart = (threading.Thread(target=self._await_compactor, args=(proc, addr, box),
+        self._cstart = (threading.Thread(target=self._await_compactor, args=(config, addr, box),
                                          name="shaledb-compactor-start", daemon=True), box)
         self._cstart[0].start()
 
-    def _await_compactor(self, proc, addr, box: dict) -> None:
-        """Thread body: wait for the compactor's ready message, then forward
-        its log records and connect (``box``: client or error)."""
+    def _await_compactor(self, config, addr, box: dict) -> None:
+        """Thread body: start the compactor process once allowed (see
+        _start_compactor; none once the Db is closing), wait for its ready
+        message, then forward its log records and connect (``box``: client
+        or error)."""
+        from shaledb.compact.service import CompactorProcess
+
+        self._cgo.wait(COMPACTOR_START_WAIT)
         try:
+            with self._clock:
+                if self._cstopping:
+                    box["error"] = Closed("the database closed before its compactor started")
+                    return
+                proc = self._cproc = CompactorProcess(config)
             proc.wait_ready(self.options.open_timeout)
             receive_logs(proc.conn, "compactor")
             box["client"] = ControlClient(addr, self.options.request_timeout, peer="compactor")
@@ -222,7 +253,8 @@ class Db:
         _start_compactor); raises its start error."""
         if self._cclient is None:
             thread, box = self._cstart
-            thread.join(self.options.open_timeout + 10)
+            self._cgo.set()  # needed now: start it without waiting for the flusher's warm-up
+            thread.join(self.options.open_timeout + COMPACTOR_START_WAIT + 10)
             if "error" in box:
                 raise box["error"]
             if "client" not in box:
@@ -248,6 +280,9 @@ class Db:
         if self._cservice is not None:
             svc, self._cservice = self._cservice, None
             svc.stop(timeout=min(60.0, self.options.close_timeout))
+        with self._clock:
+            self._cstopping = True  # a compactor not started yet never starts
+        self._cgo.set()
         if self._cproc is not None and self._cclient is None:
             if kill:
                 self._cproc.kill()  # its start thread sees it gone

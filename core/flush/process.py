@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +101,7 @@ def run_flusher_process(config: FlusherConfig, ready_conn) -> None:
         # load every kernel now rather than on the first WAL upload / L0
         # flush, on a daemon thread: a close() that comes first (a short-lived
         # Db) does not wait for kernels it will never use (about 1 s)
-        threading.Thread(target=_warmup, name="shaledb-flusher-warmup", daemon=True).start()
+        threading.Thread(target=_warmup, args=(logs,), name="shaledb-flusher-warmup", daemon=True).start()
         flusher.wait_stopped()
     finally:
         flusher.stop()
@@ -115,7 +116,11 @@ def run_flusher_process(config: FlusherConfig, ready_conn) -> None:
 SORT_SCRATCH_KEEP = 256 << 20
 
 
-def _warmup() -> None:
+def _warmup(logs: LogForwarder) -> None:
+    """Load every kernel, then tell the Db (event ``warm``): it starts its
+    compactor process only then, so that the two start-ups do not run at
+    once beside the application's first reads (docs/architecture.md)."""
+    t0 = time.perf_counter()
     try:
         from shaledb.kernels.sort import keep_scratch
         from shaledb.kernels.warmup import warmup
@@ -124,6 +129,8 @@ def _warmup() -> None:
         warmup()
     except Exception:  # noqa: BLE001 - they load on first use anyway
         pass
+    finally:
+        logs.send_event("warm", time.perf_counter() - t0)
 
 
 def _request_counts(store) -> dict:

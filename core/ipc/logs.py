@@ -10,10 +10,15 @@ opener reads its answer first); records logged before wait in the queue.
 A logging call never blocks on the pipe: when the queue is full the record
 is dropped and counted.
 
+The same queue carries events (``LogForwarder.send_event``: ``("event",
+name, value)``), e.g. the flusher's "kernels warm", in order with the
+records.
+
 Parent side, :func:`receive_logs`: a daemon thread reading its own
 duplicate of the pipe (closing the child's ``conn`` does not disturb it)
 until the child exits, handing each record to the parent's logger of the
-same name when that logger is enabled for its level.  Handlers see
+same name when that logger is enabled for its level, and each event to its
+``on_event`` callback.  Handlers see
 ``record.process`` (the child's pid) and ``record.processName``
 (``shaledb-flusher`` / ``shaledb-compactor``).
 
@@ -90,13 +95,21 @@ class LogForwarder:
             self._thread = threading.Thread(target=self._send, name="shaledb-log-forward", daemon=True)
             self._thread.start()
 
+    def send_event(self, name: str, value=None) -> None:
+        """Send ``("event", name, value)`` after the records queued so far
+        (dropped and counted when the queue is full, as a record is)."""
+        try:
+            self._queue.put_nowait(("event", name, value))
+        except queue.Full:
+            self.handler.dropped += 1
+
     def _send(self) -> None:
         while True:
             record = self._queue.get()
             if record is _STOP:
                 return
             try:
-                self.conn.send(("log", dict(record.__dict__)))
+                self.conn.send(record if isinstance(record, tuple) else ("log", dict(record.__dict__)))
             except Exception:  # noqa: BLE001 - the record does not pickle, or the parent is gone
                 if self.conn.closed:
                     return
@@ -113,7 +126,11 @@ class LogForwarder:
             self._thread = None
 
 
-def _dispatch(message) -> None:
+def _dispatch(message, on_event) -> None:
+    if isinstance(message, tuple) and len(message) == 3 and message[0] == "event":
+        if on_event is not None:
+            on_event(message[1], message[2])
+        return
     if not (isinstance(message, tuple) and len(message) == 2 and message[0] == "log"):
         return
     record = logging.makeLogRecord(message[1])
@@ -122,11 +139,11 @@ def _dispatch(message) -> None:
         logger.handle(record)
 
 
-def receive_logs(conn, label: str) -> threading.Thread:
+def receive_logs(conn, label: str, on_event=None) -> threading.Thread:
     """Hand the records a child forwards on ``conn`` (the parent's end of
-    its ready pipe, after the ready message) to this process's loggers, on
-    a daemon thread that ends when the child's end closes.  Returns the
-    thread."""
+    its ready pipe, after the ready message) to this process's loggers, and
+    its events to ``on_event(name, value)``, on a daemon thread that ends
+    when the child's end closes.  Returns the thread."""
     from multiprocessing.connection import Connection
 
     own = Connection(os.dup(conn.fileno()), writable=False)
@@ -139,7 +156,7 @@ def receive_logs(conn, label: str) -> threading.Thread:
                 except (EOFError, OSError):
                     return
                 try:
-                    _dispatch(message)
+                    _dispatch(message, on_event)
                 except Exception:  # noqa: BLE001 - a broken handler must not stop the drain
                     pass
         finally:

@@ -115,3 +115,59 @@ def test_silent_without_logging_configuration(tmp_path):
                        timeout=TIMEOUT * 3)
     assert p.returncode == 0 and p.stdout.strip() == "done", p.stderr
     assert p.stderr == ""
+
+
+def test_events_cross_the_log_pipe_in_order_with_records():
+    """A child's events (``LogForwarder.send_event``) reach the parent's
+    ``on_event`` after the records logged before them."""
+    from multiprocessing import Pipe
+
+    from shaledb.ipc.logs import LogForwarder, receive_logs
+
+    logger = logging.getLogger("shaledb")
+    level, propagate = logger.level, logger.propagate
+    cap = Capture()
+    parent_end, child_end = Pipe(duplex=False)
+    seen: list = []
+    got = threading.Event()
+
+    def on_event(name, value):
+        seen.append((name, value, [r.getMessage() for r in cap.records]))
+        got.set()
+
+    fwd = LogForwarder(child_end, "shaledb-test")
+    try:
+        fwd.start()
+        logging.getLogger("shaledb.test").info("before the event")
+        fwd.send_event("warm", 1.5)
+        # the parent's handler sees the forwarded record (the forwarder's own
+        # handler is removed first, so the record is not sent back again)
+        logger.removeHandler(fwd.handler)
+        logger.addHandler(cap)
+        thread = receive_logs(parent_end, "test", on_event=on_event)
+        assert got.wait(TIMEOUT)
+        assert seen == [("warm", 1.5, ["before the event"])]
+    finally:
+        fwd.stop()
+        child_end.close()
+        logger.removeHandler(cap)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+
+
+def test_the_compactor_starts_once_the_flusher_is_warm(tmp_path):
+    """The compactor process starts without being asked, after the flusher's
+    "warm" event (docs/architecture.md); a call that needs it does not wait
+    for that."""
+    with open_db(str(tmp_path / "a"), compactor=True) as db:
+        deadline = time.monotonic() + TIMEOUT
+        while db._cproc is None:
+            assert time.monotonic() < deadline, "the compactor never started by itself"
+            time.sleep(0.02)
+        assert db._cgo.is_set()
+        assert db.status().compactor.pid == db._cproc.pid
+    with open_db(str(tmp_path / "b"), compactor=True) as db:
+        db.put(b"k", b"v")
+        assert db.compact(full=True)["jobs"] >= 0  # at once after open: starts it now
