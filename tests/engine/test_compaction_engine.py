@@ -191,6 +191,9 @@ def test_a_newer_compactor_fences_the_dbs_quietly(tmp_path):
     db = open_db(url, **TREE)
     try:
         _round(db, model, rng)
+        # the Db's compactor runs (status() starts it if the flusher's warm
+        # event has not yet): the standalone one below is the newer
+        assert db.status()["compactor"]["alive"]
         store = open_store(url)
         try:
             with Compactor(store, db.options):  # opens with compactor_epoch + 1
