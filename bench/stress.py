@@ -341,21 +341,8 @@ def _user_main(cfg: dict) -> int:
                 db.gc()
                 log.event("A", "gc")
             elif r < 0.075:
-                # every write of this process before the call is in the
-                # checkpoint: a key it wrote is at exactly its issued version
-                # (promoted: durable == issued); a key it did not write since
-                # the last verify is somewhere in [durable, issued].  Promoted
-                # only once the call returned: it is the checkpoint's memtable
-                # flush that makes the earlier writes durable, and a kill
-                # during it must not leave them marked durable
                 log.event("X", "checkpoint")
-                cp = db.create_checkpoint(lifetime=3600, name="stress")
-                ops._promote()
-                snap = {k: [int(state.durable[k]), int(state.issued[k])] for k in range(cfg["lo"], cfg["hi"])}
-                cps.append({"id": cp.id, "keys": snap})
-                with open(cfg["checkpoints"] + ".tmp", "w") as f:
-                    json.dump(cps, f)
-                os.replace(cfg["checkpoints"] + ".tmp", cfg["checkpoints"])
+                _checkpoint(db, ops, state, cfg, cps)
                 log.event("A", "checkpoint")
             elif r < 0.085:
                 _ingest(db, ops, cfg, opts, rng)
@@ -408,6 +395,23 @@ def _ingest(db, ops: "_Ops", cfg: dict, opts: dict, rng: random.Random) -> None:
         raise
     db.ingest(descs)
     ops._done(kv, True)
+
+
+def _checkpoint(db, ops: "_Ops", state: State, cfg: dict, cps: list) -> None:
+    """``db.create_checkpoint()``, then record what it must hold in the
+    checkpoints file: every write of this process before the call, so a key
+    it wrote is at exactly its issued version (promoted: durable == issued),
+    and a key it did not write since the last verify is somewhere in
+    ``[durable, issued]``.  Promoted only once the call returned: it is the
+    checkpoint's memtable flush that makes the earlier writes durable, and a
+    kill during it must not leave them marked durable."""
+    cp = db.create_checkpoint(lifetime=3600, name="stress")
+    ops._promote()
+    snap = {k: [int(state.durable[k]), int(state.issued[k])] for k in range(cfg["lo"], cfg["hi"])}
+    cps.append({"id": cp.id, "keys": snap})
+    with open(cfg["checkpoints"] + ".tmp", "w") as f:
+        json.dump(cps, f)
+    os.replace(cfg["checkpoints"] + ".tmp", cfg["checkpoints"])
 
 
 def _snapshot(db, ops: "_Ops", state: State, rng: random.Random, log: _Log) -> None:

@@ -16,7 +16,21 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import shaledb  # noqa: E402
-from bench.stress import CHECKS, ENGINE_OPTIONS, StressConfig, State, _verify_main, allowed, key_of, run, value_of  # noqa: E402
+from bench.crashloop import _Log  # noqa: E402
+from bench.stress import (  # noqa: E402
+    CHECKS,
+    ENGINE_OPTIONS,
+    StressConfig,
+    State,
+    _checkpoint,
+    _Ops,
+    _snapshot,
+    _verify_main,
+    allowed,
+    key_of,
+    run,
+    value_of,
+)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -75,6 +89,53 @@ def test_verifier_reports_lost_phantom_and_wrong(tmp_path):
     again = State(str(tmp_path / "state"), n)
     assert int(again.durable[1]) == 2 and int(again.durable[4]) == 2 and int(again.issued[4]) == 3
     assert np.all(again.issued >= again.durable)
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL that lands inside the call."""
+
+
+class _DiesInFlush:
+    """A database whose snapshot() and create_checkpoint() never return
+    (as when the process is killed during their memtable flush)."""
+
+    def __init__(self):
+        self.puts = []
+
+    def put(self, key, value, await_durable=False):
+        self.puts.append((key, await_durable))
+
+    def snapshot(self):
+        raise _Killed
+
+    def create_checkpoint(self, **kw):
+        raise _Killed
+
+
+@pytest.mark.parametrize("call", ["snapshot", "checkpoint"])
+def test_writes_are_not_marked_durable_before_the_flushing_call_returns(tmp_path, call):
+    """The harness bug of stop 26: acknowledged, not durable writes were
+    promoted to durable[k] before snapshot() / create_checkpoint() ran their
+    memtable flush, so a kill inside that flush reported them lost."""
+    import random
+
+    n = 8
+    state = State(str(tmp_path / "state"), n, create=True)
+    db = _DiesInFlush()
+    ops = _Ops(db, state, 0, n, random.Random(1), _Log(str(tmp_path / "log")))
+    for k in range(n):  # acknowledged, not durable
+        v = ops._next(k, put_only=True)
+        db.put(key_of(k), value_of(k, v), await_durable=False)
+        ops._done({k: v}, False)
+    assert len(ops.maybe) == n
+    cfg = {"lo": 0, "hi": n, "checkpoints": str(tmp_path / "cps.json")}
+    with pytest.raises(_Killed):
+        if call == "snapshot":
+            _snapshot(db, ops, state, random.Random(2), ops.log)
+        else:
+            _checkpoint(db, ops, state, cfg, [])
+    assert np.all(state.durable == 0) and np.all(state.issued == 1)
+    assert len(ops.maybe) == n  # still only acknowledged
 
 
 def test_short_local_run(tmp_path):
