@@ -179,3 +179,31 @@ def test_value_over_the_limit_is_refused_before_any_copy():
     with pytest.raises(shaledb.InvalidArgument, match=str(MAX_VALUE_BYTES + 4)):
         check_value(big)
     assert check_value(memoryview(np.zeros(3, dtype=np.uint32))) == bytes(12)
+
+
+def test_a_big_list_of_big_values_is_packed_by_copy_the_same_as_joined():
+    """``put_many`` with a list: past 32 MiB of items averaging 64 KiB or
+    more, the items are copied into one numpy buffer instead of joined
+    (docs/values.md); both ways give the same bytes and offsets, with
+    bytearray, memoryview and empty items among them."""
+    from shaledb.memtable import writer as W
+
+    items = [_val(1 << 20, i) for i in range(33)] + [b"", bytearray(_val(100, 99)), memoryview(_val(70_000, 98))]
+    data, offs = W._pack_list(items, "values")
+    assert data.nbytes > W._PACK_COPY_BYTES and data.flags.owndata  # the copy, not a view of a joined bytes
+    expect = [bytes(x) for x in items]
+    assert offs.tolist() == np.concatenate(([0], np.cumsum([len(x) for x in expect]))).tolist()
+    assert data.tobytes() == b"".join(expect)
+    small, small_offs = W._pack_list([b"ab", b"", b"c"], "keys")
+    assert small.tobytes() == b"abc" and small_offs.tolist() == [0, 2, 2, 3]
+
+
+def test_put_many_of_a_list_over_32_mib_reads_back(tmp_path):
+    vals = [_val(1 << 20, 1000 + i) for i in range(40)]
+    keys = [b"big%03d" % i for i in range(40)]
+    with open_db(tmp_path / "db") as db:
+        db.put_many(keys, vals)
+        assert db.get_many(keys) == vals
+        db.flush(memtable=True)
+        for k, v in zip(keys, vals):
+            assert db.get(k) == v
