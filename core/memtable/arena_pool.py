@@ -1089,10 +1089,7 @@ class ArenaPool:
             buf = a[start:end].copy()
             if int(h[K.H_INCARNATION]) != inc or int(self.ctl[self._slot(i) + S_STATE]) == _FREE:
                 continue
-            n = K.count_records(buf, np.int64(0), np.int64(buf.shape[0]))
-            offs = np.empty(n, dtype=np.int64)
-            K.fill_record_offsets(buf, np.int64(0), offs)
-            out.append((buf, offs))
+            out.append((buf, K.record_offsets(buf, 0, buf.shape[0])))
         return out
 
     def sorted_runs_snapshot(self) -> list[tuple[np.ndarray, np.ndarray]]:
