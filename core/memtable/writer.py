@@ -210,6 +210,7 @@ def _pack_list(items, what: str) -> tuple[np.ndarray, np.ndarray]:
     data = np.empty(total, dtype=np.uint8)
     for j, x in enumerate(items):
         data[offs[j] : offs[j + 1]] = np.frombuffer(x, dtype=np.uint8)
+    data.flags.writeable = False  # the same array type as the joined bytes' view
     return data, offs
 
 

@@ -191,6 +191,7 @@ def test_a_big_list_of_big_values_is_packed_by_copy_the_same_as_joined():
     items = [_val(1 << 20, i) for i in range(33)] + [b"", bytearray(_val(100, 99)), memoryview(_val(70_000, 98))]
     data, offs = W._pack_list(items, "values")
     assert data.nbytes > W._PACK_COPY_BYTES and data.flags.owndata  # the copy, not a view of a joined bytes
+    assert not data.flags.writeable  # the joined bytes' view is read-only too: one kernel signature
     expect = [bytes(x) for x in items]
     assert offs.tolist() == np.concatenate(([0], np.cumsum([len(x) for x in expect]))).tolist()
     assert data.tobytes() == b"".join(expect)
