@@ -13,9 +13,8 @@ record; a lookup that finds a slot past the ``committed`` it read re-reads
 ``committed`` rather than skip it.  ``incarnation`` grows at every format.
 
 Public wrappers (validate and allocate; kernels ``_*`` are private, and
-``lookup_record``, ``count_records``, ``fill_record_offsets`` are their
-unchecked public names for callers that validated once; ``record_offsets``
-the unchecked one-walk form of ``arena_record_offsets``):
+``lookup_record`` is its unchecked public name, and ``record_offsets`` the
+unchecked form of ``arena_record_offsets``, for callers that validated once):
   arena_init(arena, index_slots=None, generation=0) -> None
   arena_append(arena, keys, key_offs, values, value_offs, kinds, base_seq) -> n
   arena_append_counted(arena, keys, key_offs, values, value_offs, kinds,
@@ -79,9 +78,6 @@ _AHEAD = 8  # index slots prefetched ahead while inserting a batch
 #: records: 50 ms for the two walks count + fill, 10 ms for one walk with
 #: this prefetch)
 _WALK_AHEAD = 4096
-#: the smallest record (RECORD_HEADER plus a 1-byte key, padded): bounds how
-#: many records a byte range can hold
-_MIN_RECORD = (RECORD_HEADER + 1 + _PAD) & ~_PAD
 
 if sys.byteorder != "little":  # pragma: no cover
     raise ImportError("ShaleDB arenas require a little-endian machine")
@@ -113,10 +109,8 @@ __all__ = [
     "arena_log_start",
     "arena_lookup",
     "arena_record_offsets",
-    "count_records",
     "record_offsets",
     "default_index_slots",
-    "fill_record_offsets",
     "index_slots_for",
     "lookup_record",
     "max_batch_bytes",
@@ -374,27 +368,10 @@ def _lookup(arena, key):
 
 
 @kernel
-def _count_records(arena, start, end):
-    a64 = arena.view(np.uint64)
-    n = 0
-    pos = start
-    while pos + RECORD_HEADER <= end:
-        w = a64[pos >> 3]
-        kl = np.int64(w & np.uint64(0xFFFFFFFF))
-        vl = np.int64(w >> np.uint64(32))
-        nxt = (pos + RECORD_HEADER + kl + vl + _PAD) & ~np.int64(_PAD)
-        if nxt > end:
-            break
-        n += 1
-        pos = nxt
-    return n
-
-
-@kernel
 def _walk_offsets(arena, start, end, out):
     """One walk of ``[start, end)`` writing each whole record's offset into
-    ``out``; returns how many, or -1 if ``out`` was too small (a record
-    shorter than ``_MIN_RECORD``: the caller counts first then)."""
+    ``out`` (REQUIRES: ``(end - start) // RECORD_HEADER`` slots: a record
+    moves the walk on by at least its header); returns how many."""
     a64 = arena.view(np.uint64)
     n = 0
     pos = start
@@ -406,37 +383,17 @@ def _walk_offsets(arena, start, end, out):
         nxt = (pos + RECORD_HEADER + kl + vl + _PAD) & ~np.int64(_PAD)
         if nxt > end:
             break
-        if n >= out.shape[0]:
-            return -1
         out[n] = pos
         n += 1
         pos = nxt
     return n
 
 
-@kernel
-def _fill_offsets(arena, start, out):
-    a64 = arena.view(np.uint64)
-    pos = start
-    for i in range(out.shape[0]):
-        out[i] = pos
-        w = a64[pos >> 3]
-        kl = np.int64(w & np.uint64(0xFFFFFFFF))
-        vl = np.int64(w >> np.uint64(32))
-        pos = (pos + RECORD_HEADER + kl + vl + _PAD) & ~np.int64(_PAD)
-    return pos
-
-
-# Unchecked kernels for hot callers that validated once (the arena pool's
-# lookup and live-run copy).  Same signatures as the kernels above:
-#   lookup_record(arena, key) -> (record_off or -1, kind, seq, value_start, value_len)
-#   count_records(buf, start, end) -> n;  fill_record_offsets(buf, start, out) -> end
-# REQUIRES: ``arena`` an initialised arena (``buf`` a copy of whole records,
-# 8-byte aligned); ``key`` a read-only 1-d uint8 array; ``start``/``end``
-# np.int64 record boundaries; ``out`` an int64 array of ``count_records`` slots.
+# The unchecked kernel for hot callers that validated once (the arena pool's
+# lookup): lookup_record(arena, key) -> (record_off or -1, kind, seq,
+# value_start, value_len).  REQUIRES: ``arena`` an initialised arena, ``key``
+# a read-only 1-d uint8 array.
 lookup_record = _lookup
-count_records = _count_records
-fill_record_offsets = _fill_offsets
 
 
 # ------------------------------------------------------------------ wrappers
@@ -640,16 +597,11 @@ def record_offsets(buf: np.ndarray, start: int, end: int) -> np.ndarray:
     """Offsets of the whole records in ``buf[start:end]`` (one prefetching
     walk).  REQUIRES: ``start`` a record boundary, ``buf`` 8-byte aligned
     (an arena, or a copy of whole records), ``start <= end <= len(buf)``."""
-    bound = (end - start) // _MIN_RECORD + 1
+    bound = (end - start) // RECORD_HEADER
     out = np.empty(bound, dtype=np.int64)
     n = _walk_offsets(buf, np.int64(start), np.int64(end), out)
-    if n < 0:  # records shorter than any valid one: count, then fill
-        n = _count_records(buf, np.int64(start), np.int64(end))
-        out = np.empty(n, dtype=np.int64)
-        _fill_offsets(buf, np.int64(start), out)
-        return out
-    # a copy when the bound overshot by much (records larger than the
-    # smallest): the walk's larger array is freed
+    # a copy when the bound overshot by much (records are longer than a
+    # header): the walk's larger array is freed
     return out[:n].copy() if n < bound // 2 else out[:n]
 
 
