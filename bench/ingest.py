@@ -21,7 +21,8 @@ engine then runs, in its own process (``bench._peers.driver``), the phases
              --await-durable on or off; puts overwrite random existing keys with
              their own values, so the content stays known
     read     close and reopen, then --reads random gets of existing keys
-             (cold), then the same gets again (warm): once before compact;
+             (cold), then the same gets again (warm: three passes, the
+             median one reported): once before compact;
              faults/get: the reading process's minor page faults per get
              (fresh pages for values, first touches of mapped files); each
              value is checked by its digest and dropped before the next get
@@ -575,8 +576,8 @@ def render(report: dict) -> str:
                              _req(p.get("requests"))])
     out.append(format_table(["engine", "pass", "gets", "reopen", "gets/s", "MB/s", "p50", "p99", "faults/get",
                              "requests"],
-                            rows, "== read (random gets of existing keys; cold right after reopen, then warm; "
-                                  "once before and once after compact) =="))
+                            rows, "== read (random gets of existing keys; cold right after reopen, then warm, "
+                                  "the median of 3 passes; once before and once after compact) =="))
 
     rows = []
     for e in names:

@@ -56,6 +56,12 @@ def _check_engine(report: dict, engine: str) -> None:
     assert r["verify"]["digest_ok"] and r["verify"]["in_order"]
     ph = r["phases"]
     assert {"cold", "warm"} <= set(ph["read_before_compact"])
+    for phase in ("read_before_compact", "read"):  # warm: the median of three passes, cold: one
+        warm, cold = ph[phase]["warm"], ph[phase]["cold"]
+        assert warm["passes"] == 3 and len(warm["pass_records_per_s"]) == 3
+        assert warm["records_per_s"] == sorted(warm["pass_records_per_s"])[1]
+        assert cold["passes"] == 1 and cold["pass_records_per_s"] == [cold["records_per_s"]]
+        assert warm["wrong_gets"] == 0 and cold["wrong_gets"] == 0
     assert ph["prefill"]["call_latency"]["count"] == 6  # 3000 records in calls of 500, 1 or 2 writers
     assert ph["prefill"]["call_latency"]["max_ns"] >= ph["prefill"]["call_latency"]["p99_ns"] > 0
     thr, ing = r["ingest_through_close"], r["ingest"]
