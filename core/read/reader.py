@@ -142,15 +142,15 @@ LIST_DIRECT_BYTES = 64 * 1024
 
 
 def _listed(out: np.ndarray, hit: np.ndarray, scratch: np.ndarray, slow: dict) -> list:
-    """``get_many``'s list: row i's value from ``scratch`` when ``hit[i]``,
-    ``slow[i]`` for a key settled in Python, else None."""
-    from shaledb.kernels.point import G_VLEN, G_VPOS
+    """``get_many``'s list: row i's value when ``hit[i]`` (from ``scratch``,
+    or from its table's data for a value the kernel left in place:
+    ``row_value``), ``slow[i]`` for a key settled in Python, else None."""
+    from shaledb.kernels.point import G_VLEN, G_VPOS, row_value
 
     values = [None] * out.shape[0]
-    mv = memoryview(scratch)
     rows = np.flatnonzero(hit)
     for i, a, m in zip(rows.tolist(), out[rows, G_VPOS].tolist(), out[rows, G_VLEN].tolist()):
-        values[i] = bytes(mv[a : a + m])
+        values[i] = row_value(scratch, a, m)
     for i, v in slow.items():
         values[i] = v
     return values
@@ -417,7 +417,8 @@ class Reader:
         x, used = 0, 0
         while True:
             err, x, nt, nb, used = P.plan_get_many(walk_kd.ctypes.data, walk_ko.ctypes.data, walk_order, x, walk_best,
-                                                   plan.meta, plan.srcs, walk_out, scratch, used)
+                                                   plan.meta, plan.srcs, walk_out, scratch, used,
+                                                   P.DIRECT_VALUE_BYTES)
             if err != P.E_SCRATCH:
                 break
             # room for what the keys walked so far suggest the rest needs (large
@@ -445,7 +446,7 @@ class Reader:
                 a = int(mem[3][j])
                 best = (key, int(mem[1][j]), int(mem[2][j]), mem[5][a : a + int(mem[4][j])].tobytes())
             if t >= 0:
-                best = (key, seq, kind, scratch[vp : vp + vlen].tobytes() if kind else None)
+                best = (key, seq, kind, P.row_value(scratch, vp, vlen) if kind else None)
             best = _plan_lookup(plan, key, best, need >> 32, need & 0xFFFFFFFF, nxt)
             slow[i] = best[3] if best is not None and best[2] == KIND_PUT else None
             out[i, P.G_TABLE] = -1

@@ -124,6 +124,29 @@ def test_get_many_model_memory_list_direct(list_direct):
     run_state_machine_as_test(GetManyMachine, settings=_settings(4, 25))
 
 
+@pytest.fixture
+def values_in_place(monkeypatch):
+    """Every value the kernel finds is left where it lies in its table's
+    data (the large-value path: ``G_VPOS`` holds minus its address), whatever
+    its size; the list form, the numpy form and the keys settled in Python
+    read it from there."""
+    from shaledb.kernels import point
+
+    monkeypatch.setattr(point, "DIRECT_VALUE_BYTES", 0)
+
+
+def test_get_many_model_memory_values_in_place(values_in_place):
+    run_state_machine_as_test(GetManyMachine, settings=_settings(4, 25))
+
+
+def test_get_many_model_memory_values_in_place_sorted_copy(values_in_place, walk_sorted_copy):
+    run_state_machine_as_test(GetManyMachine, settings=_settings(3, 25))
+
+
+def test_get_many_model_memory_values_in_place_list_direct(values_in_place, list_direct):
+    run_state_machine_as_test(GetManyMachine, settings=_settings(3, 25))
+
+
 def test_get_many_model_local():
     def local_root():
         d = tempfile.mkdtemp(prefix="shaledb-getmany-")
@@ -135,7 +158,19 @@ def test_get_many_model_local():
     run_state_machine_as_test(M, settings=_settings(3, 25))
 
 
-def _run_model_s3(moto_server, prefix: str, examples: int) -> None:
+def test_get_many_model_local_values_in_place(values_in_place):
+    """Values read in place from mapped SST files."""
+    def local_root():
+        d = tempfile.mkdtemp(prefix="shaledb-getmany-")
+        return d + "/db", lambda: shutil.rmtree(d, ignore_errors=True)
+
+    class M(GetManyMachine):
+        make_root = staticmethod(local_root)
+
+    run_state_machine_as_test(M, settings=_settings(2, 25))
+
+
+def _run_model_s3(moto_server, prefix: str, examples: int, **options) -> None:
     client = moto_server.client()
     counter = iter(range(10**6))
 
@@ -146,7 +181,7 @@ def _run_model_s3(moto_server, prefix: str, examples: int) -> None:
 
     class M(GetManyMachine):
         make_root = staticmethod(s3_root)
-        extra = dict(s3_opts(moto_server), block_cache_bytes=4096)  # no SST pinned: blocks read one by one
+        extra = dict(s3_opts(moto_server), **({"block_cache_bytes": 4096} | options))  # default: no SST pinned
 
     run_state_machine_as_test(M, settings=_settings(examples, 15))
 
@@ -161,6 +196,13 @@ def test_get_many_model_s3_sorted_copy(moto_server, walk_sorted_copy):
     """Keys that meet a block not in memory (finished in Python) on the
     large-batch path."""
     _run_model_s3(moto_server, "getmany-sc", 1)
+
+
+@pytest.mark.s3
+def test_get_many_model_s3_values_in_place(moto_server, values_in_place):
+    """Values read in place from SSTs the reader holds in memory (the
+    default cache), beside keys finished in Python."""
+    _run_model_s3(moto_server, "getmany-vp", 1, block_cache_bytes=64 << 20)
 
 
 @pytest.mark.s3
