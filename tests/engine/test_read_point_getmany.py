@@ -147,27 +147,22 @@ def test_get_many_model_memory_values_in_place_list_direct(values_in_place, list
     run_state_machine_as_test(GetManyMachine, settings=_settings(3, 25))
 
 
+def _local_root():
+    d = tempfile.mkdtemp(prefix="shaledb-getmany-")
+    return d + "/db", lambda: shutil.rmtree(d, ignore_errors=True)
+
+
+class LocalGetManyMachine(GetManyMachine):
+    make_root = staticmethod(_local_root)
+
+
 def test_get_many_model_local():
-    def local_root():
-        d = tempfile.mkdtemp(prefix="shaledb-getmany-")
-        return d + "/db", lambda: shutil.rmtree(d, ignore_errors=True)
-
-    class M(GetManyMachine):
-        make_root = staticmethod(local_root)
-
-    run_state_machine_as_test(M, settings=_settings(3, 25))
+    run_state_machine_as_test(LocalGetManyMachine, settings=_settings(3, 25))
 
 
 def test_get_many_model_local_values_in_place(values_in_place):
     """Values read in place from mapped SST files."""
-    def local_root():
-        d = tempfile.mkdtemp(prefix="shaledb-getmany-")
-        return d + "/db", lambda: shutil.rmtree(d, ignore_errors=True)
-
-    class M(GetManyMachine):
-        make_root = staticmethod(local_root)
-
-    run_state_machine_as_test(M, settings=_settings(2, 25))
+    run_state_machine_as_test(LocalGetManyMachine, settings=_settings(2, 25))
 
 
 def _run_model_s3(moto_server, prefix: str, examples: int, **options) -> None:
