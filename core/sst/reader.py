@@ -163,6 +163,7 @@ class SstReader:
         self._arrays = None  # (ikeys, ioffs, boffs, first key, last key), built on first use
         self._data = None  # the mapped data region (read-only uint8), once mapped
         self._mapped = None  # None: not tried yet; False: the store cannot map
+        self._stored = None  # compressed SST: its mapped data region (stored blocks); False: not mapped
         self._verified = None  # one flag per block of the mapped data: checksum checked
         self._meta1 = None  # (meta row, sources) of this SST alone, for find()
         lo, hi = (f.min_seq, f.max_seq) if not self.global_seq else (self.global_seq, self.global_seq)
@@ -222,7 +223,8 @@ class SstReader:
             if hit is not None:
                 return hit
         start, end = int(self._offsets[i]), int(self._offsets[i + 1])
-        raw = self._raw_block(i, self._fetch(start, end, f"block {i}"))
+        stored = self._stored_map()
+        raw = self._raw_block(i, stored[start:end] if stored is not None else self._fetch(start, end, f"block {i}"))
         if cache is not None and fill_cache:
             cache.put(ck, raw)
         return raw
@@ -258,21 +260,45 @@ class SstReader:
         block the first time they touch it).  None otherwise."""
         if self._mapped is None:
             self._mapped = False
-            fn = getattr(self.store, "mmap", None)
-            if fn is not None and self.footer.compression == CompressionCodec.NONE and self.footer.num_blocks > 0:
-                try:
-                    view = fn(self.key)
-                except ObjectNotFound:
-                    raise Corruption(
-                        f"{self.key}: the SST object is missing from the store (it is referenced with size {self.size})"
-                    ) from None
-                if view is not None:
-                    if len(view) != self.size:
-                        raise Corruption(f"{self.key}: the object has {len(view)} bytes, expected {self.size}")
-                    self._data = np.frombuffer(view, dtype=np.uint8)[: int(self._offsets[-1])]
+            if self.footer.compression == CompressionCodec.NONE:
+                data = self._map_data()
+                if data is not None:
+                    self._data = data
                     self._verified = np.zeros(self.footer.num_blocks, dtype=np.uint8)
                     self._mapped = True
         return (self._data, self._verified) if self._mapped else None
+
+    def _stored_map(self):
+        """A compressed SST's data region as a read-only view of the store's
+        mapping, or None (the store cannot map, or the SST is uncompressed:
+        :meth:`mapped`).  Its blocks are read from there instead of one
+        ranged GET each (on a local directory, an open, two preads and a
+        close per block: about 60 us, against 12 us to decompress it)."""
+        if self._stored is None:
+            self._stored = False
+            if self.footer.compression != CompressionCodec.NONE:
+                data = self._map_data()
+                if data is not None:
+                    self._stored = data
+        return None if self._stored is False else self._stored
+
+    def _map_data(self):
+        """The data region (blocks) of the store's mapping of this SST, or
+        None when the store does not map objects or the SST has no blocks."""
+        fn = getattr(self.store, "mmap", None)
+        if fn is None or self.footer.num_blocks == 0:
+            return None
+        try:
+            view = fn(self.key)
+        except ObjectNotFound:
+            raise Corruption(
+                f"{self.key}: the SST object is missing from the store (it is referenced with size {self.size})"
+            ) from None
+        if view is None:
+            return None
+        if len(view) != self.size:
+            raise Corruption(f"{self.key}: the object has {len(view)} bytes, expected {self.size}")
+        return np.frombuffer(view, dtype=np.uint8)[: int(self._offsets[-1])]
 
     def meta_row(self, data=None, verified=None, max_seq: int | None = None) -> np.ndarray:
         """This SST's row of a point-read plan (``shaledb.kernels.point``
@@ -353,16 +379,15 @@ class SstReader:
         if self._mapped is None:
             self.mapped()
         if self._mapped:  # straight from the mapping (decoding checks every block)
-            offsets = self._offsets
-            group = max(self.read_ahead_bytes, MAPPED_GROUP_BYTES)
-            i = first
-            while i < last:
-                start = int(offsets[i])
-                # the most blocks from i whose end is within the group size (at least one)
-                j = int(np.searchsorted(offsets, start + group, side="right")) - 1
-                j = min(max(j, i + 1), last)
-                yield i, self._data[start : int(offsets[j])], offsets[i : j + 1] - start
-                i = j
+            for i, j in self._mapped_groups(first, last):
+                start = int(self._offsets[i])
+                yield i, self._data[start : int(self._offsets[j])], self._offsets[i : j + 1] - start
+            return
+        stored = self._stored_map()
+        if stored is not None:  # a compressed SST on a local directory: stored blocks from the mapping
+            for i, j in self._mapped_groups(first, last):
+                start = int(self._offsets[i])
+                yield (i, *self._decompressed(stored[start : int(self._offsets[j])], i, j))
             return
         from shaledb.sst.prefetch import fetch_groups  # several ranged GETs in flight (S3)
 
@@ -371,21 +396,39 @@ class SstReader:
 
         bound = {"get_bytes": self.read_ahead_bytes, "max_in_flight": self.read_ahead_bytes} if self.bounded_read_ahead else {}
         for i, j, data in fetch_groups(fetch, self._offsets, first, last, group_bytes=self.read_ahead_bytes, **bound):
-            start = int(self._offsets[i])
             if self.footer.compression == CompressionCodec.NONE:
-                yield i, np.frombuffer(data, dtype=np.uint8), self._offsets[i : j + 1] - start
+                yield i, np.frombuffer(data, dtype=np.uint8), self._offsets[i : j + 1] - int(self._offsets[i])
             else:
-                mv = memoryview(data)
-                raws = [
-                    decode_stored_block(
-                        mv[int(self._offsets[b]) - start : int(self._offsets[b + 1]) - start],
-                        self.footer.compression, f"{self.key}: block {b}",
-                    )
-                    for b in range(i, j)
-                ]
-                starts = np.zeros(len(raws) + 1, dtype=np.int64)
-                np.cumsum([r.shape[0] for r in raws], out=starts[1:])
-                yield i, np.concatenate(raws), starts
+                yield (i, *self._decompressed(data, i, j))
+
+    def _mapped_groups(self, first: int, last: int) -> Iterator[tuple[int, int]]:
+        """Runs ``(i, j)`` of blocks first..last-1 read from a mapping: the
+        most blocks from ``i`` that end within ``max(read_ahead_bytes,
+        MAPPED_GROUP_BYTES)`` of its start (at least one)."""
+        offsets = self._offsets
+        group = max(self.read_ahead_bytes, MAPPED_GROUP_BYTES)
+        i = first
+        while i < last:
+            j = int(np.searchsorted(offsets, int(offsets[i]) + group, side="right")) - 1
+            j = min(max(j, i + 1), last)
+            yield i, j
+            i = j
+
+    def _decompressed(self, data, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(raw bytes, block starts)`` of the stored blocks i..j-1 in
+        ``data`` (which starts at block i), decompressed back to back."""
+        mv = memoryview(data)
+        start = int(self._offsets[i])
+        raws = [
+            decode_stored_block(
+                mv[int(self._offsets[b]) - start : int(self._offsets[b + 1]) - start],
+                self.footer.compression, f"{self.key}: block {b}",
+            )
+            for b in range(i, j)
+        ]
+        starts = np.zeros(len(raws) + 1, dtype=np.int64)
+        np.cumsum([r.shape[0] for r in raws], out=starts[1:])
+        return np.concatenate(raws), starts
 
     # -------------------------------------------------------------- reading
 

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 from formats_testlib import golden_records, ids, model_get, run_arrays
+from reference.block import read_run
 
 from shaledb.errors import Corruption
 from shaledb.sst.reader import SstReader
@@ -119,6 +120,63 @@ def test_compressed_ssts_are_not_mapped(tmp_path):
     assert r.mapped() is None
     for k, *_ in recs[::7]:
         assert r.get(k) == model_get(recs, k)
+
+
+class _CountingStore(LocalStore):
+    """A local store that counts ranged reads."""
+
+    ranged = 0
+
+    def get_range(self, key, start, end):
+        self.ranged += 1
+        return super().get_range(key, start, end)
+
+
+def test_compressed_ssts_read_their_stored_blocks_from_the_mapping(tmp_path):
+    """Gets and scans of a zstd SST on a local directory take each stored
+    block from the mapping (no ranged read per block) and decompress it."""
+    pytest.importorskip("zstandard")
+    recs, data = _sst(compression="zstd")
+    st = _CountingStore(str(tmp_path / "db"), fsync=False)
+    st.put(NAME, data)
+    r = SstReader(st, NAME, size=len(data))
+    opened = st.ranged
+    keys = [k for k, *_ in recs]
+    for k in keys[::5] + [b"user/00003/\x00", b"zzz"]:
+        assert r.get(k) == model_get(recs, k)
+    got = []
+    for buf, offs in r.iter_range(keys[10], keys[-10]):
+        got += read_run(buf, offs)
+    assert [g[0] for g in got] == [k for k in keys if keys[10] <= k < keys[-10]]
+    assert st.ranged == opened
+    assert r.num_blocks > 10
+
+
+@pytest.mark.parametrize("block", [0, 3])
+def test_a_damaged_compressed_block_found_through_the_mapping_is_corruption(tmp_path, block):
+    pytest.importorskip("zstandard")
+    recs, data = _sst(compression="zstd")
+    st = _local(tmp_path, data)
+    _, offs = SstReader(st, NAME, size=len(data)).block_bounds()
+    path = _file(st)
+    _damage(path, os.path.getsize(path) - len(data) + (int(offs[block]) + int(offs[block + 1])) // 2)
+    r = SstReader(st, NAME, size=len(data))
+    bounds = r.block_bounds()[0]
+    in_block = [k for k, *_ in recs if bounds[block] >= k and (block == 0 or bounds[block - 1] < k)]
+    with pytest.raises(Corruption, match=rf"{NAME}: block {block}\b"):
+        r.get(in_block[0])
+    with pytest.raises(Corruption, match=rf"{NAME}: block {block}\b"):
+        list(SstReader(st, NAME, size=len(data)).iter_range())
+
+
+def test_a_truncated_compressed_object_is_corruption(tmp_path):
+    pytest.importorskip("zstandard")
+    recs, data = _sst(compression="zstd")
+    st = _local(tmp_path, data)
+    r = SstReader(st, NAME, size=len(data))  # opened (footer, index) before the damage
+    os.truncate(_file(st), os.path.getsize(_file(st)) - 10)
+    with pytest.raises(Corruption, match=NAME):
+        r.get(recs[0][0])
 
 
 def test_the_read_path_reports_a_damaged_mapped_block(tmp_path):
