@@ -37,7 +37,7 @@ from shaledb.sst.format import (
     Footer,
     SstInfo,
     Trailer,
-    compressor,
+    compress_blocks,
     encode_bloom,
     encode_footer,
     encode_index,
@@ -106,12 +106,10 @@ def build_ssts(
     if nb == 0:
         return []
 
-    compress = compressor(codec)
-    if compress is None:
-        stored = None
+    stored = compress_blocks(enc.data, enc.block_starts, codec)  # None: stored as encoded
+    if stored is None:
         sizes = np.diff(enc.block_starts)
     else:
-        stored = [compress(enc.block(i).tobytes()) for i in range(nb)]
         sizes = np.fromiter((len(s) for s in stored), dtype=np.int64, count=nb)
 
     # Cut into SSTs: close the current one before block b when it is

@@ -188,3 +188,24 @@ def test_key_hashes_from_dedupe_build_the_same_bytes():
     assert [(s, bytes(d)) for s, d, _ in plain] == [(s, bytes(d)) for s, d, _ in hashed]
     with pytest.raises(InvalidArgument, match="key_hashes"):
         build_ssts(buf, kept, target_bytes=16384, key_hashes=hashes[:-1])
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_compress_blocks_makes_what_the_block_compressor_makes(monkeypatch, threads):
+    """``compress_blocks`` (every block of an SST in one zstd call, on
+    threads) stores each block byte for byte as ``compressor`` does, in
+    block order, whatever the thread count: SST bytes do not change."""
+    pytest.importorskip("zstandard")
+    from shaledb.sst import format as F
+
+    monkeypatch.setattr(F, "ZSTD_THREADS", threads)
+    rng = np.random.default_rng(threads)
+    parts = [b"x", bytes(rng.integers(0, 256, 5000, dtype=np.uint8)), b"text " * 900, bytes(70_000)]
+    parts += [bytes(rng.integers(97, 100, int(n), dtype=np.uint8)) for n in rng.integers(1, 4096, 200)]
+    data = np.frombuffer(b"".join(parts), dtype=np.uint8)
+    starts = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in parts], out=starts[1:])
+    one = F.compressor(CompressionCodec.ZSTD)
+    assert F.compress_blocks(data, starts, CompressionCodec.ZSTD) == [one(p) for p in parts]
+    assert F.compress_blocks(data, starts, CompressionCodec.NONE) is None
+    assert F.compress_blocks(data, starts[:1], CompressionCodec.ZSTD) == []
