@@ -78,6 +78,7 @@ __all__ = [
     "EncodedBlocks",
     "as_offs",
     "block_checksum_ok",
+    "stored_blocks_ok",
     "block_get",
     "check_block",
     "decode_block",
@@ -444,6 +445,20 @@ def encode_blocks(buf, offs, block_size: int = 4096, restart_interval: int = 16)
 
 
 # ------------------------------------------------------------------ decoding
+
+
+@kernel
+def stored_blocks_ok(data, starts):
+    """Index of the first compressed stored block ``data[starts[i]:starts[i+1]]``
+    (``raw_len:u32 frame xxh64:u64``, docs/values.md) that is too short or
+    whose XXH64 of all but its last 8 bytes is not those 8 bytes; -1 when
+    every one checks out."""
+    for i in range(starts.shape[0] - 1):
+        a = starts[i]
+        n = starts[i + 1] - a
+        if n < 4 + 8 or xxh64_range(data, a, n - 8, np.uint64(0)) != _ld64(data, a + n - 8):
+            return i
+    return -1
 
 
 @kernel
@@ -1051,6 +1066,7 @@ def _warmup() -> None:
         decode_block_range(blk_bytes, None, b"b")
     starts = np.array([0, blk.shape[0]], dtype=np.int64)
     for d in (blk, np.frombuffer(blk.tobytes(), dtype=np.uint8)):
+        stored_blocks_ok(d, starts)  # compressed SSTs' stored blocks (sst.format.decompress_blocks)
         decode_blocks_range(d, starts)
         decode_blocks_range(d, starts, b"a", b"b")
         decode_blocks_range(d, starts, verified=np.zeros(starts.shape[0] - 1, dtype=np.uint8))

@@ -321,6 +321,57 @@ def compress_blocks(data, starts, codec: int) -> list[bytes] | None:
     return out
 
 
+def decompress_blocks(data, starts, codec: int, what) -> tuple[np.ndarray, np.ndarray]:
+    """``(raw blocks back to back, their starts)`` of the compressed stored
+    blocks ``data[starts[i]:starts[i+1]]``: every checksum checked in one
+    kernel pass, every frame decompressed in one zstd call on up to
+    ``ZSTD_THREADS`` threads (not a Python call per block).  The same
+    Corruption as ``decode_stored_block`` would raise, naming
+    ``what(i)`` for the first bad block ``i``."""
+    from shaledb.kernels.block import stored_blocks_ok
+
+    starts = np.asarray(starts, dtype=np.int64)
+    n = starts.shape[0] - 1
+    if codec != CompressionCodec.ZSTD or n <= 0:
+        raws = [decode_stored_block(memoryview(data)[int(starts[i]) : int(starts[i + 1])], codec, what(i))
+                for i in range(n)]
+        return _joined(raws)
+    data = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
+    bad = int(stored_blocks_ok(data, starts))
+    if bad >= 0:
+        decode_stored_block(data[starts[bad] : starts[bad + 1]], codec, what(bad))  # raises
+        raise Corruption(f"{what(bad)}: checksum mismatch (compressed block)")  # pragma: no cover
+    raw_lens = (data[starts[:-1]].astype(np.uint64) | (data[starts[:-1] + 1].astype(np.uint64) << np.uint64(8))
+                | (data[starts[:-1] + 2].astype(np.uint64) << np.uint64(16))
+                | (data[starts[:-1] + 3].astype(np.uint64) << np.uint64(24)))
+    segs = np.empty((n, 2), dtype=np.uint64)
+    segs[:, 0] = starts[:-1] + 4
+    segs[:, 1] = np.diff(starts) - 12
+    zstandard = _zstd()
+    dctx = getattr(_dctx, "d", None)
+    if dctx is None:
+        dctx = _dctx.d = zstandard.ZstdDecompressor()
+    try:
+        frames = dctx.multi_decompress_to_buffer(
+            zstandard.BufferWithSegments(np.ascontiguousarray(data), segs.tobytes()),
+            decompressed_sizes=raw_lens.tobytes(), threads=ZSTD_THREADS)
+    except zstandard.ZstdError:  # find the block, and its message, one block at a time
+        for i in range(n):
+            decode_stored_block(data[starts[i] : starts[i + 1]], codec, what(i))
+        raise  # pragma: no cover - some block failed above
+    raws = [np.frombuffer(frames[i], dtype=np.uint8) for i in range(n)]
+    for i, (r, want) in enumerate(zip(raws, raw_lens.tolist())):
+        if r.shape[0] != want:
+            raise Corruption(f"{what(i)}: decompressed length {r.shape[0]} != {want}")
+    return _joined(raws)
+
+
+def _joined(raws) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.zeros(len(raws) + 1, dtype=np.int64)
+    np.cumsum([r.shape[0] for r in raws], out=starts[1:])
+    return (np.concatenate(raws) if raws else np.empty(0, dtype=np.uint8)), starts
+
+
 def encode_stored_block(raw, codec: int) -> bytes:
     c = compressor(codec)
     return bytes(raw) if c is None else c(bytes(raw))

@@ -53,6 +53,7 @@ from shaledb.sst.format import (
     decode_index_arrays,
     index_key_list,
     decode_stored_block,
+    decompress_blocks,
     decode_trailer,
 )
 
@@ -417,18 +418,8 @@ class SstReader:
     def _decompressed(self, data, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
         """``(raw bytes, block starts)`` of the stored blocks i..j-1 in
         ``data`` (which starts at block i), decompressed back to back."""
-        mv = memoryview(data)
-        start = int(self._offsets[i])
-        raws = [
-            decode_stored_block(
-                mv[int(self._offsets[b]) - start : int(self._offsets[b + 1]) - start],
-                self.footer.compression, f"{self.key}: block {b}",
-            )
-            for b in range(i, j)
-        ]
-        starts = np.zeros(len(raws) + 1, dtype=np.int64)
-        np.cumsum([r.shape[0] for r in raws], out=starts[1:])
-        return np.concatenate(raws), starts
+        return decompress_blocks(data, self._offsets[i : j + 1] - int(self._offsets[i]), self.footer.compression,
+                                 lambda b: f"{self.key}: block {i + b}")
 
     # -------------------------------------------------------------- reading
 

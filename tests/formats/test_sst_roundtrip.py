@@ -209,3 +209,31 @@ def test_compress_blocks_makes_what_the_block_compressor_makes(monkeypatch, thre
     assert F.compress_blocks(data, starts, CompressionCodec.ZSTD) == [one(p) for p in parts]
     assert F.compress_blocks(data, starts, CompressionCodec.NONE) is None
     assert F.compress_blocks(data, starts[:1], CompressionCodec.ZSTD) == []
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_decompress_blocks_undoes_compress_blocks_and_names_a_bad_block(monkeypatch, threads):
+    """``decompress_blocks`` (checksums in one kernel pass, frames in one
+    zstd call) gives the raw blocks back to back with their starts, as one
+    block at a time would; a damaged block is Corruption naming it."""
+    pytest.importorskip("zstandard")
+    from shaledb.errors import Corruption
+    from shaledb.sst import format as F
+
+    monkeypatch.setattr(F, "ZSTD_THREADS", threads)
+    rng = np.random.default_rng(7)
+    parts = [b"text " * int(n) for n in rng.integers(1, 2000, 60)] + [bytes(rng.integers(0, 256, 9000, dtype=np.uint8))]
+    data = np.frombuffer(b"".join(parts), dtype=np.uint8)
+    starts = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in parts], out=starts[1:])
+    stored = F.compress_blocks(data, starts, CompressionCodec.ZSTD)
+    packed = b"".join(stored)
+    sstarts = np.zeros(len(stored) + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in stored], out=sstarts[1:])
+    raw, rstarts = F.decompress_blocks(packed, sstarts, CompressionCodec.ZSTD, lambda i: f"x: block {i}")
+    assert raw.tobytes() == data.tobytes() and rstarts.tolist() == starts.tolist()
+    for at, where in ((int(sstarts[17]) + 9, 17), (int(sstarts[40]) + 1, 40), (int(sstarts[3]), 3)):
+        bad = bytearray(packed)
+        bad[at] ^= 0x10
+        with pytest.raises(Corruption, match=rf"x: block {where}\b"):
+            F.decompress_blocks(bytes(bad), sstarts, CompressionCodec.ZSTD, lambda i: f"x: block {i}")
