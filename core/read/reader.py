@@ -279,10 +279,11 @@ class Reader:
         return mid == self._manifest_id and self._manifest_id_of_mem() <= mid and _now() < self._check_at
 
     def _point_plan(self) -> Plan:
-        """The :class:`Plan` of the newest manifest.  SSTs the store maps are
-        read through their mapping; others, uncompressed and up to half the
+        """The :class:`Plan` of the newest manifest.  Uncompressed SSTs the
+        store maps are read through their mapping; others, up to half the
         block cache in all, are pinned (``SstReader.pin``: fetched whole,
-        once); the rest are read block by block through the block cache."""
+        once; a compressed one decompressed, charged at its decompressed
+        size); the rest are read block by block through the block cache."""
         plan = self._plan
         if plan is not None and self._fresh(plan):
             return plan
@@ -307,6 +308,7 @@ class Reader:
         for ref in refs:
             r = self._sst(ref)
             mp = r.mapped()
+            boffs = None  # the stored block offsets
             if mp is not None:
                 data, verified = mp
             else:
@@ -314,12 +316,12 @@ class Reader:
                 if ref.size <= budget:
                     pinned = r.pin()
                     if pinned is not None:
-                        budget -= ref.size
-                        data = pinned[0]
+                        budget -= max(ref.size, pinned[0].nbytes)
+                        data, boffs = pinned[0], pinned[1]
                         verified = np.ones(r.num_blocks, dtype=np.uint8)  # pin() checked every block
-                        keep.append(verified)
+                        keep += (verified, boffs)
             gs = r.global_seq
-            rows.append(r.meta_row(data, verified, max_seq=gs if gs else ref.max_seq))
+            rows.append(r.meta_row(data, verified, max_seq=gs if gs else ref.max_seq, boffs=boffs))
             datas.append(data)
             readers.append(r)
         meta = np.stack(rows) if rows else np.zeros((0, META_COLS), dtype=np.int64)

@@ -301,16 +301,20 @@ class SstReader:
             raise Corruption(f"{self.key}: the object has {len(view)} bytes, expected {self.size}")
         return np.frombuffer(view, dtype=np.uint8)[: int(self._offsets[-1])]
 
-    def meta_row(self, data=None, verified=None, max_seq: int | None = None) -> np.ndarray:
+    def meta_row(self, data=None, verified=None, max_seq: int | None = None, boffs=None) -> np.ndarray:
         """This SST's row of a point-read plan (``shaledb.kernels.point``
         ``meta``): addresses of its arrays, with ``data``/``verified`` (the
         data region in memory and its flags) or without (address 0: the
-        caller reads blocks with :meth:`read_block`).  REQUIRES: the caller
-        keeps this reader, and ``data``/``verified``, alive while the row is
-        used."""
+        caller reads blocks with :meth:`read_block`).  ``boffs``: the block
+        offsets within ``data`` when they are not the stored ones (a pinned
+        compressed SST: its blocks decompressed, :meth:`pin`).  REQUIRES:
+        the caller keeps this reader, and ``data``/``verified``/``boffs``,
+        alive while the row is used."""
         from shaledb.kernels import point as P
 
-        ikeys, ioffs, boffs, fk, lk, ipre, lcp = self.arrays()
+        ikeys, ioffs, stored_boffs, fk, lk, ipre, lcp = self.arrays()
+        if boffs is None:
+            boffs = stored_boffs
         row = np.zeros(P.META_COLS, dtype=np.int64)
         if data is not None:
             row[P.M_DATA] = data.ctypes.data
@@ -341,12 +345,14 @@ class SstReader:
         return self._block(i)
 
     def pin(self):
-        """The whole data region in memory for ``kernels.read.pinned_get``:
+        """The whole data region in memory for the point kernels:
         ``(data, block offsets, index keys, index key offsets, bloom)``,
-        fetched with one ranged GET and every block validated once.  None
-        for a compressed SST.  Shared through the block cache (key
+        fetched with one ranged GET (or taken from the store's mapping) and
+        every block validated once.  A compressed SST is pinned decompressed:
+        ``data`` holds its raw blocks back to back and the block offsets are
+        theirs, not the stored ones.  Shared through the block cache (key
         ``(object key, "all")``) when there is one."""
-        if self.footer.compression != CompressionCodec.NONE or self.footer.num_blocks < 1:
+        if self.footer.num_blocks < 1:
             return None
         cache = self.block_cache
         ck = (self.key, "all")
@@ -358,7 +364,13 @@ class SstReader:
 
         boffs = np.ascontiguousarray(self._offsets, dtype=np.int64)
         end = int(boffs[-1])
-        data = np.frombuffer(self._fetch(0, end, f"blocks 0..{len(boffs) - 2}"), dtype=np.uint8)
+        stored = self._stored_map()
+        if stored is not None:
+            data = stored[:end]
+        else:
+            data = np.frombuffer(self._fetch(0, end, f"blocks 0..{len(boffs) - 2}"), dtype=np.uint8)
+        if self.footer.compression != CompressionCodec.NONE:
+            data, boffs = decompress_blocks(data, boffs, self.footer.compression, lambda b: f"{self.key}: block {b}")
         err, bad = check_blocks(data, boffs)
         if err:
             from shaledb.kernels.block import raise_corruption

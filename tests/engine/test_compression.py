@@ -70,15 +70,21 @@ def test_roundtrip_through_flush_and_compaction(tmp_path, codec):
     assert set(_codecs(root)) == {CompressionCodec.ZSTD if other == "zstd" else CompressionCodec.NONE}
 
 
-def test_gets_of_compressed_ssts_agree_with_a_model(tmp_path):
-    """Gets on zstd SSTs (stored blocks read from the local store's mapping,
-    decompressed blocks from the block cache on the second round) across
-    overwrites and deletes in the arenas, L0 and sorted runs, and
-    compactions that replace the SSTs, agree with a model."""
+@pytest.mark.parametrize("pinned", [True, False])
+def test_gets_of_compressed_ssts_agree_with_a_model(tmp_path, pinned):
+    """Gets and get_many on zstd SSTs across overwrites and deletes in the
+    arenas, L0 and sorted runs, and compactions that replace the SSTs, agree
+    with a model: pinned (decompressed whole within half the block cache,
+    read by the point kernel) or, with a block cache too small for that,
+    block by block (stored blocks from the local store's mapping,
+    decompressed blocks from the block cache on the second round)."""
     pytest.importorskip("zstandard")
+    from shaledb.kernels.point import M_DATA
+
     model = {}
     keys = [b"user/%05d" % i for i in range(3000)]
-    with open_db(str(tmp_path / "db"), compression="zstd", compactor=False, block_size=512) as db:
+    cache = {} if pinned else {"block_cache_bytes": 16 << 10}
+    with open_db(str(tmp_path / "db"), compression="zstd", compactor=False, block_size=512, **cache) as db:
         for layer in range(4):
             batch = keys[layer * 500 : layer * 500 + 1500]
             vals = [_text(i + layer, 40 + (i * 13) % 200) for i in range(len(batch))]
@@ -99,6 +105,9 @@ def test_gets_of_compressed_ssts_agree_with_a_model(tmp_path):
         db.compact(full=True)  # new SSTs: the plan and its readers change
         assert [db.get(k) for k in keys] == [model.get(k) for k in keys]
         assert [db.get(k) for k in keys] == [model.get(k) for k in keys]
+        assert db.get_many(keys + [b"nope"]) == [model.get(k) for k in keys] + [None]
+        meta = db._reader._point_plan().meta
+        assert meta.shape[0] >= 1 and bool((meta[:, M_DATA] != 0).all()) == pinned
 
 
 def test_zstd_shrinks_compressible_values(tmp_path):
