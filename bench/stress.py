@@ -568,6 +568,7 @@ class StressConfig:
     workdir: str | None = None
     iteration_timeout: float = 300.0  # the user process must finish within this (else: hung)
     quiet: bool = False
+    compression: str | None = None  # Options.compression of every process (None: the default)
 
 
 @dataclass
@@ -800,6 +801,8 @@ def run(cfg: StressConfig) -> dict:
     t0 = time.monotonic()
     opts = dict(ENGINE_OPTIONS)
     reader_opts: dict = {}
+    if cfg.compression:
+        opts["compression"] = cfg.compression  # readers read each SST by its own codec
     try:
         if cfg.moto or cfg.endpoint:
             import boto3
@@ -851,6 +854,7 @@ def run(cfg: StressConfig) -> dict:
     s = {
         "seed": cfg.seed,
         "store": "moto" if (cfg.moto or cfg.endpoint) else (cfg.url or "local"),
+        "compression": cfg.compression or "default",
         "iterations": len(results),
         "operations": sum(r.ops for r in results),
         "crashes": dict(sorted(crashes.items())),
@@ -889,7 +893,7 @@ def _print(s: dict) -> None:
     rows += [(c.replace("_", " "), s[c]) for c in CHECKS]
     rows.append(("wall", f"{s['wall_s']} s"))
     w = max(len(r[0]) for r in rows)
-    print(f"stress, store {s['store']}, seed {s['seed']}")
+    print(f"stress, store {s['store']}, seed {s['seed']}, compression {s.get('compression', 'default')}")
     for name, val in rows:
         print(f"  {name:<{w}}  {val}")
     for f in s["failed_iterations"]:
@@ -916,6 +920,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iteration-timeout", type=float, default=300.0,
                     help="seconds an iteration's user process may take before it counts as hung")
     ap.add_argument("--workdir")
+    ap.add_argument("--compression", choices=("none", "zstd"),
+                    help="Options.compression of every process (default: the engine's default)")
     ap.add_argument("--json", help="write the summary here")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -931,7 +937,7 @@ def main(argv=None) -> int:
     cfg = StressConfig(url=a.url, moto=a.moto, endpoint=a.endpoint, duration=a.duration, iterations=a.iterations,
                        start=a.start, seed=a.seed, ops=a.ops, processes=a.processes, keys=a.keys, faults=a.faults,
                        kills=tuple(k.strip() for k in a.kills.split(",") if k.strip()), workdir=a.workdir, quiet=a.quiet,
-                       iteration_timeout=a.iteration_timeout)
+                       iteration_timeout=a.iteration_timeout, compression=a.compression)
     try:
         s = run(cfg)
     except ValueError as exc:

@@ -145,6 +145,17 @@ def test_short_local_run(tmp_path):
     assert s["iterations"] == 2 and s["checkpoints_verified"] >= 0
 
 
+def test_short_local_run_with_zstd(tmp_path):
+    """The compressed paths (L0 and compaction outputs compressed in one
+    zstd call, stored blocks read from the mapping, SSTs pinned
+    decompressed) under a crash of the compactor or at a failpoint."""
+    pytest.importorskip("zstandard")
+    s = run(StressConfig(iterations=1, seed=5, ops=150, processes=1, keys=600, kills=("compactor", "failpoint"),
+                         workdir=str(tmp_path), quiet=True, compression="zstd"))
+    _assert_clean(s)
+    assert s["compression"] == "zstd" and s["actions"]["compact"] >= 1, s["actions"]
+
+
 def test_short_moto_run(tmp_path, moto_server):
     s = run(StressConfig(endpoint=moto_server.endpoint_url, iterations=1, seed=4, ops=120, processes=1, keys=600,
                          kills=("user",), workdir=str(tmp_path), quiet=True))
