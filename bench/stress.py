@@ -893,7 +893,7 @@ def _print(s: dict) -> None:
     rows += [(c.replace("_", " "), s[c]) for c in CHECKS]
     rows.append(("wall", f"{s['wall_s']} s"))
     w = max(len(r[0]) for r in rows)
-    print(f"stress, store {s['store']}, seed {s['seed']}, compression {s.get('compression', 'default')}")
+    print(f"stress, store {s['store']}, seed {s['seed']}, compression {s['compression']}")
     for name, val in rows:
         print(f"  {name:<{w}}  {val}")
     for f in s["failed_iterations"]:

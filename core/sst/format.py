@@ -278,11 +278,10 @@ def compressor(codec: int):
     if codec == CompressionCodec.NONE:
         return None
     if codec == CompressionCodec.ZSTD:
-        cctx = _zstd().ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True, write_checksum=False)
+        cctx = _zstd_cctx()
 
         def compress(raw) -> bytes:
-            body = _U32.pack(len(raw)) + cctx.compress(raw)
-            return body + _U64.pack(_h(body))
+            return _framed(len(raw), cctx.compress(raw))
 
         return compress
     raise InvalidArgument(f"unknown compression codec {codec!r}")
@@ -291,6 +290,34 @@ def compressor(codec: int):
 #: Threads ``compress_blocks`` gives zstd (frames are independent: the
 #: bytes do not depend on it).
 ZSTD_THREADS = min(4, os.cpu_count() or 1)
+
+
+def _zstd_cctx():
+    """The compressor of stored blocks: one frame per block, level ZSTD_LEVEL."""
+    return _zstd().ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True, write_checksum=False)
+
+
+def _zstd_dctx():
+    """This thread's decompressor (a context is not thread-safe, and making
+    one costs about 6 block decodes)."""
+    dctx = getattr(_dctx, "d", None)
+    if dctx is None:
+        dctx = _dctx.d = _zstd().ZstdDecompressor()
+    return dctx
+
+
+def _framed(raw_len: int, frame) -> bytes:
+    """A stored zstd block: ``raw_len:u32 frame xxh64:u64``."""
+    body = _U32.pack(raw_len) + frame
+    return body + _U64.pack(_h(body))
+
+
+def _segments(first: np.ndarray, lengths: np.ndarray) -> bytes:
+    """``zstandard.BufferWithSegments``' segment table: (offset, length) u64 pairs."""
+    segs = np.empty((first.shape[0], 2), dtype=np.uint64)
+    segs[:, 0] = first
+    segs[:, 1] = lengths
+    return segs.tobytes()
 
 
 def compress_blocks(data, starts, codec: int) -> list[bytes] | None:
@@ -306,19 +333,11 @@ def compress_blocks(data, starts, codec: int) -> list[bytes] | None:
     n = len(starts) - 1
     if n <= 0:
         return []
-    zstandard = _zstd()
-    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True, write_checksum=False)
     starts = np.asarray(starts, dtype=np.int64)
-    segs = np.empty((n, 2), dtype=np.uint64)
-    segs[:, 0] = starts[:-1]
-    segs[:, 1] = np.diff(starts)
-    frames = cctx.multi_compress_to_buffer(zstandard.BufferWithSegments(np.ascontiguousarray(data), segs.tobytes()),
-                                           threads=ZSTD_THREADS)
-    out = []
-    for i, raw_len in enumerate(segs[:, 1].tolist()):
-        body = _U32.pack(raw_len) + frames[i].tobytes()
-        out.append(body + _U64.pack(_h(body)))
-    return out
+    lens = np.diff(starts)
+    blocks = _zstd().BufferWithSegments(np.ascontiguousarray(data), _segments(starts[:-1], lens))
+    frames = _zstd_cctx().multi_compress_to_buffer(blocks, threads=ZSTD_THREADS)
+    return [_framed(raw_len, frames[i].tobytes()) for i, raw_len in enumerate(lens.tolist())]
 
 
 def decompress_blocks(data, starts, codec: int, what) -> tuple[np.ndarray, np.ndarray]:
@@ -341,20 +360,14 @@ def decompress_blocks(data, starts, codec: int, what) -> tuple[np.ndarray, np.nd
     if bad >= 0:
         decode_stored_block(data[starts[bad] : starts[bad + 1]], codec, what(bad))  # raises
         raise Corruption(f"{what(bad)}: checksum mismatch (compressed block)")  # pragma: no cover
-    raw_lens = (data[starts[:-1]].astype(np.uint64) | (data[starts[:-1] + 1].astype(np.uint64) << np.uint64(8))
-                | (data[starts[:-1] + 2].astype(np.uint64) << np.uint64(16))
-                | (data[starts[:-1] + 3].astype(np.uint64) << np.uint64(24)))
-    segs = np.empty((n, 2), dtype=np.uint64)
-    segs[:, 0] = starts[:-1] + 4
-    segs[:, 1] = np.diff(starts) - 12
+    # each block's leading raw_len:u32, and its frame between that and the checksum
+    raw_lens = np.ascontiguousarray(data[starts[:-1, None] + np.arange(4)]).view("<u4").ravel().astype(np.uint64)
     zstandard = _zstd()
-    dctx = getattr(_dctx, "d", None)
-    if dctx is None:
-        dctx = _dctx.d = zstandard.ZstdDecompressor()
+    frames_in = zstandard.BufferWithSegments(np.ascontiguousarray(data),
+                                             _segments(starts[:-1] + 4, np.diff(starts) - 12))
     try:
-        frames = dctx.multi_decompress_to_buffer(
-            zstandard.BufferWithSegments(np.ascontiguousarray(data), segs.tobytes()),
-            decompressed_sizes=raw_lens.tobytes(), threads=ZSTD_THREADS)
+        frames = _zstd_dctx().multi_decompress_to_buffer(frames_in, decompressed_sizes=raw_lens.tobytes(),
+                                                         threads=ZSTD_THREADS)
     except zstandard.ZstdError:  # find the block, and its message, one block at a time
         for i in range(n):
             decode_stored_block(data[starts[i] : starts[i + 1]], codec, what(i))
@@ -391,11 +404,8 @@ def decode_stored_block(stored, codec: int, what: str) -> np.ndarray:
         raise Corruption(f"{what}: checksum mismatch (compressed block)")
     (raw_len,) = _U32.unpack_from(mv)
     zstandard = _zstd()
-    dctx = getattr(_dctx, "d", None)
-    if dctx is None:  # one per thread: a context is not thread-safe, and making one costs ~6 decodes
-        dctx = _dctx.d = zstandard.ZstdDecompressor()
     try:
-        raw = dctx.decompress(mv[4:-8], max_output_size=raw_len)
+        raw = _zstd_dctx().decompress(mv[4:-8], max_output_size=raw_len)
     except zstandard.ZstdError as exc:
         raise Corruption(f"{what}: zstd frame does not decompress: {exc}") from None
     if len(raw) != raw_len:
